@@ -1,0 +1,121 @@
+//! Proxy-issued cancel keys and forwarding of CancelRequests.
+//!
+//! Each session gets a random (pid, secret) key. While the session holds an upstream
+//! connection, its target records that connection's real key; a CancelRequest carrying the
+//! proxy key is forwarded as a real CancelRequest to the upstream. Unknown keys are ignored.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::pool::upstream::send_cancel;
+
+/// Where a session's cancel should go right now.
+#[derive(Debug)]
+pub struct CancelTarget {
+    /// Upstream (pid << 32 | secret) of the attached connection; 0 when detached.
+    upstream: AtomicU64,
+    /// Upstream host for the cancel connection.
+    host: String,
+    /// Upstream port.
+    port: u16,
+}
+
+impl CancelTarget {
+    /// Points cancels at an attached upstream connection.
+    pub fn attach(&self, pid: i32, secret: i32) {
+        let v = ((pid as u32 as u64) << 32) | secret as u32 as u64;
+        self.upstream.store(v.max(1), Ordering::Release);
+    }
+
+    /// Stops forwarding cancels (before the connection goes back to the pool).
+    pub fn detach(&self) {
+        self.upstream.store(0, Ordering::Release);
+    }
+
+    fn key(&self) -> Option<(i32, i32)> {
+        match self.upstream.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(((v >> 32) as u32 as i32, v as u32 as i32)),
+        }
+    }
+}
+
+/// All live sessions' cancel keys.
+#[derive(Default)]
+pub struct CancelRegistry {
+    /// Proxy key → target.
+    map: Mutex<HashMap<(i32, i32), Arc<CancelTarget>>>,
+}
+
+/// Removes the key from the registry when the session ends.
+pub struct CancelHandle {
+    /// The registry to remove from.
+    registry: Arc<CancelRegistry>,
+    /// The proxy-issued key.
+    pub key: (i32, i32),
+    /// The session's target.
+    pub target: Arc<CancelTarget>,
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.registry.map.lock() {
+            m.remove(&self.key);
+        }
+    }
+}
+
+impl CancelRegistry {
+    /// Issues a fresh random key for a session whose upstream is `host:port`.
+    pub fn register(self: &Arc<Self>, host: &str, port: u16) -> CancelHandle {
+        let target = Arc::new(CancelTarget {
+            upstream: AtomicU64::new(0),
+            host: host.to_owned(),
+            port,
+        });
+        let mut map = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let key = loop {
+            let k: (i32, i32) = (rand::random::<i32>() & 0x7fff_ffff, rand::random());
+            if k.0 != 0 && !map.contains_key(&k) {
+                break k;
+            }
+        };
+        map.insert(key, target.clone());
+        CancelHandle {
+            registry: self.clone(),
+            key,
+            target,
+        }
+    }
+
+    /// Forwards a cancel for a proxy key; unknown keys are ignored (as PostgreSQL does).
+    pub fn cancel(&self, pid: i32, secret: i32) {
+        let target = self.map.lock().ok().and_then(|m| m.get(&(pid, secret)).cloned());
+        let Some(target) = target else {
+            tracing::debug!("cancel request with unknown key ignored");
+            return;
+        };
+        let Some((upid, usecret)) = target.key() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = send_cancel(&target.host, target.port, upid, usecret).await {
+                tracing::warn!(error = %e, "could not forward cancel request");
+            }
+        });
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,371 @@
+//! The client side: handshake, authentication, tenant choice, then the session loop.
+
+pub mod auth;
+pub mod cancel;
+pub mod handshake;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use crate::config::{UserConfig, UserKind};
+use crate::error;
+use crate::events::{Action, EventKind, SecurityEvent, Subject};
+use crate::protocol::messages::{self, PgError};
+use crate::protocol::PqStream;
+use crate::server::Shared;
+use crate::tenant::identity::{self, Choice, TenantRequest, TenantSource};
+use handshake::{HandshakeError, Opening, Startup};
+use session::{Identity, Session, SessionParts};
+
+/// A login that passed every check, ready to become a session.
+struct Login {
+    stream: PqStream,
+    who: Identity,
+    tenant: Option<String>,
+    subject: Subject,
+    startup: Vec<(String, String)>,
+}
+
+/// Serves one accepted TCP connection from handshake to goodbye.
+pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, session_id: String) {
+    let span = tracing::info_span!("session", session_id = %session_id, client_addr = %peer, user = tracing::field::Empty, tenant = tracing::field::Empty);
+    let _enter = span.clone();
+    let auth_timeout = crate::config::secs(shared.config.server.auth_timeout);
+    let opened = tokio::time::timeout(auth_timeout, login(&shared, tcp, peer, session_id)).await;
+    let login = match opened {
+        Err(_) => {
+            tracing::debug!(parent: &span, "startup/authentication timed out");
+            return;
+        }
+        Ok(Ok(Some(l))) => l,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(parent: &span, error = %e, "connection refused during startup");
+            return;
+        }
+    };
+    span.record("user", login.who.login.as_str());
+    if let Some(t) = &login.tenant {
+        span.record("tenant", t.as_str());
+    }
+    let pool = match login.who.kind {
+        UserKind::Breakglass => match &shared.breakglass {
+            Some(p) => p.clone(),
+            None => return,
+        },
+        _ => shared.pool.clone(),
+    };
+    let deadline = if login.who.kind == UserKind::Breakglass {
+        shared
+            .config
+            .upstream
+            .breakglass
+            .as_ref()
+            .and_then(|b| b.max_session_seconds)
+            .map(|s| Instant::now() + Duration::from_secs(s))
+    } else {
+        None
+    };
+    let cancel = shared.cancels.register(&pool.spec().host, pool.spec().port);
+    let mut stream = login.stream;
+    if let Err(e) = greet(&shared, &pool, &mut stream, &login.startup, cancel.key).await {
+        e.encode(stream.out());
+        let _ = stream.flush().await;
+        return;
+    }
+    let session = Session::new(SessionParts {
+        shared: shared.clone(),
+        client: stream,
+        who: login.who,
+        tenant: login.tenant,
+        subject: login.subject,
+        pool,
+        cancel,
+        deadline,
+    });
+    let _guard = span.enter();
+    drop(_guard);
+    if let Err(e) = tracing::Instrument::instrument(session.run(), span.clone()).await {
+        tracing::debug!(parent: &span, error = %e, "session ended with an error");
+    }
+}
+
+/// Handshake, authentication and tenant choice. `Ok(None)`: handled (cancel) or refused.
+async fn login(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    session_id: String,
+) -> Result<Option<Login>, HandshakeError> {
+    let cfg = &shared.config;
+    let opening = match handshake::negotiate(tcp, shared.tls.as_ref(), cfg.server.max_message_size).await {
+        Ok(o) => o,
+        Err(HandshakeError::Refuse(e)) => {
+            // No stream to answer on after a failed negotiation (the socket was consumed).
+            tracing::debug!(message = %e.message, "startup refused");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut start: Startup = match opening {
+        Opening::Cancel { pid, secret } => {
+            shared.cancels.cancel(pid, secret);
+            return Ok(None);
+        }
+        Opening::Session(s) => s,
+    };
+    let refuse = |stream: &mut PqStream, e: PgError| {
+        e.encode(stream.out());
+    };
+    let Some(login_name) = start.param("user").map(str::to_owned) else {
+        refuse(&mut start.stream, error::no_user());
+        start.stream.flush().await?;
+        return Ok(None);
+    };
+    let database = start.param("database").unwrap_or(&login_name).to_owned();
+    let application_name = start.param("application_name").map(str::to_owned);
+    let mut subject = Subject {
+        session_id,
+        user: Some(login_name.clone()),
+        kind: None,
+        tenant: None,
+        client_addr: Some(peer.to_string()),
+        application_name,
+        database: Some(database.clone()),
+    };
+    if cfg.server.require_tls && !start.tls {
+        refuse(&mut start.stream, error::tls_required(&peer.ip().to_string(), &login_name, &database));
+        start.stream.flush().await?;
+        return Ok(None);
+    }
+    negotiate_protocol(&mut start);
+
+    // Which configured user is this? Exact name first, then NAME.TENANT.
+    let (user, suffix) = resolve_user(&shared.config.users, &login_name);
+    if let Some(u) = user {
+        subject.user = Some(u.name.clone());
+        subject.kind = Some(kind_name(u.kind));
+    }
+    let cred = user.and_then(|u| shared.auth.get(&u.name));
+    let auth = auth::authenticate(&mut start.stream, &login_name, cred.as_deref(), start.tls).await;
+    if let Err(e) = auth {
+        let err = match e {
+            auth::AuthError::NeedsTls => error::cleartext_needs_tls(&login_name),
+            auth::AuthError::Stream(_) => return Ok(None),
+            _ => error::auth_failed(&login_name),
+        };
+        shared.events.record(
+            SecurityEvent::new(EventKind::AuthFailed, Action::Block, &subject)
+                .sqlstate(err.code)
+                .detail(e.to_string()),
+        );
+        refuse(&mut start.stream, err);
+        start.stream.flush().await?;
+        return Ok(None);
+    }
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    if database != cfg.upstream.database {
+        refuse(&mut start.stream, error::unknown_database(&database));
+        start.stream.flush().await?;
+        return Ok(None);
+    }
+
+    // Tenant choice.
+    let mut requests = Vec::new();
+    if let Some(s) = suffix {
+        requests.push(TenantRequest { source: TenantSource::UserSuffix, value: s });
+    }
+    if let Some(opts) = start.param("options") {
+        for (k, v) in identity::parse_options(opts) {
+            if k.eq_ignore_ascii_case(&cfg.tenant.setting) {
+                requests.push(TenantRequest { source: TenantSource::Options, value: v });
+            }
+        }
+    }
+    if let (Some(sni), Some(sfx)) = (&start.sni, &cfg.tenant.sni_suffix) {
+        if let Some(t) = sni.strip_suffix(sfx.as_str()) {
+            requests.push(TenantRequest { source: TenantSource::Sni, value: t.to_owned() });
+        }
+    }
+    let choice = identity::choose(user, cfg.tenant.format, &requests, shared.directory.is_some());
+    let tenant = match choice {
+        Ok(Choice::Tenant(t)) => Some(t),
+        Ok(Choice::None) => None,
+        Ok(Choice::Lookup(slug)) => match lookup(shared, user, &slug).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let is_tamper = e.is_tamper();
+                tenant_refusal(shared, &subject, &mut start.stream, &e, is_tamper, &requests).await?;
+                return Ok(None);
+            }
+        },
+        Err(e) => {
+            tenant_refusal(shared, &subject, &mut start.stream, &e, e.is_tamper(), &requests).await?;
+            return Ok(None);
+        }
+    };
+    subject.tenant = tenant.clone();
+    if user.kind == UserKind::Breakglass {
+        shared.events.record(
+            SecurityEvent::new(EventKind::BreakglassSession, Action::Allow, &subject)
+                .detail("break-glass session started on the BYPASSRLS pool"),
+        );
+    }
+    Ok(Some(Login {
+        stream: start.stream,
+        who: Identity {
+            login: login_name,
+            kind: user.kind,
+            allow_switch: user.allow_switch,
+            user: user.name.clone(),
+        },
+        tenant,
+        subject,
+        startup: start.params,
+    }))
+}
+
+async fn lookup(
+    shared: &Arc<Shared>,
+    user: &UserConfig,
+    slug: &str,
+) -> Result<String, identity::TenantRefusal> {
+    let format = shared.config.tenant.format;
+    let invalid = |reason: String| identity::TenantRefusal::Invalid { asked: slug.to_owned(), reason };
+    let Some(dir) = &shared.directory else {
+        return Err(invalid("no tenant directory is configured".into()));
+    };
+    let id = match dir.lookup(&shared.pool, slug).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return Err(invalid("no such tenant".into())),
+        Err(e) => {
+            tracing::warn!(error = %e, "tenant directory lookup failed");
+            return Err(invalid("the tenant directory is unavailable".into()));
+        }
+    };
+    identity::validate_tenant_id(format, &id).map_err(|e| invalid(format!("directory returned an invalid id: {e}")))?;
+    let id = identity::canonical(format, &id);
+    identity::check_allowed(user, &id)?;
+    Ok(id)
+}
+
+async fn tenant_refusal(
+    shared: &Arc<Shared>,
+    subject: &Subject,
+    stream: &mut PqStream,
+    e: &identity::TenantRefusal,
+    tamper: bool,
+    requests: &[TenantRequest],
+) -> Result<(), HandshakeError> {
+    let err = error::tenant_refused(e);
+    let sources: Vec<&str> = requests.iter().map(|r| r.source.as_str()).collect();
+    let ev = SecurityEvent::new(
+        if tamper { EventKind::TenantTamper } else { EventKind::NoTenantRefused },
+        Action::Block,
+        subject,
+    )
+    .sqlstate(err.code)
+    .detail(format!("{e} (asked via {})", sources.join(", ")));
+    shared.events.record(ev);
+    err.encode(stream.out());
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Sends NegotiateProtocolVersion for 3.x (x > 0) or `_pq_.` options, then speaks 3.0.
+fn negotiate_protocol(start: &mut Startup) {
+    let unknown: Vec<String> = start
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if start.minor == 0 && unknown.is_empty() {
+        return;
+    }
+    messages::write_msg(start.stream.out(), b'v', |b| {
+        use bytes::BufMut;
+        b.put_i32(0);
+        b.put_i32(unknown.len() as i32);
+        for k in &unknown {
+            messages::put_cstr(b, k.as_bytes());
+        }
+    });
+}
+
+/// Sends AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
+async fn greet(
+    shared: &Arc<Shared>,
+    pool: &Arc<crate::pool::Pool>,
+    stream: &mut PqStream,
+    startup: &[(String, String)],
+    key: (i32, i32),
+) -> Result<(), PgError> {
+    let params = match pool.server_params() {
+        Some(p) => p,
+        None => {
+            // First client before any upstream connection: open one to learn the parameters.
+            match pool.checkout().await {
+                Ok(g) => {
+                    drop(g);
+                    pool.server_params().unwrap_or_default()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the upstream to learn its parameters");
+                    return Err(PgError::fatal("08006", "tenantgate: could not connect to the database server"));
+                }
+            }
+        }
+    };
+    let _ = shared;
+    let mut out = BytesMut::new();
+    messages::authentication(&mut out, 0, &[]);
+    for (k, v) in &params {
+        let client_value = match k.as_str() {
+            "application_name" => Some(startup.iter().find(|(n, _)| n == "application_name").map(|(_, v)| v.as_str()).unwrap_or("")),
+            _ => None,
+        };
+        messages::parameter_status(&mut out, k, client_value.unwrap_or(v));
+    }
+    messages::backend_key_data(&mut out, key.0, key.1);
+    messages::ready_for_query(&mut out, b'I');
+    stream.queue(&out);
+    stream.flush().await.map_err(|_| PgError::fatal("08006", "connection lost"))?;
+    Ok(())
+}
+
+/// Finds the configured user for a login name: exact match, else `NAME.SUFFIX`.
+pub fn resolve_user<'a>(users: &'a [UserConfig], login: &str) -> (Option<&'a UserConfig>, Option<String>) {
+    if let Some(u) = users.iter().find(|u| u.name == login) {
+        return (Some(u), None);
+    }
+    let mut at = 0;
+    while let Some(pos) = login[at..].find('.') {
+        let dot = at + pos;
+        let (name, rest) = (&login[..dot], &login[dot + 1..]);
+        if let Some(u) = users.iter().find(|u| u.name == name) {
+            if !rest.is_empty() {
+                return (Some(u), Some(rest.to_owned()));
+            }
+        }
+        at = dot + 1;
+    }
+    (None, None)
+}
+
+/// The `kind` field of events.
+pub fn kind_name(k: UserKind) -> &'static str {
+    match k {
+        UserKind::App => "app",
+        UserKind::Operator => "operator",
+        UserKind::Breakglass => "breakglass",
+        UserKind::Admin => "admin",
+    }
+}

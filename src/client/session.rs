@@ -1,0 +1,604 @@
+//! The per-session loop: client messages in, tenant guard, injection, upstream, relay back.
+//!
+//! The one place tenant enforcement slots in is [`Session::on_client`]: a message that starts
+//! a segment (the first message after ReadyForQuery) attaches an upstream connection and, when
+//! the connection is idle (`I`), is preceded by the injection in the same write.
+//!
+//! Segments are processed one at a time: after a Query or Sync is forwarded, further client
+//! messages wait (buffered) until ReadyForQuery reports the true transaction status, except
+//! COPY data while the server is in COPY IN. So the proxy always knows, from PostgreSQL itself,
+//! whether the next message starts a new transaction, even for pipelining clients.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::client::cancel::CancelHandle;
+use crate::config::{PoolMode, UserKind};
+use crate::error;
+use crate::events::{SecurityEvent, Subject};
+use crate::pool::{Pool, PoolError, PoolGuard};
+use crate::protocol::messages::{self, parse_msg, query_text, PgError};
+use crate::protocol::stream::StreamError;
+use crate::protocol::{Frame, PqStream};
+use crate::relay::{Outcome, Relay};
+use crate::server::Shared;
+use crate::tenant::guard::{Asker, Decision, Verdict};
+use crate::tenant::identity::{canonical, check_allowed, validate_tenant_id};
+use crate::tenant::inject::{self, Injector};
+
+/// While waiting for ReadyForQuery, read at most this much ahead from the client (to notice
+/// a disconnect) before applying backpressure.
+const HOLD_LIMIT: usize = 1 << 20;
+
+/// Where the session is in the request/response cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between segments: the next message starts one.
+    Idle,
+    /// Forwarding an extended-protocol batch that has not reached its Sync yet.
+    InSegment,
+    /// A Query or Sync was forwarded; waiting for ReadyForQuery.
+    AwaitRfq,
+}
+
+/// Whether the loop continues.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The client's stream failed or broke the protocol.
+    #[error("client: {0}")]
+    Client(StreamError),
+    /// The upstream's stream failed.
+    #[error("server: {0}")]
+    Server(StreamError),
+}
+
+/// The fixed facts about an authenticated session.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user name as the client sent it (with any `.tenant` suffix).
+    pub login: String,
+    /// The configured user's kind.
+    pub kind: UserKind,
+    /// May switch tenant with an intercepted SET.
+    pub allow_switch: bool,
+    /// The configured user's name.
+    pub user: String,
+}
+
+/// One client session after authentication.
+pub struct Session {
+    /// Config, pools, event sink, cancel registry.
+    shared: Arc<Shared>,
+    /// The client connection.
+    client: PqStream,
+    /// Who the client is.
+    who: Identity,
+    /// The current tenant (canonical), if any.
+    tenant: Option<String>,
+    /// Fields stamped on every security event of this session.
+    subject: Subject,
+    /// Pre-encoded injection for `tenant` (None: no injection for this kind/tenant).
+    injector: Option<Injector>,
+    /// The pool this session draws from (app or break-glass).
+    pool: Arc<Pool>,
+    /// Transaction or session pooling.
+    mode: PoolMode,
+    /// The attached upstream connection, if any.
+    server: Option<PoolGuard>,
+    /// Where in the cycle we are.
+    phase: Phase,
+    /// The last segment ended with a Query (simple protocol), not a Sync.
+    simple_segment: bool,
+    /// Response filtering for the current transaction.
+    relay: Relay,
+    /// A locally refused extended message: drop client messages until Sync, then answer it.
+    local_discard: bool,
+    /// The proxy-issued cancel key and where it points.
+    cancel: CancelHandle,
+    /// SIGTERM seen: end the session at the next transaction boundary.
+    draining: bool,
+    /// Break-glass sessions may be capped in length.
+    deadline: Option<Instant>,
+}
+
+/// Everything `Session::new` needs.
+pub struct SessionParts {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The authenticated client stream.
+    pub client: PqStream,
+    /// Who.
+    pub who: Identity,
+    /// The chosen tenant.
+    pub tenant: Option<String>,
+    /// Event subject.
+    pub subject: Subject,
+    /// The pool for this kind.
+    pub pool: Arc<Pool>,
+    /// The cancel key.
+    pub cancel: CancelHandle,
+    /// Optional end of the session.
+    pub deadline: Option<Instant>,
+}
+
+impl Session {
+    /// Builds a session ready to `run`.
+    pub fn new(p: SessionParts) -> Session {
+        let mode = p.shared.config.upstream.pool_mode;
+        let injector = match (p.who.kind, &p.tenant) {
+            (UserKind::App | UserKind::Operator, Some(t)) => {
+                Some(Injector::new(&p.shared.config.tenant.setting, t))
+            }
+            _ => None,
+        };
+        Session {
+            shared: p.shared,
+            client: p.client,
+            who: p.who,
+            tenant: p.tenant,
+            subject: p.subject,
+            injector,
+            pool: p.pool,
+            mode,
+            server: None,
+            phase: Phase::Idle,
+            simple_segment: false,
+            relay: Relay::default(),
+            local_discard: false,
+            cancel: p.cancel,
+            draining: false,
+            deadline: p.deadline,
+        }
+    }
+
+    /// Serves the client until it leaves, the server breaks, or shutdown.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        let result = self.run_loop().await;
+        self.finish().await;
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<(), SessionError> {
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            if self.draining && self.phase == Phase::Idle && self.txn_status() == b'I' {
+                error::shutting_down().encode(self.client.out());
+                self.client.flush().await.map_err(SessionError::Client)?;
+                return Ok(());
+            }
+            let dispatch = self.phase != Phase::AwaitRfq || self.relay.copy_in;
+            if dispatch {
+                if let Some(f) = self.client.try_buffered_frame().map_err(|e| self.client_error(e))? {
+                    if self.on_client(f).await? == Flow::Exit {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            if self.client.has_pending_writes() {
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+            let read_client = dispatch || self.client.buffered_len() < HOLD_LIMIT;
+            let deadline = self.deadline;
+            let server = self.server.as_mut().map(|g| &mut g.conn().stream);
+            let event = tokio::select! {
+                r = self.client.fill(), if read_client => Io::Client(r.map(|_| ())),
+                f = async {
+                    match server {
+                        Some(s) => s.read_frame().await,
+                        None => std::future::pending().await,
+                    }
+                } => Io::Server(f),
+                _ = shutdown.cancelled(), if !self.draining => Io::Shutdown,
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => Io::Deadline,
+            };
+            match event {
+                Io::Client(Ok(())) => {}
+                Io::Client(Err(StreamError::Closed)) => return Ok(()),
+                Io::Client(Err(e)) => return Err(self.client_error(e)),
+                Io::Server(Ok(f)) => {
+                    if self.on_server(f).await? == Flow::Exit {
+                        return Ok(());
+                    }
+                }
+                Io::Server(Err(e)) => {
+                    tracing::warn!(error = %e, "lost upstream connection");
+                    self.server_gone().await;
+                    return Err(SessionError::Server(e));
+                }
+                Io::Shutdown => self.draining = true,
+                Io::Deadline => {
+                    PgError::fatal("57P05", "terminating connection due to break-glass session time limit")
+                        .encode(self.client.out());
+                    let _ = self.client.flush().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Handles one client message. This is where the tenant guard and injection apply.
+    async fn on_client(&mut self, f: Frame) -> Result<Flow, SessionError> {
+        let tag = f.tag();
+        if tag == b'X' {
+            return Ok(Flow::Exit);
+        }
+        if self.local_discard {
+            if tag == b'S' {
+                self.local_discard = false;
+                let status = self.txn_status();
+                messages::ready_for_query(self.client.out(), status);
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+            return Ok(Flow::Continue);
+        }
+        if self.relay.copy_in {
+            return self.forward_copy(f).await;
+        }
+        if self.relay.inject_failed {
+            return self.after_failed_injection(tag).await;
+        }
+
+        let verdict = self.decide(&f)?;
+        if let Verdict::Switch(to) = verdict {
+            return self.switch_tenant(tag, to).await;
+        }
+
+        if self.server.is_none() {
+            match tag {
+                b'S' => {
+                    messages::ready_for_query(self.client.out(), b'I');
+                    self.client.flush().await.map_err(SessionError::Client)?;
+                    return Ok(Flow::Continue);
+                }
+                b'H' => return Ok(Flow::Continue),
+                _ => {}
+            }
+            if let Verdict::Refuse(err) = verdict {
+                return self.refuse_locally(tag, err).await;
+            }
+            if let Err(e) = self.attach().await {
+                let err = match e {
+                    PoolError::Timeout(_) => error::pool_timeout(),
+                    other => {
+                        tracing::warn!(error = %other, "cannot get an upstream connection");
+                        error::upstream_unavailable()
+                    }
+                };
+                return self.refuse_locally(tag, err).await;
+            }
+        }
+
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let conn = guard.conn();
+        if self.phase == Phase::Idle {
+            if conn.status == b'I' {
+                if let Some(inj) = &self.injector {
+                    self.relay.swallow = inj.write(conn.stream.out(), conn.inject_prepared);
+                    conn.inject_prepared = true;
+                }
+            }
+            self.phase = Phase::InSegment;
+        }
+        match verdict {
+            Verdict::Refuse(err) => {
+                match tag {
+                    b'P' => {
+                        let name = parse_msg(f.body()).map(|p| p.name).unwrap_or(b"");
+                        inject::poison_parse(conn.stream.out(), name);
+                    }
+                    _ => inject::poison_query(conn.stream.out()),
+                }
+                self.relay.poisons.push_back(err);
+            }
+            _ => conn.stream.queue(&f.raw),
+        }
+        conn.busy = true;
+        match tag {
+            b'Q' | b'F' => {
+                self.phase = Phase::AwaitRfq;
+                self.simple_segment = true;
+            }
+            b'S' => {
+                self.phase = Phase::AwaitRfq;
+                self.simple_segment = false;
+            }
+            _ => {}
+        }
+        if self.phase == Phase::AwaitRfq || tag == b'H' || !self.client.has_buffered_frame() {
+            conn.stream.flush().await.map_err(SessionError::Server)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Runs the tenant guard on statement-carrying messages and records its events.
+    fn decide(&mut self, f: &Frame) -> Result<Verdict, SessionError> {
+        let tag = f.tag();
+        let needs_tenant = matches!(self.who.kind, UserKind::App | UserKind::Operator);
+        let text = match tag {
+            b'Q' => query_text(f.body()),
+            b'P' => parse_msg(f.body()).map(|p| p.sql),
+            b'F' => return Ok(Verdict::Refuse(error::function_call_unsupported())),
+            b'S' | b'H' | b'C' => return Ok(Verdict::Forward),
+            _ if needs_tenant && self.tenant.is_none() => {
+                return Ok(Verdict::Refuse(error::no_tenant(
+                    &self.shared.config.tenant.setting,
+                    &self.who.login,
+                )))
+            }
+            _ => return Ok(Verdict::Forward),
+        };
+        let Some(text) = text else {
+            return Err(SessionError::Client(StreamError::Frame(
+                crate::protocol::FrameError::BadLength(-1),
+            )));
+        };
+        let sql = String::from_utf8_lossy(text);
+        let asker = Asker {
+            kind: self.who.kind,
+            tenant: self.tenant.as_deref(),
+            login: &self.who.login,
+            allow_switch: self.who.allow_switch,
+        };
+        let Decision { verdict, events, secret } = self.shared.policy.check(asker, &sql);
+        for e in events {
+            let mut ev = SecurityEvent::new(e.kind, e.action, &self.subject).statement(&sql, secret);
+            if let Verdict::Refuse(err) = &verdict {
+                ev = ev.sqlstate(err.code);
+            }
+            if let Some(d) = e.detail {
+                ev = ev.detail(d);
+            }
+            self.shared.events.record(ev);
+        }
+        Ok(verdict)
+    }
+
+    /// Answers a refused message without the upstream, as PostgreSQL would: ErrorResponse, then
+    /// ReadyForQuery for a Query, or skip to the next Sync for extended-protocol messages.
+    async fn refuse_locally(&mut self, tag: u8, err: PgError) -> Result<Flow, SessionError> {
+        err.encode(self.client.out());
+        match tag {
+            b'Q' | b'F' => {
+                let status = self.txn_status();
+                messages::ready_for_query(self.client.out(), status)
+            }
+            _ => self.local_discard = true,
+        }
+        self.client.flush().await.map_err(SessionError::Client)?;
+        Ok(Flow::Continue)
+    }
+
+    /// COPY IN: client data flows straight to the server.
+    async fn forward_copy(&mut self, f: Frame) -> Result<Flow, SessionError> {
+        let tag = f.tag();
+        let Some(guard) = self.server.as_mut() else {
+            self.relay.copy_in = false;
+            return Ok(Flow::Continue);
+        };
+        let conn = guard.conn();
+        conn.stream.queue(&f.raw);
+        if matches!(tag, b'c' | b'f') {
+            self.relay.copy_in = false;
+            if !self.simple_segment {
+                // Extended protocol: the Sync sent before the data was ignored by the server;
+                // the client's next Sync ends the segment.
+                self.phase = Phase::InSegment;
+            }
+        }
+        if !self.client.has_buffered_frame() || matches!(tag, b'c' | b'f' | b'S' | b'H') {
+            conn.stream.flush().await.map_err(SessionError::Server)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// After a failed injection the server discards until Sync: turn the client's terminator
+    /// into that Sync and drop everything else.
+    async fn after_failed_injection(&mut self, tag: u8) -> Result<Flow, SessionError> {
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let conn = guard.conn();
+        if matches!(tag, b'S' | b'Q' | b'F') {
+            messages::sync(conn.stream.out());
+            conn.stream.flush().await.map_err(SessionError::Server)?;
+            self.phase = Phase::AwaitRfq;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// A trusted backend's `SET <setting> = 'X'`: validate X and switch, answering locally.
+    async fn switch_tenant(&mut self, tag: u8, to: String) -> Result<Flow, SessionError> {
+        let cfg = &self.shared.config;
+        let format = cfg.tenant.format;
+        let in_txn = self.txn_status() != b'I' || self.phase != Phase::Idle;
+        let user = cfg.user(&self.who.user);
+        let allowed = tag == b'Q'
+            && !in_txn
+            && validate_tenant_id(format, &to).is_ok()
+            && user.is_some_and(|u| check_allowed(u, &canonical(format, &to)).is_ok());
+        if !allowed {
+            let err = error::refused(&format!("switching to tenant \"{to}\""));
+            let ev = SecurityEvent::new(crate::events::EventKind::TenantTamper, crate::events::Action::Block, &self.subject)
+                .detail(format!("switch to \"{to}\" refused"))
+                .sqlstate(err.code);
+            self.shared.events.record(ev);
+            return self.refuse_locally(tag, err).await;
+        }
+        let to = canonical(format, &to);
+        let ev = SecurityEvent::new(crate::events::EventKind::TenantSwitch, crate::events::Action::Allow, &self.subject)
+            .detail(format!("from {:?} to \"{to}\"", self.tenant));
+        self.shared.events.record(ev);
+        self.injector = Some(Injector::new(&cfg.tenant.setting, &to));
+        self.subject.tenant = Some(to.clone());
+        self.tenant = Some(to);
+        messages::write_msg(self.client.out(), b'C', |b| messages::put_cstr(b, b"SET"));
+        let status = self.txn_status();
+        messages::ready_for_query(self.client.out(), status);
+        self.client.flush().await.map_err(SessionError::Client)?;
+        Ok(Flow::Continue)
+    }
+
+    /// Handles one server message (and any already buffered behind it), then flushes.
+    async fn on_server(&mut self, first: Frame) -> Result<Flow, SessionError> {
+        let mut next = Some(first);
+        while let Some(f) = next.take() {
+            let Some(guard) = self.server.as_mut() else {
+                return Ok(Flow::Continue);
+            };
+            let conn = guard.conn();
+            match self.relay.on_server(&f, conn, &mut self.client) {
+                Outcome::Continue => {}
+                Outcome::Ready(status) => {
+                    self.phase = Phase::Idle;
+                    self.client.flush().await.map_err(SessionError::Client)?;
+                    if self.mode == PoolMode::Transaction
+                        && status == b'I'
+                        && !self.client.has_buffered_frame()
+                    {
+                        self.detach();
+                    }
+                    return Ok(Flow::Continue);
+                }
+                Outcome::InjectionFailed => {
+                    crate::metrics::injection_failed();
+                    if self.phase == Phase::AwaitRfq && self.simple_segment {
+                        messages::sync(conn.stream.out());
+                        conn.stream.flush().await.map_err(SessionError::Server)?;
+                    }
+                }
+                Outcome::ServerFatal => {
+                    self.server_gone().await;
+                    return Ok(Flow::Exit);
+                }
+            }
+            if f.tag() == b'G' && self.client.has_buffered_frame() {
+                // COPY IN began: let buffered CopyData through.
+                break;
+            }
+            next = match self.server.as_mut() {
+                Some(g) => g.conn().stream.try_buffered_frame().map_err(SessionError::Server)?,
+                None => None,
+            };
+        }
+        self.client.flush().await.map_err(SessionError::Client)?;
+        Ok(Flow::Continue)
+    }
+
+    /// Checks out an upstream connection and points cancels at it.
+    async fn attach(&mut self) -> Result<(), PoolError> {
+        let mut guard = self.pool.checkout().await?;
+        let conn = guard.conn();
+        self.cancel.target.attach(conn.pid, conn.secret);
+        self.server = Some(guard);
+        Ok(())
+    }
+
+    /// Returns a clean connection to the pool (the guard decides if it is clean).
+    fn detach(&mut self) {
+        self.cancel.target.detach();
+        self.server = None;
+    }
+
+    /// The transaction status the client should see now.
+    fn txn_status(&self) -> u8 {
+        self.server.as_ref().map(|g| g.conn_ref().status).unwrap_or(b'I')
+    }
+
+    /// The upstream failed: tell the client (FATAL) and drop the connection.
+    async fn server_gone(&mut self) {
+        self.cancel.target.detach();
+        if let Some(g) = self.server.take() {
+            g.discard();
+        }
+        if !self.client.has_pending_writes() {
+            error::server_lost().encode(self.client.out());
+        }
+        let _ = self.client.flush().await;
+    }
+
+    fn client_error(&mut self, e: StreamError) -> SessionError {
+        if let StreamError::Frame(fe) = &e {
+            error::protocol_violation(format!("invalid message from client: {fe}")).encode(self.client.out());
+        }
+        SessionError::Client(e)
+    }
+
+    /// Leaves nothing dirty behind: cancel what runs, roll back what is open, reset for session
+    /// mode, and only then give the connection back.
+    async fn finish(&mut self) {
+        self.cancel.target.detach();
+        self.client.shutdown().await;
+        let Some(mut guard) = self.server.take() else {
+            return;
+        };
+        let conn = guard.conn();
+        if conn.busy {
+            let (pid, secret) = (conn.pid, conn.secret);
+            let spec = guard.pool().spec().clone();
+            tokio::spawn(async move {
+                let _ = crate::pool::upstream::send_cancel(&spec.host, spec.port, pid, secret).await;
+                drop(guard); // busy: closed, never reused
+            });
+            return;
+        }
+        let reset = match (conn.status, self.mode) {
+            (b'I', PoolMode::Transaction) => None,
+            (b'I', PoolMode::Session) => Some("DISCARD ALL"),
+            _ => Some("ROLLBACK"),
+        };
+        if let Some(sql) = reset {
+            tokio::spawn(reset_and_release(guard, sql));
+        }
+    }
+}
+
+/// Runs `sql` (ROLLBACK or DISCARD ALL) and releases the connection if it ends idle.
+async fn reset_and_release(mut guard: PoolGuard, sql: &'static str) {
+    let conn = guard.conn();
+    messages::query(conn.stream.out(), sql);
+    conn.busy = true;
+    let done = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        conn.stream.flush().await?;
+        loop {
+            let f = conn.stream.read_frame().await?;
+            match f.tag() {
+                b'Z' => {
+                    conn.status = f.body().first().copied().unwrap_or(b'E');
+                    conn.busy = false;
+                    if sql == "DISCARD ALL" {
+                        conn.inject_prepared = false;
+                    }
+                    return Ok::<(), StreamError>(());
+                }
+                _ => continue,
+            }
+        }
+    })
+    .await;
+    if !matches!(done, Ok(Ok(()))) {
+        guard.discard();
+    }
+}
+
+/// What woke the loop.
+enum Io {
+    Client(Result<(), StreamError>),
+    Server(Result<Frame, StreamError>),
+    Shutdown,
+    Deadline,
+}

@@ -1,0 +1,667 @@
+//! Configuration: TOML with `deny_unknown_fields`, validated once, then shared as `Arc<Config>`.
+//!
+//! Nothing here is global: every task that needs the configuration is handed the `Arc`.
+//! `validate()` resolves secrets (`password_env`), parses verifiers and checks cross-field rules,
+//! so that a config that loads is a config that can run.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::tenant::identity::{validate_tenant_id, TenantFormat};
+
+/// Why a configuration was refused; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path given on the command line.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown/mistyped key (serde names the key).
+    #[error("{0}")]
+    Parse(String),
+    /// A key parsed but its value is not acceptable.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path, e.g. `users[2].tenant`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing listener, TLS and limits.
+    pub server: ServerConfig,
+    /// The PostgreSQL server behind the proxy and how to pool it.
+    pub upstream: UpstreamConfig,
+    /// How the tenant is named and validated.
+    #[serde(default)]
+    pub tenant: TenantConfig,
+    /// What happens to probes and where security events go.
+    #[serde(default)]
+    pub security: SecurityConfig,
+    /// The clients the proxy itself authenticates.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// `[server]`: the client side of the proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address clients connect to (like PgBouncer's `listen_addr:listen_port`).
+    pub listen: SocketAddr,
+    /// HTTP health/metrics address; off when absent so nothing is exposed by default.
+    pub admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain; with `tls_key`, SSLRequest is answered with `S`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not negotiate TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Cap on concurrent client connections (PgBouncer's `max_client_conn`); beyond it: 53300.
+    #[serde(default = "default_max_client_conn")]
+    pub max_client_conn: usize,
+    /// Largest protocol message accepted from a client, in bytes; larger closes with 08P01.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Seconds a client may take from TCP accept to finishing authentication.
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout: f64,
+    /// Seconds SIGTERM waits for in-flight transactions before closing them.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: f64,
+    /// Log format for the proxy's own diagnostics: `text` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// Diagnostic log format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[upstream]`: the PostgreSQL server and the pool in front of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Host name or address of PostgreSQL.
+    pub host: String,
+    /// Port of PostgreSQL.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// The only database clients may name; anything else gets FATAL 3D000.
+    pub database: String,
+    /// The non-privileged role (NOSUPERUSER NOBYPASSRLS) the proxy logs in as.
+    pub user: String,
+    /// Its password, inline (development) ...
+    pub password: Option<String>,
+    /// ... or the name of an environment variable holding it.
+    pub password_env: Option<String>,
+    /// `transaction` (default): a server per transaction; `session`: a server per client.
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Most upstream connections this pool opens.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Seconds a client waits for a free upstream connection before an error.
+    #[serde(default = "default_pool_timeout")]
+    pub pool_timeout: f64,
+    /// Seconds allowed to open and authenticate one upstream connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: f64,
+    /// Seconds an idle upstream connection may sit unused before it is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: f64,
+    /// Seconds after which an upstream connection is retired when next released.
+    #[serde(default = "default_server_lifetime")]
+    pub server_lifetime: f64,
+    /// TLS to PostgreSQL: `disable`, `require` (encrypt, no verification) or `verify-full`.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// CA bundle (PEM) for `verify-full`; the Mozilla roots when absent.
+    pub tls_ca: Option<PathBuf>,
+    /// Start even though the upstream role can bypass RLS (never the default).
+    #[serde(default)]
+    pub allow_privileged: bool,
+    /// Optional break-glass pool for `kind = "breakglass"` users.
+    pub breakglass: Option<BreakglassConfig>,
+    /// The upstream password after `password`/`password_env` resolution.
+    #[serde(skip)]
+    pub resolved_password: Option<String>,
+}
+
+/// `[upstream.breakglass]`: credentials of a BYPASSRLS role, used only by break-glass users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakglassConfig {
+    /// The privileged role, e.g. `tenant_admin`.
+    pub user: String,
+    /// Its password, inline ...
+    pub password: Option<String>,
+    /// ... or from this environment variable.
+    pub password_env: Option<String>,
+    /// A small pool: break-glass is rare.
+    #[serde(default = "default_breakglass_pool_size")]
+    pub pool_size: usize,
+    /// Optional hard cap on a break-glass session's length.
+    pub max_session_seconds: Option<u64>,
+    /// The password after resolution.
+    #[serde(skip)]
+    pub resolved_password: Option<String>,
+}
+
+/// Pooling mode, as in PgBouncer.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Attach a server at a transaction's first message, release it at ReadyForQuery `I`.
+    #[default]
+    Transaction,
+    /// Hold a server for the whole client session; reset with `DISCARD ALL` on release.
+    Session,
+}
+
+/// TLS towards PostgreSQL.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS without certificate verification (like libpq's `sslmode=require`).
+    Require,
+    /// TLS with chain and host name verification.
+    VerifyFull,
+}
+
+/// `[tenant]`: the tenant setting and its shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The GUC RLS policies read with `current_setting(..., true)`.
+    #[serde(default = "default_setting")]
+    pub setting: String,
+    /// `uuid` (canonical form) or `slug`.
+    #[serde(default)]
+    pub format: TenantFormat,
+    /// The tenant column in application tables, for cross-tenant literal detection.
+    #[serde(default = "default_tenant_column")]
+    pub column: String,
+    /// With TLS, a server name `<tenant><sni_suffix>` names the tenant.
+    pub sni_suffix: Option<String>,
+    /// Optional `$1`-parameterised query mapping a slug to the tenant id, run upstream.
+    pub directory_query: Option<String>,
+    /// Seconds a directory answer is cached.
+    #[serde(default = "default_directory_ttl")]
+    pub directory_ttl: f64,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self {
+            setting: default_setting(),
+            format: TenantFormat::default(),
+            column: default_tenant_column(),
+            sni_suffix: None,
+            directory_query: None,
+            directory_ttl: default_directory_ttl(),
+        }
+    }
+}
+
+/// `[security]`: probe handling and the event log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `block` refuses probes with 42501; `log` forwards them and records an event.
+    #[serde(default)]
+    pub probe_action: ProbeAction,
+    /// `stdout`, `stderr`, or the path of a JSON-lines file.
+    #[serde(default = "default_event_log")]
+    pub event_log: String,
+    /// `DO` blocks can call set_config where no lexer sees it: refused for app users unless true.
+    #[serde(default)]
+    pub allow_do_blocks: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            probe_action: ProbeAction::default(),
+            event_log: default_event_log(),
+            allow_do_blocks: false,
+        }
+    }
+}
+
+/// What to do with a detected probe.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeAction {
+    /// Refuse the statement (42501) and record it.
+    #[default]
+    Block,
+    /// Forward the statement and record it (migration / rollback mode).
+    Log,
+}
+
+/// `[[users]]`: one client identity the proxy authenticates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The login name clients use (the part before an optional `.tenant` suffix).
+    pub name: String,
+    /// Plaintext password (development); enables md5 and SCRAM.
+    pub password: Option<String>,
+    /// A `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` verifier (pg_authid format).
+    pub scram: Option<String>,
+    /// Which password exchange to ask for.
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// `app`, `operator`, `breakglass` (or `admin` for the console).
+    #[serde(default)]
+    pub kind: UserKind,
+    /// A fixed tenant for every session of this user.
+    pub tenant: Option<String>,
+    /// Tenants the client may choose from: `"*"` or a list.
+    pub tenants: Option<TenantsSpec>,
+    /// Whether an intercepted `SET <setting>` may switch among `tenants` (trusted backends).
+    #[serde(default)]
+    pub allow_switch: bool,
+}
+
+/// Password exchange for a user.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (PostgreSQL's default).
+    #[default]
+    ScramSha256,
+    /// MD5 challenge; needs a plaintext `password`.
+    Md5,
+    /// Cleartext password; only accepted over TLS.
+    Password,
+}
+
+/// The role a client plays.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserKind {
+    /// An application: tenant injected, probes refused.
+    #[default]
+    App,
+    /// A human operator bound to one tenant; every statement is audited.
+    Operator,
+    /// A break-glass admin on the BYPASSRLS pool; audited, no tenant.
+    Breakglass,
+    /// The admin console (`SHOW POOLS` ...).
+    Admin,
+}
+
+/// `tenants = "*"` or `tenants = ["a", "b"]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum TenantsSpec {
+    /// `"*"`: any well-formed tenant id.
+    Any(String),
+    /// An explicit allow-list.
+    List(Vec<String>),
+}
+
+impl TenantsSpec {
+    /// Whether `tenant` may be chosen under this spec (format checked separately).
+    pub fn allows(&self, tenant: &str) -> bool {
+        match self {
+            TenantsSpec::Any(_) => true,
+            TenantsSpec::List(list) => list.iter().any(|t| t == tenant),
+        }
+    }
+}
+
+fn default_max_client_conn() -> usize {
+    10_000
+}
+fn default_max_message_size() -> usize {
+    64 * 1024 * 1024
+}
+fn default_auth_timeout() -> f64 {
+    10.0
+}
+fn default_shutdown_timeout() -> f64 {
+    30.0
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_pool_size() -> usize {
+    20
+}
+fn default_pool_timeout() -> f64 {
+    30.0
+}
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+fn default_idle_timeout() -> f64 {
+    600.0
+}
+fn default_server_lifetime() -> f64 {
+    3600.0
+}
+fn default_breakglass_pool_size() -> usize {
+    2
+}
+fn default_setting() -> String {
+    "app.tenant_id".to_owned()
+}
+fn default_tenant_column() -> String {
+    "tenant_id".to_owned()
+}
+fn default_directory_ttl() -> f64 {
+    60.0
+}
+fn default_event_log() -> String {
+    "stdout".to_owned()
+}
+
+/// Seconds from config as a `Duration`, refusing negatives and NaN at validation.
+pub fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0))
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field rules and resolves secrets; called by `load`.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(invalid(
+                "server.tls_cert",
+                "tls_cert and tls_key must be given together",
+            ));
+        }
+        if s.require_tls && s.tls_cert.is_none() {
+            return Err(invalid(
+                "server.require_tls",
+                "require_tls needs tls_cert and tls_key",
+            ));
+        }
+        if s.max_client_conn == 0 {
+            return Err(invalid("server.max_client_conn", "must be at least 1"));
+        }
+        if s.max_message_size < 1024 {
+            return Err(invalid("server.max_message_size", "must be at least 1024"));
+        }
+        for (key, v) in [
+            ("server.auth_timeout", s.auth_timeout),
+            ("server.shutdown_timeout", s.shutdown_timeout),
+            ("upstream.pool_timeout", self.upstream.pool_timeout),
+            ("upstream.connect_timeout", self.upstream.connect_timeout),
+            ("upstream.idle_timeout", self.upstream.idle_timeout),
+            ("upstream.server_lifetime", self.upstream.server_lifetime),
+            ("tenant.directory_ttl", self.tenant.directory_ttl),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(key, "must be a positive number of seconds"));
+            }
+        }
+
+        let u = &mut self.upstream;
+        if u.pool_size == 0 {
+            return Err(invalid("upstream.pool_size", "must be at least 1"));
+        }
+        if u.database.is_empty() || u.user.is_empty() || u.host.is_empty() {
+            return Err(invalid(
+                "upstream",
+                "host, database and user must not be empty",
+            ));
+        }
+        u.resolved_password = resolve_secret(
+            "upstream.password",
+            u.password.as_deref(),
+            u.password_env.as_deref(),
+        )?;
+        if let Some(bg) = u.breakglass.as_mut() {
+            if bg.pool_size == 0 {
+                return Err(invalid("upstream.breakglass.pool_size", "must be at least 1"));
+            }
+            bg.resolved_password = resolve_secret(
+                "upstream.breakglass.password",
+                bg.password.as_deref(),
+                bg.password_env.as_deref(),
+            )?;
+        }
+
+        let t = &self.tenant;
+        if !is_guc_name(&t.setting) {
+            return Err(invalid(
+                "tenant.setting",
+                "must be a custom setting name like `app.tenant_id`",
+            ));
+        }
+        if t.column.is_empty() {
+            return Err(invalid("tenant.column", "must not be empty"));
+        }
+        if let Some(q) = &t.directory_query {
+            if !q.contains("$1") {
+                return Err(invalid(
+                    "tenant.directory_query",
+                    "must take the slug as parameter $1",
+                ));
+            }
+        }
+
+        let mut seen = HashSet::new();
+        let format = self.tenant.format;
+        let has_breakglass = self.upstream.breakglass.is_some();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = |k: &str| format!("users[{i}].{k}");
+            if user.name.is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            if !seen.insert(user.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("duplicate user `{}`", user.name),
+                ));
+            }
+            match (&user.password, &user.scram) {
+                (None, None) => {
+                    return Err(invalid(key("password"), "one of password or scram is required"))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(key("scram"), "give either password or scram, not both"))
+                }
+                (None, Some(v)) => {
+                    crate::client::auth::parse_verifier(v)
+                        .map_err(|e| invalid(key("scram"), e.to_string()))?;
+                    if user.auth != AuthMethod::ScramSha256 {
+                        return Err(invalid(
+                            key("auth"),
+                            "md5 and password need a plaintext `password`",
+                        ));
+                    }
+                }
+                (Some(_), None) => {}
+            }
+            if user.tenant.is_some() && user.tenants.is_some() {
+                return Err(invalid(key("tenants"), "give either tenant or tenants, not both"));
+            }
+            if let Some(tenant) = &user.tenant {
+                validate_tenant_id(format, tenant)
+                    .map_err(|e| invalid(key("tenant"), e.to_string()))?;
+            }
+            match &user.tenants {
+                Some(TenantsSpec::Any(s)) if s != "*" => {
+                    return Err(invalid(key("tenants"), "must be \"*\" or a list of tenant ids"))
+                }
+                Some(TenantsSpec::List(list)) => {
+                    if list.is_empty() {
+                        return Err(invalid(key("tenants"), "the list must not be empty"));
+                    }
+                    for t in list {
+                        validate_tenant_id(format, t)
+                            .map_err(|e| invalid(key("tenants"), e.to_string()))?;
+                    }
+                }
+                _ => {}
+            }
+            match user.kind {
+                UserKind::Breakglass => {
+                    if !has_breakglass {
+                        return Err(invalid(
+                            key("kind"),
+                            "breakglass users need an [upstream.breakglass] section",
+                        ));
+                    }
+                    if user.tenant.is_some() || user.tenants.is_some() {
+                        return Err(invalid(key("kind"), "breakglass users have no tenant"));
+                    }
+                }
+                UserKind::Admin => {
+                    if user.tenant.is_some() || user.tenants.is_some() {
+                        return Err(invalid(key("kind"), "admin users have no tenant"));
+                    }
+                }
+                UserKind::App | UserKind::Operator => {
+                    if user.tenant.is_none() && user.tenants.is_none() {
+                        return Err(invalid(
+                            key("tenant"),
+                            "app and operator users need `tenant` or `tenants`",
+                        ));
+                    }
+                }
+            }
+            if user.allow_switch && user.tenants.is_none() {
+                return Err(invalid(key("allow_switch"), "needs `tenants`"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured user called `name`.
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+fn resolve_secret(
+    key: &str,
+    inline: Option<&str>,
+    env: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, env) {
+        (Some(_), Some(_)) => Err(invalid(key, "give either password or password_env, not both")),
+        (Some(p), None) => Ok(Some(p.to_owned())),
+        (None, Some(var)) => std::env::var(var)
+            .map(Some)
+            .map_err(|_| invalid(format!("{key}_env"), format!("environment variable {var} is not set"))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A custom GUC name: two or more dot-separated identifier parts.
+fn is_guc_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() >= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !p.as_bytes()[0].is_ascii_digit()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:6432"
+[upstream]
+host = "127.0.0.1"
+database = "app"
+user = "app_user"
+password = "x"
+"#;
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = Config::from_toml(BASE).unwrap();
+        assert_eq!(c.upstream.pool_mode, PoolMode::Transaction);
+        assert_eq!(c.tenant.setting, "app.tenant_id");
+        assert_eq!(c.security.probe_action, ProbeAction::Block);
+        assert_eq!(c.upstream.resolved_password.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml(&format!("{BASE}\n[tenant]\nsettting = \"a.b\"\n")).unwrap_err();
+        assert!(err.to_string().contains("settting"), "{err}");
+    }
+
+    #[test]
+    fn bad_fixed_tenant_is_refused_with_its_key() {
+        let text = format!(
+            "{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\ntenant = \"not-a-uuid\"\n"
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert!(err.to_string().contains("users[0].tenant"), "{err}");
+    }
+
+    #[test]
+    fn app_user_without_tenant_is_refused() {
+        let text = format!("{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\n");
+        assert!(Config::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn guc_names() {
+        assert!(is_guc_name("app.tenant_id"));
+        assert!(!is_guc_name("tenant_id"));
+        assert!(!is_guc_name("app.1x"));
+        assert!(!is_guc_name("app..x"));
+    }
+}

@@ -1,0 +1,392 @@
+//! The security event log: one JSON object per line, written off the data path.
+//!
+//! Sessions `record` into a bounded queue and never wait; a writer task drains it to stdout,
+//! stderr or an append-only file (reopened on SIGHUP for logrotate). When the queue is full the
+//! event is dropped and counted, and the loss itself is reported as `events_dropped`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+
+/// Most events buffered before new ones are dropped (and counted).
+const QUEUE: usize = 16_384;
+/// Statement text is truncated to this many bytes in events.
+pub const MAX_STATEMENT: usize = 2048;
+
+/// The contract's event names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A client failed to authenticate.
+    AuthFailed,
+    /// A statement arrived in a session without tenant context.
+    NoTenantRefused,
+    /// An attempt to set or reset the tenant setting.
+    TenantTamper,
+    /// An attempt to change role or session authorization.
+    RoleTamper,
+    /// An attempt to weaken row-level security.
+    RlsTamper,
+    /// A statement naming another tenant's id.
+    CrossTenantLiteral,
+    /// A trusted backend switched tenant.
+    TenantSwitch,
+    /// An operator ran a statement.
+    OperatorStatement,
+    /// A break-glass session began.
+    BreakglassSession,
+    /// A break-glass session ran a statement.
+    BreakglassStatement,
+    /// The upstream role or schema posture changed or is unsafe.
+    UpstreamPosture,
+    /// Events were lost because the queue was full.
+    EventsDropped,
+}
+
+impl EventKind {
+    /// The event's name in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AuthFailed => "auth_failed",
+            EventKind::NoTenantRefused => "no_tenant_refused",
+            EventKind::TenantTamper => "tenant_tamper",
+            EventKind::RoleTamper => "role_tamper",
+            EventKind::RlsTamper => "rls_tamper",
+            EventKind::CrossTenantLiteral => "cross_tenant_literal",
+            EventKind::TenantSwitch => "tenant_switch",
+            EventKind::OperatorStatement => "operator_statement",
+            EventKind::BreakglassSession => "breakglass_session",
+            EventKind::BreakglassStatement => "breakglass_statement",
+            EventKind::UpstreamPosture => "upstream_posture",
+            EventKind::EventsDropped => "events_dropped",
+        }
+    }
+}
+
+/// What the proxy did about the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Refused.
+    Block,
+    /// Forwarded and recorded.
+    Log,
+    /// Allowed (audit records).
+    Allow,
+}
+
+/// Who the event is about; shared by all events of one session.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Subject {
+    /// Random per-connection id, also in the tracing span.
+    pub session_id: String,
+    /// The configured user name (without tenant suffix).
+    pub user: Option<String>,
+    /// `app`, `operator`, `breakglass`, `admin`.
+    pub kind: Option<&'static str>,
+    /// The session's tenant, if any.
+    pub tenant: Option<String>,
+    /// The client's address (from PROXY protocol when trusted).
+    pub client_addr: Option<String>,
+    /// The client's application_name.
+    pub application_name: Option<String>,
+    /// The database the client named.
+    pub database: Option<String>,
+}
+
+/// One line of the event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityEvent {
+    /// RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    /// The event name.
+    pub event: EventKind,
+    /// What was done.
+    pub action: Action,
+    /// Who.
+    #[serde(flatten)]
+    pub subject: Subject,
+    /// The statement (truncated, redacted when it carries a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// SQLSTATE sent to the client, when refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<&'static str>,
+    /// What matched, or other context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// For aggregated or `events_dropped` events: how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl SecurityEvent {
+    /// A new event stamped now.
+    pub fn new(event: EventKind, action: Action, subject: &Subject) -> Self {
+        Self {
+            ts: now_rfc3339(),
+            event,
+            action,
+            subject: subject.clone(),
+            statement: None,
+            sqlstate: None,
+            detail: None,
+            count: None,
+        }
+    }
+
+    /// Attaches statement text, truncated to 2 KiB, or a redaction note.
+    pub fn statement(mut self, sql: &str, secret: bool) -> Self {
+        self.statement = Some(if secret {
+            "<redacted: statement carries a password>".to_owned()
+        } else {
+            truncate(sql, MAX_STATEMENT).to_owned()
+        });
+        self
+    }
+
+    /// Attaches the SQLSTATE sent to the client.
+    pub fn sqlstate(mut self, code: &'static str) -> Self {
+        self.sqlstate = Some(code);
+        self
+    }
+
+    /// Attaches detail text.
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+}
+
+/// Current time as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The handle sessions record events through.
+#[derive(Clone)]
+pub struct EventSink {
+    /// Bounded queue to the writer task.
+    tx: mpsc::Sender<SecurityEvent>,
+    /// Events dropped since the last `events_dropped` report.
+    dropped: Arc<AtomicU64>,
+    /// Total dropped since start (for metrics).
+    pub dropped_total: Arc<AtomicU64>,
+    /// Per-event counters, for metrics.
+    pub counts: Arc<EventCounts>,
+    /// Asks the writer to reopen its file.
+    reopen: Arc<Notify>,
+}
+
+/// Counters of recorded events by name.
+#[derive(Debug, Default)]
+pub struct EventCounts(pub [AtomicU64; 12]);
+
+impl EventCounts {
+    fn bump(&self, kind: EventKind) {
+        self.0[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every event kind, in declaration order (matches `EventCounts` indexes).
+pub const ALL_KINDS: [EventKind; 12] = [
+    EventKind::AuthFailed,
+    EventKind::NoTenantRefused,
+    EventKind::TenantTamper,
+    EventKind::RoleTamper,
+    EventKind::RlsTamper,
+    EventKind::CrossTenantLiteral,
+    EventKind::TenantSwitch,
+    EventKind::OperatorStatement,
+    EventKind::BreakglassSession,
+    EventKind::BreakglassStatement,
+    EventKind::UpstreamPosture,
+    EventKind::EventsDropped,
+];
+
+impl EventSink {
+    /// Starts the writer task for `target` (`stdout`, `stderr` or a file path).
+    pub fn start(target: &str) -> std::io::Result<EventSink> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let out = Output::open(target)?;
+        let sink = EventSink {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+            dropped_total: Arc::new(AtomicU64::new(0)),
+            counts: Arc::new(EventCounts::default()),
+            reopen: Arc::new(Notify::new()),
+        };
+        tokio::spawn(writer(rx, out, target.to_owned(), sink.dropped.clone(), sink.reopen.clone()));
+        Ok(sink)
+    }
+
+    /// Queues an event; never waits. A full queue drops it and counts the loss.
+    pub fn record(&self, ev: SecurityEvent) {
+        self.counts.bump(ev.event);
+        if ev.action == Action::Block {
+            tracing::warn!(event = ev.event.as_str(), statement = ev.statement.as_deref(), detail = ev.detail.as_deref(), "security event");
+        } else if matches!(ev.event, EventKind::BreakglassSession | EventKind::UpstreamPosture) {
+            tracing::warn!(event = ev.event.as_str(), detail = ev.detail.as_deref(), "security event");
+        }
+        if self.tx.try_send(ev).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reopens the log file (SIGHUP, for logrotate).
+    pub fn reopen(&self) {
+        self.reopen.notify_one();
+    }
+}
+
+enum Output {
+    Stdout,
+    Stderr,
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+impl Output {
+    fn open(target: &str) -> std::io::Result<Output> {
+        Ok(match target {
+            "stdout" => Output::Stdout,
+            "stderr" => Output::Stderr,
+            path => Output::File(std::io::BufWriter::new(
+                std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+            )),
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self {
+            Output::Stdout => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(line)?;
+                o.flush()
+            }
+            Output::Stderr => std::io::stderr().lock().write_all(line),
+            Output::File(f) => f.write_all(line),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn writer(
+    mut rx: mpsc::Receiver<SecurityEvent>,
+    mut out: Output,
+    target: String,
+    dropped: Arc<AtomicU64>,
+    reopen: Arc<Notify>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                write_event(&mut out, &ev);
+                while let Ok(ev) = rx.try_recv() {
+                    write_event(&mut out, &ev);
+                }
+                report_dropped(&mut out, &dropped);
+                let _ = out.flush();
+            }
+            _ = tick.tick() => {
+                report_dropped(&mut out, &dropped);
+                let _ = out.flush();
+            }
+            _ = reopen.notified() => {
+                let _ = out.flush();
+                match Output::open(&target) {
+                    Ok(o) => out = o,
+                    Err(e) => tracing::error!(error = %e, target, "cannot reopen event log; keeping the old file"),
+                }
+            }
+        }
+    }
+    let _ = out.flush();
+}
+
+fn report_dropped(out: &mut Output, dropped: &AtomicU64) {
+    let n = dropped.swap(0, Ordering::Relaxed);
+    if n > 0 {
+        let mut ev = SecurityEvent::new(EventKind::EventsDropped, Action::Log, &Subject::default());
+        ev.count = Some(n);
+        ev.detail = Some("the event queue was full".into());
+        write_event(out, &ev);
+    }
+}
+
+fn write_event(out: &mut Output, ev: &SecurityEvent) {
+    match serde_json::to_vec(ev) {
+        Ok(mut line) => {
+            line.push(b'\n');
+            if let Err(e) = out.write_line(&line) {
+                tracing::error!(error = %e, "cannot write security event");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot serialise security event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_serialises_with_contract_fields() {
+        let subject = Subject {
+            session_id: "abc".into(),
+            user: Some("u".into()),
+            kind: Some("app"),
+            tenant: None,
+            ..Default::default()
+        };
+        let ev = SecurityEvent::new(EventKind::TenantTamper, Action::Block, &subject)
+            .statement("set app.tenant_id = 'x'", false)
+            .sqlstate("42501");
+        let v: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&ev).unwrap()).unwrap();
+        assert_eq!(v["event"], "tenant_tamper");
+        assert_eq!(v["action"], "block");
+        assert_eq!(v["session_id"], "abc");
+        assert!(v["tenant"].is_null());
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(v["sqlstate"], "42501");
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let s = "é".repeat(2000);
+        let t = truncate(&s, MAX_STATEMENT);
+        assert!(t.len() <= MAX_STATEMENT);
+        assert!(s.starts_with(t));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let ev = SecurityEvent::new(EventKind::RoleTamper, Action::Block, &Subject::default())
+            .statement("alter role x password 'hunter2'", true);
+        assert!(!ev.statement.unwrap().contains("hunter2"));
+    }
+}

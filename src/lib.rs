@@ -1,0 +1,44 @@
+//! tenantgate: a PostgreSQL wire-protocol proxy that makes multi-tenant Row-Level Security
+//! impossible to forget.
+//!
+//! ```text
+//!  client ──TCP──▶ server.rs (accept, cap) ──▶ client/handshake.rs (SSL/GSS, startup)
+//!                                              ──▶ client/auth.rs (SCRAM / md5)
+//!                                              ──▶ client/mod.rs (user, tenant choice)
+//!                                              ──▶ client/session.rs (the loop)
+//!                                                    │ tenant/guard.rs  (inspect SQL, refuse)
+//!                                                    │ tenant/inject.rs (set_config ... true)
+//!                                                    ▼
+//!                                              pool/ (checkout guard) ──▶ PostgreSQL
+//!                                              relay.rs ◀── responses until ReadyForQuery
+//! ```
+//!
+//! Module map, in data-path order:
+//! - [`server`]: accept loop, connection cap, shared state.
+//! - [`protocol`]: pure framing and the few messages the proxy builds or reads.
+//! - [`tls`]: rustls configurations for both sides.
+//! - [`client`]: handshake, authentication, tenant choice, the per-session loop.
+//! - [`tenant`]: tenant identity, the SQL guard, the injection.
+//! - [`pool`]: upstream connections and the checkout guard.
+//! - [`relay`]: server-to-client forwarding, swallowing the proxy's own responses.
+//! - [`events`]: the security event log; [`metrics`], [`telemetry`]: observability.
+//! - [`config`], [`error`], [`shutdown`], [`cli`]: the frame around it.
+//! - [`pgcluster`]: a throwaway PostgreSQL for `demo` and the tests.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod pgcluster;
+pub mod pool;
+pub mod protocol;
+pub mod relay;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tenant;
+pub mod tls;

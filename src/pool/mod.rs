@@ -1,0 +1,276 @@
+//! Upstream connection pools: a checkout guard that cleans up on drop (STYLE habit 7).
+//!
+//! A pool is a semaphore of `pool_size` permits plus a stack of idle connections. A client
+//! holds a [`PoolGuard`] while attached; dropping it returns a clean connection (ReadyForQuery
+//! `I`, nothing in flight) to the stack and closes anything else, so a dirty connection can
+//! never reach the next tenant.
+
+pub mod upstream;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use upstream::{UpstreamConn, UpstreamError, UpstreamSpec};
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No connection became free within `pool_timeout`.
+    #[error("timed out after {0:?} waiting for a server connection")]
+    Timeout(Duration),
+    /// A new connection could not be opened.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The pool is shutting down.
+    #[error("pool is closed")]
+    Closed,
+}
+
+/// Counters for metrics and the admin console.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections checked out right now.
+    pub active: AtomicUsize,
+    /// Clients waiting for a permit right now.
+    pub waiting: AtomicUsize,
+    /// Connections opened since start.
+    pub opened: AtomicU64,
+    /// Connections closed since start.
+    pub closed: AtomicU64,
+    /// Checkouts since start.
+    pub checkouts: AtomicU64,
+    /// Total microseconds clients spent waiting for a connection.
+    pub wait_us: AtomicU64,
+}
+
+/// One pool per upstream role.
+pub struct Pool {
+    /// `app` or `breakglass`, for logs and SHOW POOLS.
+    pub name: &'static str,
+    /// How to open connections.
+    spec: UpstreamSpec,
+    /// `pool_size` permits: a permit is a right to hold one connection.
+    permits: Arc<Semaphore>,
+    /// Idle connections, most recently used last.
+    idle: Mutex<Vec<UpstreamConn>>,
+    /// Configured size, for reporting.
+    pub size: usize,
+    /// How long a checkout may wait.
+    timeout: Duration,
+    /// Close idle connections unused for this long.
+    idle_timeout: Duration,
+    /// Retire connections older than this when released.
+    lifetime: Duration,
+    /// Counters.
+    pub stats: PoolStats,
+    /// ParameterStatus values of the first connection, shown to clients at login.
+    server_params: Mutex<Option<Vec<(String, String)>>>,
+}
+
+/// Pool sizing and timing.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Most connections.
+    pub size: usize,
+    /// Checkout wait limit.
+    pub timeout: Duration,
+    /// Idle connection lifetime.
+    pub idle_timeout: Duration,
+    /// Connection lifetime.
+    pub lifetime: Duration,
+}
+
+impl Pool {
+    /// A new, empty pool.
+    pub fn new(name: &'static str, spec: UpstreamSpec, limits: PoolLimits) -> Arc<Pool> {
+        Arc::new(Pool {
+            name,
+            spec,
+            permits: Arc::new(Semaphore::new(limits.size)),
+            idle: Mutex::new(Vec::new()),
+            size: limits.size,
+            timeout: limits.timeout,
+            idle_timeout: limits.idle_timeout,
+            lifetime: limits.lifetime,
+            stats: PoolStats::default(),
+            server_params: Mutex::new(None),
+        })
+    }
+
+    /// The connection spec (host/port are needed to forward cancels).
+    pub fn spec(&self) -> &UpstreamSpec {
+        &self.spec
+    }
+
+    /// Checks out a connection, waiting up to `pool_timeout` for a free slot.
+    pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, PoolError> {
+        let start = Instant::now();
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await;
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        let permit = match permit {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(PoolError::Closed),
+            Err(_) => return Err(PoolError::Timeout(self.timeout)),
+        };
+        let conn = match self.pop_idle() {
+            Some(c) => c,
+            None => self.open().await?,
+        };
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .wait_us
+            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        Ok(PoolGuard {
+            conn: Some(conn),
+            _permit: permit,
+            pool: self.clone(),
+            checked_out: Instant::now(),
+        })
+    }
+
+    /// Opens a fresh connection (also used at start-up to learn server parameters).
+    pub async fn open(&self) -> Result<UpstreamConn, UpstreamError> {
+        let conn = upstream::connect(&self.spec).await?;
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut p) = self.server_params.lock() {
+            if p.is_none() {
+                *p = Some(conn.params.clone());
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Parameters to report to clients; `None` until one connection has been made.
+    pub fn server_params(&self) -> Option<Vec<(String, String)>> {
+        self.server_params.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Takes the most recently used idle connection that is still healthy.
+    fn pop_idle(&self) -> Option<UpstreamConn> {
+        loop {
+            let mut conn = self.idle.lock().ok()?.pop()?;
+            if conn.created.elapsed() < self.lifetime && is_quiet(&mut conn) {
+                return Some(conn);
+            }
+            self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Number of idle connections.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Closes idle connections unused for longer than `idle_timeout`.
+    pub fn reap_idle(&self) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let before = idle.len();
+        let limit = self.idle_timeout;
+        idle.retain(|c| c.last_used.elapsed() < limit);
+        let dropped = before - idle.len();
+        self.stats.closed.fetch_add(dropped as u64, Ordering::Relaxed);
+    }
+
+    /// Closes every idle connection (shutdown, or after an upstream restart).
+    pub fn clear_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            let n = idle.len();
+            idle.clear();
+            self.stats.closed.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn release(&self, mut conn: UpstreamConn) {
+        conn.last_used = Instant::now();
+        if conn.created.elapsed() >= self.lifetime {
+            self.stats.closed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.idle.lock() {
+            Ok(mut idle) => idle.push(conn),
+            Err(_) => {
+                self.stats.closed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Whether an idle connection has neither closed nor sent anything unexpected.
+///
+/// An idle server only speaks when something is wrong (admin shutdown FATAL, EOF), so any
+/// readable data or EOF means the connection must not be reused.
+fn is_quiet(conn: &mut UpstreamConn) -> bool {
+    if conn.stream.buffered_len() > 0 {
+        return false;
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    let fut = conn.stream.fill();
+    let mut fut = std::pin::pin!(fut);
+    matches!(fut.as_mut().poll(&mut cx), Poll::Pending)
+}
+
+/// A checked-out connection; dropping it returns it to the pool only if it is clean.
+pub struct PoolGuard {
+    /// The connection (taken out on drop).
+    conn: Option<UpstreamConn>,
+    /// The slot this connection occupies; freed on drop.
+    _permit: OwnedSemaphorePermit,
+    /// Where to return it.
+    pool: Arc<Pool>,
+    /// When it was checked out (for `SHOW SERVERS`).
+    pub checked_out: Instant,
+}
+
+impl PoolGuard {
+    /// The connection.
+    #[inline]
+    pub fn conn(&mut self) -> &mut UpstreamConn {
+        // Invariant: `conn` is Some from checkout until drop.
+        self.conn.as_mut().unwrap_or_else(|| unreachable!("guard used after drop"))
+    }
+
+    /// Read-only access.
+    #[inline]
+    pub fn conn_ref(&self) -> &UpstreamConn {
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("guard used after drop"))
+    }
+
+    /// The pool this connection belongs to.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Marks the connection unusable: it will be closed, not returned.
+    pub fn discard(mut self) {
+        if self.conn.take().is_some() {
+            self.pool.stats.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        self.pool.stats.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(conn) = self.conn.take() {
+            if conn.status == b'I'
+                && !conn.busy
+                && conn.stream.buffered_len() == 0
+                && !conn.stream.has_pending_writes()
+            {
+                self.pool.release(conn);
+            } else {
+                // Not idle: closing the socket makes PostgreSQL roll the transaction back.
+                self.pool.stats.closed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

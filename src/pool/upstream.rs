@@ -1,0 +1,318 @@
+//! One upstream PostgreSQL connection: connect, (TLS), authenticate, learn its parameters.
+//!
+//! postgres-protocol provides the SCRAM-SHA-256 client and md5 hashing; the framing is ours.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::messages::{error_fields, parameter_status_fields, read_cstr, ErrorFields};
+use crate::protocol::stream::{BoxStream, PqStream, StreamError};
+
+/// Everything needed to open a connection to one upstream role.
+#[derive(Clone)]
+pub struct UpstreamSpec {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Database to connect to.
+    pub database: String,
+    /// Role to log in as.
+    pub user: String,
+    /// Its password, when the server asks for one.
+    pub password: Option<String>,
+    /// TLS client configuration, when TLS is wanted.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether TLS failure is fatal (always, when `tls` is set).
+    pub connect_timeout: Duration,
+    /// Largest message accepted from the server.
+    pub max_message: usize,
+}
+
+impl std::fmt::Debug for UpstreamSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("UpstreamSpec")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Why an upstream connection could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP or TLS I/O failed.
+    #[error("could not connect to server {addr}: {source}")]
+    Connect {
+        /// host:port
+        addr: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The stream broke after connecting.
+    #[error("server connection failed: {0}")]
+    Stream(#[from] StreamError),
+    /// The server refused the TLS upgrade or the handshake failed.
+    #[error("TLS to server failed: {0}")]
+    Tls(String),
+    /// The server sent an ErrorResponse during startup (bad password, no database, ...).
+    #[error("server refused connection: {} {}", .0.code, .0.message)]
+    Server(ErrorFields),
+    /// The server asked for something we cannot do.
+    #[error("server protocol error: {0}")]
+    Protocol(String),
+    /// Connecting took longer than `connect_timeout`.
+    #[error("timed out connecting to server")]
+    Timeout,
+}
+
+/// A live, authenticated upstream connection.
+pub struct UpstreamConn {
+    /// The framed socket.
+    pub stream: PqStream,
+    /// The server's BackendKeyData, for forwarding cancels.
+    pub pid: i32,
+    /// Secret half of the server's cancel key.
+    pub secret: i32,
+    /// Reported parameters, kept current from ParameterStatus messages.
+    pub params: Vec<(String, String)>,
+    /// Last ReadyForQuery status (`I`, `T`, `E`).
+    pub status: u8,
+    /// When the connection was opened (for `server_lifetime`).
+    pub created: Instant,
+    /// When it was last released (for `idle_timeout`).
+    pub last_used: Instant,
+    /// Whether the proxy's injection statement is known to be prepared here.
+    pub inject_prepared: bool,
+    /// Client messages were forwarded and their ReadyForQuery has not arrived yet.
+    pub busy: bool,
+    /// A process-unique id for logs and SHOW SERVERS.
+    pub id: u64,
+}
+
+impl UpstreamConn {
+    /// Current value of a reported parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Records a ParameterStatus the server sent.
+    pub fn set_param(&mut self, name: String, value: String) {
+        match self.params.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.params.push((name, value)),
+        }
+    }
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Opens and authenticates a connection within `connect_timeout`.
+pub async fn connect(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamError> {
+    match tokio::time::timeout(spec.connect_timeout, connect_inner(spec)).await {
+        Ok(r) => r,
+        Err(_) => Err(UpstreamError::Timeout),
+    }
+}
+
+async fn connect_inner(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamError> {
+    let addr = format!("{}:{}", spec.host, spec.port);
+    let mut tcp = TcpStream::connect((spec.host.as_str(), spec.port))
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let io: BoxStream = match &spec.tls {
+        None => Box::new(tcp),
+        Some(cfg) => {
+            let mut buf = BytesMut::new();
+            frontend::ssl_request(&mut buf);
+            let io_err = |source| UpstreamError::Connect {
+                addr: addr.clone(),
+                source,
+            };
+            tcp.write_all(&buf).await.map_err(io_err)?;
+            let answer = tcp.read_u8().await.map_err(io_err)?;
+            if answer != b'S' {
+                return Err(UpstreamError::Tls("server does not support SSL".into()));
+            }
+            let name = crate::tls::server_name(&spec.host).map_err(|e| UpstreamError::Tls(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+            Box::new(tls)
+        }
+    };
+    let mut stream = PqStream::new(io, BytesMut::new(), spec.max_message);
+    let params = [
+        ("user", spec.user.as_str()),
+        ("database", spec.database.as_str()),
+        ("application_name", "tenantgate"),
+        ("client_encoding", "UTF8"),
+    ];
+    frontend::startup_message(params.iter().copied(), stream.out())
+        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    stream.flush().await?;
+    authenticate(&mut stream, spec).await?;
+
+    let mut conn = UpstreamConn {
+        stream,
+        pid: 0,
+        secret: 0,
+        params: Vec::new(),
+        status: b'I',
+        created: Instant::now(),
+        last_used: Instant::now(),
+        inject_prepared: false,
+        busy: false,
+        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    };
+    loop {
+        let f = conn.stream.read_frame().await?;
+        match f.tag() {
+            b'S' => {
+                if let Some((k, v)) = parameter_status_fields(f.body()) {
+                    conn.set_param(k, v);
+                }
+            }
+            b'K' => {
+                let b = f.body();
+                if b.len() >= 8 {
+                    conn.pid = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    conn.secret = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                }
+            }
+            b'Z' => {
+                conn.status = f.body().first().copied().unwrap_or(b'I');
+                return Ok(conn);
+            }
+            b'E' => return Err(UpstreamError::Server(error_fields(f.body()))),
+            b'N' => {}
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} during startup",
+                    other as char
+                )))
+            }
+        }
+    }
+}
+
+async fn authenticate(stream: &mut PqStream, spec: &UpstreamSpec) -> Result<(), UpstreamError> {
+    let password = || {
+        spec.password.as_deref().ok_or_else(|| {
+            UpstreamError::Protocol("server asked for a password but none is configured".into())
+        })
+    };
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let f = stream.read_frame().await?;
+        match f.tag() {
+            b'E' => return Err(UpstreamError::Server(error_fields(f.body()))),
+            b'R' => {}
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "expected authentication request, got {:?}",
+                    other as char
+                )))
+            }
+        }
+        let body = f.body();
+        let Some(code) = body.get(0..4) else {
+            return Err(UpstreamError::Protocol("short authentication message".into()));
+        };
+        let code = i32::from_be_bytes([code[0], code[1], code[2], code[3]]);
+        let data = &body[4..];
+        match code {
+            0 => return Ok(()),
+            3 => {
+                frontend::password_message(password()?.as_bytes(), stream.out())
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            }
+            5 => {
+                let salt: [u8; 4] = data
+                    .get(0..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| UpstreamError::Protocol("short md5 salt".into()))?;
+                let hash = postgres_protocol::authentication::md5_hash(
+                    spec.user.as_bytes(),
+                    password()?.as_bytes(),
+                    salt,
+                );
+                frontend::password_message(hash.as_bytes(), stream.out())
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            }
+            10 => {
+                let mut mechs = data;
+                let mut has_scram = false;
+                while let Some((m, rest)) = read_cstr(mechs) {
+                    if m.is_empty() {
+                        break;
+                    }
+                    has_scram |= m == SCRAM_SHA_256.as_bytes();
+                    mechs = rest;
+                }
+                if !has_scram {
+                    return Err(UpstreamError::Protocol(
+                        "server offers no supported SASL mechanism".into(),
+                    ));
+                }
+                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), stream.out())
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                scram = Some(s);
+            }
+            11 => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| UpstreamError::Protocol("unexpected SASL continue".into()))?;
+                s.update(data)
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                frontend::sasl_response(s.message(), stream.out())
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            }
+            12 => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| UpstreamError::Protocol("unexpected SASL final".into()))?;
+                s.finish(data)
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                continue;
+            }
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unsupported authentication request {other}"
+                )))
+            }
+        }
+        stream.flush().await?;
+    }
+}
+
+/// Sends a CancelRequest for `(pid, secret)` to the upstream server (best effort).
+pub async fn send_cancel(host: &str, port: u16, pid: i32, secret: i32) -> std::io::Result<()> {
+    let mut tcp = TcpStream::connect((host, port)).await?;
+    let mut buf = BytesMut::new();
+    frontend::cancel_request(pid, secret, &mut buf);
+    tcp.write_all(&buf).await?;
+    // The server closes the connection without answering; wait for that briefly.
+    let mut sink = [0u8; 1];
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut sink)).await;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! `PqStream`: a socket that speaks only in protocol frames.
+//!
+//! It deliberately does not implement `AsyncRead`/`AsyncWrite` (STYLE habit 5): bytes leave it
+//! only as whole frames, and everything written is batched in `wbuf` until `flush`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::frame::{self, Frame, FrameError};
+
+/// Any byte stream a session can run over (plain TCP or TLS).
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> ByteStream for T {}
+
+/// A boxed byte stream: TCP, TLS over TCP, or a test duplex.
+pub type BoxStream = Box<dyn ByteStream>;
+
+/// An I/O failure or a framing violation.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The peer sent a frame that cannot be accepted.
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    /// The peer closed the connection.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// A framed protocol stream with a read and a write buffer.
+pub struct PqStream {
+    /// The socket.
+    io: BoxStream,
+    /// Bytes read but not yet framed.
+    rbuf: BytesMut,
+    /// Frames queued for the next `flush`.
+    wbuf: BytesMut,
+    /// Largest message accepted from this peer.
+    max_message: usize,
+}
+
+impl PqStream {
+    /// Wraps a stream; `rbuf` may hold bytes already read during the handshake.
+    pub fn new(io: BoxStream, rbuf: BytesMut, max_message: usize) -> Self {
+        Self {
+            io,
+            rbuf,
+            wbuf: BytesMut::with_capacity(8192),
+            max_message,
+        }
+    }
+
+    /// Sets TCP_NODELAY on a plain TCP stream before boxing it.
+    pub fn tcp(stream: TcpStream) -> BoxStream {
+        let _ = stream.set_nodelay(true);
+        Box::new(stream)
+    }
+
+    /// Reads until one whole frame is available. Cancel-safe: partial reads stay buffered.
+    pub async fn read_frame(&mut self) -> Result<Frame, StreamError> {
+        loop {
+            if let Some(f) = frame::try_frame(&mut self.rbuf, self.max_message)? {
+                return Ok(f);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// A frame already buffered, without reading.
+    pub fn try_buffered_frame(&mut self) -> Result<Option<Frame>, StreamError> {
+        Ok(frame::try_frame(&mut self.rbuf, self.max_message)?)
+    }
+
+    /// Whether a whole frame is already buffered.
+    pub fn has_buffered_frame(&self) -> bool {
+        frame::has_complete_frame(&self.rbuf, self.max_message)
+    }
+
+    /// Bytes buffered but not yet framed.
+    pub fn buffered_len(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// Reads more bytes into the buffer; `Closed` at EOF. Cancel-safe.
+    pub async fn fill(&mut self) -> Result<usize, StreamError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(16 * 1024);
+        }
+        let n = self.io.read_buf(&mut self.rbuf).await?;
+        if n == 0 {
+            return Err(StreamError::Closed);
+        }
+        Ok(n)
+    }
+
+    /// The write buffer, for builders in `messages` to append to.
+    #[inline]
+    pub fn out(&mut self) -> &mut BytesMut {
+        &mut self.wbuf
+    }
+
+    /// Queues a frame's raw bytes for forwarding.
+    #[inline]
+    pub fn queue(&mut self, raw: &[u8]) {
+        self.wbuf.extend_from_slice(raw);
+    }
+
+    /// Whether anything is waiting to be written.
+    pub fn has_pending_writes(&self) -> bool {
+        !self.wbuf.is_empty()
+    }
+
+    /// Writes everything queued in one go.
+    pub async fn flush(&mut self) -> Result<(), StreamError> {
+        if !self.wbuf.is_empty() {
+            self.io.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Flushes and shuts the write side down (best effort).
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.io.shutdown().await;
+    }
+
+    /// Takes the socket and any unframed bytes back (used when upgrading to TLS).
+    pub fn into_parts(self) -> (BoxStream, BytesMut) {
+        (self.io, self.rbuf)
+    }
+}
+
+/// A stream that replays already-read bytes before reading from the inner stream.
+pub struct Prefixed<S> {
+    /// Bytes read ahead during negotiation.
+    prefix: BytesMut,
+    /// The underlying stream.
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// Wraps `inner`, yielding `prefix` first.
+    pub fn new(prefix: BytesMut, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,284 @@
+//! The accept loop and the state every session shares.
+//!
+//! Connections are capped before they are served (`max_client_conn`, STYLE habit 2): beyond
+//! the cap a client gets PostgreSQL's `53300 sorry, too many clients already`. Accept errors
+//! back off instead of spinning. Sessions are tracked so SIGTERM can drain them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client;
+use crate::client::auth::AuthDb;
+use crate::client::cancel::CancelRegistry;
+use crate::config::{secs, Config};
+use crate::events::EventSink;
+use crate::pool::{Pool, PoolLimits, UpstreamSpec};
+use crate::tenant::directory::Directory;
+use crate::tenant::guard::Policy;
+
+/// State shared by every session.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The app pool (the NOBYPASSRLS role).
+    pub pool: Arc<Pool>,
+    /// The break-glass pool, when configured.
+    pub breakglass: Option<Arc<Pool>>,
+    /// Proxy-issued cancel keys.
+    pub cancels: Arc<CancelRegistry>,
+    /// The security event log.
+    pub events: EventSink,
+    /// Client credentials.
+    pub auth: AuthDb,
+    /// TLS for clients, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// The tenant guard's policy.
+    pub policy: Policy,
+    /// Slug → tenant id directory, when configured.
+    pub directory: Option<Directory>,
+    /// Cancelled on SIGTERM: stop accepting and drain.
+    pub shutdown: CancellationToken,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Binding the listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// TLS material is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The event log cannot be opened.
+    #[error("cannot open event log {path}: {source}")]
+    EventLog {
+        /// The configured target.
+        path: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// A configured verifier is invalid.
+    #[error("{0}")]
+    Auth(#[from] crate::client::auth::VerifierError),
+}
+
+/// A running proxy.
+pub struct Proxy {
+    /// The address clients connect to (useful with port 0).
+    pub addr: SocketAddr,
+    /// Shared state (pools, events) for inspection and the admin endpoints.
+    pub shared: Arc<Shared>,
+    /// The accept loop.
+    task: tokio::task::JoinHandle<()>,
+    /// The sessions.
+    tracker: TaskTracker,
+}
+
+impl Proxy {
+    /// Builds the shared state, binds the listener and starts accepting.
+    pub async fn start(config: Arc<Config>) -> Result<Proxy, StartError> {
+        let shared = Arc::new(build_shared(config.clone()).await?);
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.server.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+        let tracker = TaskTracker::new();
+        tokio::spawn(warm_up(shared.pool.clone(), shared.shutdown.clone()));
+        tokio::spawn(reaper(shared.clone()));
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), tracker.clone()));
+        tracing::info!(%addr, upstream = %format!("{}:{}", config.upstream.host, config.upstream.port), mode = ?config.upstream.pool_mode, "tenantgate listening");
+        Ok(Proxy {
+            addr,
+            shared,
+            task,
+            tracker,
+        })
+    }
+
+    /// Stops accepting, lets sessions finish their transactions for up to `grace`, then
+    /// returns (remaining sessions end when the runtime does).
+    pub async fn shutdown(self, grace: Duration) {
+        self.shared.shutdown.cancel();
+        self.task.abort();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(remaining = self.tracker.len(), "shutdown timeout reached; closing remaining sessions");
+        }
+        self.shared.pool.clear_idle();
+        if let Some(bg) = &self.shared.breakglass {
+            bg.clear_idle();
+        }
+    }
+}
+
+async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
+    let u = &config.upstream;
+    let upstream_tls = crate::tls::upstream_config(u.tls, u.tls_ca.as_deref())?;
+    let spec = UpstreamSpec {
+        host: u.host.clone(),
+        port: u.port,
+        database: u.database.clone(),
+        user: u.user.clone(),
+        password: u.resolved_password.clone(),
+        tls: upstream_tls.clone(),
+        connect_timeout: secs(u.connect_timeout),
+        max_message: usize::MAX / 2,
+    };
+    let limits = |size| PoolLimits {
+        size,
+        timeout: secs(u.pool_timeout),
+        idle_timeout: secs(u.idle_timeout),
+        lifetime: secs(u.server_lifetime),
+    };
+    let pool = Pool::new("app", spec.clone(), limits(u.pool_size));
+    let breakglass = u.breakglass.as_ref().map(|bg| {
+        Pool::new(
+            "breakglass",
+            UpstreamSpec {
+                user: bg.user.clone(),
+                password: bg.resolved_password.clone(),
+                ..spec.clone()
+            },
+            limits(bg.pool_size),
+        )
+    });
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(c), Some(k)) => Some(client::handshake::acceptor(crate::tls::server_config(c, k)?)),
+        _ => None,
+    };
+    let events = EventSink::start(&config.security.event_log).map_err(|source| StartError::EventLog {
+        path: config.security.event_log.clone(),
+        source,
+    })?;
+    let cfg = config.clone();
+    let auth = tokio::task::spawn_blocking(move || AuthDb::build(&cfg))
+        .await
+        .unwrap_or_else(|_| Ok(AuthDb::default()))?;
+    let t = &config.tenant;
+    let policy = Policy {
+        setting: t.setting.clone(),
+        column: t.column.clone(),
+        format: t.format,
+        probe_action: config.security.probe_action,
+        allow_do_blocks: config.security.allow_do_blocks,
+    };
+    let directory = t
+        .directory_query
+        .as_ref()
+        .map(|q| Directory::new(q.clone(), secs(t.directory_ttl)));
+    Ok(Shared {
+        config,
+        pool,
+        breakglass,
+        cancels: Arc::new(CancelRegistry::default()),
+        events,
+        auth,
+        tls,
+        policy,
+        directory,
+        shutdown: CancellationToken::new(),
+    })
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(shared.config.server.max_client_conn));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        crate::metrics::client_connected();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracker.spawn(too_many(tcp));
+            continue;
+        };
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            let id = format!("{:016x}", rand::random::<u64>());
+            client::handle(shared, tcp, peer, id).await;
+            drop(permit);
+            crate::metrics::client_disconnected();
+        });
+    }
+}
+
+/// Over the cap: read the startup packet (briefly) and answer 53300, as PostgreSQL does.
+async fn too_many(tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tcp;
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf)).await;
+    let mut out = bytes::BytesMut::new();
+    crate::error::too_many_clients().encode(&mut out);
+    let _ = tcp.write_all(&out).await;
+    crate::metrics::client_disconnected();
+}
+
+/// Opens the first upstream connection in the background, retrying with backoff, so an
+/// unreachable upstream at start is logged clearly without a crash loop.
+async fn warm_up(pool: Arc<Pool>, shutdown: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match pool.checkout().await {
+            Ok(g) => {
+                drop(g);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "upstream not reachable yet");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Closes idle upstream connections past `idle_timeout`.
+async fn reaper(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        shared.pool.reap_idle();
+        if let Some(bg) = &shared.breakglass {
+            bg.reap_idle();
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Optional slug → tenant id directory, run upstream and cached (moka, with a TTL).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use crate::pool::Pool;
+use crate::protocol::messages::{self, error_fields};
+
+/// Caches `directory_query` answers (including "not found") for `directory_ttl`.
+pub struct Directory {
+    /// The configured `$1` query.
+    query: String,
+    /// slug → id (None: not found).
+    cache: Cache<String, Option<String>>,
+}
+
+/// Why a lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The pool could not provide a connection.
+    #[error("{0}")]
+    Pool(#[from] crate::pool::PoolError),
+    /// The query failed upstream.
+    #[error("directory query failed: {0}")]
+    Query(String),
+    /// The stream broke.
+    #[error("{0}")]
+    Stream(#[from] crate::protocol::stream::StreamError),
+}
+
+impl Directory {
+    /// A directory running `query` with answers cached for `ttl`.
+    pub fn new(query: String, ttl: Duration) -> Directory {
+        Directory {
+            query,
+            cache: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+        }
+    }
+
+    /// Maps `slug` to a tenant id, running the query upstream on a cache miss.
+    ///
+    /// The query runs without tenant context on the app pool, so the `tenants` table must be
+    /// readable for the app role (or the query a SECURITY DEFINER function).
+    pub async fn lookup(&self, pool: &Arc<Pool>, slug: &str) -> Result<Option<String>, DirectoryError> {
+        if let Some(hit) = self.cache.get(slug) {
+            return Ok(hit);
+        }
+        let mut guard = pool.checkout().await?;
+        let conn = guard.conn();
+        let out = conn.stream.out();
+        messages::parse(out, b"", self.query.as_bytes(), &[25]);
+        messages::bind_text(out, b"", b"", &[slug.as_bytes()]);
+        messages::execute(out, b"");
+        messages::sync(out);
+        conn.busy = true;
+        conn.stream.flush().await?;
+        let mut answer: Option<String> = None;
+        let mut failure = None;
+        loop {
+            let f = conn.stream.read_frame().await?;
+            match f.tag() {
+                b'D' => {
+                    let b = f.body();
+                    // DataRow: column count, then (length, bytes) of the first column.
+                    if answer.is_none() && b.len() >= 6 {
+                        let len = i32::from_be_bytes([b[2], b[3], b[4], b[5]]);
+                        if len >= 0 {
+                            if let Some(v) = b.get(6..6 + len as usize) {
+                                answer = Some(String::from_utf8_lossy(v).into_owned());
+                            }
+                        }
+                    }
+                }
+                b'E' => failure = Some(error_fields(f.body()).message),
+                b'Z' => {
+                    conn.status = f.body().first().copied().unwrap_or(b'I');
+                    conn.busy = false;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if let Some(e) = failure {
+            return Err(DirectoryError::Query(e));
+        }
+        self.cache.insert(slug.to_owned(), answer.clone());
+        Ok(answer)
+    }
+}

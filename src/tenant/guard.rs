@@ -1,0 +1,315 @@
+//! The tenant guard: the policy applied to every statement a session sends.
+//!
+//! Pure and small (STYLE habit 8): given who the session is and the SQL text, it returns
+//! what to do and which security events to record. The session loop applies the decision.
+
+use crate::config::{ProbeAction, UserKind};
+use crate::error;
+use crate::events::{Action, EventKind};
+use crate::protocol::messages::PgError;
+use crate::tenant::identity::{canonical, validate_tenant_id, TenantFormat};
+use crate::tenant::inspect::{inspect, Flags, InspectOptions, Inspection, Rule};
+
+/// The policy knobs, from `[tenant]` and `[security]`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The tenant GUC.
+    pub setting: String,
+    /// The tenant column, for cross-tenant literal detection.
+    pub column: String,
+    /// Tenant id format.
+    pub format: TenantFormat,
+    /// Block or only log probes.
+    pub probe_action: ProbeAction,
+    /// Whether `DO` blocks are allowed for app/operator users.
+    pub allow_do_blocks: bool,
+}
+
+/// An event the session should record for this statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventDraft {
+    /// Which event.
+    pub kind: EventKind,
+    /// What was done.
+    pub action: Action,
+    /// What matched.
+    pub detail: Option<String>,
+}
+
+/// What to do with the statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it upstream.
+    Forward,
+    /// Refuse it with this error; it never reaches PostgreSQL.
+    Refuse(PgError),
+    /// A trusted backend's `SET <setting> = 'X'`: switch the session tenant to X.
+    Switch(String),
+}
+
+/// The guard's answer for one Query or Parse text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Forward, refuse or switch.
+    pub verdict: Verdict,
+    /// Events to record (in order).
+    pub events: Vec<EventDraft>,
+    /// The statement carries a secret: redact it in events.
+    pub secret: bool,
+}
+
+impl Decision {
+    fn forward() -> Self {
+        Decision {
+            verdict: Verdict::Forward,
+            events: Vec::new(),
+            secret: false,
+        }
+    }
+}
+
+/// Who is asking: the parts of the session the policy depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    /// The user's kind.
+    pub kind: UserKind,
+    /// The session tenant (canonical), if any.
+    pub tenant: Option<&'a str>,
+    /// The user name as sent, for hints.
+    pub login: &'a str,
+    /// Whether this user may switch tenant with an intercepted SET.
+    pub allow_switch: bool,
+}
+
+impl Policy {
+    /// Decides what to do with `sql` for `who`.
+    pub fn check(&self, who: Asker<'_>, sql: &str) -> Decision {
+        match who.kind {
+            UserKind::Breakglass => {
+                let insp = self.inspect(sql);
+                return Decision {
+                    verdict: Verdict::Forward,
+                    events: vec![EventDraft {
+                        kind: EventKind::BreakglassStatement,
+                        action: Action::Allow,
+                        detail: None,
+                    }],
+                    secret: insp.flags.contains(Flags::CONTAINS_SECRET),
+                };
+            }
+            UserKind::Admin => return Decision::forward(),
+            UserKind::App | UserKind::Operator => {}
+        }
+        let insp = self.inspect(sql);
+        let secret = insp.flags.contains(Flags::CONTAINS_SECRET);
+        let Some(tenant) = who.tenant else {
+            return Decision {
+                verdict: Verdict::Refuse(error::no_tenant(&self.setting, who.login)),
+                events: vec![EventDraft {
+                    kind: EventKind::NoTenantRefused,
+                    action: Action::Block,
+                    detail: None,
+                }],
+                secret,
+            };
+        };
+        let block = self.probe_action == ProbeAction::Block;
+        let action = if block { Action::Block } else { Action::Log };
+        let mut d = Decision {
+            verdict: Verdict::Forward,
+            events: Vec::new(),
+            secret,
+        };
+        for f in &insp.findings {
+            let (kind, what) = match f.rule {
+                Rule::TenantTamper => {
+                    if who.allow_switch && insp.statements == 1 && is_plain_set(sql, &f.statement) {
+                        if let Some(v) = &f.value {
+                            d.verdict = Verdict::Switch(v.clone());
+                            return d;
+                        }
+                    }
+                    (EventKind::TenantTamper, f.detail.to_owned())
+                }
+                Rule::RoleTamper => (EventKind::RoleTamper, f.detail.to_owned()),
+                Rule::RlsTamper => (EventKind::RlsTamper, f.detail.to_owned()),
+                Rule::DoBlock => {
+                    if self.allow_do_blocks {
+                        continue;
+                    }
+                    (
+                        EventKind::TenantTamper,
+                        "a DO block (its body could call set_config)".to_owned(),
+                    )
+                }
+                Rule::TenantLiteral => {
+                    let Some(v) = &f.value else { continue };
+                    if validate_tenant_id(self.format, v).is_err()
+                        || canonical(self.format, v) == tenant
+                    {
+                        continue;
+                    }
+                    (
+                        EventKind::CrossTenantLiteral,
+                        format!("a comparison of {} with another tenant's id", self.column),
+                    )
+                }
+            };
+            d.events.push(EventDraft {
+                kind,
+                action,
+                detail: Some(format!("{what} [{}]", rule_name(f.rule))),
+            });
+            if block && d.verdict == Verdict::Forward {
+                d.verdict = Verdict::Refuse(error::refused(&what));
+            }
+        }
+        if who.kind == UserKind::Operator && d.verdict == Verdict::Forward {
+            d.events.push(EventDraft {
+                kind: EventKind::OperatorStatement,
+                action: Action::Allow,
+                detail: None,
+            });
+        }
+        d
+    }
+
+    /// Inspects with `standard_conforming_strings = on`, and when the text has a backslash also
+    /// with `off`, keeping every finding: a pooled connection may carry either value (a previous
+    /// client can SET it), so the lexer must not be fooled by the one it did not assume.
+    fn inspect(&self, sql: &str) -> Inspection {
+        let opts = |scs| InspectOptions {
+            setting: &self.setting,
+            tenant_column: &self.column,
+            standard_conforming_strings: scs,
+        };
+        let mut insp = inspect(sql, &opts(true));
+        if sql.as_bytes().contains(&b'\\') {
+            let other = inspect(sql, &opts(false));
+            for f in other.findings {
+                if !insp.findings.iter().any(|g| g.rule == f.rule && g.statement == f.statement) {
+                    insp.findings.push(f);
+                }
+            }
+            insp.statements = insp.statements.max(other.statements);
+            insp.flags = insp.flags | other.flags;
+        }
+        insp
+    }
+}
+
+/// Whether the statement at `range` is a plain `SET ...` (not set_config inside a query).
+fn is_plain_set(sql: &str, range: &std::ops::Range<usize>) -> bool {
+    sql.get(range.clone())
+        .map(|s| s.trim_start().get(..4).is_some_and(|h| h.eq_ignore_ascii_case("set ")))
+        .unwrap_or(false)
+}
+
+fn rule_name(r: Rule) -> &'static str {
+    match r {
+        Rule::TenantTamper => "tenant setting",
+        Rule::RoleTamper => "role",
+        Rule::RlsTamper => "row security",
+        Rule::DoBlock => "DO block",
+        Rule::TenantLiteral => "tenant literal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "11111111-1111-1111-1111-111111111111";
+    const B: &str = "22222222-2222-2222-2222-222222222222";
+
+    fn policy(action: ProbeAction) -> Policy {
+        Policy {
+            setting: "app.tenant_id".into(),
+            column: "tenant_id".into(),
+            format: TenantFormat::Uuid,
+            probe_action: action,
+            allow_do_blocks: false,
+        }
+    }
+
+    fn app(tenant: Option<&str>) -> Asker<'_> {
+        Asker {
+            kind: UserKind::App,
+            tenant,
+            login: "app",
+            allow_switch: false,
+        }
+    }
+
+    #[test]
+    fn no_tenant_is_refused() {
+        let d = policy(ProbeAction::Block).check(app(None), "select 1");
+        assert!(matches!(d.verdict, Verdict::Refuse(ref e) if e.code == "42501"));
+        assert_eq!(d.events[0].kind, EventKind::NoTenantRefused);
+    }
+
+    #[test]
+    fn ordinary_sql_passes_without_events() {
+        let d = policy(ProbeAction::Block).check(app(Some(A)), "select * from customers");
+        assert_eq!(d, Decision::forward());
+    }
+
+    #[test]
+    fn tampering_is_blocked_or_logged() {
+        for (sql, kind) in [
+            ("set app.tenant_id = 'x'", EventKind::TenantTamper),
+            ("select set_config('app.tenant_id', 'x', false)", EventKind::TenantTamper),
+            ("set role postgres", EventKind::RoleTamper),
+            ("set row_security = off", EventKind::RlsTamper),
+            ("do $$ begin perform 1; end $$", EventKind::TenantTamper),
+        ] {
+            let d = policy(ProbeAction::Block).check(app(Some(A)), sql);
+            assert!(matches!(d.verdict, Verdict::Refuse(_)), "{sql}");
+            assert_eq!(d.events[0].kind, kind, "{sql}");
+            assert_eq!(d.events[0].action, Action::Block);
+            let d = policy(ProbeAction::Log).check(app(Some(A)), sql);
+            assert_eq!(d.verdict, Verdict::Forward, "{sql}");
+            assert_eq!(d.events[0].action, Action::Log);
+        }
+    }
+
+    #[test]
+    fn cross_tenant_literals_only_for_other_tenants() {
+        let p = policy(ProbeAction::Block);
+        let own = format!("select * from customers where tenant_id = '{A}'");
+        assert_eq!(p.check(app(Some(A)), &own).verdict, Verdict::Forward);
+        let other = format!("select * from customers where tenant_id = '{B}'");
+        let d = p.check(app(Some(A)), &other);
+        assert!(matches!(d.verdict, Verdict::Refuse(_)));
+        assert_eq!(d.events[0].kind, EventKind::CrossTenantLiteral);
+    }
+
+    #[test]
+    fn operators_are_audited_and_breakglass_allowed() {
+        let p = policy(ProbeAction::Block);
+        let op = Asker {
+            kind: UserKind::Operator,
+            ..app(Some(A))
+        };
+        let d = p.check(op, "select 1");
+        assert_eq!(d.events[0].kind, EventKind::OperatorStatement);
+        let bg = Asker {
+            kind: UserKind::Breakglass,
+            ..app(None)
+        };
+        let d = p.check(bg, "set role x");
+        assert_eq!(d.verdict, Verdict::Forward);
+        assert_eq!(d.events[0].kind, EventKind::BreakglassStatement);
+    }
+
+    #[test]
+    fn trusted_switch_is_intercepted() {
+        let p = policy(ProbeAction::Block);
+        let who = Asker {
+            allow_switch: true,
+            ..app(Some(A))
+        };
+        let d = p.check(who, &format!("SET app.tenant_id = '{B}'"));
+        assert_eq!(d.verdict, Verdict::Switch(B.into()));
+    }
+}

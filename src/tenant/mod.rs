@@ -1,0 +1,8 @@
+//! Tenant enforcement: who the tenant is, the guard that inspects SQL, and the injection.
+
+pub mod directory;
+pub mod guard;
+pub mod identity;
+pub mod inject;
+#[path = "inspect_stub.rs"]
+pub mod inspect;

@@ -1,0 +1,257 @@
+//! Starting tenantgate in-process against the test cluster, and talking to it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenantgate::config::Config;
+use tenantgate::server::Proxy;
+use tokio_postgres::{Client, NoTls};
+
+use crate::common;
+
+/// Passwords of the proxy's own test users.
+pub const PW: &str = "proxy_pw";
+
+/// Knobs for a test proxy.
+#[derive(Clone)]
+pub struct Opts {
+    pub pool_size: usize,
+    pub pool_mode: &'static str,
+    pub probe_action: &'static str,
+    /// Extra TOML appended (more [[users]], [tenant] keys ...).
+    pub extra: String,
+    /// Extra keys for [server].
+    pub server_extra: String,
+    /// Extra keys for [upstream].
+    pub upstream_extra: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            pool_size: 4,
+            pool_mode: "transaction",
+            probe_action: "block",
+            extra: String::new(),
+            server_extra: String::new(),
+            upstream_extra: String::new(),
+        }
+    }
+}
+
+/// A running proxy on its own fresh database.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub db: String,
+    pub events_path: PathBuf,
+    pub proxy: Option<Proxy>,
+}
+
+static N: AtomicU64 = AtomicU64::new(0);
+
+/// The standard users: a fixed tenant per seeded tenant (`<slug>_app`), a chooser
+/// (`shared_app`, tenants = "*"), an operator (`alice`), a list-restricted user.
+pub fn users_toml() -> String {
+    let mut s = String::new();
+    for t in common::TENANTS {
+        s.push_str(&format!(
+            "[[users]]\nname = \"{}_app\"\npassword = \"{PW}\"\ntenant = \"{}\"\n\n",
+            t.slug, t.id
+        ));
+    }
+    s.push_str(&format!("[[users]]\nname = \"shared_app\"\npassword = \"{PW}\"\ntenants = \"*\"\n\n"));
+    s.push_str(&format!(
+        "[[users]]\nname = \"alice\"\npassword = \"{PW}\"\nkind = \"operator\"\ntenants = \"*\"\n\n"
+    ));
+    s.push_str(&format!(
+        "[[users]]\nname = \"md5_app\"\npassword = \"{PW}\"\nauth = \"md5\"\ntenant = \"{}\"\n\n",
+        common::ACME.id
+    ));
+    s
+}
+
+/// Builds the TOML config for a proxy on `db`.
+pub fn config_toml(db: &str, events: &PathBuf, o: &Opts) -> String {
+    let c = common::cluster();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_timeout = 2
+{server_extra}
+
+[upstream]
+host = "127.0.0.1"
+port = {port}
+database = "{db}"
+user = "{user}"
+password = "{pw}"
+pool_mode = "{mode}"
+pool_size = {size}
+pool_timeout = 10
+{upstream_extra}
+
+[security]
+probe_action = "{probe}"
+event_log = "{events}"
+
+{users}
+{extra}
+"#,
+        server_extra = o.server_extra,
+        port = c.port(),
+        user = common::APP_USER,
+        pw = common::APP_PASSWORD,
+        mode = o.pool_mode,
+        size = o.pool_size,
+        upstream_extra = o.upstream_extra,
+        probe = o.probe_action,
+        events = events.display(),
+        users = users_toml(),
+        extra = o.extra,
+    )
+}
+
+/// Starts a proxy on a fresh database.
+pub async fn start(o: Opts) -> TestProxy {
+    let db = common::fresh_database("tg");
+    start_on(db, o).await
+}
+
+/// Starts a proxy on an existing database.
+pub async fn start_on(db: String, o: Opts) -> TestProxy {
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let events_path = std::env::temp_dir().join(format!("tenantgate-events-{}-{n}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&events_path);
+    let text = config_toml(&db, &events_path, &o);
+    let cfg = Config::from_toml(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+    let proxy = Proxy::start(Arc::new(cfg)).await.expect("proxy starts");
+    TestProxy {
+        addr: proxy.addr,
+        db,
+        events_path,
+        proxy: Some(proxy),
+    }
+}
+
+impl TestProxy {
+    /// A libpq key=value connection string through the proxy.
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={} sslmode=disable",
+            self.addr.port(),
+            self.db
+        )
+    }
+
+    /// Connects with tokio-postgres through the proxy.
+    pub async fn connect(&self, user: &str) -> Client {
+        self.try_connect(user, PW).await.unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+    }
+
+    /// Connects, returning the error.
+    pub async fn try_connect(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(&self.url(user, password), NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// Runs psql through the proxy with extra arguments.
+    pub fn psql(&self, user: &str, args: &[&str]) -> Output {
+        self.psql_env(user, args, &[])
+    }
+
+    /// Runs psql through the proxy with extra arguments and environment.
+    pub fn psql_env(&self, user: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(psql_bin());
+        cmd.arg("-X").arg("-A").arg("-t").arg("-v").arg("ON_ERROR_STOP=1");
+        cmd.arg(format!(
+            "host=127.0.0.1 port={} user={user} dbname={} sslmode=disable",
+            self.addr.port(),
+            self.db
+        ));
+        cmd.args(args);
+        cmd.env("PGPASSWORD", PW).env("PGCONNECT_TIMEOUT", "10");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("psql runs")
+    }
+
+    /// Every event in the log so far (waits briefly for the writer).
+    pub async fn events(&self) -> Vec<serde_json::Value> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let text = std::fs::read_to_string(&self.events_path).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Events with this name.
+    pub async fn events_named(&self, name: &str) -> Vec<serde_json::Value> {
+        self.events().await.into_iter().filter(|e| e["event"] == name).collect()
+    }
+
+    /// Upstream backends of the app role on this test's database, as the superuser sees them.
+    pub fn backends(&self, state_filter: Option<&str>) -> i64 {
+        let cond = match state_filter {
+            Some(s) => format!(" and state = '{s}'"),
+            None => String::new(),
+        };
+        let out = common::cluster()
+            .psql(
+                "postgres",
+                &format!(
+                    "select count(*) from pg_stat_activity where usename = '{}' and datname = '{}'{cond}",
+                    common::APP_USER,
+                    self.db
+                ),
+            )
+            .expect("pg_stat_activity");
+        out.trim().parse().unwrap_or(-1)
+    }
+
+    /// Stops the proxy.
+    pub async fn stop(mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+/// psql from the cluster's bindir if present, else PATH.
+pub fn psql_bin() -> PathBuf {
+    let p = common::cluster().bindir().join("psql");
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from("psql")
+    }
+}
+
+/// pgbench from the cluster's bindir if present, else PATH.
+pub fn pgbench_bin() -> PathBuf {
+    let p = common::cluster().bindir().join("pgbench");
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from("pgbench")
+    }
+}
+
+/// stdout of a finished command as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr of a finished command as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
