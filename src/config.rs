@@ -141,6 +141,9 @@ pub struct UpstreamConfig {
     /// Seconds after which an upstream connection is retired when next released.
     #[serde(default = "default_server_lifetime")]
     pub server_lifetime: f64,
+    /// Cap on server-side prepared statements per upstream connection (LRU, transaction mode).
+    #[serde(default = "default_max_prepared")]
+    pub max_prepared_statements: usize,
     /// TLS to PostgreSQL: `disable`, `require` (encrypt, no verification) or `verify-full`.
     #[serde(default)]
     pub tls: UpstreamTls,
@@ -373,6 +376,9 @@ fn default_idle_timeout() -> f64 {
 }
 fn default_server_lifetime() -> f64 {
     3600.0
+}
+fn default_max_prepared() -> usize {
+    200
 }
 fn default_breakglass_pool_size() -> usize {
     2

@@ -115,3 +115,9 @@ pub fn function_call_unsupported() -> PgError {
 pub fn shutting_down() -> PgError {
     PgError::fatal("57P01", "terminating connection due to administrator command")
 }
+
+/// SQL-level PREPARE cannot survive transaction pooling.
+pub fn sql_prepare_in_transaction_mode() -> PgError {
+    PgError::error("0A000", "tenantgate: SQL-level PREPARE is not supported in transaction pooling mode")
+        .with_hint("Use protocol-level prepared statements (every driver does), or pool_mode = \"session\".")
+}

@@ -20,6 +20,7 @@
 //! - [`client`]: handshake, authentication, tenant choice, the per-session loop.
 //! - [`tenant`]: tenant identity, the SQL guard, the injection.
 //! - [`pool`]: upstream connections and the checkout guard.
+//! - [`prepared`]: named prepared statements under transaction pooling.
 //! - [`relay`]: server-to-client forwarding, swallowing the proxy's own responses.
 //! - [`events`]: the security event log; [`metrics`], [`telemetry`]: observability.
 //! - [`config`], [`error`], [`shutdown`], [`cli`]: the frame around it.
@@ -35,6 +36,7 @@ pub mod events;
 pub mod metrics;
 pub mod pgcluster;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
 pub mod relay;
 pub mod server;

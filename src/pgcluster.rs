@@ -232,7 +232,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn registry() -> MutexGuard<'static, Vec<Instance>> {
     // A panic elsewhere must not stop us from cleaning up: ignore poisoning.
-    RUNNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    RUNNING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Stops every cluster this process started that is still running, and removes its directory.
@@ -251,15 +253,22 @@ impl PgCluster {
     pub fn start(opts: ClusterOptions) -> Result<PgCluster, ClusterError> {
         let began = Instant::now();
         let bindir = match &opts.bindir {
-            Some(dir) => dir.clone(),
+            Some(dir) if has_server_binaries(dir) => dir.clone(),
+            Some(dir) => {
+                return Err(ClusterError::NotInstalled {
+                    looked_in: format!("ClusterOptions::bindir ({})", dir.display()),
+                })
+            }
             None => find_bindir()?,
         };
         let run_as = RunAs::detect()?;
         let owner = match run_as {
             RunAs::CurrentUser => None,
-            _ => Some(lookup_user(SERVER_OS_USER).ok_or_else(|| ClusterError::CannotDropRoot {
-                reason: format!("there is no `{SERVER_OS_USER}` OS user"),
-            })?),
+            _ => Some(
+                lookup_user(SERVER_OS_USER).ok_or_else(|| ClusterError::CannotDropRoot {
+                    reason: format!("there is no `{SERVER_OS_USER}` OS user"),
+                })?,
+            ),
         };
         let base = base_dir(opts.base_dir.as_deref());
         fs::create_dir_all(&base).map_err(|source| ClusterError::Io {
@@ -377,16 +386,26 @@ impl PgCluster {
             quote_conninfo(database)
         );
         let mut cmd = Command::new(client_tool(&self.instance.bindir, "psql"));
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"])
-            .arg(&conninfo)
-            .env("PGPASSWORD", password)
-            // These would change what the script sees; the conninfo overrides the rest.
-            .env_remove("PGOPTIONS")
-            .env_remove("PGSERVICE")
-            .env_remove("PGPASSFILE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+            "-d",
+        ])
+        .arg(&conninfo)
+        .env("PGPASSWORD", password)
+        // These would change what the script sees; the conninfo overrides the rest.
+        .env_remove("PGOPTIONS")
+        .env_remove("PGSERVICE")
+        .env_remove("PGPASSFILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|source| ClusterError::Io {
             what: format!("spawning {:?}", cmd.get_program()),
             source,
@@ -399,10 +418,12 @@ impl PgCluster {
                 let _ = stdin.write_all(sql.as_bytes());
             })
         });
-        let out = child.wait_with_output().map_err(|source| ClusterError::Io {
-            what: "waiting for psql".to_owned(),
-            source,
-        })?;
+        let out = child
+            .wait_with_output()
+            .map_err(|source| ClusterError::Io {
+                what: "waiting for psql".to_owned(),
+                source,
+            })?;
         if let Some(writer) = writer {
             let _ = writer.join();
         }
@@ -473,11 +494,20 @@ impl PgCluster {
     /// `initdb` into `data/` with a SCRAM-protected superuser.
     fn initdb(&self, owner: Option<(u32, u32)>) -> Result<(), ClusterError> {
         let pwfile = self.instance.root.join("pwfile");
-        write_private(&pwfile, format!("{}\n", self.superuser_password).as_bytes(), owner)?;
+        write_private(
+            &pwfile,
+            format!("{}\n", self.superuser_password).as_bytes(),
+            owner,
+        )?;
         let mut cmd = self.instance.server_cmd("initdb");
         cmd.arg("-D")
             .arg(&self.instance.data_dir)
-            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--encoding=UTF8", "--locale=C", "--no-sync"]);
         let out = run(&mut cmd);
@@ -492,10 +522,14 @@ impl PgCluster {
 
     /// Appends our settings to `postgresql.conf` (later lines win over initdb's).
     fn write_settings(&self, opts: &ClusterOptions) -> Result<(), ClusterError> {
-        let mut conf = String::from("\n# --- tenantgate throwaway cluster: fast, not durable ---\n");
+        let mut conf =
+            String::from("\n# --- tenantgate throwaway cluster: fast, not durable ---\n");
         let settings: [(&str, String); 11] = [
             ("listen_addresses", quote_conf(HOST)),
-            ("unix_socket_directories", quote_conf(&self.instance.root.to_string_lossy())),
+            (
+                "unix_socket_directories",
+                quote_conf(&self.instance.root.to_string_lossy()),
+            ),
             ("max_connections", opts.max_connections.to_string()),
             ("shared_buffers", "128MB".to_owned()),
             ("password_encryption", quote_conf("scram-sha-256")),
@@ -545,12 +579,18 @@ impl PgCluster {
                 return Ok(());
             }
             let new_log = fs::read(&self.log_path)
-                .map(|log| String::from_utf8_lossy(&log[(log_before as usize).min(log.len())..]).into_owned())
+                .map(|log| {
+                    String::from_utf8_lossy(&log[(log_before as usize).min(log.len())..])
+                        .into_owned()
+                })
                 .unwrap_or_default();
             let port_taken =
                 new_log.contains("could not bind") || new_log.contains("Address already in use");
             if opts.port.is_none() && port_taken && attempt < 3 {
-                tracing::debug!(port = self.port, "port taken before the server bound it; retrying");
+                tracing::debug!(
+                    port = self.port,
+                    "port taken before the server bound it; retrying"
+                );
                 continue;
             }
             return Err(self.command_error("pg_ctl start", &out, true));
@@ -564,7 +604,9 @@ impl PgCluster {
         loop {
             // pg_isready is cheap and needs no password; the psql login then proves SCRAM works.
             let accepting = Command::new(&pg_isready)
-                .args(["-q", "-t", "2", "-h", HOST, "-U", SUPERUSER, "-d", "postgres", "-p"])
+                .args([
+                    "-q", "-t", "2", "-h", HOST, "-U", SUPERUSER, "-d", "postgres", "-p",
+                ])
                 .arg(self.port.to_string())
                 .stdin(Stdio::null())
                 .output()
@@ -578,7 +620,10 @@ impl PgCluster {
                         return Err(ClusterError::NotReady {
                             port: self.port,
                             waited: began.elapsed(),
-                            log_tail: format!("{}\n(last attempt: {e})", self.log_tail(LOG_TAIL_LINES)),
+                            log_tail: format!(
+                                "{}\n(last attempt: {e})",
+                                self.log_tail(LOG_TAIL_LINES)
+                            ),
                         })
                     }
                     Err(_) => {}
@@ -611,7 +656,11 @@ impl PgCluster {
             what: what.to_owned(),
             status: out.status.to_string(),
             output: combined_output(out),
-            log_tail: if with_log { self.log_tail(LOG_TAIL_LINES) } else { String::new() },
+            log_tail: if with_log {
+                self.log_tail(LOG_TAIL_LINES)
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -668,7 +717,11 @@ impl Instance {
 fn kill_postmaster(pidfile: &Path, data_dir: &Path) {
     let Some(pid) = fs::read_to_string(pidfile)
         .ok()
-        .and_then(|text| text.lines().next().and_then(|line| line.trim().parse::<i32>().ok()))
+        .and_then(|text| {
+            text.lines()
+                .next()
+                .and_then(|line| line.trim().parse::<i32>().ok())
+        })
         .filter(|pid| *pid > 0)
     else {
         return;
@@ -748,7 +801,10 @@ pub fn find_bindir() -> Result<PathBuf, ClusterError> {
         None => looked.push("initdb on PATH".to_owned()),
     }
 
-    let pg_config = Command::new("pg_config").arg("--bindir").stdin(Stdio::null()).output();
+    let pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .stdin(Stdio::null())
+        .output();
     match pg_config {
         Ok(out) if out.status.success() => {
             let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -854,9 +910,13 @@ fn check_traversable(base: &Path) -> Result<(), ClusterError> {
         source,
     })?;
     for dir in base.ancestors() {
-        let Ok(meta) = fs::metadata(dir) else { continue };
+        let Ok(meta) = fs::metadata(dir) else {
+            continue;
+        };
         if meta.mode() & 0o001 == 0 {
-            return Err(ClusterError::Unreachable { dir: dir.to_owned() });
+            return Err(ClusterError::Unreachable {
+                dir: dir.to_owned(),
+            });
         }
     }
     Ok(())
@@ -882,8 +942,10 @@ fn create_root(base: &Path, owner: Option<(u32, u32)>) -> Result<PathBuf, Cluste
             owner,
         )?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&root, Some(uid), Some(gid))
-                .map_err(io_err(format!("chown {} to {SERVER_OS_USER}", root.display())))?;
+            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).map_err(io_err(format!(
+                "chown {} to {SERVER_OS_USER}",
+                root.display()
+            )))?;
         }
         Ok(())
     };
@@ -894,7 +956,11 @@ fn create_root(base: &Path, owner: Option<(u32, u32)>) -> Result<PathBuf, Cluste
 }
 
 /// Writes a 0600 file, handed to `owner` when given.
-fn write_private(path: &Path, contents: &[u8], owner: Option<(u32, u32)>) -> Result<(), ClusterError> {
+fn write_private(
+    path: &Path,
+    contents: &[u8],
+    owner: Option<(u32, u32)>,
+) -> Result<(), ClusterError> {
     let io_err = |source| ClusterError::Io {
         what: format!("writing {}", path.display()),
         source,
@@ -914,7 +980,9 @@ fn write_private(path: &Path, contents: &[u8], owner: Option<(u32, u32)>) -> Res
 
 /// Stops and removes clusters under `base` whose owning process is gone.
 fn sweep_stale(base: &Path, bindir: &Path, run_as: &RunAs) {
-    let Ok(entries) = fs::read_dir(base) else { return };
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
     for entry in entries.flatten() {
         if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
             continue;
@@ -958,7 +1026,13 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's real size;
     // getpwnam_r (unlike getpwnam) uses no static storage, so it is thread-safe.
     let rc = unsafe {
-        libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result)
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
     };
     (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }

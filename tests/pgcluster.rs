@@ -32,9 +32,14 @@ fn cluster_starts_and_answers_as_superuser() {
     assert_eq!(cluster.host(), "127.0.0.1");
     assert_eq!(cluster.superuser(), "postgres");
     assert!(cluster.data_dir().join("PG_VERSION").exists());
-    assert_eq!(cluster.psql("postgres", "SELECT 40 + 2").unwrap().trim(), "42");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT 40 + 2").unwrap().trim(),
+        "42"
+    );
 
-    let err = cluster.psql("postgres", "SELECT * FROM no_such_table").unwrap_err();
+    let err = cluster
+        .psql("postgres", "SELECT * FROM no_such_table")
+        .unwrap_err();
     assert!(err.to_string().contains("no_such_table"), "{err}");
 }
 
@@ -93,11 +98,21 @@ fn fresh_databases_are_independent() {
     assert_ne!(a, b);
     let cluster = cluster();
     cluster
-        .psql(&a, &format!("DELETE FROM appointments WHERE tenant_id = '{}'", ACME.id))
+        .psql(
+            &a,
+            &format!("DELETE FROM appointments WHERE tenant_id = '{}'", ACME.id),
+        )
         .unwrap();
-    let in_a = cluster.psql(&a, "SELECT count(*) FROM appointments").unwrap();
-    let in_b = cluster.psql(&b, "SELECT count(*) FROM appointments").unwrap();
-    assert_eq!(in_a.trim(), (TOTAL_APPOINTMENTS - ACME.appointments).to_string());
+    let in_a = cluster
+        .psql(&a, "SELECT count(*) FROM appointments")
+        .unwrap();
+    let in_b = cluster
+        .psql(&b, "SELECT count(*) FROM appointments")
+        .unwrap();
+    assert_eq!(
+        in_a.trim(),
+        (TOTAL_APPOINTMENTS - ACME.appointments).to_string()
+    );
     assert_eq!(in_b.trim(), TOTAL_APPOINTMENTS.to_string());
 }
 
@@ -106,10 +121,17 @@ async fn app_user_without_tenant_sees_nothing() {
     let db = fresh_database("fail_closed");
     let client = connect(APP_USER, APP_PASSWORD, &db).await;
     for table in TENANT_TABLES.iter().chain(&["tenants"]) {
-        assert_eq!(count(&client, table).await, 0, "{table} without tenant context");
+        assert_eq!(
+            count(&client, table).await,
+            0,
+            "{table} without tenant context"
+        );
     }
     // An empty setting (what RESET leaves behind) is just as closed.
-    client.batch_execute("SET app.tenant_id = ''").await.unwrap();
+    client
+        .batch_execute("SET app.tenant_id = ''")
+        .await
+        .unwrap();
     assert_eq!(count(&client, "customers").await, 0);
 }
 
@@ -119,11 +141,19 @@ async fn app_user_with_set_local_sees_exactly_its_tenant() {
     let client = connect(APP_USER, APP_PASSWORD, &db).await;
     for tenant in TENANTS {
         client
-            .batch_execute(&format!("BEGIN; SET LOCAL {TENANT_SETTING} = '{}'", tenant.id))
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL {TENANT_SETTING} = '{}'",
+                tenant.id
+            ))
             .await
             .unwrap();
         for table in TENANT_TABLES {
-            assert_eq!(count(&client, table).await, tenant.count(table), "{} {table}", tenant.slug);
+            assert_eq!(
+                count(&client, table).await,
+                tenant.count(table),
+                "{} {table}",
+                tenant.slug
+            );
         }
         let slugs: Vec<String> = client
             .query("SELECT slug FROM tenants", &[])
@@ -141,11 +171,20 @@ async fn app_user_with_set_local_sees_exactly_its_tenant() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(foreign, 0, "{} sees another tenant's customers", tenant.slug);
+        assert_eq!(
+            foreign, 0,
+            "{} sees another tenant's customers",
+            tenant.slug
+        );
         client.batch_execute("COMMIT").await.unwrap();
 
         // SET LOCAL ends with the transaction: closed again.
-        assert_eq!(count(&client, "customers").await, 0, "after COMMIT ({})", tenant.slug);
+        assert_eq!(
+            count(&client, "customers").await,
+            0,
+            "after COMMIT ({})",
+            tenant.slug
+        );
     }
 }
 
@@ -154,7 +193,10 @@ async fn app_user_cannot_write_into_another_tenant() {
     let db = fresh_database("with_check");
     let client = connect(APP_USER, APP_PASSWORD, &db).await;
     client
-        .batch_execute(&format!("BEGIN; SET LOCAL {TENANT_SETTING} = '{}'", ACME.id))
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL {TENANT_SETTING} = '{}'",
+            ACME.id
+        ))
         .await
         .unwrap();
     let err = client
@@ -198,12 +240,18 @@ fn private_cluster_restarts_on_its_port_and_cleans_up() {
     private.restart_fast().unwrap();
     assert_eq!(private.port(), port);
     let listed = private
-        .psql("it's \"odd\"", "SELECT current_database(), current_setting('fsync')")
+        .psql(
+            "it's \"odd\"",
+            "SELECT current_database(), current_setting('fsync')",
+        )
         .unwrap();
     assert_eq!(listed.trim(), "it's \"odd\"|off");
 
     private.stop();
     private.stop(); // idempotent
     assert!(!root.exists(), "{} left behind", root.display());
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "server still listening");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "server still listening"
+    );
 }

@@ -25,3 +25,225 @@ async fn wrong_password_gets_postgres_message() {
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"));
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_database_and_missing_user_are_refused() {
+    let p = start(Opts::default()).await;
+    let url = format!("host=127.0.0.1 port={} user=acme_app password={PW} dbname=nope", p.addr.port());
+    let err = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.err().expect("refused");
+    let db = err.as_db_error().expect("server error");
+    assert_eq!(db.code().code(), "3D000");
+    assert_eq!(db.message(), "database \"nope\" does not exist");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_authentication_works_when_configured() {
+    let p = start(Opts::default()).await;
+    let out = p.psql("md5_app", &["-c", "select 1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = p.connect("md5_app").await;
+    let r = c.query_one("select 2::int", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i32>(0), 2);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_rollback_is_honoured_and_commit_persists() {
+    let p = start(Opts::default()).await;
+    let c = p.connect("acme_app").await;
+    let before: i64 = c.query_one("select count(*) from services", &[]).await.unwrap().get(0);
+    c.batch_execute(&format!(
+        "begin; insert into services (tenant_id, code, name, price_cents, duration_minutes) values ('{}', 'RB', 'rolled back', 1, 1); rollback",
+        common::ACME.id
+    ))
+    .await
+    .unwrap();
+    let after: i64 = c.query_one("select count(*) from services", &[]).await.unwrap().get(0);
+    assert_eq!(before, after);
+    c.batch_execute(&format!(
+        "begin; insert into services (tenant_id, code, name, price_cents, duration_minutes) values ('{}', 'KEPT', 'kept', 1, 1); commit",
+        common::ACME.id
+    ))
+    .await
+    .unwrap();
+    let kept: i64 = c.query_one("select count(*) from services", &[]).await.unwrap().get(0);
+    assert_eq!(kept, before + 1);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_recover_and_multi_statement_returns_every_result() {
+    let p = start(Opts::default()).await;
+    let c = p.connect("acme_app").await;
+    let e = c.simple_query("select 1/0").await.err().expect("division by zero");
+    assert_eq!(e.as_db_error().unwrap().code().code(), "22012");
+    let rows = c.simple_query("select 1; select 2, 3; select 'x'").await.unwrap();
+    let data: Vec<_> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(data, vec!["1", "2", "x"]);
+    // An error inside an explicit transaction aborts it, like PostgreSQL.
+    c.batch_execute("begin").await.unwrap();
+    assert!(c.simple_query("select 1/0").await.is_err());
+    let e = c.simple_query("select 1").await.err().expect("aborted transaction");
+    assert_eq!(e.as_db_error().unwrap().code().code(), "25P02");
+    c.batch_execute("rollback").await.unwrap();
+    assert_eq!(c.query_one("select 5::int", &[]).await.unwrap().get::<_, i32>(0), 5);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_move_every_row() {
+    use futures_util::{SinkExt, StreamExt};
+    let p = start(Opts::default()).await;
+    common::cluster()
+        .psql(&p.db, "create table copytest (n int, t text); grant all on copytest to app_user")
+        .unwrap();
+    let c = p.connect("acme_app").await;
+    // Extended-protocol COPY FROM STDIN (tokio-postgres sends Bind/Execute/Sync, then data).
+    let sink = c.copy_in("copy copytest from stdin").await.unwrap();
+    futures_util::pin_mut!(sink);
+    let mut data = String::new();
+    for i in 0..5000 {
+        data.push_str(&format!("{i}\trow {i}\n"));
+    }
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 5000);
+    let stream = c.copy_out("copy copytest to stdout").await.unwrap();
+    futures_util::pin_mut!(stream);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 5000);
+    // Simple-protocol COPY through psql both ways.
+    let o = p.psql("acme_app", &["-c", "\\copy copytest to '/tmp/tenantgate-copy.txt'"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = p.psql("acme_app", &["-c", "\\copy copytest from '/tmp/tenantgate-copy.txt'"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n: i64 = c.query_one("select count(*) from copytest", &[]).await.unwrap().get(0);
+    assert_eq!(n, 10000);
+    // A failed COPY leaves the session usable.
+    let o = p.psql("acme_app", &["-c", "copy copytest from stdin"]);
+    let _ = o;
+    assert_eq!(c.query_one("select 1::int", &[]).await.unwrap().get::<_, i32>(0), 1);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_stops_a_running_query() {
+    let p = start(Opts::default()).await;
+    let c = p.connect("acme_app").await;
+    let token = c.cancel_token();
+    let started = std::time::Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let e = c.simple_query("select pg_sleep(30)").await.err().expect("cancelled");
+    canceller.await.unwrap().unwrap();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "57014");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    // The session goes on.
+    assert_eq!(c.query_one("select 3::int", &[]).await.unwrap().get::<_, i32>(0), 3);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_clients_gets_53300() {
+    let p = start(Opts { server_extra: "max_client_conn = 2".into(), ..Opts::default() }).await;
+    let _a = p.connect("acme_app").await;
+    let _b = p.connect("acme_app").await;
+    let err = p.try_connect("acme_app", PW).await.err().expect("refused");
+    let db = err.as_db_error().expect("server error");
+    assert_eq!(db.code().code(), "53300");
+    assert_eq!(db.message(), "sorry, too many clients already");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_named_statements_and_resets_on_release() {
+    let p = start(Opts { pool_mode: "session", pool_size: 1, ..Opts::default() }).await;
+    let c = p.connect("acme_app").await;
+    let stmt = c.prepare("select count(*) from customers where name like $1").await.unwrap();
+    for _ in 0..3 {
+        c.batch_execute("begin").await.unwrap();
+        let n: i64 = c.query_one(&stmt, &[&"acme%"]).await.unwrap().get(0);
+        assert_eq!(n, common::ACME.customers);
+        c.batch_execute("commit").await.unwrap();
+    }
+    c.batch_execute("set application_name = 'dirty'").await.unwrap();
+    drop(c);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The single server was reset (DISCARD ALL) before the next client got it.
+    let c2 = p.connect("globex_app").await;
+    let r = c2.query_one("select current_setting('application_name')", &[]).await.unwrap();
+    assert_ne!(r.get::<_, String>(0), "dirty");
+    let n: i64 = c2.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    assert_eq!(n, common::GLOBEX.customers);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_after_ssl_request_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = start(Opts { server_extra: tls_keys(), ..Opts::default() }).await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    // SSLRequest immediately followed by a plaintext StartupMessage.
+    let mut bytes = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    bytes.extend_from_slice(&[0, 0, 0, 8, 0, 3, 0, 0]);
+    s.write_all(&bytes).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(n > 0);
+    assert_eq!(buf[0], b'E', "expected an ErrorResponse, not TLS");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.contains("received unencrypted data after SSL request"), "{text}");
+    // A well-behaved TLS client still works.
+    let out = p.psql_env("acme_app", &["-c", "select 'tls'"], &[("PGSSLMODE", "require")]);
+    let _ = out;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_works_and_require_tls_refuses_plaintext() {
+    let p = start(Opts { server_extra: format!("{}\nrequire_tls = true", tls_keys()), ..Opts::default() }).await;
+    let url = format!(
+        "host=127.0.0.1 port={} user=acme_app dbname={} sslmode=require",
+        p.addr.port(),
+        p.db
+    );
+    let out = std::process::Command::new(support::psql_bin())
+        .args(["-X", "-A", "-t", "-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()", &url])
+        .env("PGPASSWORD", PW)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = p.psql("acme_app", &["-c", "select 1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no pg_hba.conf entry"), "{}", stderr(&out));
+    p.stop().await;
+}
+
+/// A self-signed certificate for 127.0.0.1/localhost, written to temp files.
+fn tls_keys() -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir();
+    let n = rand_suffix();
+    let c = dir.join(format!("tg-cert-{n}.pem"));
+    let k = dir.join(format!("tg-key-{n}.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    format!("tls_cert = \"{}\"\ntls_key = \"{}\"", c.display(), k.display())
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 ^ std::process::id() as u64
+}

@@ -17,14 +17,16 @@ use crate::config::{PoolMode, UserKind};
 use crate::error;
 use crate::events::{SecurityEvent, Subject};
 use crate::pool::{Pool, PoolError, PoolGuard};
-use crate::protocol::messages::{self, parse_msg, query_text, PgError};
+use crate::prepared::{ClientStatements, StatementDef};
+use crate::protocol::messages::{self, parse_msg, query_text, split_bind, split_target, PgError};
 use crate::protocol::stream::StreamError;
 use crate::protocol::{Frame, PqStream};
-use crate::relay::{Outcome, Relay};
+use crate::relay::{Expect, Msg, Outcome, Relay};
 use crate::server::Shared;
 use crate::tenant::guard::{Asker, Decision, Verdict};
 use crate::tenant::identity::{canonical, check_allowed, validate_tenant_id};
 use crate::tenant::inject::{self, Injector};
+use bytes::Bytes;
 
 /// While waiting for ReadyForQuery, read at most this much ahead from the client (to notice
 /// a disconnect) before applying backpressure.
@@ -106,6 +108,12 @@ pub struct Session {
     draining: bool,
     /// Break-glass sessions may be capped in length.
     deadline: Option<Instant>,
+    /// The client's named statements (transaction mode renames them per server).
+    statements: ClientStatements,
+    /// Cap on server-side statements per upstream connection.
+    max_prepared: usize,
+    /// The current segment must not be preceded by the injection (VACUUM, DISCARD ALL ...).
+    skip_injection: bool,
 }
 
 /// Everything `Session::new` needs.
@@ -131,13 +139,18 @@ pub struct SessionParts {
 impl Session {
     /// Builds a session ready to `run`.
     pub fn new(p: SessionParts) -> Session {
-        let mode = p.shared.config.upstream.pool_mode;
+        let mode = match p.who.kind {
+            // Break-glass sessions keep their server: they are few, audited and interactive.
+            UserKind::Breakglass => PoolMode::Session,
+            _ => p.shared.config.upstream.pool_mode,
+        };
         let injector = match (p.who.kind, &p.tenant) {
             (UserKind::App | UserKind::Operator, Some(t)) => {
                 Some(Injector::new(&p.shared.config.tenant.setting, t))
             }
             _ => None,
         };
+        let max_prepared = p.shared.config.upstream.max_prepared_statements;
         Session {
             shared: p.shared,
             client: p.client,
@@ -155,6 +168,9 @@ impl Session {
             cancel: p.cancel,
             draining: false,
             deadline: p.deadline,
+            statements: ClientStatements::default(),
+            max_prepared,
+            skip_injection: false,
         }
     }
 
@@ -286,27 +302,33 @@ impl Session {
         };
         let conn = guard.conn();
         if self.phase == Phase::Idle {
-            if conn.status == b'I' {
+            if conn.status == b'I' && !self.skip_injection {
                 if let Some(inj) = &self.injector {
-                    self.relay.swallow = inj.write(conn.stream.out(), conn.inject_prepared);
+                    for m in inj.write(conn.stream.out(), conn.inject_prepared) {
+                        self.relay.push(Expect::Inject(m.clone()));
+                    }
                     conn.inject_prepared = true;
                 }
             }
+            self.skip_injection = false;
             self.phase = Phase::InSegment;
         }
-        match verdict {
+        let out_of_band = match verdict {
             Verdict::Refuse(err) => {
                 match tag {
-                    b'P' => {
-                        let name = parse_msg(f.body()).map(|p| p.name).unwrap_or(b"");
-                        inject::poison_parse(conn.stream.out(), name);
-                    }
+                    b'P' => inject::poison_parse(conn.stream.out(), b""),
                     _ => inject::poison_query(conn.stream.out()),
                 }
                 self.relay.poisons.push_back(err);
+                self.relay.push(Expect::Client(if tag == b'P' { Msg::Parse(None) } else { Msg::Query }));
+                false
             }
-            _ => conn.stream.queue(&f.raw),
-        }
+            _ => self.forward(&f),
+        };
+        let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
+            return Ok(Flow::Continue);
+        };
+        self.relay.settle(conn);
         conn.busy = true;
         match tag {
             b'Q' | b'F' => {
@@ -322,7 +344,131 @@ impl Session {
         if self.phase == Phase::AwaitRfq || tag == b'H' || !self.client.has_buffered_frame() {
             conn.stream.flush().await.map_err(SessionError::Server)?;
         }
+        if out_of_band {
+            self.relay.drain_synthetic(&mut self.client);
+            if self.client.has_pending_writes() && !self.client.has_buffered_frame() {
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+        }
         Ok(Flow::Continue)
+    }
+
+    /// Writes one client message upstream and records its awaited answer. In transaction
+    /// mode named statements are renamed to their server names and prepared on demand.
+    /// Returns whether a synthetic answer may be ready for the client.
+    fn forward(&mut self, f: &Frame) -> bool {
+        let Some(guard) = self.server.as_mut() else {
+            return false;
+        };
+        let conn = guard.conn();
+        let tag = f.tag();
+        let body = f.body();
+        let rename = self.mode == PoolMode::Transaction;
+        match tag {
+            b'P' => {
+                let Some(pm) = parse_msg(body).filter(|pm| rename && !pm.name.is_empty()) else {
+                    conn.stream.queue(&f.raw);
+                    self.relay.push(Expect::Client(Msg::Parse(None)));
+                    return false;
+                };
+                if self.statements.contains(pm.name) {
+                    // PostgreSQL refuses to redefine a name; keep its wording.
+                    inject::poison_parse(conn.stream.out(), b"");
+                    self.relay.poisons.push_back(PgError::error(
+                        "42P05",
+                        format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(pm.name)),
+                    ));
+                    self.relay.push(Expect::Client(Msg::Parse(None)));
+                    return false;
+                }
+                let def = std::sync::Arc::new(StatementDef::new(pm.sql, pm.types));
+                let client_name = Bytes::copy_from_slice(pm.name);
+                self.statements.insert(client_name.clone(), def.clone());
+                if conn.statements.touch(&def.server_name) {
+                    let mut ok = bytes::BytesMut::new();
+                    messages::parse_complete(&mut ok);
+                    self.relay.push(Expect::Synthetic(ok.freeze()));
+                    return true;
+                }
+                for old in conn.statements.insert(def.server_name.clone(), self.max_prepared) {
+                    messages::close_statement(conn.stream.out(), &old);
+                    self.relay.push(Expect::Evict);
+                }
+                def.write_parse(conn.stream.out());
+                self.relay.push(Expect::Client(Msg::Parse(Some((client_name, def.server_name.clone())))));
+                false
+            }
+            b'B' => {
+                match split_bind(body) {
+                    Some((portal, stmt, rest)) if rename && !stmt.is_empty() => {
+                        match self.statements.get(stmt).cloned() {
+                            Some(def) => {
+                                ensure_prepared(conn, &mut self.relay, &def, self.max_prepared);
+                                messages::write_bind(conn.stream.out(), portal, &def.server_name, rest);
+                            }
+                            None => conn.stream.queue(&f.raw),
+                        }
+                    }
+                    _ => conn.stream.queue(&f.raw),
+                }
+                self.relay.push(Expect::Client(Msg::Bind));
+                false
+            }
+            b'D' => {
+                let target = split_target(body);
+                match target {
+                    Some((b'S', name)) if rename && !name.is_empty() => match self.statements.get(name).cloned() {
+                        Some(def) => {
+                            ensure_prepared(conn, &mut self.relay, &def, self.max_prepared);
+                            messages::describe_statement(conn.stream.out(), &def.server_name);
+                        }
+                        None => conn.stream.queue(&f.raw),
+                    },
+                    _ => conn.stream.queue(&f.raw),
+                }
+                let kind = match target {
+                    Some((b'S', _)) => Msg::DescribeStatement,
+                    _ => Msg::DescribePortal,
+                };
+                self.relay.push(Expect::Client(kind));
+                false
+            }
+            b'C' => match split_target(body) {
+                Some((b'S', name)) if rename && !name.is_empty() => {
+                    // Server statements are shared and cached; only the client's name goes.
+                    self.statements.remove(name);
+                    let mut ok = bytes::BytesMut::new();
+                    messages::close_complete(&mut ok);
+                    self.relay.push(Expect::Synthetic(ok.freeze()));
+                    true
+                }
+                _ => {
+                    conn.stream.queue(&f.raw);
+                    self.relay.push(Expect::Client(Msg::Close));
+                    false
+                }
+            },
+            b'E' => {
+                conn.stream.queue(&f.raw);
+                self.relay.push(Expect::Client(Msg::Execute));
+                false
+            }
+            b'S' => {
+                conn.stream.queue(&f.raw);
+                self.relay.push(Expect::Client(Msg::Sync));
+                false
+            }
+            b'Q' => {
+                conn.stream.queue(&f.raw);
+                self.relay.push(Expect::Client(Msg::Query));
+                false
+            }
+            _ => {
+                // Flush, or a message PostgreSQL itself will judge.
+                conn.stream.queue(&f.raw);
+                false
+            }
+        }
     }
 
     /// Runs the tenant guard on statement-carrying messages and records its events.
@@ -354,7 +500,19 @@ impl Session {
             login: &self.who.login,
             allow_switch: self.who.allow_switch,
         };
-        let Decision { verdict, events, secret } = self.shared.policy.check(asker, &sql);
+        let Decision {
+            mut verdict,
+            events,
+            secret,
+            outside_transaction,
+            sql_prepare,
+        } = self.shared.policy.check(asker, &sql);
+        if self.phase == Phase::Idle {
+            self.skip_injection = outside_transaction;
+        }
+        if sql_prepare && self.mode == PoolMode::Transaction && verdict == Verdict::Forward {
+            verdict = Verdict::Refuse(error::sql_prepare_in_transaction_mode());
+        }
         for e in events {
             let mut ev = SecurityEvent::new(e.kind, e.action, &self.subject).statement(&sql, secret);
             if let Verdict::Refuse(err) = &verdict {
@@ -415,6 +573,7 @@ impl Session {
         let conn = guard.conn();
         if matches!(tag, b'S' | b'Q' | b'F') {
             messages::sync(conn.stream.out());
+            self.relay.push(Expect::Client(Msg::Sync));
             conn.stream.flush().await.map_err(SessionError::Server)?;
             self.phase = Phase::AwaitRfq;
         }
@@ -461,7 +620,14 @@ impl Session {
                 return Ok(Flow::Continue);
             };
             let conn = guard.conn();
-            match self.relay.on_server(&f, conn, &mut self.client) {
+            let outcome = self.relay.on_server(&f, conn, &mut self.client);
+            for name in self.relay.failed_names.drain(..) {
+                self.statements.remove(&name);
+            }
+            if std::mem::take(&mut self.relay.discarded) {
+                self.statements.clear();
+            }
+            match outcome {
                 Outcome::Continue => {}
                 Outcome::Ready(status) => {
                     self.phase = Phase::Idle;
@@ -478,6 +644,7 @@ impl Session {
                     crate::metrics::injection_failed();
                     if self.phase == Phase::AwaitRfq && self.simple_segment {
                         messages::sync(conn.stream.out());
+                        self.relay.push(Expect::Client(Msg::Sync));
                         conn.stream.flush().await.map_err(SessionError::Server)?;
                     }
                 }
@@ -511,6 +678,7 @@ impl Session {
     /// Returns a clean connection to the pool (the guard decides if it is clean).
     fn detach(&mut self) {
         self.cancel.target.detach();
+        self.relay.reset();
         self.server = None;
     }
 
@@ -522,6 +690,7 @@ impl Session {
     /// The upstream failed: tell the client (FATAL) and drop the connection.
     async fn server_gone(&mut self) {
         self.cancel.target.detach();
+        self.relay.reset();
         if let Some(g) = self.server.take() {
             g.discard();
         }
@@ -601,4 +770,17 @@ enum Io {
     Server(Result<Frame, StreamError>),
     Shutdown,
     Deadline,
+}
+
+/// Makes sure `def` exists on this connection, re-preparing it (answer swallowed) if not.
+fn ensure_prepared(conn: &mut crate::pool::UpstreamConn, relay: &mut Relay, def: &StatementDef, cap: usize) {
+    if conn.statements.touch(&def.server_name) {
+        return;
+    }
+    for old in conn.statements.insert(def.server_name.clone(), cap) {
+        messages::close_statement(conn.stream.out(), &old);
+        relay.push(Expect::Evict);
+    }
+    def.write_parse(conn.stream.out());
+    relay.push(Expect::Reprepare(def.server_name.clone()));
 }

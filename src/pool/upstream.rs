@@ -96,6 +96,8 @@ pub struct UpstreamConn {
     pub inject_prepared: bool,
     /// Client messages were forwarded and their ReadyForQuery has not arrived yet.
     pub busy: bool,
+    /// Server-side prepared statements this connection holds (transaction pooling).
+    pub statements: crate::prepared::ServerStatements,
     /// A process-unique id for logs and SHOW SERVERS.
     pub id: u64,
 }
@@ -181,6 +183,7 @@ async fn connect_inner(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamErro
         last_used: Instant::now(),
         inject_prepared: false,
         busy: false,
+        statements: Default::default(),
         id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     };
     loop {

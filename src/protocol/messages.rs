@@ -250,6 +250,42 @@ pub fn parse_msg(body: &[u8]) -> Option<ParseMsg<'_>> {
     Some(ParseMsg { name, sql, types })
 }
 
+/// Splits a Bind body into (portal, statement, the rest after the statement name).
+pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (portal, rest) = read_cstr(body)?;
+    let (stmt, rest) = read_cstr(rest)?;
+    Some((portal, stmt, rest))
+}
+
+/// Appends a Bind with `statement` in place of the client's name, the rest unchanged.
+pub fn write_bind(buf: &mut BytesMut, portal: &[u8], statement: &[u8], rest: &[u8]) {
+    write_msg(buf, b'B', |b| {
+        put_cstr(b, portal);
+        put_cstr(b, statement);
+        b.put_slice(rest);
+    });
+}
+
+/// Splits a Describe/Close body into (kind `S`|`P`, name).
+pub fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = read_cstr(rest)?;
+    Some((kind, name))
+}
+
+/// Appends a Describe of a statement.
+pub fn describe_statement(buf: &mut BytesMut, name: &[u8]) {
+    write_msg(buf, b'D', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, name);
+    });
+}
+
+/// ParseComplete, for Parses of statements the server already holds.
+pub fn parse_complete(buf: &mut BytesMut) {
+    write_msg(buf, b'1', |_| {});
+}
+
 /// The fields of an ErrorResponse / NoticeResponse that the proxy looks at.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ErrorFields {

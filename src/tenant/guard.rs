@@ -56,6 +56,11 @@ pub struct Decision {
     pub events: Vec<EventDraft>,
     /// The statement carries a secret: redact it in events.
     pub secret: bool,
+    /// The text must run outside any transaction block (VACUUM, DISCARD ALL, ...): the
+    /// injection cannot precede it. Such statements read no tenant rows.
+    pub outside_transaction: bool,
+    /// A SQL-level `PREPARE`, which transaction pooling cannot honour.
+    pub sql_prepare: bool,
 }
 
 impl Decision {
@@ -64,6 +69,8 @@ impl Decision {
             verdict: Verdict::Forward,
             events: Vec::new(),
             secret: false,
+            outside_transaction: false,
+            sql_prepare: false,
         }
     }
 }
@@ -95,6 +102,8 @@ impl Policy {
                         detail: None,
                     }],
                     secret: insp.flags.contains(Flags::CONTAINS_SECRET),
+                    outside_transaction: false,
+                    sql_prepare: insp.flags.contains(Flags::SQL_PREPARE),
                 };
             }
             UserKind::Admin => return Decision::forward(),
@@ -102,6 +111,9 @@ impl Policy {
         }
         let insp = self.inspect(sql);
         let secret = insp.flags.contains(Flags::CONTAINS_SECRET);
+        let sql_prepare = insp.flags.contains(Flags::SQL_PREPARE);
+        let outside_transaction = insp.statements == 1
+            && (insp.flags.contains(Flags::NO_TXN_BLOCK) || insp.flags.contains(Flags::DISCARD_OR_RESET_ALL));
         let Some(tenant) = who.tenant else {
             return Decision {
                 verdict: Verdict::Refuse(error::no_tenant(&self.setting, who.login)),
@@ -111,6 +123,8 @@ impl Policy {
                     detail: None,
                 }],
                 secret,
+                outside_transaction,
+                sql_prepare,
             };
         };
         let block = self.probe_action == ProbeAction::Block;
@@ -119,6 +133,8 @@ impl Policy {
             verdict: Verdict::Forward,
             events: Vec::new(),
             secret,
+            outside_transaction,
+            sql_prepare,
         };
         for f in &insp.findings {
             let (kind, what) = match f.rule {

@@ -13,6 +13,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::messages::{self, ErrorFields};
+use crate::relay::Msg;
 
 /// The proxy's statement name; client names are never allowed to map onto it.
 pub const STATEMENT: &[u8] = b"__tenantgate_set_tenant";
@@ -45,15 +46,15 @@ impl Injector {
         }
     }
 
-    /// Appends the injection; returns how many responses the relay must swallow.
-    pub fn write(&self, out: &mut BytesMut, prepared: bool) -> u8 {
+    /// Appends the injection; returns the messages written, whose answers the relay swallows.
+    pub fn write(&self, out: &mut BytesMut, prepared: bool) -> &'static [Msg] {
         if prepared {
             out.extend_from_slice(&self.run);
-            3 // BindComplete, DataRow, CommandComplete
+            &[Msg::Bind, Msg::Execute]
         } else {
             out.extend_from_slice(&self.prepare);
             out.extend_from_slice(&self.run);
-            5 // CloseComplete, ParseComplete, BindComplete, DataRow, CommandComplete
+            &[Msg::Close, Msg::Parse(None), Msg::Bind, Msg::Execute]
         }
     }
 }
@@ -81,12 +82,12 @@ mod tests {
     fn tenant_is_a_parameter_not_sql() {
         let inj = Injector::new("app.tenant_id", "x'); drop table t; --");
         let mut out = BytesMut::new();
-        assert_eq!(inj.write(&mut out, false), 5);
+        assert_eq!(inj.write(&mut out, false).len(), 4);
         // The SQL text is constant; the hostile value only appears as a Bind parameter.
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("SELECT pg_catalog.set_config($1, $2, true)"));
         let mut prepared = BytesMut::new();
-        assert_eq!(inj.write(&mut prepared, true), 3);
+        assert_eq!(inj.write(&mut prepared, true).len(), 2);
         assert_eq!(prepared[0], b'B');
     }
 }

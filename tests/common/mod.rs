@@ -152,7 +152,13 @@ pub fn fresh_database(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let mut name: String = prefix
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     if name.is_empty() {

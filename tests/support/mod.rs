@@ -255,3 +255,42 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A pgbench script that aborts (division by zero) the moment it sees another tenant's data
+/// or context, inside and outside explicit transactions.
+pub const TENANT_CHECK_SCRIPT: &str = r#"
+select 1 / ((select count(*) from customers) = :ncust)::int;
+select 1 / (left(current_setting('app.tenant_id'), 8) = repeat(:digit::text, 8))::int;
+begin;
+select 1 / ((select count(*) from vehicles) = :nveh)::int;
+select 1 / (left(current_setting('app.tenant_id'), 8) = repeat(:digit::text, 8))::int;
+end;
+select 1 / ((select count(*) from customers where left(tenant_id::text, 8) <> repeat(:digit::text, 8)) = 0)::int;
+"#;
+
+/// Starts pgbench with `TENANT_CHECK_SCRIPT` as `<slug>_app` for `secs` seconds.
+pub fn pgbench_tenant(
+    p: &TestProxy,
+    t: common::SeedTenant,
+    mode: &str,
+    script: &std::path::Path,
+    clients: u32,
+    secs: u32,
+) -> (common::SeedTenant, std::process::Child) {
+    let digit = &t.id[..1];
+    let child = Command::new(pgbench_bin())
+        .args(["-n", "-M", mode, "-c", &clients.to_string(), "-j", "2", "-T", &secs.to_string()])
+        .arg("-f")
+        .arg(script)
+        .args(["-D", &format!("ncust={}", t.customers)])
+        .args(["-D", &format!("nveh={}", t.vehicles)])
+        .args(["-D", &format!("digit={digit}")])
+        .args(["-D", &format!("slug={}", t.slug)])
+        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", &format!("{}_app", t.slug), &p.db])
+        .env("PGPASSWORD", PW)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench runs");
+    (t, child)
+}

@@ -1,0 +1,2639 @@
+//! The SQL inspector: a hand-written PostgreSQL lexer plus rules on statement heads.
+//!
+//! Why it exists: the proxy injects the tenant into every transaction, so a client that can
+//! change the tenant setting, its role or row security can read other tenants' rows. This module
+//! finds the statements that try, without a parser and without I/O (STYLE habit 8: a pure unit,
+//! testable with nothing but strings). It never allocates for ordinary SQL, never panics on any
+//! input, and runs in time linear in the input.
+//!
+//! # How it reads SQL
+//!
+//! The lexer follows PostgreSQL's `scan.l` wherever a mistake would move a statement boundary:
+//! `--` and nested `/* */` comments; `'…'` with `''` (and backslash escapes when
+//! `standard_conforming_strings` is off); `E'…'`, `U&'…'` with `UESCAPE`, `B'…'`, `X'…'`, `N'…'`;
+//! the concatenation of string literals separated by whitespace that contains a newline (the
+//! continuation keeps the first literal's escape rules, as PostgreSQL does); dollar quotes with
+//! tags; `$1` parameters; `"…"` and `U&"…"` identifiers (truncated to 63 bytes like
+//! PostgreSQL's); identifiers that contain `$`; operators that end where a comment starts.
+//! Unterminated strings, identifiers and comments run to the end of the text: PostgreSQL
+//! rejects such a query whole, so nothing after them can run.
+//!
+//! Statements split at every `;` outside a string, comment or quoted identifier, except inside
+//! the SQL-standard body `BEGIN ATOMIC … END` of `CREATE [OR REPLACE] FUNCTION|PROCEDURE`,
+//! where `CASE … END` nests. PostgreSQL parses the whole Query text before running any of it, so
+//! a lexical error anywhere means nothing runs; only texts PostgreSQL accepts need an exact split.
+//! Rules on statement heads are also applied to each statement inside a `BEGIN ATOMIC` body, so a
+//! wrong guess about where such a body ends can move a finding's range but cannot hide it.
+//!
+//! # What it sees
+//!
+//! * `SET [SESSION|LOCAL]` / `RESET` of the tenant setting, `role`, `session_authorization`
+//!   (also `SET SESSION AUTHORIZATION`) and `row_security`, under any spelling: any case,
+//!   quoted, split over comments, `U&"…"`-escaped.
+//! * `set_config(...)` anywhere (qualified or quoted), with the setting name decoded from any
+//!   literal form; a non-literal name fails closed.
+//! * `ALTER ROLE|USER|DATABASE … SET/RESET`, `ALTER SYSTEM SET/RESET`, and the `SET` clause of
+//!   `CREATE|ALTER FUNCTION|PROCEDURE|ROUTINE` (the function would run with another tenant).
+//! * `UPDATE [ONLY] [pg_catalog.]pg_settings` anywhere, including in a CTE.
+//! * Row-security changes: `ALTER TABLE … DISABLE ROW LEVEL SECURITY` / `NO FORCE ROW LEVEL
+//!   SECURITY`, `CREATE|ALTER|DROP POLICY`, roles given `BYPASSRLS` or `SUPERUSER`.
+//! * `DO` blocks; and function and `DO` bodies (string or dollar-quoted) that mention
+//!   `set_config` or run `SET`/`RESET` of a guarded setting, also inside string literals nested
+//!   up to three levels deep (`EXECUTE 'set role x'`).
+//! * SQL text passed to functions that run it in the same session (`query_to_xml`,
+//!   `query_to_xmlschema`, `query_to_xml_and_xmlschema`, `ts_stat`) is inspected as SQL; a
+//!   non-literal query fails closed.
+//! * String literals compared with the tenant column by `=`, `<>`, `!=`, `IN (…)`, `NOT IN`,
+//!   `IS [NOT] DISTINCT FROM`, `= ANY (ARRAY[…])` and `= ANY ('{…}')`, in either operand order,
+//!   through `::type`, `CAST(… AS type)` and `type '…'`. An `UPDATE … SET tenant_id = '…'` is
+//!   reported too.
+//!
+//! # What it cannot see (deliberately left undetected)
+//!
+//! * SQL built at run time inside PL/pgSQL, PL/Python, PL/Perl and other bodies
+//!   (`EXECUTE format('SET %I = %L', …)`, string concatenation, `plpy.execute(...)` in
+//!   a non-SQL body). `DO` blocks are reported whole for that reason; function bodies are
+//!   checked best-effort only.
+//! * Functions, triggers, rules, views, event triggers and extensions defined earlier (or by
+//!   someone else) that call `set_config`: calling them looks like any other call.
+//! * Privilege changes outside the statements above: `GRANT` of a privileged role followed by a
+//!   later `SET ROLE` is caught only at the `SET ROLE`; `ALTER TABLE … OWNER TO` is not reported.
+//! * Other sessions: `dblink`/`postgres_fdw` open their own connections, which this proxy does
+//!   not guard.
+//! * Tenant ids that are not string literals next to the tenant column: numbers, parameters
+//!   (`$1`), columns, subqueries, `INSERT … VALUES` positions, `BETWEEN`, `LIKE`, and literals
+//!   reached through other operators or functions.
+//! * The grammar itself: a statement that PostgreSQL would reject may still produce findings, and
+//!   keywords used as column labels (`AS end`) are handled only after `AS` or `.`.
+//! * Secrets outside the recognised places (a `PASSWORD` word, a literal containing "password",
+//!   `CREATE|ALTER SUBSCRIPTION … CONNECTION`); e.g. keys passed to `pgp_sym_encrypt`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::{BitOr, BitOrAssign, Range};
+
+/// Options the session passes; all comparisons of names are ASCII case-insensitive.
+#[derive(Clone, Copy, Debug)]
+pub struct InspectOptions<'a> {
+    /// The tenant GUC, e.g. `app.tenant_id`: statements that change it are refused.
+    pub setting: &'a str,
+    /// The tenant column, e.g. `tenant_id`: literals compared with it are reported.
+    pub tenant_column: &'a str,
+    /// The session's `standard_conforming_strings`: when false, backslash escapes inside plain
+    /// `'…'` strings too, which moves where such a string ends.
+    pub standard_conforming_strings: bool,
+}
+
+/// The rule a finding broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// A change of the tenant setting (or a way to hide one).
+    TenantTamper,
+    /// A change of the current or session role.
+    RoleTamper,
+    /// A change that weakens row-level security.
+    RlsTamper,
+    /// A `DO` block: its body can call `set_config` where no lexer can see.
+    DoBlock,
+    /// A string literal compared with the tenant column; the session decides whose id it is.
+    TenantLiteral,
+}
+
+impl Rule {
+    /// A stable lower-case name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Rule::TenantTamper => "tenant_tamper",
+            Rule::RoleTamper => "role_tamper",
+            Rule::RlsTamper => "rls_tamper",
+            Rule::DoBlock => "do_block",
+            Rule::TenantLiteral => "tenant_literal",
+        }
+    }
+}
+
+/// One thing a statement did that the session must judge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// Which rule.
+    pub rule: Rule,
+    /// Byte range of the whole offending statement in the inspected text, without surrounding
+    /// whitespace, comments or the `;`.
+    pub statement: Range<usize>,
+    /// Byte range of the construct that matched (the `SET` head, the `set_config` name, the
+    /// literal), inside `statement`. For SQL found inside a string (a dynamic query), the string.
+    pub span: Range<usize>,
+    /// Short human text, e.g. "SET of the tenant setting".
+    pub detail: &'static str,
+    /// For `TenantTamper` from `SET … = value` or `set_config(setting, 'value', …)`: the value,
+    /// unquoted and unescaped. For `TenantLiteral`: the literal. `None` otherwise.
+    pub value: Option<String>,
+}
+
+/// The result of inspecting one Query or Parse text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inspection {
+    /// Non-empty statements, split as PostgreSQL splits them.
+    pub statements: u32,
+    /// Findings in text order; empty (and not allocated) for ordinary SQL.
+    pub findings: Vec<Finding>,
+    /// What kinds of statement the text holds.
+    pub flags: Flags,
+}
+
+/// A set of statement properties the session acts on.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags(u32);
+
+impl Flags {
+    /// A statement that cannot run inside a transaction block (`VACUUM`, `CREATE|DROP DATABASE`,
+    /// `CREATE|DROP TABLESPACE`, `CREATE|DROP INDEX CONCURRENTLY`, `REINDEX … CONCURRENTLY`,
+    /// `REINDEX DATABASE|SYSTEM`, `ALTER SYSTEM`, `CLUSTER` without a table, `COMMIT|ROLLBACK
+    /// PREPARED`, `CREATE|ALTER|DROP SUBSCRIPTION`, `DISCARD ALL`, `ALTER DATABASE … SET
+    /// TABLESPACE`, `ALTER TABLE … DETACH PARTITION … CONCURRENTLY`).
+    pub const NO_TXN_BLOCK: Flags = Flags(1);
+    /// `BEGIN`, `START TRANSACTION`, `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`,
+    /// `RELEASE`, `PREPARE TRANSACTION`.
+    pub const TXN_CONTROL: Flags = Flags(1 << 1);
+    /// `PREPARE name AS …` (not `PREPARE TRANSACTION`).
+    pub const SQL_PREPARE: Flags = Flags(1 << 2);
+    /// `EXECUTE name` (also `EXPLAIN … EXECUTE name`).
+    pub const SQL_EXECUTE: Flags = Flags(1 << 3);
+    /// `DEALLOCATE`.
+    pub const SQL_DEALLOCATE: Flags = Flags(1 << 4);
+    /// Text that must be redacted from logs: a `PASSWORD` word (`CREATE|ALTER ROLE … PASSWORD`,
+    /// user mapping options), a literal containing "password", `CREATE SUBSCRIPTION`,
+    /// `ALTER SUBSCRIPTION … CONNECTION`.
+    pub const CONTAINS_SECRET: Flags = Flags(1 << 5);
+    /// `DISCARD ALL`, `DISCARD PLANS`, `RESET ALL`, `DEALLOCATE [PREPARE] ALL`: harmless,
+    /// informational (pools send them).
+    pub const DISCARD_OR_RESET_ALL: Flags = Flags(1 << 6);
+    /// `LISTEN`/`UNLISTEN`: session state that breaks under transaction pooling.
+    pub const LISTEN: Flags = Flags(1 << 7);
+    /// `SET` without `LOCAL`, or `RESET`, of a setting the rules do not guard (e.g.
+    /// `search_path`): session state that outlives the transaction. Not set for
+    /// `SET TRANSACTION`/`SET CONSTRAINTS`, nor for `RESET ALL`.
+    pub const SESSION_SET: Flags = Flags(1 << 8);
+
+    const NAMES: [(Flags, &'static str); 9] = [
+        (Flags::NO_TXN_BLOCK, "NO_TXN_BLOCK"),
+        (Flags::TXN_CONTROL, "TXN_CONTROL"),
+        (Flags::SQL_PREPARE, "SQL_PREPARE"),
+        (Flags::SQL_EXECUTE, "SQL_EXECUTE"),
+        (Flags::SQL_DEALLOCATE, "SQL_DEALLOCATE"),
+        (Flags::CONTAINS_SECRET, "CONTAINS_SECRET"),
+        (Flags::DISCARD_OR_RESET_ALL, "DISCARD_OR_RESET_ALL"),
+        (Flags::LISTEN, "LISTEN"),
+        (Flags::SESSION_SET, "SESSION_SET"),
+    ];
+
+    /// No flags.
+    pub const fn empty() -> Flags {
+        Flags(0)
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every flag in `other` is set.
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any flag in `other` is set.
+    pub const fn intersects(self, other: Flags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Whether no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Sets the flags in `other`.
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+}
+
+impl BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for Flags {
+    fn bitor_assign(&mut self, rhs: Flags) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut set = f.debug_set();
+        for (flag, name) in Flags::NAMES {
+            if self.contains(flag) {
+                set.entry(&format_args!("{name}"));
+            }
+        }
+        set.finish()
+    }
+}
+
+/// Inspects `sql` (one Query or Parse text, possibly several statements).
+pub fn inspect(sql: &str, opts: &InspectOptions<'_>) -> Inspection {
+    let o = Opts {
+        setting: opts.setting.as_bytes(),
+        column: opts.tenant_column.as_bytes(),
+        scs: opts.standard_conforming_strings,
+    };
+    run(sql.as_bytes(), o, 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lexer
+// ---------------------------------------------------------------------------------------------
+
+/// NAMEDATALEN - 1: PostgreSQL truncates identifiers to this many bytes.
+const MAX_IDENT: usize = 63;
+/// How deep SQL found inside strings (dynamic queries) is inspected before failing closed.
+const MAX_DYNAMIC_DEPTH: u32 = 4;
+/// How deep string literals nested in function bodies are searched.
+const MAX_BODY_DEPTH: u32 = 3;
+/// Bound on the tokens a single pattern skips (parentheses, type names).
+const SKIP_LIMIT: usize = 32;
+
+const C_WS: u8 = 1;
+const C_IDS: u8 = 2;
+const C_IDC: u8 = 4;
+const C_OP: u8 = 8;
+const C_DQC: u8 = 16;
+
+static CLASS: [u8; 256] = classes();
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut v = 0;
+        if matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
+            v |= C_WS;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            v |= C_IDS | C_IDC | C_DQC;
+        }
+        if c.is_ascii_digit() {
+            v |= C_IDC | C_DQC;
+        }
+        if c == b'$' {
+            v |= C_IDC;
+        }
+        if matches!(
+            c,
+            b'~' | b'!'
+                | b'@'
+                | b'#'
+                | b'^'
+                | b'&'
+                | b'|'
+                | b'`'
+                | b'?'
+                | b'+'
+                | b'-'
+                | b'*'
+                | b'/'
+                | b'%'
+                | b'<'
+                | b'>'
+                | b'='
+        ) {
+            v |= C_OP;
+        }
+        t[i] = v;
+        i += 1;
+    }
+    t
+}
+
+#[inline]
+fn class(c: u8) -> u8 {
+    CLASS[c as usize]
+}
+
+/// Token kinds. Keywords are `Word`s; the rules compare their text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum K {
+    Word,
+    QIdent,
+    UIdent,
+    /// `'…'` (standard) or `N'…'`.
+    Str,
+    /// `E'…'`, or `'…'`/`N'…'` with standard_conforming_strings off.
+    EStr,
+    UStr,
+    BStr,
+    Dollar,
+    Num,
+    Param,
+    Op,
+    Semi,
+    LParen,
+    RParen,
+    LBrack,
+    RBrack,
+    Comma,
+    Dot,
+    DotDot,
+    Colon,
+    Typecast,
+    ColonEq,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tok {
+    k: K,
+    /// Whether the string, identifier or dollar quote was closed.
+    term: bool,
+    s: usize,
+    e: usize,
+    /// `UStr`/`UIdent`: the escape byte (0 = invalid UESCAPE). `Dollar`: the delimiter length.
+    aux: usize,
+}
+
+/// Quoting modes of `'…'` literals.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Q {
+    Std,
+    Esc,
+    Bit,
+}
+
+#[derive(Clone)]
+struct Lexer<'a> {
+    b: &'a [u8],
+    pos: usize,
+    scs: bool,
+    /// False while looking ahead for a UESCAPE clause, so such look-aheads never nest.
+    uesc: bool,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(b: &'a [u8], scs: bool) -> Self {
+        Lexer {
+            b,
+            pos: 0,
+            scs,
+            uesc: true,
+        }
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> u8 {
+        match self.b.get(i) {
+            Some(&c) => c,
+            None => 0,
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        let b = self.b;
+        let n = b.len();
+        let mut p = self.pos;
+        while p < n {
+            let c = b[p];
+            if class(c) & C_WS != 0 {
+                p += 1;
+            } else if c == b'-' && self.at(p + 1) == b'-' {
+                p += 2;
+                while p < n && b[p] != b'\n' && b[p] != b'\r' {
+                    p += 1;
+                }
+            } else if c == b'/' && self.at(p + 1) == b'*' {
+                p = skip_block_comment(b, p);
+            } else {
+                break;
+            }
+        }
+        self.pos = p;
+    }
+
+    fn next(&mut self) -> Option<Tok> {
+        self.skip_ws();
+        let s = self.pos;
+        let c = *self.b.get(s)?;
+        let mut t = Tok {
+            k: K::Other,
+            term: true,
+            s,
+            e: s + 1,
+            aux: 0,
+        };
+        self.pos = s + 1;
+        match c {
+            b'\'' => {
+                let (k, q) = if self.scs {
+                    (K::Str, Q::Std)
+                } else {
+                    (K::EStr, Q::Esc)
+                };
+                t.k = k;
+                t.term = self.quoted(s, q);
+            }
+            b'"' => {
+                t.k = K::QIdent;
+                t.term = self.qident(s);
+            }
+            b'$' => self.dollar(&mut t),
+            b'0'..=b'9' => {
+                t.k = K::Num;
+                self.number(s);
+            }
+            b'.' => match self.at(s + 1) {
+                b'.' => {
+                    t.k = K::DotDot;
+                    self.pos = s + 2;
+                }
+                d if d.is_ascii_digit() => {
+                    t.k = K::Num;
+                    self.number(s);
+                }
+                _ => t.k = K::Dot,
+            },
+            b':' => match self.at(s + 1) {
+                b':' => {
+                    t.k = K::Typecast;
+                    self.pos = s + 2;
+                }
+                b'=' => {
+                    t.k = K::ColonEq;
+                    self.pos = s + 2;
+                }
+                _ => t.k = K::Colon,
+            },
+            b'(' => t.k = K::LParen,
+            b')' => t.k = K::RParen,
+            b'[' => t.k = K::LBrack,
+            b']' => t.k = K::RBrack,
+            b',' => t.k = K::Comma,
+            b';' => t.k = K::Semi,
+            _ if class(c) & C_OP != 0 => {
+                t.k = K::Op;
+                self.operator(s);
+            }
+            _ if class(c) & C_IDS != 0 => {
+                if let Some(t) = self.prefixed(s, c) {
+                    return Some(t);
+                }
+                t.k = K::Word;
+                let mut p = s + 1;
+                while class(self.at(p)) & C_IDC != 0 {
+                    p += 1;
+                }
+                self.pos = p;
+            }
+            _ => {}
+        }
+        t.e = self.pos;
+        Some(t)
+    }
+
+    /// `E'`, `B'`, `X'`, `N'`, `U&'` and `U&"` at a token start.
+    fn prefixed(&mut self, s: usize, c: u8) -> Option<Tok> {
+        let c1 = self.at(s + 1);
+        let lower = c | 0x20;
+        let (k, q, open) = match lower {
+            b'e' if c1 == b'\'' => (K::EStr, Q::Esc, s + 1),
+            b'b' | b'x' if c1 == b'\'' => (K::BStr, Q::Bit, s + 1),
+            b'n' if c1 == b'\'' => {
+                if self.scs {
+                    (K::Str, Q::Std, s + 1)
+                } else {
+                    (K::EStr, Q::Esc, s + 1)
+                }
+            }
+            b'u' if c1 == b'&' && self.at(s + 2) == b'\'' => (K::UStr, Q::Std, s + 2),
+            b'u' if c1 == b'&' && self.at(s + 2) == b'"' => (K::UIdent, Q::Std, s + 2),
+            _ => return None,
+        };
+        let term = if k == K::UIdent {
+            self.qident(open)
+        } else {
+            self.quoted(open, q)
+        };
+        let mut t = Tok {
+            k,
+            term,
+            s,
+            e: self.pos,
+            aux: 0,
+        };
+        if matches!(k, K::UStr | K::UIdent) {
+            t.aux = usize::from(self.uescape());
+        }
+        Some(t)
+    }
+
+    /// After a `U&` literal: consumes `UESCAPE 'c'` if present and returns the escape byte.
+    fn uescape(&mut self) -> u8 {
+        if !self.uesc {
+            return b'\\';
+        }
+        let mut la = self.clone();
+        la.uesc = false;
+        if !kw(self.b, la.next(), b"uescape") {
+            return b'\\';
+        }
+        let Some(t) = la.next() else {
+            return 0;
+        };
+        if !is_text_lit(t.k) {
+            return 0;
+        }
+        let mut one = Small::default();
+        decode_lit(self.b, &t, &mut one);
+        self.pos = la.pos;
+        if one.n == 1 {
+            one.first
+        } else {
+            0
+        }
+    }
+
+    /// Scans a `'…'` literal whose opening quote is at `open`, with its continuations.
+    fn quoted(&mut self, open: usize, q: Q) -> bool {
+        let b = self.b;
+        let n = b.len();
+        let mut p = open + 1;
+        loop {
+            loop {
+                let rest = b.get(p..).unwrap_or_default();
+                let hit = if q == Q::Esc {
+                    rest.iter().position(|&c| c == b'\'' || c == b'\\')
+                } else {
+                    rest.iter().position(|&c| c == b'\'')
+                };
+                let Some(off) = hit else {
+                    self.pos = n;
+                    return false;
+                };
+                p += off;
+                if b[p] == b'\\' {
+                    p = (p + 2).min(n);
+                    continue;
+                }
+                if q != Q::Bit && self.at(p + 1) == b'\'' {
+                    p += 2;
+                    continue;
+                }
+                p += 1;
+                break;
+            }
+            match self.continuation(p) {
+                Some(next) => p = next + 1,
+                None => {
+                    self.pos = p;
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Where a string literal continues after its closing quote at `p - 1`: whitespace and `--`
+    /// comments holding at least one newline, then a quote (scan.l's `{quotecontinue}`).
+    fn continuation(&self, mut p: usize) -> Option<usize> {
+        let b = self.b;
+        let n = b.len();
+        let mut newline = false;
+        while p < n {
+            match b[p] {
+                b' ' | b'\t' | 0x0b | 0x0c => p += 1,
+                b'\n' | b'\r' => {
+                    newline = true;
+                    p += 1;
+                }
+                b'-' if self.at(p + 1) == b'-' => {
+                    p += 2;
+                    while p < n && b[p] != b'\n' && b[p] != b'\r' {
+                        p += 1;
+                    }
+                }
+                b'\'' if newline => return Some(p),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Scans a `"…"` identifier whose opening quote is at `open`.
+    fn qident(&mut self, open: usize) -> bool {
+        let b = self.b;
+        let mut p = open + 1;
+        loop {
+            let Some(off) = b.get(p..).and_then(|r| r.iter().position(|&c| c == b'"')) else {
+                self.pos = b.len();
+                return false;
+            };
+            p += off;
+            if self.at(p + 1) == b'"' {
+                p += 2;
+                continue;
+            }
+            self.pos = p + 1;
+            return true;
+        }
+    }
+
+    /// `$1`, `$tag$…$tag$`, or a lone `$`.
+    fn dollar(&mut self, t: &mut Tok) {
+        let s = t.s;
+        if self.at(s + 1).is_ascii_digit() {
+            t.k = K::Param;
+            let mut p = s + 1;
+            while self.at(p).is_ascii_digit() || self.at(p) == b'_' {
+                p += 1;
+            }
+            self.pos = p;
+            return;
+        }
+        let mut p = s + 1;
+        if class(self.at(p)) & C_IDS != 0 {
+            p += 1;
+            while class(self.at(p)) & C_DQC != 0 {
+                p += 1;
+            }
+        }
+        if self.at(p) != b'$' || p >= self.b.len() {
+            return; // {dolqfailed}: the `$` alone, as {other}.
+        }
+        let Some(tag) = self.b.get(s..=p) else {
+            return;
+        };
+        t.k = K::Dollar;
+        t.aux = tag.len();
+        match find_delim(self.b, p + 1, tag) {
+            Some(q) => self.pos = q + tag.len(),
+            None => {
+                t.term = false;
+                self.pos = self.b.len();
+            }
+        }
+    }
+
+    fn number(&mut self, s: usize) {
+        let digit = |c: u8| c.is_ascii_digit() || c == b'_';
+        let mut p = s;
+        while digit(self.at(p)) {
+            p += 1;
+        }
+        if self.at(p) == b'.' && self.at(p + 1) != b'.' {
+            p += 1;
+            while digit(self.at(p)) {
+                p += 1;
+            }
+        }
+        if self.at(p) | 0x20 == b'e' {
+            let mut q = p + 1;
+            if matches!(self.at(q), b'+' | b'-') {
+                q += 1;
+            }
+            if self.at(q).is_ascii_digit() {
+                p = q;
+                while digit(self.at(p)) {
+                    p += 1;
+                }
+            }
+        }
+        self.pos = p.max(s + 1);
+    }
+
+    /// scan.l's `{operator}`: stops where a comment starts; drops a trailing `+`/`-` unless the
+    /// operator holds a character that is not an SQL operator.
+    fn operator(&mut self, s: usize) {
+        let mut p = s + 1;
+        while class(self.at(p)) & C_OP != 0 {
+            let (prev, c) = (self.at(p - 1), self.at(p));
+            if (prev == b'-' && c == b'-') || (prev == b'/' && c == b'*') {
+                p -= 1;
+                break;
+            }
+            p += 1;
+        }
+        let mut n = p.saturating_sub(s).max(1);
+        let op = self.b.get(s..s + n).unwrap_or_default();
+        if n > 1
+            && matches!(op.last(), Some(b'+' | b'-'))
+            && !op.iter().any(|c| b"~!@#^&|`?%".contains(c))
+        {
+            while n > 1 && matches!(self.at(s + n - 1), b'+' | b'-') {
+                n -= 1;
+            }
+        }
+        self.pos = s + n;
+    }
+}
+
+/// Skips a nested `/* */` comment starting at `p`; returns the end (the text's end if open).
+fn skip_block_comment(b: &[u8], mut p: usize) -> usize {
+    let n = b.len();
+    let at = |i: usize| b.get(i).copied().unwrap_or(0);
+    let mut depth = 0usize;
+    while p < n {
+        if b[p] == b'/' && at(p + 1) == b'*' {
+            depth += 1;
+            p += 2;
+        } else if b[p] == b'*' && at(p + 1) == b'/' {
+            depth = depth.saturating_sub(1);
+            p += 2;
+            if depth == 0 {
+                return p;
+            }
+        } else {
+            p += 1;
+        }
+    }
+    n
+}
+
+/// Finds the closing dollar-quote delimiter `tag` at or after `from`, in linear time: a
+/// failed partial match consumed only tag characters, which are never `$`.
+fn find_delim(b: &[u8], from: usize, tag: &[u8]) -> Option<usize> {
+    let m = tag.len();
+    let mut i = from;
+    while i + m <= b.len() {
+        i += b.get(i..)?.iter().position(|&c| c == b'$')?;
+        if i + m > b.len() {
+            return None;
+        }
+        let mut j = 1;
+        while j < m && b.get(i + j) == tag.get(j) {
+            j += 1;
+        }
+        if j == m {
+            return Some(i);
+        }
+        i += j;
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding literals and identifiers
+// ---------------------------------------------------------------------------------------------
+
+/// Where decoded bytes go: a buffer, or matchers that need no allocation.
+trait Sink {
+    fn put(&mut self, c: u8);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, c: u8) {
+        self.push(c);
+    }
+}
+
+/// Counts bytes and keeps the first (for UESCAPE).
+#[derive(Default)]
+struct Small {
+    n: usize,
+    first: u8,
+}
+
+impl Sink for Small {
+    fn put(&mut self, c: u8) {
+        if self.n == 0 {
+            self.first = c;
+        }
+        self.n += 1;
+    }
+}
+
+/// The first 64 bytes of an identifier, enough to apply PostgreSQL's 63-byte truncation.
+struct Ident64<'b> {
+    buf: &'b mut [u8; 64],
+    n: usize,
+}
+
+impl Sink for Ident64<'_> {
+    fn put(&mut self, c: u8) {
+        if let Some(slot) = self.buf.get_mut(self.n) {
+            *slot = c;
+            self.n += 1;
+        }
+    }
+}
+
+/// Clips `n` bytes of `buf` to PostgreSQL's identifier length at a character boundary.
+fn truncate_ident(buf: &[u8], n: usize) -> usize {
+    if n <= MAX_IDENT {
+        return n;
+    }
+    let mut cut = MAX_IDENT;
+    while cut > 0 && buf.get(cut).is_some_and(|&c| c & 0xC0 == 0x80) {
+        cut -= 1;
+    }
+    cut
+}
+
+fn is_ident(k: K) -> bool {
+    matches!(k, K::Word | K::QIdent | K::UIdent)
+}
+
+fn is_lit(k: K) -> bool {
+    matches!(k, K::Str | K::EStr | K::UStr | K::BStr | K::Dollar)
+}
+
+/// A literal whose value is text (not a bit string).
+fn is_text_lit(k: K) -> bool {
+    matches!(k, K::Str | K::EStr | K::UStr | K::Dollar)
+}
+
+/// Writes an identifier's name (unquoted, unescaped, truncated; case kept) into `buf`.
+fn ident_into(src: &[u8], t: &Tok, buf: &mut [u8; 64]) -> usize {
+    let mut out = Ident64 { buf, n: 0 };
+    match t.k {
+        K::Word => {
+            for &c in src.get(t.s..t.e).unwrap_or_default().iter().take(64) {
+                out.put(c);
+            }
+        }
+        K::QIdent => {
+            let end = if t.term { t.e.saturating_sub(1) } else { t.e };
+            let inner = src.get(t.s + 1..end).unwrap_or_default();
+            undouble(inner, b'"', &mut out, 64);
+        }
+        K::UIdent => {
+            let end = if t.term { t.e.saturating_sub(1) } else { t.e };
+            let inner = src.get(t.s + 3..end).unwrap_or_default();
+            let mut raw = Vec::new();
+            undouble(inner, b'"', &mut raw, usize::MAX);
+            unescape_unicode(&raw, t.aux as u8, &mut out);
+        }
+        _ => {}
+    }
+    let n = out.n;
+    truncate_ident(buf, n)
+}
+
+/// Copies `inner`, turning each doubled `q` into one, stopping after `limit` bytes.
+fn undouble<S: Sink>(inner: &[u8], q: u8, out: &mut S, limit: usize) {
+    let mut i = 0;
+    let mut n = 0;
+    while let Some(&c) = inner.get(i) {
+        if n >= limit {
+            return;
+        }
+        out.put(c);
+        n += 1;
+        i += if c == q && inner.get(i + 1) == Some(&q) {
+            2
+        } else {
+            1
+        };
+    }
+}
+
+/// Decodes a literal token's value into `out`.
+fn decode_lit<S: Sink>(src: &[u8], t: &Tok, out: &mut S) {
+    match t.k {
+        K::Dollar => {
+            let from = t.s.saturating_add(t.aux);
+            let to = if t.term {
+                t.e.saturating_sub(t.aux)
+            } else {
+                t.e
+            };
+            if let Some(body) = src.get(from..to) {
+                for &c in body {
+                    out.put(c);
+                }
+            }
+        }
+        K::Str => segments(src, t, Q::Std, out),
+        K::EStr => segments(src, t, Q::Esc, out),
+        K::BStr => segments(src, t, Q::Bit, out),
+        K::UStr => {
+            let mut raw = Vec::new();
+            segments(src, t, Q::Std, &mut raw);
+            unescape_unicode(&raw, t.aux as u8, out);
+        }
+        _ => {}
+    }
+}
+
+/// Decodes the quoted segments of a `'…'` literal (one, or several joined by continuations).
+fn segments<S: Sink>(src: &[u8], t: &Tok, q: Q, out: &mut S) {
+    let end = t.e.min(src.len());
+    let at = |i: usize| if i < end { src[i] } else { 0 };
+    let Some(mut p) = src
+        .get(t.s..end)
+        .and_then(|r| r.iter().position(|&c| c == b'\''))
+        .map(|o| t.s + o)
+    else {
+        return;
+    };
+    while p < end && at(p) == b'\'' {
+        p += 1;
+        loop {
+            if p >= end {
+                return;
+            }
+            let c = at(p);
+            if c == b'\'' {
+                if q != Q::Bit && at(p + 1) == b'\'' {
+                    out.put(b'\'');
+                    p += 2;
+                    continue;
+                }
+                p += 1;
+                break;
+            }
+            if c == b'\\' && q == Q::Esc {
+                p = unescape_backslash(src, p, end, out);
+                continue;
+            }
+            out.put(c);
+            p += 1;
+        }
+        // Whitespace and `--` comments up to the next segment's quote.
+        while p < end && at(p) != b'\'' {
+            if at(p) == b'-' && at(p + 1) == b'-' {
+                while p < end && at(p) != b'\n' && at(p) != b'\r' {
+                    p += 1;
+                }
+            } else {
+                p += 1;
+            }
+        }
+    }
+}
+
+fn hex(c: u8) -> Option<u32> {
+    (c as char).to_digit(16)
+}
+
+/// Reads `n` hex digits at `i`, all within `end`.
+fn hex_n(src: &[u8], i: usize, n: usize, end: usize) -> Option<u32> {
+    if i + n > end {
+        return None;
+    }
+    let mut v = 0u32;
+    for k in 0..n {
+        v = (v << 4) | hex(*src.get(i + k)?)?;
+    }
+    Some(v)
+}
+
+fn put_char<S: Sink>(cp: u32, out: &mut S) {
+    let ch = char::from_u32(cp).unwrap_or(char::REPLACEMENT_CHARACTER);
+    let mut buf = [0u8; 4];
+    for &c in ch.encode_utf8(&mut buf).as_bytes() {
+        out.put(c);
+    }
+}
+
+/// Joins a UTF-16 surrogate pair when `second` is a low surrogate.
+fn surrogate(first: u32, second: Option<u32>) -> Option<u32> {
+    let lo = second?;
+    if (0xD800..0xDC00).contains(&first) && (0xDC00..0xE000).contains(&lo) {
+        Some(0x10000 + ((first - 0xD800) << 10) + (lo - 0xDC00))
+    } else {
+        None
+    }
+}
+
+/// One backslash escape of an `E'…'` string at `p`; returns where decoding continues.
+fn unescape_backslash<S: Sink>(src: &[u8], p: usize, end: usize, out: &mut S) -> usize {
+    let at = |i: usize| if i < end { src[i] } else { 0 };
+    if p + 1 >= end {
+        return end;
+    }
+    let c = at(p + 1);
+    match c {
+        b'b' => out.put(0x08),
+        b'f' => out.put(0x0c),
+        b'n' => out.put(b'\n'),
+        b'r' => out.put(b'\r'),
+        b't' => out.put(b'\t'),
+        b'0'..=b'7' => {
+            let mut v = 0u32;
+            let mut i = p + 1;
+            while i < end && i < p + 4 && (b'0'..=b'7').contains(&at(i)) {
+                v = v * 8 + u32::from(at(i) - b'0');
+                i += 1;
+            }
+            out.put((v & 0xff) as u8);
+            return i;
+        }
+        b'x' if hex(at(p + 2)).is_some() => {
+            let mut v = 0u32;
+            let mut i = p + 2;
+            while i < end && i < p + 4 {
+                match hex(at(i)) {
+                    Some(d) => v = v * 16 + d,
+                    None => break,
+                }
+                i += 1;
+            }
+            out.put((v & 0xff) as u8);
+            return i;
+        }
+        b'u' | b'U' => {
+            let n = if c == b'u' { 4 } else { 8 };
+            if let Some(cp) = hex_n(src, p + 2, n, end) {
+                let next = p + 2 + n;
+                let low = if at(next) == b'\\' && at(next + 1) == b'u' {
+                    hex_n(src, next + 2, 4, end)
+                } else {
+                    None
+                };
+                if let Some(joined) = surrogate(cp, low) {
+                    put_char(joined, out);
+                    return next + 6;
+                }
+                put_char(cp, out);
+                return next;
+            }
+            out.put(c);
+        }
+        _ => out.put(c),
+    }
+    p + 2
+}
+
+/// Applies `U&` escapes (`\XXXX`, `\+XXXXXX`, doubled escape) with escape byte `esc`.
+fn unescape_unicode<S: Sink>(raw: &[u8], esc: u8, out: &mut S) {
+    let end = raw.len();
+    let mut i = 0;
+    while let Some(&c) = raw.get(i) {
+        if esc == 0 || c != esc {
+            out.put(c);
+            i += 1;
+            continue;
+        }
+        if raw.get(i + 1) == Some(&esc) {
+            out.put(esc);
+            i += 2;
+            continue;
+        }
+        let (cp, next) = if raw.get(i + 1) == Some(&b'+') {
+            (hex_n(raw, i + 2, 6, end), i + 8)
+        } else {
+            (hex_n(raw, i + 1, 4, end), i + 5)
+        };
+        let Some(cp) = cp else {
+            out.put(c);
+            i += 1;
+            continue;
+        };
+        if (0xD800..0xDC00).contains(&cp) && raw.get(next) == Some(&esc) {
+            let (low, after) = if raw.get(next + 1) == Some(&b'+') {
+                (hex_n(raw, next + 2, 6, end), next + 8)
+            } else {
+                (hex_n(raw, next + 1, 4, end), next + 5)
+            };
+            if let Some(joined) = surrogate(cp, low) {
+                put_char(joined, out);
+                i = after;
+                continue;
+            }
+        }
+        put_char(cp, out);
+        i = next;
+    }
+}
+
+/// A literal's value as a string (lossy only for invalid UTF-8 from `\x` escapes).
+fn lit_string(src: &[u8], t: &Tok) -> String {
+    let mut v = Vec::new();
+    decode_lit(src, t, &mut v);
+    match String::from_utf8(v) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// A literal's value as bytes, borrowed when it needs no decoding.
+fn lit_bytes<'s>(src: &'s [u8], t: &Tok) -> Cow<'s, [u8]> {
+    if t.k == K::Dollar {
+        let from = t.s.saturating_add(t.aux);
+        let to = if t.term {
+            t.e.saturating_sub(t.aux)
+        } else {
+            t.e
+        };
+        return Cow::Borrowed(src.get(from..to).unwrap_or_default());
+    }
+    let mut v = Vec::new();
+    decode_lit(src, t, &mut v);
+    Cow::Owned(v)
+}
+
+/// ASCII case-insensitive substring search.
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    let first = first.to_ascii_lowercase();
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let Some(off) = hay
+            .get(i..)
+            .and_then(|r| r.iter().position(|c| c.to_ascii_lowercase() == first))
+        else {
+            return false;
+        };
+        i += off;
+        if hay
+            .get(i..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+        {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matching names
+// ---------------------------------------------------------------------------------------------
+
+/// The settings the rules guard, in priority order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Tenant,
+    Role,
+    SessionAuth,
+    RowSecurity,
+}
+
+const TARGETS: [Target; 4] = [
+    Target::Tenant,
+    Target::Role,
+    Target::SessionAuth,
+    Target::RowSecurity,
+];
+
+/// An incremental ASCII case-insensitive equality test.
+#[derive(Clone, Copy)]
+struct Ci<'t> {
+    t: &'t [u8],
+    i: usize,
+    ok: bool,
+}
+
+impl<'t> Ci<'t> {
+    fn new(t: &'t [u8]) -> Self {
+        Ci { t, i: 0, ok: true }
+    }
+
+    #[inline]
+    fn put(&mut self, c: u8) {
+        if self.ok {
+            match self.t.get(self.i) {
+                Some(x) if x.eq_ignore_ascii_case(&c) => self.i += 1,
+                _ => self.ok = false,
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.ok && self.i == self.t.len()
+    }
+}
+
+/// Compares one name against every guarded setting at once.
+struct NameMatch<'t> {
+    m: [Ci<'t>; 4],
+}
+
+impl<'t> NameMatch<'t> {
+    fn new(setting: &'t [u8]) -> Self {
+        NameMatch {
+            m: [
+                Ci::new(setting),
+                Ci::new(b"role"),
+                Ci::new(b"session_authorization"),
+                Ci::new(b"row_security"),
+            ],
+        }
+    }
+
+    fn result(&self) -> Option<Target> {
+        TARGETS
+            .iter()
+            .zip(self.m.iter())
+            .find(|(_, m)| m.done())
+            .map(|(t, _)| *t)
+    }
+}
+
+impl Sink for NameMatch<'_> {
+    fn put(&mut self, c: u8) {
+        for m in &mut self.m {
+            m.put(c);
+        }
+    }
+}
+
+fn kw(src: &[u8], t: Option<Tok>, k: &[u8]) -> bool {
+    match t {
+        Some(t) if t.k == K::Word && t.e - t.s == k.len() => {
+            src.get(t.s..t.e).is_some_and(|w| w.eq_ignore_ascii_case(k))
+        }
+        _ => false,
+    }
+}
+
+fn is(t: Option<Tok>, k: K) -> bool {
+    matches!(t, Some(t) if t.k == k)
+}
+
+fn op_is(src: &[u8], t: Option<Tok>, ops: &[&[u8]]) -> bool {
+    match t {
+        Some(t) if t.k == K::Op => src.get(t.s..t.e).is_some_and(|o| ops.contains(&o)),
+        _ => false,
+    }
+}
+
+const CMP_OPS: &[&[u8]] = &[b"=", b"<>", b"!="];
+
+/// The lower-cased text of a short `Word`, or empty.
+fn lower16<'b>(src: &[u8], t: Option<Tok>, buf: &'b mut [u8; 16]) -> &'b [u8] {
+    let Some(t) = t.filter(|t| t.k == K::Word) else {
+        return &[];
+    };
+    let Some(w) = src.get(t.s..t.e).filter(|w| w.len() <= 16) else {
+        return &[];
+    };
+    for (d, s) in buf.iter_mut().zip(w) {
+        *d = s.to_ascii_lowercase();
+    }
+    buf.get(..w.len()).unwrap_or_default()
+}
+
+/// A dotted name (`app.tenant_id`, `"app"."tenant_id"`, `role`) read from a token stream.
+struct Name {
+    target: Option<Target>,
+    /// The token after the name.
+    after: Option<Tok>,
+    /// End of the name's last part.
+    end: usize,
+    parts: usize,
+}
+
+fn read_name(src: &[u8], setting: &[u8], first: Tok, la: &mut Lexer<'_>) -> Name {
+    let mut m = NameMatch::new(setting);
+    let mut t = first;
+    let mut parts = 0;
+    let mut end = first.e;
+    loop {
+        if !is_ident(t.k) {
+            return Name {
+                target: None,
+                after: Some(t),
+                end,
+                parts,
+            };
+        }
+        let mut buf = [0u8; 64];
+        let n = ident_into(src, &t, &mut buf);
+        if parts > 0 {
+            m.put(b'.');
+        }
+        for &c in buf.get(..n).unwrap_or_default() {
+            m.put(c);
+        }
+        parts += 1;
+        end = t.e;
+        let after = la.next();
+        if !is(after, K::Dot) {
+            return Name {
+                target: m.result(),
+                after,
+                end,
+                parts,
+            };
+        }
+        match la.next() {
+            Some(x) => t = x,
+            None => {
+                return Name {
+                    target: None,
+                    after: None,
+                    end,
+                    parts,
+                }
+            }
+        }
+    }
+}
+
+/// What follows `SET` or `RESET` (in a statement, an `ALTER … SET` clause or a function body).
+#[derive(Default)]
+struct SetClause {
+    target: Option<Target>,
+    /// The first token of the setting (for `TABLESPACE`, `TRANSACTION`, `ALL`).
+    first: Option<Tok>,
+    /// The token after the name, if it was read.
+    after: Option<Tok>,
+    end: usize,
+    local: bool,
+    /// Followed by `=` or `TO`.
+    assign: bool,
+    parts: usize,
+}
+
+fn set_clause(src: &[u8], setting: &[u8], la: &mut Lexer<'_>, scope: bool) -> SetClause {
+    let mut c = SetClause::default();
+    let mut t = la.next();
+    if scope && (kw(src, t, b"session") || kw(src, t, b"local")) {
+        let mut la2 = la.clone();
+        let u = la2.next();
+        let keep = is(u, K::Dot)
+            || (kw(src, t, b"session")
+                && (kw(src, u, b"authorization") || kw(src, u, b"characteristics")));
+        if !keep {
+            c.local = kw(src, t, b"local");
+            *la = la2;
+            t = u;
+        }
+    }
+    let Some(first) = t else {
+        return c;
+    };
+    c.first = Some(first);
+    c.end = first.e;
+    if kw(src, t, b"session") {
+        let mut la2 = la.clone();
+        let u = la2.next();
+        if let Some(u) = u.filter(|_| kw(src, u, b"authorization")) {
+            *la = la2;
+            c.target = Some(Target::SessionAuth);
+            c.end = u.e;
+            return c;
+        }
+    }
+    let n = read_name(src, setting, first, la);
+    c.target = n.target;
+    c.after = n.after;
+    c.end = n.end.max(c.end);
+    c.parts = n.parts;
+    c.assign = op_is(src, n.after, &[b"="]) || kw(src, n.after, b"to");
+    c
+}
+
+/// The value of `SET <setting> = value`: one literal, word or number, else `None`.
+fn set_value(src: &[u8], la: &mut Lexer<'_>) -> Option<String> {
+    let mut v = la.next()?;
+    let mut minus = false;
+    if v.k == K::Op && matches!(src.get(v.s..v.e), Some(b"-" | b"+")) {
+        minus = src.get(v.s) == Some(&b'-');
+        v = la.next().filter(|n| n.k == K::Num)?;
+    }
+    let text = match v.k {
+        k if is_text_lit(k) => lit_string(src, &v),
+        K::Word => {
+            if kw(src, Some(v), b"default") {
+                return None;
+            }
+            let w = src.get(v.s..v.e)?;
+            let n = truncate_ident(w, w.len());
+            String::from_utf8_lossy(w.get(..n)?).to_ascii_lowercase()
+        }
+        K::QIdent | K::UIdent => {
+            let mut buf = [0u8; 64];
+            let n = ident_into(src, &v, &mut buf);
+            String::from_utf8_lossy(buf.get(..n)?).into_owned()
+        }
+        K::Num => {
+            let digits = String::from_utf8_lossy(src.get(v.s..v.e)?);
+            if minus {
+                format!("-{digits}")
+            } else {
+                digits.into_owned()
+            }
+        }
+        _ => return None,
+    };
+    match la.next() {
+        None => Some(text),
+        Some(t) if t.k == K::Semi => Some(text),
+        Some(_) => None,
+    }
+}
+
+/// Skips a type name after `::` or `AS`; returns the token after it.
+fn skip_type(src: &[u8], la: &mut Lexer<'_>) -> Option<Tok> {
+    let mut t = la.next();
+    if !t.is_some_and(|t| is_ident(t.k)) {
+        return t;
+    }
+    for _ in 0..SKIP_LIMIT {
+        t = la.next();
+        match t {
+            Some(x) if x.k == K::Dot => {
+                t = la.next();
+                if !t.is_some_and(|t| is_ident(t.k)) {
+                    return t;
+                }
+            }
+            Some(x) if x.k == K::LParen => {
+                skip_group(la, K::RParen);
+            }
+            Some(x) if x.k == K::LBrack => {
+                skip_group(la, K::RBrack);
+            }
+            Some(x)
+                if x.k == K::Word
+                    && [
+                        &b"varying"[..],
+                        b"precision",
+                        b"with",
+                        b"without",
+                        b"time",
+                        b"zone",
+                    ]
+                    .iter()
+                    .any(|k| kw(src, Some(x), k)) => {}
+            _ => return t,
+        }
+    }
+    t
+}
+
+/// Skips to the `close` token that ends a group just opened (bounded).
+fn skip_group(la: &mut Lexer<'_>, close: K) {
+    for _ in 0..SKIP_LIMIT {
+        match la.next() {
+            Some(t) if t.k == close => return,
+            Some(t) if t.k == K::Semi => return,
+            None => return,
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Function and DO bodies
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum BodyHit {
+    SetConfig,
+    Sets(Target),
+}
+
+/// Searches a function or `DO` body for `set_config` or a `SET`/`RESET` of a guarded setting at
+/// a statement start, also in string literals nested in it.
+fn scan_body(body: &[u8], o: &Opts<'_>, depth: u32) -> Option<BodyHit> {
+    if contains_ci(body, b"set_config") {
+        return Some(BodyHit::SetConfig);
+    }
+    let mut lx = Lexer::new(body, o.scs);
+    let mut start = true;
+    while let Some(t) = lx.next() {
+        let set = kw(body, Some(t), b"set");
+        if start && (set || kw(body, Some(t), b"reset")) {
+            let mut la = lx.clone();
+            if let Some(target) = set_clause(body, o.setting, &mut la, set).target {
+                return Some(BodyHit::Sets(target));
+            }
+        }
+        if depth < MAX_BODY_DEPTH && is_text_lit(t.k) {
+            let inner = lit_bytes(body, &t);
+            if let Some(hit) = scan_body(&inner, o, depth + 1) {
+                return Some(hit);
+            }
+        }
+        start = match t.k {
+            K::Semi => true,
+            K::Word => [
+                &b"begin"[..],
+                b"then",
+                b"else",
+                b"loop",
+                b"atomic",
+                b"declare",
+            ]
+            .iter()
+            .any(|k| kw(body, Some(t), k)),
+            K::Op => op_is(body, Some(t), &[b">>"]),
+            _ => false,
+        };
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// The inspector
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Opts<'o> {
+    setting: &'o [u8],
+    column: &'o [u8],
+    scs: bool,
+}
+
+/// Per top-level statement state.
+#[derive(Default)]
+struct Stmt {
+    active: bool,
+    start: usize,
+    end: usize,
+    /// Index of this statement's first finding.
+    first: usize,
+    /// `CREATE [OR REPLACE] FUNCTION|PROCEDURE`: may hold a `BEGIN ATOMIC` body.
+    routine: bool,
+    /// Nesting inside `BEGIN ATOMIC … END` (with `CASE … END`).
+    atomic: u32,
+    /// The next token starts a statement inside a `BEGIN ATOMIC` body.
+    head_pending: bool,
+    /// The current (inner) statement is a SET-like one: its names are not column comparisons.
+    lit_off: bool,
+    /// `UPDATE pg_settings` was already reported for this statement.
+    pg_settings: bool,
+    /// Tokens before this offset were read by a tenant-column comparison.
+    fwd_hi: usize,
+    prev_begin: bool,
+    /// The previous token was `.` or `AS`: the next word is a name, not a keyword.
+    label_next: bool,
+}
+
+/// Where a `SET` clause appeared, for the finding's text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Role,
+    Database,
+    System,
+    Function,
+}
+
+fn rule_of(t: Target) -> Rule {
+    match t {
+        Target::Tenant => Rule::TenantTamper,
+        Target::Role | Target::SessionAuth => Rule::RoleTamper,
+        Target::RowSecurity => Rule::RlsTamper,
+    }
+}
+
+fn clause_detail(ctx: Ctx, t: Target) -> &'static str {
+    match (ctx, t) {
+        (Ctx::Role, Target::Tenant) => "ALTER ROLE ... SET of the tenant setting",
+        (Ctx::Role, Target::Role) => "ALTER ROLE ... SET role",
+        (Ctx::Role, Target::SessionAuth) => "ALTER ROLE ... SET session_authorization",
+        (Ctx::Role, Target::RowSecurity) => "ALTER ROLE ... SET row_security",
+        (Ctx::Database, Target::Tenant) => "ALTER DATABASE ... SET of the tenant setting",
+        (Ctx::Database, Target::Role) => "ALTER DATABASE ... SET role",
+        (Ctx::Database, Target::SessionAuth) => "ALTER DATABASE ... SET session_authorization",
+        (Ctx::Database, Target::RowSecurity) => "ALTER DATABASE ... SET row_security",
+        (Ctx::System, Target::Tenant) => "ALTER SYSTEM SET of the tenant setting",
+        (Ctx::System, Target::Role) => "ALTER SYSTEM SET role",
+        (Ctx::System, Target::SessionAuth) => "ALTER SYSTEM SET session_authorization",
+        (Ctx::System, Target::RowSecurity) => "ALTER SYSTEM SET row_security",
+        (Ctx::Function, Target::Tenant) => "function SET clause of the tenant setting",
+        (Ctx::Function, Target::Role) => "function SET clause of role",
+        (Ctx::Function, Target::SessionAuth) => "function SET clause of session_authorization",
+        (Ctx::Function, Target::RowSecurity) => "function SET clause of row_security",
+    }
+}
+
+fn body_finding(hit: BodyHit, do_block: bool) -> (Rule, &'static str) {
+    match (hit, do_block) {
+        (BodyHit::SetConfig, false) => (Rule::TenantTamper, "function body calls set_config"),
+        (BodyHit::SetConfig, true) => (Rule::TenantTamper, "DO block calls set_config"),
+        (BodyHit::Sets(Target::Tenant), false) => {
+            (Rule::TenantTamper, "function body sets the tenant setting")
+        }
+        (BodyHit::Sets(Target::Tenant), true) => {
+            (Rule::TenantTamper, "DO block sets the tenant setting")
+        }
+        (BodyHit::Sets(Target::Role | Target::SessionAuth), false) => {
+            (Rule::RoleTamper, "function body sets role")
+        }
+        (BodyHit::Sets(Target::Role | Target::SessionAuth), true) => {
+            (Rule::RoleTamper, "DO block sets role")
+        }
+        (BodyHit::Sets(Target::RowSecurity), false) => {
+            (Rule::RlsTamper, "function body sets row_security")
+        }
+        (BodyHit::Sets(Target::RowSecurity), true) => (Rule::RlsTamper, "DO block sets row_security"),
+    }
+}
+
+const LITERAL_DETAIL: &str = "string literal compared with the tenant column";
+
+struct Cx<'a, 'o> {
+    src: &'a [u8],
+    o: Opts<'o>,
+    depth: u32,
+    out: Inspection,
+}
+
+fn run(src: &[u8], o: Opts<'_>, depth: u32) -> Inspection {
+    let mut cx = Cx {
+        src,
+        o,
+        depth,
+        out: Inspection::default(),
+    };
+    let mut lx = Lexer::new(src, o.scs);
+    let mut st = Stmt::default();
+    while let Some(t) = lx.next() {
+        if t.k == K::Semi {
+            if st.atomic > 0 {
+                st.head_pending = true;
+                st.prev_begin = false;
+                st.label_next = false;
+                continue;
+            }
+            cx.finish(&mut st);
+            continue;
+        }
+        if !st.active {
+            st.active = true;
+            st.start = t.s;
+            st.first = cx.out.findings.len();
+            st.routine = cx.head(&mut st, t, lx.clone(), true);
+        } else if st.head_pending {
+            st.head_pending = false;
+            cx.head(&mut st, t, lx.clone(), false);
+        }
+        st.end = lx.pos;
+        cx.token(&mut st, t, &lx);
+    }
+    cx.finish(&mut st);
+    cx.out
+}
+
+impl<'a> Cx<'a, '_> {
+    fn kw(&self, t: Option<Tok>, k: &[u8]) -> bool {
+        kw(self.src, t, k)
+    }
+
+    fn flag(&mut self, top: bool, f: Flags) {
+        if top {
+            self.out.flags |= f;
+        }
+    }
+
+    fn push(
+        &mut self,
+        st: &Stmt,
+        rule: Rule,
+        detail: &'static str,
+        value: Option<String>,
+        span: Range<usize>,
+    ) {
+        self.out.findings.push(Finding {
+            rule,
+            statement: st.start..st.start,
+            span,
+            detail,
+            value,
+        });
+    }
+
+    fn finish(&mut self, st: &mut Stmt) {
+        if st.active {
+            self.out.statements = self.out.statements.saturating_add(1);
+            if let Some(found) = self.out.findings.get_mut(st.first..) {
+                for f in found.iter_mut() {
+                    f.statement = st.start..st.end;
+                }
+                if found.len() > 1 {
+                    found.sort_by_key(|f| f.span.start);
+                }
+            }
+        }
+        *st = Stmt::default();
+    }
+
+    // ----- per token -----
+
+    fn token(&mut self, st: &mut Stmt, t: Tok, lx: &Lexer<'a>) {
+        let mut begin = false;
+        let mut label = false;
+        match t.k {
+            K::Word => {
+                let w = self.src.get(t.s..t.e).unwrap_or_default();
+                let n = truncate_ident(w, w.len());
+                self.names(st, t, w.get(..n).unwrap_or_default(), lx);
+                if st.routine {
+                    if st.prev_begin && w.eq_ignore_ascii_case(b"atomic") {
+                        st.atomic = st.atomic.saturating_add(1);
+                        st.head_pending = true;
+                    } else if st.atomic > 0 && !st.label_next {
+                        if w.eq_ignore_ascii_case(b"case") {
+                            st.atomic = st.atomic.saturating_add(1);
+                        } else if w.eq_ignore_ascii_case(b"end") {
+                            st.atomic -= 1;
+                            if st.atomic == 0 {
+                                st.head_pending = false;
+                            }
+                        }
+                    }
+                    begin = !st.label_next && w.eq_ignore_ascii_case(b"begin");
+                }
+                label = w.eq_ignore_ascii_case(b"as");
+            }
+            K::QIdent | K::UIdent => {
+                let mut buf = [0u8; 64];
+                let n = ident_into(self.src, &t, &mut buf);
+                self.names(st, t, buf.get(..n).unwrap_or_default(), lx);
+            }
+            k if is_lit(k) => self.literal(st, t, lx),
+            K::Dot => label = true,
+            _ => {}
+        }
+        st.prev_begin = begin;
+        st.label_next = label;
+    }
+
+    fn names(&mut self, st: &mut Stmt, t: Tok, name: &[u8], lx: &Lexer<'a>) {
+        let col = self.o.column;
+        if !st.lit_off && !col.is_empty() && name.eq_ignore_ascii_case(col) {
+            self.column_literal(st, lx.clone());
+        }
+        match name.len() {
+            6 if t.k == K::Word && !st.pg_settings && name.eq_ignore_ascii_case(b"update") => {
+                self.pg_settings(st, t, lx.clone())
+            }
+            7 if name.eq_ignore_ascii_case(b"ts_stat") => self.dynamic_sql(st, t, lx.clone()),
+            8 if name.eq_ignore_ascii_case(b"password") => {
+                self.out.flags |= Flags::CONTAINS_SECRET
+            }
+            10 if name.eq_ignore_ascii_case(b"set_config") => self.set_config(st, t, lx.clone()),
+            12 | 18 | 26
+                if name.eq_ignore_ascii_case(b"query_to_xml")
+                    || name.eq_ignore_ascii_case(b"query_to_xmlschema")
+                    || name.eq_ignore_ascii_case(b"query_to_xml_and_xmlschema") =>
+            {
+                self.dynamic_sql(st, t, lx.clone())
+            }
+            _ => {}
+        }
+    }
+
+    fn literal(&mut self, st: &mut Stmt, t: Tok, lx: &Lexer<'a>) {
+        if !st.lit_off && !self.o.column.is_empty() && t.s >= st.fwd_hi {
+            self.literal_column(st, t, lx.clone());
+        }
+        if self
+            .src
+            .get(t.s..t.e)
+            .is_some_and(|raw| contains_ci(raw, b"password"))
+        {
+            self.out.flags |= Flags::CONTAINS_SECRET;
+        }
+    }
+
+    // ----- statement heads -----
+
+    /// Applies the rules of a statement's first word; returns whether it is a routine
+    /// definition that may hold a `BEGIN ATOMIC` body.
+    fn head(&mut self, st: &mut Stmt, t: Tok, mut la: Lexer<'a>, top: bool) -> bool {
+        st.lit_off = false;
+        let mut buf = [0u8; 16];
+        let la = &mut la;
+        match lower16(self.src, Some(t), &mut buf) {
+            b"set" => self.h_set(st, t, la, top),
+            b"reset" => self.h_reset(st, t, la, top),
+            b"do" => self.h_do(st, t, la),
+            b"alter" => self.h_alter(st, t, la, top),
+            b"create" => return self.h_create(st, t, la, top),
+            b"drop" => self.h_drop(st, t, la, top),
+            b"vacuum" => self.flag(top, Flags::NO_TXN_BLOCK),
+            b"reindex" => self.h_reindex(la, top),
+            b"cluster" => self.h_cluster(la, top),
+            b"commit" | b"rollback" => {
+                let f = if self.kw(la.next(), b"prepared") {
+                    Flags::NO_TXN_BLOCK
+                } else {
+                    Flags::TXN_CONTROL
+                };
+                self.flag(top, f);
+            }
+            b"begin" | b"end" | b"abort" | b"savepoint" | b"release" => {
+                self.flag(top, Flags::TXN_CONTROL)
+            }
+            b"start" => {
+                if self.kw(la.next(), b"transaction") {
+                    self.flag(top, Flags::TXN_CONTROL);
+                }
+            }
+            b"prepare" => {
+                let f = if self.kw(la.next(), b"transaction") {
+                    Flags::TXN_CONTROL
+                } else {
+                    Flags::SQL_PREPARE
+                };
+                self.flag(top, f);
+            }
+            b"execute" => self.flag(top, Flags::SQL_EXECUTE),
+            b"explain" => {
+                let mut depth = 0usize;
+                while let Some(x) = la.next() {
+                    match x.k {
+                        K::Semi => break,
+                        K::LParen => depth += 1,
+                        K::RParen => depth = depth.saturating_sub(1),
+                        _ if depth == 0 && self.kw(Some(x), b"execute") => {
+                            self.flag(top, Flags::SQL_EXECUTE);
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            b"deallocate" => {
+                self.flag(top, Flags::SQL_DEALLOCATE);
+                let mut x = la.next();
+                if self.kw(x, b"prepare") {
+                    x = la.next();
+                }
+                if self.kw(x, b"all") {
+                    self.flag(top, Flags::DISCARD_OR_RESET_ALL);
+                }
+            }
+            b"discard" => {
+                let x = la.next();
+                if self.kw(x, b"all") {
+                    self.flag(top, Flags::DISCARD_OR_RESET_ALL | Flags::NO_TXN_BLOCK);
+                } else if self.kw(x, b"plans") {
+                    self.flag(top, Flags::DISCARD_OR_RESET_ALL);
+                }
+            }
+            b"listen" | b"unlisten" => self.flag(top, Flags::LISTEN),
+            _ => {}
+        }
+        false
+    }
+
+    fn h_set(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>, top: bool) {
+        st.lit_off = true;
+        let c = set_clause(self.src, self.o.setting, la, true);
+        let span = head.s..c.end.max(head.e);
+        let (rule, detail) = match c.target {
+            Some(Target::Tenant) => {
+                let value = if c.assign {
+                    set_value(self.src, la)
+                } else {
+                    None
+                };
+                let detail = "SET of the tenant setting";
+                return self.push(st, Rule::TenantTamper, detail, value, span);
+            }
+            Some(Target::Role) => (Rule::RoleTamper, "SET ROLE"),
+            Some(Target::SessionAuth) => (Rule::RoleTamper, "SET SESSION AUTHORIZATION"),
+            Some(Target::RowSecurity) => (Rule::RlsTamper, "SET row_security"),
+            None => {
+                let txn = self.kw(c.first, b"transaction") || self.kw(c.first, b"constraints");
+                if !c.local && !txn {
+                    self.flag(top, Flags::SESSION_SET);
+                }
+                return;
+            }
+        };
+        self.push(st, rule, detail, None, span);
+    }
+
+    fn h_reset(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>, top: bool) {
+        st.lit_off = true;
+        let c = set_clause(self.src, self.o.setting, la, false);
+        let span = head.s..c.end.max(head.e);
+        let (rule, detail) = match c.target {
+            Some(Target::Tenant) => (Rule::TenantTamper, "RESET of the tenant setting"),
+            Some(Target::Role) => (Rule::RoleTamper, "RESET ROLE"),
+            Some(Target::SessionAuth) => (Rule::RoleTamper, "RESET SESSION AUTHORIZATION"),
+            Some(Target::RowSecurity) => (Rule::RlsTamper, "RESET row_security"),
+            None => {
+                if c.parts == 1 && self.kw(c.first, b"all") {
+                    self.flag(top, Flags::DISCARD_OR_RESET_ALL);
+                } else {
+                    self.flag(top, Flags::SESSION_SET);
+                }
+                return;
+            }
+        };
+        self.push(st, rule, detail, None, span);
+    }
+
+    fn h_do(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>) {
+        self.push(st, Rule::DoBlock, "DO block", None, head.s..head.e);
+        while let Some(t) = la.next() {
+            if t.k == K::Semi {
+                break;
+            }
+            if is_text_lit(t.k) {
+                self.body(st, &t, true);
+            }
+        }
+    }
+
+    /// Reports a function or `DO` body literal that calls `set_config` or sets a guarded setting.
+    fn body(&mut self, st: &Stmt, t: &Tok, do_block: bool) {
+        let text = lit_bytes(self.src, t);
+        if let Some(hit) = scan_body(&text, &self.o, 0) {
+            let (rule, detail) = body_finding(hit, do_block);
+            self.push(st, rule, detail, None, t.s..t.e);
+        }
+    }
+
+    fn h_alter(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>, top: bool) {
+        let t1 = la.next();
+        let mut buf = [0u8; 16];
+        match lower16(self.src, t1, &mut buf) {
+            b"table" => self.alter_table(st, la, top),
+            b"role" | b"user" => {
+                if self.kw(la.clone().next(), b"mapping") {
+                    return;
+                }
+                st.lit_off = true;
+                self.set_clauses(st, la, Ctx::Role, top);
+            }
+            b"database" => {
+                st.lit_off = true;
+                self.set_clauses(st, la, Ctx::Database, top);
+            }
+            b"system" => {
+                self.flag(top, Flags::NO_TXN_BLOCK);
+                st.lit_off = true;
+                self.set_clauses(st, la, Ctx::System, top);
+            }
+            b"function" | b"procedure" | b"routine" => {
+                st.lit_off = true;
+                self.set_clauses(st, la, Ctx::Function, top);
+            }
+            b"policy" => {
+                let end = t1.map_or(head.e, |t| t.e);
+                self.push(st, Rule::RlsTamper, "ALTER POLICY", None, head.s..end);
+            }
+            b"subscription" => {
+                self.flag(top, Flags::NO_TXN_BLOCK);
+                while let Some(t) = la.next() {
+                    if t.k == K::Semi {
+                        break;
+                    }
+                    if self.kw(Some(t), b"connection") {
+                        self.out.flags |= Flags::CONTAINS_SECRET;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `SET`/`RESET` clauses of `ALTER ROLE|DATABASE|SYSTEM|FUNCTION`, and role attributes.
+    fn set_clauses(&mut self, st: &mut Stmt, la: &mut Lexer<'a>, ctx: Ctx, top: bool) {
+        let mut depth = 0usize;
+        let mut first = true;
+        let mut pending: Option<Tok> = None;
+        loop {
+            let Some(t) = pending.take().or_else(|| la.next()) else {
+                break;
+            };
+            match t.k {
+                K::Semi => break,
+                K::LParen => depth += 1,
+                K::RParen => depth = depth.saturating_sub(1),
+                K::Word if depth == 0 => {
+                    let set = self.kw(Some(t), b"set");
+                    if set || self.kw(Some(t), b"reset") {
+                        let c = set_clause(self.src, self.o.setting, la, false);
+                        if let Some(target) = c.target {
+                            let detail = clause_detail(ctx, target);
+                            self.push(st, rule_of(target), detail, None, t.s..c.end);
+                        } else if set && ctx == Ctx::Database && self.kw(c.first, b"tablespace") {
+                            self.flag(top, Flags::NO_TXN_BLOCK);
+                        }
+                        pending = c.after;
+                    } else if ctx == Ctx::Role && !first {
+                        if self.kw(Some(t), b"bypassrls") {
+                            let d = "ALTER ROLE ... BYPASSRLS";
+                            self.push(st, Rule::RlsTamper, d, None, t.s..t.e);
+                        } else if self.kw(Some(t), b"superuser") {
+                            let d = "ALTER ROLE ... SUPERUSER";
+                            self.push(st, Rule::RlsTamper, d, None, t.s..t.e);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            first = false;
+        }
+    }
+
+    fn alter_table(&mut self, st: &mut Stmt, la: &mut Lexer<'a>, top: bool) {
+        let mut detach = false;
+        while let Some(t) = la.next() {
+            if t.k == K::Semi {
+                break;
+            }
+            if t.k != K::Word {
+                continue;
+            }
+            let rls = [&b"row"[..], b"level", b"security"];
+            if self.kw(Some(t), b"disable") {
+                if let Some(end) = self.follows(la, &rls) {
+                    let d = "ALTER TABLE ... DISABLE ROW LEVEL SECURITY";
+                    self.push(st, Rule::RlsTamper, d, None, t.s..end);
+                }
+            } else if self.kw(Some(t), b"no") {
+                if let Some(end) = self.follows(la, &[&b"force"[..], b"row", b"level", b"security"])
+                {
+                    let d = "ALTER TABLE ... NO FORCE ROW LEVEL SECURITY";
+                    self.push(st, Rule::RlsTamper, d, None, t.s..end);
+                }
+            } else if self.kw(Some(t), b"detach") {
+                detach = true;
+            } else if detach && self.kw(Some(t), b"concurrently") {
+                self.flag(top, Flags::NO_TXN_BLOCK);
+            }
+        }
+    }
+
+    /// Whether the next words are `words`; if so consumes them and returns the end.
+    fn follows(&self, la: &mut Lexer<'a>, words: &[&[u8]]) -> Option<usize> {
+        let mut look = la.clone();
+        let mut end = la.pos;
+        for w in words {
+            let t = look.next();
+            if !self.kw(t, w) {
+                return None;
+            }
+            end = t.map_or(end, |t| t.e);
+        }
+        *la = look;
+        Some(end)
+    }
+
+    fn h_create(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>, top: bool) -> bool {
+        let mut t1 = la.next();
+        if self.kw(t1, b"or") && self.kw(la.next(), b"replace") {
+            t1 = la.next();
+        }
+        let mut buf = [0u8; 16];
+        match lower16(self.src, t1, &mut buf) {
+            b"function" | b"procedure" => {
+                self.routine(st, la);
+                return true;
+            }
+            b"database" | b"tablespace" => self.flag(top, Flags::NO_TXN_BLOCK),
+            b"unique" => {
+                if self.kw(la.next(), b"index") && self.kw(la.next(), b"concurrently") {
+                    self.flag(top, Flags::NO_TXN_BLOCK);
+                }
+            }
+            b"index" => {
+                if self.kw(la.next(), b"concurrently") {
+                    self.flag(top, Flags::NO_TXN_BLOCK);
+                }
+            }
+            b"policy" => {
+                let end = t1.map_or(head.e, |t| t.e);
+                self.push(st, Rule::RlsTamper, "CREATE POLICY", None, head.s..end);
+            }
+            b"subscription" => {
+                self.flag(top, Flags::NO_TXN_BLOCK);
+                self.out.flags |= Flags::CONTAINS_SECRET;
+            }
+            b"role" | b"user" | b"group" => {
+                let _name = la.next();
+                if self.kw(_name, b"mapping") {
+                    return false;
+                }
+                let mut depth = 0usize;
+                while let Some(t) = la.next() {
+                    match t.k {
+                        K::Semi => break,
+                        K::LParen => depth += 1,
+                        K::RParen => depth = depth.saturating_sub(1),
+                        K::Word if depth == 0 => {
+                            if self.kw(Some(t), b"bypassrls") {
+                                let d = "CREATE ROLE ... BYPASSRLS";
+                                self.push(st, Rule::RlsTamper, d, None, t.s..t.e);
+                            } else if self.kw(Some(t), b"superuser") {
+                                let d = "CREATE ROLE ... SUPERUSER";
+                                self.push(st, Rule::RlsTamper, d, None, t.s..t.e);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// The part of `CREATE FUNCTION|PROCEDURE` before any `BEGIN ATOMIC` body: `SET` clauses
+    /// and body literals.
+    fn routine(&mut self, st: &mut Stmt, la: &mut Lexer<'a>) {
+        let mut depth = 0usize;
+        let mut prev_begin = false;
+        while let Some(t) = la.next() {
+            let mut begin = false;
+            match t.k {
+                K::Semi => break,
+                K::LParen => depth += 1,
+                K::RParen => depth = depth.saturating_sub(1),
+                K::Word if depth == 0 => {
+                    if prev_begin && self.kw(Some(t), b"atomic") {
+                        break;
+                    }
+                    begin = self.kw(Some(t), b"begin");
+                    if self.kw(Some(t), b"set") {
+                        let mut look = la.clone();
+                        let c = set_clause(self.src, self.o.setting, &mut look, false);
+                        if let Some(target) = c.target {
+                            let detail = clause_detail(Ctx::Function, target);
+                            self.push(st, rule_of(target), detail, None, t.s..c.end);
+                        }
+                    }
+                }
+                k if depth == 0 && is_text_lit(k) => self.body(st, &t, false),
+                _ => {}
+            }
+            prev_begin = begin;
+        }
+    }
+
+    fn h_drop(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>, top: bool) {
+        let t1 = la.next();
+        let mut buf = [0u8; 16];
+        match lower16(self.src, t1, &mut buf) {
+            b"database" | b"tablespace" | b"subscription" => self.flag(top, Flags::NO_TXN_BLOCK),
+            b"index" => {
+                if self.kw(la.next(), b"concurrently") {
+                    self.flag(top, Flags::NO_TXN_BLOCK);
+                }
+            }
+            b"policy" => {
+                let end = t1.map_or(head.e, |t| t.e);
+                self.push(st, Rule::RlsTamper, "DROP POLICY", None, head.s..end);
+            }
+            _ => {}
+        }
+    }
+
+    fn h_reindex(&mut self, la: &mut Lexer<'a>, top: bool) {
+        let mut concurrently = false;
+        let mut t = la.next();
+        if is(t, K::LParen) {
+            loop {
+                t = la.next();
+                match t {
+                    None => return,
+                    Some(x) if x.k == K::Semi => return,
+                    Some(x) if x.k == K::RParen => break,
+                    _ => concurrently |= self.kw(t, b"concurrently"),
+                }
+            }
+            t = la.next();
+        }
+        let whole = self.kw(t, b"database") || self.kw(t, b"system");
+        while let Some(x) = la.next() {
+            if x.k == K::Semi {
+                break;
+            }
+            concurrently |= self.kw(Some(x), b"concurrently");
+        }
+        if whole || concurrently {
+            self.flag(top, Flags::NO_TXN_BLOCK);
+        }
+    }
+
+    fn h_cluster(&mut self, la: &mut Lexer<'a>, top: bool) {
+        let mut t = la.next();
+        if is(t, K::LParen) {
+            skip_group(la, K::RParen);
+            t = la.next();
+        }
+        if self.kw(t, b"verbose") {
+            t = la.next();
+        }
+        if t.is_none() || is(t, K::Semi) {
+            self.flag(top, Flags::NO_TXN_BLOCK);
+        }
+    }
+
+    // ----- rules anywhere in a statement -----
+
+    fn set_config(&mut self, st: &mut Stmt, name: Tok, mut la: Lexer<'a>) {
+        if !is(la.next(), K::LParen) {
+            return;
+        }
+        let arg = la.next();
+        let mut after = None;
+        let lit = match arg {
+            Some(a) if is_text_lit(a.k) => {
+                let mut b = la.next();
+                if is(b, K::Typecast) {
+                    b = skip_type(self.src, &mut la);
+                }
+                if is(b, K::Comma) || is(b, K::RParen) {
+                    after = b;
+                    Some(a)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let Some(a) = lit else {
+            let d = "set_config with a non-constant setting name";
+            return self.push(st, Rule::TenantTamper, d, None, name.s..name.e);
+        };
+        let mut m = NameMatch::new(self.o.setting);
+        decode_lit(self.src, &a, &mut m);
+        let span = name.s..a.e;
+        let (rule, detail) = match m.result() {
+            None => return,
+            Some(Target::Tenant) => {
+                let value = if is(after, K::Comma) {
+                    self.literal_arg(&mut la)
+                } else {
+                    None
+                };
+                let d = "set_config of the tenant setting";
+                return self.push(st, Rule::TenantTamper, d, value, span);
+            }
+            Some(Target::Role) => (Rule::RoleTamper, "set_config of role"),
+            Some(Target::SessionAuth) => (Rule::RoleTamper, "set_config of session_authorization"),
+            Some(Target::RowSecurity) => (Rule::RlsTamper, "set_config of row_security"),
+        };
+        self.push(st, rule, detail, None, span);
+    }
+
+    /// A function argument that is one text literal (optionally cast), decoded.
+    fn literal_arg(&self, la: &mut Lexer<'a>) -> Option<String> {
+        let v = la.next().filter(|v| is_text_lit(v.k))?;
+        let mut n = la.next();
+        if is(n, K::Typecast) {
+            n = skip_type(self.src, la);
+        }
+        (is(n, K::Comma) || is(n, K::RParen)).then(|| lit_string(self.src, &v))
+    }
+
+    /// `query_to_xml('…')` and friends run their text as SQL in this session: inspect it.
+    fn dynamic_sql(&mut self, st: &mut Stmt, name: Tok, mut la: Lexer<'a>) {
+        if !is(la.next(), K::LParen) {
+            return;
+        }
+        let arg = la.next().filter(|a| is_text_lit(a.k));
+        let Some(a) = arg else {
+            let d = "dynamic SQL with a non-constant query";
+            return self.push(st, Rule::TenantTamper, d, None, name.s..name.e);
+        };
+        let mut b = la.next();
+        if is(b, K::Typecast) {
+            b = skip_type(self.src, &mut la);
+        }
+        if !(is(b, K::Comma) || is(b, K::RParen)) {
+            let d = "dynamic SQL with a non-constant query";
+            return self.push(st, Rule::TenantTamper, d, None, name.s..name.e);
+        }
+        if self.depth + 1 >= MAX_DYNAMIC_DEPTH {
+            let d = "dynamic SQL nested too deeply";
+            return self.push(st, Rule::TenantTamper, d, None, a.s..a.e);
+        }
+        let text = lit_bytes(self.src, &a);
+        let sub = run(&text, self.o, self.depth + 1);
+        self.out.flags |= sub.flags & Flags::CONTAINS_SECRET;
+        for f in sub.findings {
+            self.push(st, f.rule, f.detail, f.value, a.s..a.e);
+        }
+    }
+
+    fn pg_settings(&mut self, st: &mut Stmt, upd: Tok, mut la: Lexer<'a>) {
+        let mut t = la.next();
+        if self.kw(t, b"only") {
+            t = la.next();
+        }
+        let Some(first) = t.filter(|t| is_ident(t.k)) else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        let n = ident_into(self.src, &first, &mut buf);
+        let part = buf.get(..n).unwrap_or_default();
+        let mut end = first.e;
+        let matched = if is(la.clone().next(), K::Dot) {
+            let catalog = part.eq_ignore_ascii_case(b"pg_catalog");
+            let _dot = la.next();
+            match la.next().filter(|t| is_ident(t.k)) {
+                Some(second) if catalog => {
+                    let n = ident_into(self.src, &second, &mut buf);
+                    end = second.e;
+                    buf.get(..n)
+                        .is_some_and(|p| p.eq_ignore_ascii_case(b"pg_settings"))
+                }
+                _ => false,
+            }
+        } else {
+            part.eq_ignore_ascii_case(b"pg_settings")
+        };
+        if !matched {
+            return;
+        }
+        st.pg_settings = true;
+        let mut best: Option<Target> = None;
+        while let Some(x) = la.next() {
+            if x.k == K::Semi {
+                break;
+            }
+            if is_text_lit(x.k) {
+                let mut m = NameMatch::new(self.o.setting);
+                decode_lit(self.src, &x, &mut m);
+                if let Some(found) = m.result() {
+                    best = Some(best.map_or(found, |b| b.min(found)));
+                }
+            }
+        }
+        let (rule, detail) = match best {
+            Some(Target::Tenant) => (Rule::TenantTamper, "UPDATE pg_settings of the tenant setting"),
+            Some(Target::Role | Target::SessionAuth) => (Rule::RoleTamper, "UPDATE pg_settings of role"),
+            _ => (Rule::RlsTamper, "UPDATE pg_settings"),
+        };
+        self.push(st, rule, detail, None, upd.s..end);
+    }
+
+    /// After the tenant column: `= lit`, `<> lit`, `IN (lits)`, `IS [NOT] DISTINCT FROM lit`.
+    fn column_literal(&mut self, st: &mut Stmt, mut la: Lexer<'a>) {
+        let t = la.next();
+        if op_is(self.src, t, CMP_OPS) {
+            self.operand(st, &mut la);
+        } else if self.kw(t, b"in") {
+            self.in_list(st, &mut la);
+        } else if self.kw(t, b"not") {
+            if self.kw(la.next(), b"in") {
+                self.in_list(st, &mut la);
+            }
+        } else if self.kw(t, b"is") {
+            let mut u = la.next();
+            if self.kw(u, b"not") {
+                u = la.next();
+            }
+            if self.kw(u, b"distinct") && self.kw(la.next(), b"from") {
+                self.operand(st, &mut la);
+            }
+        }
+        st.fwd_hi = st.fwd_hi.max(la.pos);
+    }
+
+    fn operand(&mut self, st: &mut Stmt, la: &mut Lexer<'a>) {
+        let mut t = la.next();
+        for _ in 0..SKIP_LIMIT {
+            if !is(t, K::LParen) {
+                break;
+            }
+            t = la.next();
+        }
+        let Some(x) = t else {
+            return;
+        };
+        if is_lit(x.k) {
+            return self.emit(st, &x);
+        }
+        if !is_ident(x.k) {
+            return;
+        }
+        if self.kw(t, b"cast") {
+            if is(la.next(), K::LParen) {
+                if let Some(v) = la.next().filter(|v| is_lit(v.k)) {
+                    self.emit(st, &v);
+                }
+            }
+        } else if self.kw(t, b"any") || self.kw(t, b"some") || self.kw(t, b"all") {
+            if !is(la.next(), K::LParen) {
+                return;
+            }
+            let v = la.next();
+            if self.kw(v, b"array") {
+                if is(la.next(), K::LBrack) {
+                    self.elements(st, la, K::RBrack);
+                }
+            } else if let Some(v) = v.filter(|v| is_text_lit(v.k)) {
+                self.emit_array(st, &v);
+            }
+        } else if let Some(v) = la.next().filter(|v| is_lit(v.k)) {
+            // A typed literal: `uuid '…'`.
+            self.emit(st, &v);
+        }
+    }
+
+    fn in_list(&mut self, st: &mut Stmt, la: &mut Lexer<'a>) {
+        if is(la.next(), K::LParen) {
+            self.elements(st, la, K::RParen);
+        }
+    }
+
+    /// A list of literal elements (`'a', 'b'::uuid, CAST('c' AS uuid), uuid 'd'`) up to `close`.
+    fn elements(&mut self, st: &mut Stmt, la: &mut Lexer<'a>, close: K) {
+        loop {
+            let Some(x) = la.next() else {
+                return;
+            };
+            let mut next;
+            if is_lit(x.k) {
+                self.emit(st, &x);
+                next = la.next();
+            } else if self.kw(Some(x), b"cast") {
+                if !is(la.next(), K::LParen) {
+                    return;
+                }
+                let Some(v) = la.next().filter(|v| is_lit(v.k)) else {
+                    return;
+                };
+                self.emit(st, &v);
+                if !self.kw(la.next(), b"as") {
+                    return;
+                }
+                if !is(skip_type(self.src, la), K::RParen) {
+                    return;
+                }
+                next = la.next();
+            } else if is_ident(x.k) {
+                let Some(v) = la.next().filter(|v| is_lit(v.k)) else {
+                    return;
+                };
+                self.emit(st, &v);
+                next = la.next();
+            } else {
+                return;
+            }
+            if is(next, K::Typecast) {
+                next = skip_type(self.src, la);
+            }
+            if !is(next, K::Comma) {
+                let _ = close;
+                return;
+            }
+        }
+    }
+
+    /// Before the tenant column: `lit = col`, `lit::type <> x.col`, `CAST(lit AS type) = col`.
+    fn literal_column(&mut self, st: &mut Stmt, lit: Tok, mut la: Lexer<'a>) {
+        let mut t = la.next();
+        match t {
+            Some(x) if matches!(x.k, K::Typecast | K::RParen | K::Op) => {}
+            Some(x) if x.k == K::Word && self.kw(t, b"as") => {}
+            _ => return,
+        }
+        if is(t, K::Typecast) {
+            t = skip_type(self.src, &mut la);
+        }
+        if self.kw(t, b"as") {
+            t = skip_type(self.src, &mut la);
+        }
+        for _ in 0..SKIP_LIMIT {
+            if !is(t, K::RParen) {
+                break;
+            }
+            t = la.next();
+        }
+        if is(t, K::Typecast) {
+            t = skip_type(self.src, &mut la);
+        }
+        if !op_is(self.src, t, CMP_OPS) {
+            return;
+        }
+        let mut u = la.next();
+        for _ in 0..SKIP_LIMIT {
+            if !is(u, K::LParen) {
+                break;
+            }
+            u = la.next();
+        }
+        let mut last = None;
+        while let Some(x) = u.filter(|x| is_ident(x.k)) {
+            last = Some(x);
+            let d = la.next();
+            if is(d, K::Dot) {
+                u = la.next();
+                continue;
+            }
+            if is(d, K::LParen) {
+                return; // a function call, not a column
+            }
+            break;
+        }
+        let Some(c) = last else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        let n = ident_into(self.src, &c, &mut buf);
+        if buf
+            .get(..n)
+            .is_some_and(|name| name.eq_ignore_ascii_case(self.o.column))
+        {
+            self.emit(st, &lit);
+        }
+    }
+
+    fn emit(&mut self, st: &Stmt, t: &Tok) {
+        let value = lit_string(self.src, t);
+        self.push(st, Rule::TenantLiteral, LITERAL_DETAIL, Some(value), t.s..t.e);
+    }
+
+    /// `= ANY('{a,b}')`: one finding per element of the array literal.
+    fn emit_array(&mut self, st: &Stmt, t: &Tok) {
+        let text = lit_bytes(self.src, t);
+        match array_elements(&text) {
+            Some(items) => {
+                for item in items {
+                    let value = String::from_utf8_lossy(&item).into_owned();
+                    self.push(st, Rule::TenantLiteral, LITERAL_DETAIL, Some(value), t.s..t.e);
+                }
+            }
+            None => self.emit(st, t),
+        }
+    }
+}
+
+/// The elements of a PostgreSQL array literal (`{a,"b c",{d}}`), flattened, without NULLs.
+/// `None` if the text is not an array literal.
+fn array_elements(text: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut i = 0;
+    let at = |i: usize| text.get(i).copied();
+    while at(i).is_some_and(|c| c.is_ascii_whitespace()) {
+        i += 1;
+    }
+    if at(i) == Some(b'[') {
+        i += text.get(i..)?.iter().position(|&c| c == b'=')? + 1;
+        while at(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+    }
+    if at(i) != Some(b'{') {
+        return None;
+    }
+    let mut items = Vec::new();
+    let mut item = Vec::new();
+    let mut quoted = false;
+    let mut any = false;
+    while let Some(c) = at(i) {
+        i += 1;
+        match c {
+            b'{' | b'}' | b',' => {
+                if any {
+                    let keep = quoted || !item.eq_ignore_ascii_case(b"null");
+                    if keep {
+                        items.push(std::mem::take(&mut item));
+                    }
+                }
+                item.clear();
+                quoted = false;
+                any = false;
+            }
+            b'"' => {
+                quoted = true;
+                any = true;
+                while let Some(q) = at(i) {
+                    i += 1;
+                    match q {
+                        b'"' => break,
+                        b'\\' => {
+                            if let Some(e) = at(i) {
+                                item.push(e);
+                                i += 1;
+                            }
+                        }
+                        _ => item.push(q),
+                    }
+                }
+            }
+            b'\\' => {
+                any = true;
+                if let Some(e) = at(i) {
+                    item.push(e);
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if any && !quoted {
+                    // Interior whitespace stays; trailing whitespace is trimmed below.
+                    item.push(c);
+                }
+            }
+            _ => {
+                any = true;
+                item.push(c);
+            }
+        }
+        if !quoted {
+            while item.last().is_some_and(|c| c.is_ascii_whitespace())
+                && !at(i).is_some_and(|n| !matches!(n, b',' | b'}' | b'{') && !n.is_ascii_whitespace())
+            {
+                item.pop();
+            }
+        }
+    }
+    Some(items)
+}
