@@ -247,3 +247,40 @@ fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 ^ std::process::id() as u64
 }
+
+/// pgbench -S in simple and extended mode through pool_size = 4: no failures, and
+/// PostgreSQL never shows more than 4 backends for the upstream role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_select_only_respects_pool_size() {
+    let db = common::fresh_database("bench");
+    support::pgbench_init(&db);
+    let p = support::start_on(db, Opts { pool_size: 4, ..Opts::default() }).await;
+    for mode in ["simple", "extended", "prepared"] {
+        let watcher = support::BackendWatcher::start(&p);
+        let out = support::pgbench(&p, "acme_app", &["-S", "-M", mode, "-c", "16", "-j", "2", "-T", "4"]);
+        let max = watcher.stop();
+        assert!(out.status.success(), "{mode}: {}\n{}", stdout(&out), stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
+        assert!(!stderr(&out).contains("does not exist"), "{}", stderr(&out));
+        assert!(max <= 4, "{mode}: saw {max} upstream backends with pool_size = 4");
+        assert!(max >= 1, "{mode}: the watcher saw no backend at all");
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_that_cannot_run_in_a_transaction_block_work() {
+    let p = start(Opts::default()).await;
+    let c = p.connect("acme_app").await;
+    // VACUUM needs table ownership to do work, but must not fail with "cannot run inside a
+    // transaction block" because of the injection.
+    let r = c.simple_query("vacuum customers").await;
+    if let Err(e) = &r {
+        let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+        assert!(!msg.contains("transaction block") && !msg.contains("pipeline"), "{msg}");
+    }
+    c.batch_execute("discard all").await.unwrap();
+    assert_eq!(c.query_one("select count(*) from customers", &[]).await.unwrap().get::<_, i64>(0), common::ACME.customers);
+    p.stop().await;
+}

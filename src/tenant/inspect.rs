@@ -70,7 +70,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::ops::{BitOr, BitOrAssign, Range};
+use std::ops::{BitAnd, BitOr, BitOrAssign, Range};
 
 /// Options the session passes; all comparisons of names are ASCII case-insensitive.
 #[derive(Clone, Copy, Debug)]
@@ -222,6 +222,13 @@ impl BitOr for Flags {
     type Output = Flags;
     fn bitor(self, rhs: Flags) -> Flags {
         Flags(self.0 | rhs.0)
+    }
+}
+
+impl BitAnd for Flags {
+    type Output = Flags;
+    fn bitand(self, rhs: Flags) -> Flags {
+        Flags(self.0 & rhs.0)
     }
 }
 
@@ -696,7 +703,7 @@ impl<'a> Lexer<'a> {
                 p += 1;
             }
         }
-        if self.at(p) | 0x20 == b'e' {
+        if (self.at(p) | 0x20) == b'e' {
             let mut q = p + 1;
             if matches!(self.at(q), b'+' | b'-') {
                 q += 1;
@@ -1722,7 +1729,8 @@ impl<'a> Cx<'a, '_> {
         let mut label = false;
         match t.k {
             K::Word => {
-                let w = self.src.get(t.s..t.e).unwrap_or_default();
+                let src = self.src;
+                let w = src.get(t.s..t.e).unwrap_or_default();
                 let n = truncate_ident(w, w.len());
                 self.names(st, t, w.get(..n).unwrap_or_default(), lx);
                 if st.routine {
@@ -2105,8 +2113,8 @@ impl<'a> Cx<'a, '_> {
                 self.out.flags |= Flags::CONTAINS_SECRET;
             }
             b"role" | b"user" | b"group" => {
-                let _name = la.next();
-                if self.kw(_name, b"mapping") {
+                let name = la.next();
+                if self.kw(name, b"mapping") {
                     return false;
                 }
                 let mut depth = 0usize;
@@ -2417,7 +2425,7 @@ impl<'a> Cx<'a, '_> {
             let v = la.next();
             if self.kw(v, b"array") {
                 if is(la.next(), K::LBrack) {
-                    self.elements(st, la, K::RBrack);
+                    self.elements(st, la);
                 }
             } else if let Some(v) = v.filter(|v| is_text_lit(v.k)) {
                 self.emit_array(st, &v);
@@ -2430,12 +2438,13 @@ impl<'a> Cx<'a, '_> {
 
     fn in_list(&mut self, st: &mut Stmt, la: &mut Lexer<'a>) {
         if is(la.next(), K::LParen) {
-            self.elements(st, la, K::RParen);
+            self.elements(st, la);
         }
     }
 
-    /// A list of literal elements (`'a', 'b'::uuid, CAST('c' AS uuid), uuid 'd'`) up to `close`.
-    fn elements(&mut self, st: &mut Stmt, la: &mut Lexer<'a>, close: K) {
+    /// A list of literal elements (`'a', 'b'::uuid, CAST('c' AS uuid), uuid 'd'`); stops at the
+    /// first thing that is not one.
+    fn elements(&mut self, st: &mut Stmt, la: &mut Lexer<'a>) {
         loop {
             let Some(x) = la.next() else {
                 return;
@@ -2472,7 +2481,6 @@ impl<'a> Cx<'a, '_> {
                 next = skip_type(self.src, la);
             }
             if !is(next, K::Comma) {
-                let _ = close;
                 return;
             }
         }
@@ -2575,7 +2583,7 @@ fn array_elements(text: &[u8]) -> Option<Vec<Vec<u8>>> {
         return None;
     }
     let mut items = Vec::new();
-    let mut item = Vec::new();
+    let mut item: Vec<u8> = Vec::new();
     let mut quoted = false;
     let mut any = false;
     while let Some(c) = at(i) {
@@ -2583,8 +2591,12 @@ fn array_elements(text: &[u8]) -> Option<Vec<Vec<u8>>> {
         match c {
             b'{' | b'}' | b',' => {
                 if any {
-                    let keep = quoted || !item.eq_ignore_ascii_case(b"null");
-                    if keep {
+                    if !quoted {
+                        while item.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                            item.pop();
+                        }
+                    }
+                    if quoted || !item.eq_ignore_ascii_case(b"null") {
                         items.push(std::mem::take(&mut item));
                     }
                 }
@@ -2618,20 +2630,12 @@ fn array_elements(text: &[u8]) -> Option<Vec<Vec<u8>>> {
             }
             c if c.is_ascii_whitespace() => {
                 if any && !quoted {
-                    // Interior whitespace stays; trailing whitespace is trimmed below.
                     item.push(c);
                 }
             }
             _ => {
                 any = true;
                 item.push(c);
-            }
-        }
-        if !quoted {
-            while item.last().is_some_and(|c| c.is_ascii_whitespace())
-                && !at(i).is_some_and(|n| !matches!(n, b',' | b'}' | b'{') && !n.is_ascii_whitespace())
-            {
-                item.pop();
             }
         }
     }

@@ -294,3 +294,77 @@ pub fn pgbench_tenant(
         .expect("pgbench runs");
     (t, child)
 }
+
+/// Creates pgbench's tables (scale 1) in `db` as the superuser and grants them to app_user.
+pub fn pgbench_init(db: &str) {
+    let c = common::cluster();
+    let out = Command::new(pgbench_bin())
+        .args(["-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", &c.port().to_string(), "-U", c.superuser(), db])
+        .env("PGPASSWORD", c.superuser_password())
+        .output()
+        .expect("pgbench -i runs");
+    assert!(out.status.success(), "pgbench -i: {}", stderr(&out));
+    c.psql(
+        db,
+        "grant select, insert, update, delete on pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history to app_user",
+    )
+    .expect("grant pgbench tables");
+}
+
+/// Runs pgbench through the proxy as `user`.
+pub fn pgbench(p: &TestProxy, user: &str, args: &[&str]) -> Output {
+    Command::new(pgbench_bin())
+        .arg("-n")
+        .args(args)
+        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", user, &p.db])
+        .env("PGPASSWORD", PW)
+        .output()
+        .expect("pgbench runs")
+}
+
+/// Polls pg_stat_activity for the app role's backends on the test database; keeps the max.
+pub struct BackendWatcher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<i64>,
+}
+
+impl BackendWatcher {
+    pub fn start(p: &TestProxy) -> BackendWatcher {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let db = p.db.clone();
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let c = common::cluster();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (client, conn) = tokio_postgres::connect(
+                    &c.conn_str(c.superuser(), c.superuser_password(), "postgres"),
+                    NoTls,
+                )
+                .await
+                .expect("watcher connects");
+                tokio::spawn(conn);
+                let mut max = 0i64;
+                while !flag.load(Ordering::Relaxed) {
+                    let n: i64 = client
+                        .query_one(
+                            "select count(*) from pg_stat_activity where usename = $1 and datname = $2",
+                            &[&common::APP_USER, &db],
+                        )
+                        .await
+                        .map(|r| r.get(0))
+                        .unwrap_or(0);
+                    max = max.max(n);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                max
+            })
+        });
+        BackendWatcher { stop, handle }
+    }
+
+    pub fn stop(self) -> i64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or(-1)
+    }
+}
