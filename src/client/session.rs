@@ -489,6 +489,7 @@ impl Session {
             _ => return Ok(Verdict::Forward),
         };
         let Some(text) = text else {
+            error::protocol_violation("invalid string in message").encode(self.client.out());
             return Err(SessionError::Client(StreamError::Frame(
                 crate::protocol::FrameError::BadLength(-1),
             )));

@@ -22,6 +22,7 @@ pub const PW: &str = "proxy_pw";
 pub struct Opts {
     pub pool_size: usize,
     pub pool_mode: &'static str,
+    pub pool_timeout: f64,
     pub probe_action: &'static str,
     /// Extra TOML appended (more [[users]], [tenant] keys ...).
     pub extra: String,
@@ -36,6 +37,7 @@ impl Default for Opts {
         Opts {
             pool_size: 4,
             pool_mode: "transaction",
+            pool_timeout: 10.0,
             probe_action: "block",
             extra: String::new(),
             server_extra: String::new(),
@@ -93,7 +95,7 @@ user = "{user}"
 password = "{pw}"
 pool_mode = "{mode}"
 pool_size = {size}
-pool_timeout = 10
+pool_timeout = {pool_timeout}
 {upstream_extra}
 
 [security]
@@ -109,6 +111,7 @@ event_log = "{events}"
         pw = common::APP_PASSWORD,
         mode = o.pool_mode,
         size = o.pool_size,
+        pool_timeout = o.pool_timeout,
         upstream_extra = o.upstream_extra,
         probe = o.probe_action,
         events = events.display(),
