@@ -73,20 +73,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             crate::telemetry::init(cfg.server.log_format);
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            rt.block_on(serve(Arc::new(cfg)))?;
+            rt.block_on(serve(Arc::new(cfg), config))?;
             Ok(0)
         }
     }
 }
 
-async fn serve(cfg: Arc<Config>) -> anyhow::Result<()> {
+async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
     let grace = crate::config::secs(cfg.server.shutdown_timeout);
     let proxy = Proxy::start(cfg).await?;
     loop {
         match shutdown::next().await? {
             Signal::Reload => {
-                tracing::info!("SIGHUP: reopening the event log");
-                proxy.shared.events.reopen();
+                tracing::info!("SIGHUP: reloading the configuration");
+                proxy.shared.reload(&path).await;
             }
             Signal::Drain => {
                 tracing::info!(?grace, "SIGTERM: draining");

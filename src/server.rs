@@ -25,8 +25,11 @@ use crate::tenant::guard::Policy;
 
 /// State shared by every session.
 pub struct Shared {
-    /// The validated configuration.
+    /// The configuration the proxy started with (listen address, upstream, pool mode:
+    /// settings a reload cannot change).
     pub config: Arc<Config>,
+    /// What SIGHUP can change: users, tenants, probe action (the latest valid configuration).
+    live: std::sync::RwLock<Arc<Live>>,
     /// The app pool (the NOBYPASSRLS role).
     pub pool: Arc<Pool>,
     /// The break-glass pool, when configured.
@@ -35,16 +38,91 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     /// The security event log.
     pub events: EventSink,
-    /// Client credentials.
-    pub auth: AuthDb,
     /// TLS for clients, when configured.
     pub tls: Option<TlsAcceptor>,
-    /// The tenant guard's policy.
-    pub policy: Policy,
     /// Slug → tenant id directory, when configured.
     pub directory: Option<Directory>,
     /// Cancelled on SIGTERM: stop accepting and drain.
     pub shutdown: CancellationToken,
+}
+
+/// The reloadable part of the state, swapped whole on SIGHUP.
+pub struct Live {
+    /// The latest valid configuration.
+    pub config: Arc<Config>,
+    /// Client credentials derived from it.
+    pub auth: AuthDb,
+    /// The tenant guard's policy derived from it.
+    pub policy: Policy,
+}
+
+impl Live {
+    /// Derives credentials (PBKDF2 off the runtime) and policy from a configuration.
+    pub async fn build(config: Arc<Config>) -> Result<Live, crate::client::auth::VerifierError> {
+        let cfg = config.clone();
+        let auth = tokio::task::spawn_blocking(move || AuthDb::build(&cfg))
+            .await
+            .unwrap_or_else(|_| Ok(AuthDb::default()))?;
+        let t = &config.tenant;
+        let policy = Policy {
+            setting: t.setting.clone(),
+            column: t.column.clone(),
+            format: t.format,
+            probe_action: config.security.probe_action,
+            allow_do_blocks: config.security.allow_do_blocks,
+        };
+        Ok(Live { config, auth, policy })
+    }
+}
+
+impl Shared {
+    /// The current reloadable state (cheap: an `Arc` clone under an uncontended read lock).
+    pub fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Applies a new configuration (SIGHUP): users, tenants, pool sizes, probe action and the
+    /// event log. Settings that need a restart are reported and left as they were. An invalid
+    /// file keeps the old configuration.
+    pub async fn reload(&self, path: &std::path::Path) {
+        let new = match Config::load(path) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; keeping the previous configuration");
+                return;
+            }
+        };
+        let old = &self.config;
+        if new.server.listen != old.server.listen
+            || new.upstream.host != old.upstream.host
+            || new.upstream.port != old.upstream.port
+            || new.upstream.database != old.upstream.database
+            || new.upstream.user != old.upstream.user
+            || new.upstream.pool_mode != old.upstream.pool_mode
+        {
+            tracing::warn!("listen address, upstream host/port/database/user and pool_mode change only on restart");
+        }
+        let live = match Live::build(new.clone()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; keeping the previous configuration");
+                return;
+            }
+        };
+        self.pool.resize(new.upstream.pool_size);
+        if let (Some(bg), Some(cfg)) = (&self.breakglass, &new.upstream.breakglass) {
+            bg.resize(cfg.pool_size);
+        }
+        match self.live.write() {
+            Ok(mut l) => *l = Arc::new(live),
+            Err(p) => *p.into_inner() = Arc::new(live),
+        }
+        self.events.reopen();
+        tracing::info!(users = new.users.len(), pool_size = new.upstream.pool_size, "configuration reloaded");
+    }
 }
 
 /// Why the proxy could not start.
@@ -168,31 +246,20 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         path: config.security.event_log.clone(),
         source,
     })?;
-    let cfg = config.clone();
-    let auth = tokio::task::spawn_blocking(move || AuthDb::build(&cfg))
-        .await
-        .unwrap_or_else(|_| Ok(AuthDb::default()))?;
+    let live = Live::build(config.clone()).await?;
     let t = &config.tenant;
-    let policy = Policy {
-        setting: t.setting.clone(),
-        column: t.column.clone(),
-        format: t.format,
-        probe_action: config.security.probe_action,
-        allow_do_blocks: config.security.allow_do_blocks,
-    };
     let directory = t
         .directory_query
         .as_ref()
         .map(|q| Directory::new(q.clone(), secs(t.directory_ttl)));
     Ok(Shared {
         config,
+        live: std::sync::RwLock::new(Arc::new(live)),
         pool,
         breakglass,
         cancels: Arc::new(CancelRegistry::default()),
         events,
-        auth,
         tls,
-        policy,
         directory,
         shutdown: CancellationToken::new(),
     })

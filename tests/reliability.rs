@@ -312,3 +312,69 @@ async fn raw_login(p: &support::TestProxy, _user: &str) -> TcpStream {
 fn postgres_protocol_md5(user: &str, password: &str, salt: [u8; 4]) -> String {
     postgres_protocol::authentication::md5_hash(user.as_bytes(), password.as_bytes(), salt)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_users_and_keeps_connections() {
+    let db = common::fresh_database("sighup");
+    let dir = std::env::temp_dir().join(format!("tg-sighup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tenantgate.toml");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = common::cluster();
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"{db}\"\nuser = \"app_user\"\npassword = \"app_password\"\n[security]\nevent_log = \"{}\"\n[[users]]\nname = \"acme_app\"\npassword = \"{}\"\ntenant = \"{}\"\n",
+        c.port(),
+        dir.join("events.jsonl").display(),
+        support::PW,
+        common::ACME.id
+    );
+    std::fs::write(&cfg, &base).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = |user: &str| format!("host=127.0.0.1 port={port} user={user} password={} dbname={db}", support::PW);
+    let mut first = None;
+    for _ in 0..50 {
+        if let Ok((cl, conn)) = tokio_postgres::connect(&url("acme_app"), tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            first = Some(cl);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("proxy came up");
+    assert!(tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls).await.is_err());
+    let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    // Add a user and reload.
+    std::fs::write(
+        &cfg,
+        format!("{base}[[users]]\nname = \"globex_app\"\npassword = \"{}\"\ntenant = \"{}\"\n", support::PW, common::GLOBEX.id),
+    )
+    .unwrap();
+    hup(child.id());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (g, conn) = tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls).await.expect("new user after reload");
+    tokio::spawn(conn);
+    let n: i64 = g.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    assert_eq!(n, common::GLOBEX.customers);
+    // The connection opened before the reload still works.
+    let n: i64 = first.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    assert_eq!(n, common::ACME.customers);
+    // An invalid file keeps the old configuration.
+    std::fs::write(&cfg, "this is not toml [").unwrap();
+    hup(child.id());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (g2, conn) = tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls).await.expect("old config kept");
+    tokio::spawn(conn);
+    g2.query_one("select 1::int", &[]).await.unwrap();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let _ = child.wait();
+}

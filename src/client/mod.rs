@@ -102,7 +102,8 @@ async fn login(
     peer: SocketAddr,
     session_id: String,
 ) -> Result<Option<Login>, HandshakeError> {
-    let cfg = &shared.config;
+    let live = shared.live();
+    let cfg = &live.config;
     let opening = match handshake::negotiate(tcp, shared.tls.as_ref(), cfg.server.max_message_size).await {
         Ok(o) => o,
         Err(HandshakeError::Refuse(e)) => {
@@ -146,12 +147,12 @@ async fn login(
     negotiate_protocol(&mut start);
 
     // Which configured user is this? Exact name first, then NAME.TENANT.
-    let (user, suffix) = resolve_user(&shared.config.users, &login_name);
+    let (user, suffix) = resolve_user(&cfg.users, &login_name);
     if let Some(u) = user {
         subject.user = Some(u.name.clone());
         subject.kind = Some(kind_name(u.kind));
     }
-    let cred = user.and_then(|u| shared.auth.get(&u.name));
+    let cred = user.and_then(|u| live.auth.get(&u.name));
     let auth = auth::authenticate(&mut start.stream, &login_name, cred.as_deref(), start.tls).await;
     if let Err(e) = auth {
         let err = match e {

@@ -507,7 +507,7 @@ impl Session {
             secret,
             outside_transaction,
             sql_prepare,
-        } = self.shared.policy.check(asker, &sql);
+        } = self.shared.live().policy.check(asker, &sql);
         if self.phase == Phase::Idle {
             self.skip_injection = outside_transaction;
         }
@@ -583,7 +583,8 @@ impl Session {
 
     /// A trusted backend's `SET <setting> = 'X'`: validate X and switch, answering locally.
     async fn switch_tenant(&mut self, tag: u8, to: String) -> Result<Flow, SessionError> {
-        let cfg = &self.shared.config;
+        let live = self.shared.live();
+        let cfg = &live.config;
         let format = cfg.tenant.format;
         let in_txn = self.txn_status() != b'I' || self.phase != Phase::Idle;
         let user = cfg.user(&self.who.user);

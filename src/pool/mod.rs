@@ -58,8 +58,8 @@ pub struct Pool {
     permits: Arc<Semaphore>,
     /// Idle connections, most recently used last.
     idle: Mutex<Vec<UpstreamConn>>,
-    /// Configured size, for reporting.
-    pub size: usize,
+    /// Configured size, for reporting (changes on reload).
+    pub size: AtomicUsize,
     /// How long a checkout may wait.
     timeout: Duration,
     /// Close idle connections unused for this long.
@@ -93,13 +93,35 @@ impl Pool {
             spec,
             permits: Arc::new(Semaphore::new(limits.size)),
             idle: Mutex::new(Vec::new()),
-            size: limits.size,
+            size: AtomicUsize::new(limits.size),
             timeout: limits.timeout,
             idle_timeout: limits.idle_timeout,
             lifetime: limits.lifetime,
             stats: PoolStats::default(),
             server_params: Mutex::new(None),
         })
+    }
+
+    /// Changes the number of connections allowed (SIGHUP). Shrinking waits for connections
+    /// in use to come back before their slots disappear; nothing is interrupted.
+    pub fn resize(&self, new_size: usize) {
+        let old = self.size.swap(new_size, Ordering::Relaxed);
+        if new_size > old {
+            self.permits.add_permits(new_size - old);
+        } else if new_size < old {
+            let permits = self.permits.clone();
+            let n = (old - new_size) as u32;
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(n).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+
+    /// The configured size now.
+    pub fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
     }
 
     /// The connection spec (host/port are needed to forward cancels).
