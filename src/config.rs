@@ -251,6 +251,12 @@ pub struct SecurityConfig {
     /// `DO` blocks can call set_config where no lexer sees it: refused for app users unless true.
     #[serde(default)]
     pub allow_do_blocks: bool,
+    /// Seconds between re-runs of the RLS posture checks: a schema or role can drift after start.
+    #[serde(default = "default_drift_check_interval")]
+    pub drift_check_interval: f64,
+    /// What a posture change for the worse does: `warn` (event, 503 health) or `refuse` (stop).
+    #[serde(default)]
+    pub on_drift: OnDrift,
 }
 
 impl Default for SecurityConfig {
@@ -259,8 +265,21 @@ impl Default for SecurityConfig {
             probe_action: ProbeAction::default(),
             event_log: default_event_log(),
             allow_do_blocks: false,
+            drift_check_interval: default_drift_check_interval(),
+            on_drift: OnDrift::default(),
         }
     }
+}
+
+/// What the drift monitor does when the posture gets worse.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDrift {
+    /// Record `upstream_posture`, turn health to 503, keep serving.
+    #[default]
+    Warn,
+    /// As `warn`, then stop accepting, drain sessions and exit non-zero.
+    Refuse,
 }
 
 /// What to do with a detected probe.
@@ -395,6 +414,9 @@ fn default_directory_ttl() -> f64 {
 fn default_event_log() -> String {
     "stdout".to_owned()
 }
+fn default_drift_check_interval() -> f64 {
+    300.0
+}
 
 /// Seconds from config as a `Duration`, refusing negatives and NaN at validation.
 pub fn secs(v: f64) -> Duration {
@@ -447,6 +469,10 @@ impl Config {
             ("upstream.idle_timeout", self.upstream.idle_timeout),
             ("upstream.server_lifetime", self.upstream.server_lifetime),
             ("tenant.directory_ttl", self.tenant.directory_ttl),
+            (
+                "security.drift_check_interval",
+                self.security.drift_check_interval,
+            ),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(invalid(key, "must be a positive number of seconds"));
@@ -640,6 +666,25 @@ password = "x"
         assert_eq!(c.tenant.setting, "app.tenant_id");
         assert_eq!(c.security.probe_action, ProbeAction::Block);
         assert_eq!(c.upstream.resolved_password.as_deref(), Some("x"));
+        assert_eq!(c.security.drift_check_interval, 300.0);
+        assert_eq!(c.security.on_drift, OnDrift::Warn);
+        assert!(!c.upstream.allow_privileged);
+    }
+
+    #[test]
+    fn drift_keys_parse_and_are_validated() {
+        let c = Config::from_toml(&format!(
+            "{BASE}\n[security]\ndrift_check_interval = 0.5\non_drift = \"refuse\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.security.on_drift, OnDrift::Refuse);
+        assert_eq!(c.security.drift_check_interval, 0.5);
+        let err = Config::from_toml(&format!("{BASE}\n[security]\ndrift_check_interval = 0\n"))
+            .unwrap_err();
+        assert!(err.to_string().contains("security.drift_check_interval"), "{err}");
+        let err =
+            Config::from_toml(&format!("{BASE}\n[security]\non_drift = \"stop\"\n")).unwrap_err();
+        assert!(err.to_string().contains("on_drift") || err.to_string().contains("stop"), "{err}");
     }
 
     #[test]

@@ -179,11 +179,28 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Identical probe events from one session within this window are written once, then
+/// summarised with a count when the window closes.
+pub const AGGREGATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// A probe event already written in the current window, and how often it repeated since.
+struct Repeats {
+    /// The first event, re-emitted with `count` when the window closes.
+    first: SecurityEvent,
+    /// Repeats after the first.
+    more: AtomicU64,
+}
+
+/// Key of an aggregation window: session, event, action, statement text.
+type AggKey = (String, EventKind, Action, Option<String>);
+
 /// The handle sessions record events through.
 #[derive(Clone)]
 pub struct EventSink {
     /// Bounded queue to the writer task.
     tx: mpsc::Sender<SecurityEvent>,
+    /// Open aggregation windows for probe events (moka with a TTL).
+    windows: moka::sync::Cache<AggKey, Arc<Repeats>>,
     /// Events dropped since the last `events_dropped` report.
     dropped: Arc<AtomicU64>,
     /// Total dropped since start (for metrics).
@@ -225,20 +242,64 @@ impl EventSink {
     pub fn start(target: &str) -> std::io::Result<EventSink> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let out = Output::open(target)?;
+        let summary_tx = tx.clone();
+        let windows = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(AGGREGATE_WINDOW)
+            .eviction_listener(move |_k, r: Arc<Repeats>, _cause| {
+                let n = r.more.load(Ordering::Relaxed);
+                if n > 0 {
+                    let mut ev = r.first.clone();
+                    ev.ts = now_rfc3339();
+                    ev.count = Some(n);
+                    ev.detail = Some(format!(
+                        "repeated {n} more times within {} s{}",
+                        AGGREGATE_WINDOW.as_secs(),
+                        r.first.detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default()
+                    ));
+                    let _ = summary_tx.try_send(ev);
+                }
+            })
+            .build();
         let sink = EventSink {
             tx,
+            windows: windows.clone(),
             dropped: Arc::new(AtomicU64::new(0)),
             dropped_total: Arc::new(AtomicU64::new(0)),
             counts: Arc::new(EventCounts::default()),
             reopen: Arc::new(Notify::new()),
         };
         tokio::spawn(writer(rx, out, target.to_owned(), sink.dropped.clone(), sink.reopen.clone()));
+        // Close expired windows so their summaries are written even when no new event comes.
+        let tick_windows = windows;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                tick_windows.run_pending_tasks();
+            }
+        });
         Ok(sink)
     }
 
-    /// Queues an event; never waits. A full queue drops it and counts the loss.
+    /// Queues an event; never waits. A full queue drops it and counts the loss. Repeats of
+    /// the same probe from the same session within [`AGGREGATE_WINDOW`] are counted instead.
     pub fn record(&self, ev: SecurityEvent) {
         self.counts.bump(ev.event);
+        if ev.action != Action::Allow && is_probe(ev.event) {
+            let key = (ev.subject.session_id.clone(), ev.event, ev.action, ev.statement.clone());
+            if let Some(r) = self.windows.get(&key) {
+                r.more.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.windows.insert(
+                key,
+                Arc::new(Repeats {
+                    first: ev.clone(),
+                    more: AtomicU64::new(0),
+                }),
+            );
+        }
         if ev.action == Action::Block {
             tracing::warn!(event = ev.event.as_str(), statement = ev.statement.as_deref(), detail = ev.detail.as_deref(), "security event");
         } else if matches!(ev.event, EventKind::BreakglassSession | EventKind::UpstreamPosture) {
@@ -254,6 +315,19 @@ impl EventSink {
     pub fn reopen(&self) {
         self.reopen.notify_one();
     }
+}
+
+/// Events that are aggregated when repeated.
+fn is_probe(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::NoTenantRefused
+            | EventKind::TenantTamper
+            | EventKind::RoleTamper
+            | EventKind::RlsTamper
+            | EventKind::CrossTenantLiteral
+            | EventKind::AuthFailed
+    )
 }
 
 enum Output {

@@ -4,5 +4,4 @@ pub mod directory;
 pub mod guard;
 pub mod identity;
 pub mod inject;
-#[path = "inspect_stub.rs"]
 pub mod inspect;
