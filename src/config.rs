@@ -90,6 +90,12 @@ pub struct ServerConfig {
     /// Seconds SIGTERM waits for in-flight transactions before closing them.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: f64,
+    /// Accept PROXY protocol v2 headers from `proxy_trusted` peers (NLB / HAProxy).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Networks allowed to send a PROXY header; a header from anyone else is refused.
+    #[serde(default)]
+    pub proxy_trusted: Vec<ipnet::IpNet>,
     /// Log format for the proxy's own diagnostics: `text` or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
@@ -453,6 +459,12 @@ impl Config {
             return Err(invalid(
                 "server.require_tls",
                 "require_tls needs tls_cert and tls_key",
+            ));
+        }
+        if s.proxy_protocol && s.proxy_trusted.is_empty() {
+            return Err(invalid(
+                "server.proxy_trusted",
+                "proxy_protocol needs the load balancers' networks, e.g. [\"10.0.0.0/8\"]",
             ));
         }
         if s.max_client_conn == 0 {

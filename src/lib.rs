@@ -15,6 +15,7 @@
 //!
 //! Module map, in data-path order:
 //! - [`server`]: accept loop, connection cap, shared state.
+//! - [`proxy_protocol`]: PROXY v2 headers from trusted load balancers.
 //! - [`protocol`]: pure framing and the few messages the proxy builds or reads.
 //! - [`tls`]: rustls configurations for both sides.
 //! - [`client`]: handshake, authentication, tenant choice, the per-session loop.
@@ -25,12 +26,14 @@
 //! - [`events`]: the security event log; [`metrics`], [`telemetry`]: observability.
 //! - [`config`], [`error`], [`shutdown`], [`cli`]: the frame around it.
 //! - [`pgcluster`]: a throwaway PostgreSQL for `demo` and the tests.
+//! - [`demo`]: `tenantgate demo`, a narrated isolation walk-through on a throwaway cluster.
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod metrics;
@@ -38,6 +41,7 @@ pub mod pgcluster;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod server;
 pub mod shutdown;

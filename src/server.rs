@@ -294,6 +294,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
         let shared = shared.clone();
         tracker.spawn(async move {
             let id = format!("{:016x}", rand::random::<u64>());
+            let mut tcp = tcp;
+            let mut peer = peer;
+            if shared.config.server.proxy_protocol {
+                match crate::proxy_protocol::accept(&mut tcp, peer, &shared.config.server.proxy_trusted).await {
+                    Ok(real) => peer = real,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "connection refused");
+                        drop(permit);
+                        crate::metrics::client_disconnected();
+                        return;
+                    }
+                }
+            }
             client::handle(shared, tcp, peer, id).await;
             drop(permit);
             crate::metrics::client_disconnected();
