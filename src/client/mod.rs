@@ -2,7 +2,9 @@
 
 pub mod auth;
 pub mod cancel;
+pub mod console;
 pub mod handshake;
+pub mod registry;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -24,6 +26,10 @@ use session::{Identity, Session, SessionParts};
 
 /// A login that passed every check, ready to become a session.
 struct Login {
+    /// An admin on the console database rather than a data session.
+    console: bool,
+    /// Whether TLS was negotiated.
+    tls: bool,
     stream: PqStream,
     who: Identity,
     tenant: Option<String>,
@@ -53,6 +59,19 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
     if let Some(t) = &login.tenant {
         span.record("tenant", t.as_str());
     }
+    if login.console {
+        let mut stream = login.stream;
+        let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
+        if let Err(e) = greet(&shared, &shared.pool, &mut stream, &login.startup, key).await {
+            e.encode(stream.out());
+            let _ = stream.flush().await;
+            return;
+        }
+        if let Err(e) = console::run(shared.clone(), stream).await {
+            tracing::debug!(parent: &span, error = %e, "console session ended with an error");
+        }
+        return;
+    }
     let pool = match login.who.kind {
         UserKind::Breakglass => match &shared.breakglass {
             Some(p) => p.clone(),
@@ -72,6 +91,18 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
         None
     };
     let cancel = shared.cancels.register(&pool.spec().host, pool.spec().port);
+    let listed = shared.clients.add(registry::ClientInfo {
+        session_id: login.subject.session_id.clone(),
+        user: login.who.login.clone(),
+        database: login.subject.database.clone().unwrap_or_default(),
+        addr: peer,
+        tls: login.tls,
+        application_name: login.subject.application_name.clone().unwrap_or_default(),
+        connected: std::time::SystemTime::now(),
+        tenant: std::sync::Mutex::new(login.tenant.clone()),
+        pool: pool.name,
+        active: std::sync::atomic::AtomicBool::new(false),
+    });
     let mut stream = login.stream;
     if let Err(e) = greet(&shared, &pool, &mut stream, &login.startup, cancel.key).await {
         e.encode(stream.out());
@@ -87,6 +118,7 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
         pool,
         cancel,
         deadline,
+        listed,
     });
     let _guard = span.enter();
     drop(_guard);
@@ -172,7 +204,16 @@ async fn login(
     let Some(user) = user else {
         return Ok(None);
     };
-    if database != cfg.upstream.database {
+    let console = database == console::DATABASE && user.kind == UserKind::Admin;
+    if user.kind == UserKind::Admin && !console {
+        refuse(
+            &mut start.stream,
+            PgError::fatal("28000", format!("tenantgate: admin users may only connect to the \"{}\" console database", console::DATABASE)),
+        );
+        start.stream.flush().await?;
+        return Ok(None);
+    }
+    if database != cfg.upstream.database && !console {
         refuse(&mut start.stream, error::unknown_database(&database));
         start.stream.flush().await?;
         return Ok(None);
@@ -220,6 +261,8 @@ async fn login(
         );
     }
     Ok(Some(Login {
+        console,
+        tls: start.tls,
         stream: start.stream,
         who: Identity {
             login: login_name,

@@ -114,6 +114,8 @@ pub struct Session {
     max_prepared: usize,
     /// The current segment must not be preceded by the injection (VACUUM, DISCARD ALL ...).
     skip_injection: bool,
+    /// The SHOW CLIENTS entry (state follows attach/detach).
+    listed: crate::client::registry::Listed,
 }
 
 /// Everything `Session::new` needs.
@@ -134,6 +136,8 @@ pub struct SessionParts {
     pub cancel: CancelHandle,
     /// Optional end of the session.
     pub deadline: Option<Instant>,
+    /// The SHOW CLIENTS entry.
+    pub listed: crate::client::registry::Listed,
 }
 
 impl Session {
@@ -171,6 +175,7 @@ impl Session {
             statements: ClientStatements::default(),
             max_prepared,
             skip_injection: false,
+            listed: p.listed,
         }
     }
 
@@ -451,6 +456,7 @@ impl Session {
             b'E' => {
                 conn.stream.queue(&f.raw);
                 self.relay.push(Expect::Client(Msg::Execute));
+                self.pool.stats.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 false
             }
             b'S' => {
@@ -461,6 +467,7 @@ impl Session {
             b'Q' => {
                 conn.stream.queue(&f.raw);
                 self.relay.push(Expect::Client(Msg::Query));
+                self.pool.stats.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 false
             }
             _ => {
@@ -606,6 +613,9 @@ impl Session {
         self.shared.events.record(ev);
         self.injector = Some(Injector::new(&cfg.tenant.setting, &to));
         self.subject.tenant = Some(to.clone());
+        if let Ok(mut t) = self.listed.info.tenant.lock() {
+            *t = Some(to.clone());
+        }
         self.tenant = Some(to);
         messages::write_msg(self.client.out(), b'C', |b| messages::put_cstr(b, b"SET"));
         let status = self.txn_status();
@@ -633,6 +643,9 @@ impl Session {
                 Outcome::Continue => {}
                 Outcome::Ready(status) => {
                     self.phase = Phase::Idle;
+                    if status == b'I' {
+                        self.pool.stats.xacts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     self.client.flush().await.map_err(SessionError::Client)?;
                     if self.mode == PoolMode::Transaction
                         && status == b'I'
@@ -673,6 +686,7 @@ impl Session {
         let mut guard = self.pool.checkout().await?;
         let conn = guard.conn();
         self.cancel.target.attach(conn.pid, conn.secret);
+        self.listed.info.active.store(true, std::sync::atomic::Ordering::Relaxed);
         self.server = Some(guard);
         Ok(())
     }
@@ -680,6 +694,7 @@ impl Session {
     /// Returns a clean connection to the pool (the guard decides if it is clean).
     fn detach(&mut self) {
         self.cancel.target.detach();
+        self.listed.info.active.store(false, std::sync::atomic::Ordering::Relaxed);
         self.relay.reset();
         self.server = None;
     }

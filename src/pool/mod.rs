@@ -46,6 +46,27 @@ pub struct PoolStats {
     pub checkouts: AtomicU64,
     /// Total microseconds clients spent waiting for a connection.
     pub wait_us: AtomicU64,
+    /// Transactions completed (ReadyForQuery `I` after client work).
+    pub xacts: AtomicU64,
+    /// Queries forwarded (simple Query and Execute messages).
+    pub queries: AtomicU64,
+    /// Longest current wait start, for SHOW POOLS `maxwait` (not tracked per waiter).
+    pub max_wait_us: AtomicU64,
+}
+
+/// A server connection as SHOW SERVERS reports it.
+#[derive(Debug, Clone)]
+pub struct ServerRow {
+    /// The connection's process-unique id.
+    pub id: u64,
+    /// The backend pid.
+    pub pid: i32,
+    /// `active` or `idle`.
+    pub state: &'static str,
+    /// When the connection was opened.
+    pub created: std::time::SystemTime,
+    /// When it was last checked out or released.
+    pub since: std::time::SystemTime,
 }
 
 /// One pool per upstream role.
@@ -70,6 +91,10 @@ pub struct Pool {
     pub stats: PoolStats,
     /// ParameterStatus values of the first connection, shown to clients at login.
     server_params: Mutex<Option<Vec<(String, String)>>>,
+    /// Checked-out connections, for SHOW SERVERS.
+    active: Mutex<std::collections::HashMap<u64, ServerRow>>,
+    /// PAUSE: new checkouts wait until RESUME.
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 /// Pool sizing and timing.
@@ -99,7 +124,41 @@ impl Pool {
             lifetime: limits.lifetime,
             stats: PoolStats::default(),
             server_params: Mutex::new(None),
+            active: Mutex::new(std::collections::HashMap::new()),
+            paused: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Stops handing out connections until [`Pool::resume`] (admin console PAUSE).
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Hands out connections again.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    /// Whether the pool is paused.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Every server connection, active and idle, for SHOW SERVERS.
+    pub fn server_rows(&self) -> Vec<ServerRow> {
+        let mut rows: Vec<ServerRow> = self.active.lock().map(|a| a.values().cloned().collect()).unwrap_or_default();
+        if let Ok(idle) = self.idle.lock() {
+            let now = std::time::SystemTime::now();
+            rows.extend(idle.iter().map(|c| ServerRow {
+                id: c.id,
+                pid: c.pid,
+                state: "idle",
+                created: now - c.created.elapsed(),
+                since: now - c.last_used.elapsed(),
+            }));
+        }
+        rows.sort_by_key(|r| r.id);
+        rows
     }
 
     /// Changes the number of connections allowed (SIGHUP). Shrinking waits for connections
@@ -133,7 +192,14 @@ impl Pool {
     pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, PoolError> {
         let start = Instant::now();
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await;
+        let mut paused = self.paused.subscribe();
+        let permits = self.permits.clone();
+        let permit = tokio::time::timeout(self.timeout, async move {
+            // PAUSE holds new checkouts (PgBouncer's semantics, minus waiting for active ones).
+            let _ = paused.wait_for(|p| !*p).await;
+            permits.acquire_owned().await
+        })
+        .await;
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         let permit = match permit {
             Ok(Ok(p)) => p,
@@ -149,6 +215,18 @@ impl Pool {
             .wait_us
             .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut a) = self.active.lock() {
+            a.insert(
+                conn.id,
+                ServerRow {
+                    id: conn.id,
+                    pid: conn.pid,
+                    state: "active",
+                    created: std::time::SystemTime::now() - conn.created.elapsed(),
+                    since: std::time::SystemTime::now(),
+                },
+            );
+        }
         Ok(PoolGuard {
             conn: Some(conn),
             _permit: permit,
@@ -273,7 +351,10 @@ impl PoolGuard {
 
     /// Marks the connection unusable: it will be closed, not returned.
     pub fn discard(mut self) {
-        if self.conn.take().is_some() {
+        if let Some(c) = self.conn.take() {
+            if let Ok(mut a) = self.pool.active.lock() {
+                a.remove(&c.id);
+            }
             self.pool.stats.closed.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -282,6 +363,11 @@ impl PoolGuard {
 impl Drop for PoolGuard {
     fn drop(&mut self) {
         self.pool.stats.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(id) = self.conn.as_ref().map(|c| c.id) {
+            if let Ok(mut a) = self.pool.active.lock() {
+                a.remove(&id);
+            }
+        }
         if let Some(conn) = self.conn.take() {
             if conn.status == b'I'
                 && !conn.busy

@@ -1,0 +1,97 @@
+//! Live client sessions, for the admin console's SHOW CLIENTS.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// What SHOW CLIENTS reports about one session.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// The session id (as in events).
+    pub session_id: String,
+    /// The login name as sent.
+    pub user: String,
+    /// The database named.
+    pub database: String,
+    /// Client address (after PROXY protocol).
+    pub addr: SocketAddr,
+    /// Whether TLS was negotiated.
+    pub tls: bool,
+    /// application_name from startup.
+    pub application_name: String,
+    /// When the session started.
+    pub connected: SystemTime,
+    /// The tenant, if any (may change by trusted switch).
+    pub tenant: Mutex<Option<String>>,
+    /// Which pool serves it (`app` or `breakglass`).
+    pub pool: &'static str,
+    /// Whether a server connection is attached right now.
+    pub active: AtomicBool,
+}
+
+impl ClientInfo {
+    /// `active` or `idle`, PgBouncer's wording.
+    pub fn state(&self) -> &'static str {
+        if self.active.load(Ordering::Relaxed) {
+            "active"
+        } else {
+            "idle"
+        }
+    }
+}
+
+/// All live sessions.
+#[derive(Default)]
+pub struct ClientRegistry {
+    /// By session id.
+    map: Mutex<HashMap<String, Arc<ClientInfo>>>,
+}
+
+/// Keeps a session listed until dropped.
+pub struct Listed {
+    /// Where to remove from.
+    registry: Arc<ClientRegistry>,
+    /// The entry.
+    pub info: Arc<ClientInfo>,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.registry.map.lock() {
+            m.remove(&self.info.session_id);
+        }
+    }
+}
+
+impl ClientRegistry {
+    /// Lists a session.
+    pub fn add(self: &Arc<Self>, info: ClientInfo) -> Listed {
+        let info = Arc::new(info);
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(info.session_id.clone(), info.clone());
+        }
+        Listed {
+            registry: self.clone(),
+            info,
+        }
+    }
+
+    /// A snapshot of every listed session, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<_> = self.map.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        v.sort_by_key(|c| c.connected);
+        v
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
