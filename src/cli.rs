@@ -1,4 +1,5 @@
-//! Command line: `serve`, `check-config`, `hash-password` (and more as they land).
+//! Command line: `serve`, `check-config`, `hash-password`, `verify`, `demo`, and the hidden
+//! `healthcheck` the container image uses (and more as they land).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -42,6 +43,44 @@ pub enum Command {
         #[arg(long, default_value_t = SCRAM_ITERATIONS)]
         iterations: u32,
     },
+    /// Check that the database enforces tenant isolation (RLS posture): exit 0 when nothing
+    /// fails, 1 when something fails, 2 when it cannot connect or query.
+    Verify {
+        /// libpq URL or key=value string of the role to check (the role tenantgate logs in as).
+        #[arg(long)]
+        database_url: String,
+        /// The custom setting the policies must read.
+        #[arg(long, default_value = "app.tenant_id")]
+        setting: String,
+        /// The column that marks a tenant table.
+        #[arg(long, default_value = "tenant_id")]
+        tenant_column: String,
+        /// A tenant id for the cross-tenant probe (repeatable); default: read a `tenants` table.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a throwaway PostgreSQL and a proxy, and walk through tenant isolation.
+    Demo {
+        /// Run the walk-through and exit (0 only if every check held) instead of waiting.
+        #[arg(long)]
+        non_interactive: bool,
+        /// Proxy port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// HTTP GET `url` and exit 0 on a 2xx answer (container HEALTHCHECK without curl).
+    #[command(hide = true)]
+    Healthcheck {
+        /// `http://host:port/path` (plain HTTP only).
+        #[arg(long, default_value = "http://127.0.0.1:9187/health/live")]
+        url: String,
+        /// Seconds to wait for connect and answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -69,6 +108,46 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", v.to_pg_string());
             Ok(0)
         }
+        Command::Demo {
+            non_interactive,
+            port,
+        } => crate::demo::run(crate::demo::DemoOptions {
+            non_interactive,
+            port,
+        }),
+        Command::Healthcheck { url, timeout } => {
+            // NaN becomes 0.1 (`max` ignores NaN); infinity is capped (no Duration overflow).
+            let timeout = crate::config::secs(timeout.max(0.1).min(3600.0));
+            match healthcheck(&url, timeout) {
+                Ok(status) => {
+                    println!("{url}: {status}");
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    Ok(1)
+                }
+            }
+        }
+        Command::Verify {
+            database_url,
+            setting,
+            tenant_column,
+            tenants,
+            json,
+        } => {
+            let opts = crate::verify::Options {
+                setting,
+                column: tenant_column,
+                tenants,
+                scope: crate::verify::Scope::Full,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            Ok(rt.block_on(verify(&database_url, &opts, json)))
+        }
         Command::Serve { config } => {
             let cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             crate::telemetry::init(cfg.server.log_format);
@@ -79,11 +158,52 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// `tenantgate verify`: prints the report (or JSON) and returns the exit code (0, 1 or 2).
+async fn verify(url: &str, opts: &crate::verify::Options, json: bool) -> i32 {
+    let result = match crate::verify::Target::from_url(url) {
+        Ok(target) => crate::verify::run_target(&target, opts).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("tenantgate verify: cannot encode the report: {e}");
+                        return 2;
+                    }
+                }
+            } else {
+                print!("{}", report.render_text());
+            }
+            i32::from(report.failed())
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "status": "error", "error": e.to_string() }));
+            }
+            eprintln!("tenantgate verify: {e}");
+            2
+        }
+    }
+}
+
 async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
     let grace = crate::config::secs(cfg.server.shutdown_timeout);
     let proxy = Proxy::start(cfg).await?;
+    let _ = proxy.shared.config_path.set(path.clone());
+    let refused = proxy.shared.posture.refused.clone();
     loop {
-        match shutdown::next().await? {
+        let signal = tokio::select! {
+            s = shutdown::next() => s?,
+            _ = refused.cancelled() => {
+                let why = proxy.shared.posture.refusal().unwrap_or_else(|| "RLS posture refused".to_owned());
+                proxy.shutdown(grace).await;
+                anyhow::bail!(why);
+            }
+        };
+        match signal {
             Signal::Reload => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 proxy.shared.reload(&path).await;
@@ -98,5 +218,117 @@ async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Why a health check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthcheckError {
+    /// The URL is not `http://host:port/path`.
+    #[error("unsupported URL (expected http://host:port/path): {0}")]
+    Url(String),
+    /// Connecting, writing or reading failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The server answered, but not with a 2xx status.
+    #[error("unhealthy: {0}")]
+    Status(String),
+}
+
+/// Splits `http://host[:port][/path]` into host, port (default 80) and path (default `/`).
+fn parse_http_url(url: &str) -> Result<(String, u16, String), HealthcheckError> {
+    let bad = || HealthcheckError::Url(url.to_owned());
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let port_of = |p: &str| p.parse::<u16>().map_err(|_| bad());
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(bad)?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, port_of(p)?),
+            None if after.is_empty() => (h, 80),
+            None => return Err(bad()),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, port_of(p)?),
+            None => (authority, 80),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port, path.to_owned()))
+}
+
+/// One plain HTTP/1.0 GET over a std `TcpStream`; returns the status line of a 2xx answer.
+fn healthcheck(url: &str, timeout: std::time::Duration) -> Result<String, HealthcheckError> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+
+    let (host, port, path) = parse_http_url(url)?;
+    let mut last = None;
+    let mut stream = None;
+    for addr in (host.as_str(), port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let mut stream = match (stream, last) {
+        (Some(s), _) => s,
+        (None, Some(e)) => return Err(e.into()),
+        (None, None) => return Err(HealthcheckError::Url(url.to_owned())),
+    };
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    // One write: a server that answers after the first segment must not see a second one.
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: tenantgate-healthcheck\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut status = String::new();
+    BufReader::new(stream).take(1024).read_line(&mut status)?;
+    let status = status.trim_end().to_owned();
+    let code = status.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with("HTTP/") && code.len() == 3 && code.starts_with('2') {
+        Ok(status)
+    } else if status.is_empty() {
+        Err(HealthcheckError::Status("empty answer".to_owned()))
+    } else {
+        Err(HealthcheckError::Status(status))
+    }
+}
+
+#[cfg(test)]
+mod healthcheck_tests {
+    use super::*;
+
+    #[test]
+    fn parses_http_urls() {
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:9187/health/live").unwrap(),
+            ("127.0.0.1".to_owned(), 9187, "/health/live".to_owned())
+        );
+        assert_eq!(
+            parse_http_url("http://localhost").unwrap(),
+            ("localhost".to_owned(), 80, "/".to_owned())
+        );
+        assert_eq!(
+            parse_http_url("http://[::1]:9187/x").unwrap(),
+            ("::1".to_owned(), 9187, "/x".to_owned())
+        );
+        assert_eq!(
+            parse_http_url("http://[::1]").unwrap(),
+            ("::1".to_owned(), 80, "/".to_owned())
+        );
+        assert!(parse_http_url("https://x/").is_err());
+        assert!(parse_http_url("http://:80/").is_err());
+        assert!(parse_http_url("http://h:notaport/").is_err());
     }
 }

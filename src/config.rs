@@ -328,8 +328,9 @@ pub struct UserConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
-    /// SCRAM-SHA-256 (PostgreSQL's default).
+    /// SCRAM-SHA-256 (PostgreSQL's default), spelled as in pg_hba.conf.
     #[default]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// MD5 challenge; needs a plaintext `password`.
     Md5,
@@ -718,6 +719,14 @@ password = "x"
     fn app_user_without_tenant_is_refused() {
         let text = format!("{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\n");
         assert!(Config::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn auth_methods_are_spelled_as_in_pg_hba() {
+        let text = format!(
+            "{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\nauth = \"scram-sha-256\"\ntenant = \"11111111-1111-1111-1111-111111111111\"\n"
+        );
+        assert_eq!(Config::from_toml(&text).unwrap().users[0].auth, AuthMethod::ScramSha256);
     }
 
     #[test]

@@ -121,3 +121,8 @@ pub fn sql_prepare_in_transaction_mode() -> PgError {
     PgError::error("0A000", "tenantgate: SQL-level PREPARE is not supported in transaction pooling mode")
         .with_hint("Use protocol-level prepared statements (every driver does), or pool_mode = \"session\".")
 }
+
+/// A query cancelled by the client before it reached the server (PostgreSQL's wording).
+pub fn query_canceled() -> PgError {
+    PgError::error("57014", "canceling statement due to user request")
+}

@@ -24,18 +24,23 @@
 //! - [`prepared`]: named prepared statements under transaction pooling.
 //! - [`relay`]: server-to-client forwarding, swallowing the proxy's own responses.
 //! - [`events`]: the security event log; [`metrics`], [`telemetry`]: observability.
+//! - [`verify`]: RLS posture checks (`verify`, the start-up refusal, the drift monitor);
+//!   [`admin`]: the HTTP health and metrics listener.
 //! - [`config`], [`error`], [`shutdown`], [`cli`]: the frame around it.
 //! - [`pgcluster`]: a throwaway PostgreSQL for `demo` and the tests.
 //! - [`demo`]: `tenantgate demo`, a narrated isolation walk-through on a throwaway cluster.
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod pgcluster;
 pub mod pool;
@@ -48,3 +53,4 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;
+pub mod verify;

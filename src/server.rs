@@ -3,6 +3,10 @@
 //! Connections are capped before they are served (`max_client_conn`, STYLE habit 2): beyond
 //! the cap a client gets PostgreSQL's `53300 sorry, too many clients already`. Accept errors
 //! back off instead of spinning. Sessions are tracked so SIGTERM can drain them.
+//!
+//! Before accepting, the upstream role's RLS posture is checked (`verify::monitor`): a role that
+//! bypasses RLS stops the start unless `allow_privileged`; when the upstream cannot be checked
+//! yet, the accept loop waits until it has been. The admin listener and drift monitor start here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use crate::events::EventSink;
 use crate::pool::{Pool, PoolLimits, UpstreamSpec};
 use crate::tenant::directory::Directory;
 use crate::tenant::guard::Policy;
+use crate::verify::monitor::{Monitor, PostureState, Privileged, Startup};
 
 /// State shared by every session.
 pub struct Shared {
@@ -36,6 +41,10 @@ pub struct Shared {
     pub breakglass: Option<Arc<Pool>>,
     /// Proxy-issued cancel keys.
     pub cancels: Arc<CancelRegistry>,
+    /// Live sessions, for SHOW CLIENTS.
+    pub clients: Arc<crate::client::registry::ClientRegistry>,
+    /// The file `serve` loaded, for SIGHUP and the console's RELOAD.
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     /// The security event log.
     pub events: EventSink,
     /// TLS for clients, when configured.
@@ -44,6 +53,8 @@ pub struct Shared {
     pub directory: Option<Directory>,
     /// Cancelled on SIGTERM: stop accepting and drain.
     pub shutdown: CancellationToken,
+    /// The RLS posture: start-up verdict, last drift check, for admin and the accept gate.
+    pub posture: Arc<PostureState>,
 }
 
 /// The reloadable part of the state, swapped whole on SIGHUP.
@@ -150,6 +161,15 @@ pub enum StartError {
     /// A configured verifier is invalid.
     #[error("{0}")]
     Auth(#[from] crate::client::auth::VerifierError),
+    /// The upstream role can bypass RLS and `allow_privileged` is not set.
+    #[error(transparent)]
+    Privileged(#[from] Privileged),
+    /// The posture checks cannot be set up (upstream TLS settings).
+    #[error("posture checks: {0}")]
+    Posture(#[from] crate::verify::VerifyError),
+    /// The admin HTTP listener cannot start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// A running proxy.
@@ -158,6 +178,10 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Shared state (pools, events) for inspection and the admin endpoints.
     pub shared: Arc<Shared>,
+    /// Where the admin HTTP listener is bound, when `admin_listen` is configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// Stops the admin listener once draining is over.
+    admin_stop: CancellationToken,
     /// The accept loop.
     task: tokio::task::JoinHandle<()>,
     /// The sessions.
@@ -167,7 +191,22 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the shared state, binds the listener and starts accepting.
     pub async fn start(config: Arc<Config>) -> Result<Proxy, StartError> {
+        if config.server.admin_listen.is_some() {
+            // Before the first posture check, so its result is counted.
+            let _ = crate::metrics::install();
+        }
         let shared = Arc::new(build_shared(config.clone()).await?);
+        let monitor = Monitor::new(&config, shared.posture.clone(), shared.events.clone(), shared.shutdown.clone())?;
+        match monitor.startup().await {
+            Ok(Startup::Verified) => {}
+            Ok(Startup::Deferred(e)) => {
+                tracing::warn!(error = %e, "cannot check the upstream role yet; clients wait until it is verified")
+            }
+            Err(p) => {
+                monitor.refused_at_start(&p);
+                return Err(p.into());
+            }
+        }
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -178,6 +217,12 @@ impl Proxy {
             addr: config.server.listen,
             source,
         })?;
+        let admin_stop = CancellationToken::new();
+        let admin_addr = match config.server.admin_listen {
+            Some(a) => Some(crate::admin::start(a, shared.clone(), admin_stop.clone()).await?),
+            None => None,
+        };
+        tokio::spawn(monitor.run());
         let tracker = TaskTracker::new();
         tokio::spawn(warm_up(shared.pool.clone(), shared.shutdown.clone()));
         tokio::spawn(reaper(shared.clone()));
@@ -186,6 +231,8 @@ impl Proxy {
         Ok(Proxy {
             addr,
             shared,
+            admin_addr,
+            admin_stop,
             task,
             tracker,
         })
@@ -204,6 +251,7 @@ impl Proxy {
         if let Some(bg) = &self.shared.breakglass {
             bg.clear_idle();
         }
+        self.admin_stop.cancel();
     }
 }
 
@@ -258,15 +306,23 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         pool,
         breakglass,
         cancels: Arc::new(CancelRegistry::default()),
+        clients: Arc::new(Default::default()),
+        config_path: std::sync::OnceLock::new(),
         events,
         tls,
         directory,
         shutdown: CancellationToken::new(),
+        posture: Arc::new(PostureState::default()),
     })
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(shared.config.server.max_client_conn));
+    // Fail closed: no client before the upstream role is known not to bypass RLS.
+    tokio::select! {
+        _ = shared.posture.verified.cancelled() => {}
+        _ = shared.shutdown.cancelled() => return,
+    }
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {

@@ -78,7 +78,8 @@ impl Verifier {
         )
     }
 
-    fn secret(&self) -> ScramSecret {
+    /// The pgwire form of this verifier.
+    pub(crate) fn secret(&self) -> ScramSecret {
         ScramSecret::Verifier {
             salt: self.salt.clone(),
             iterations: self.iterations as usize,

@@ -5,8 +5,11 @@
 //! proxy key is forwarded as a real CancelRequest to the upstream. Unknown keys are ignored.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::pool::upstream::send_cancel;
 
@@ -15,6 +18,13 @@ use crate::pool::upstream::send_cancel;
 pub struct CancelTarget {
     /// Upstream (pid << 32 | secret) of the attached connection; 0 when detached.
     upstream: AtomicU64,
+    /// Forwarded cancels still on their way to the server. While any is, the connection must
+    /// not go back to the pool: a late cancel would hit the next client's query.
+    inflight: AtomicU32,
+    /// Wakes `settle` when `inflight` drops to zero.
+    settled: Notify,
+    /// Wakes a session waiting for a pooled connection: its query is cancelled before it runs.
+    pub waiting_cancel: Notify,
     /// Upstream host for the cancel connection.
     host: String,
     /// Upstream port.
@@ -30,11 +40,33 @@ impl CancelTarget {
 
     /// Stops forwarding cancels (before the connection goes back to the pool).
     pub fn detach(&self) {
-        self.upstream.store(0, Ordering::Release);
+        self.upstream.store(0, Ordering::SeqCst);
+    }
+
+    /// Stops forwarding cancels and waits (bounded) until forwarded ones have reached the
+    /// server. Returns false if one is still in flight: the connection must then be closed,
+    /// not pooled.
+    pub async fn settle(&self) -> bool {
+        self.detach();
+        if self.inflight.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        let wait = async {
+            loop {
+                let notified = self.settled.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.inflight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), wait).await.is_ok()
     }
 
     fn key(&self) -> Option<(i32, i32)> {
-        match self.upstream.load(Ordering::Acquire) {
+        match self.upstream.load(Ordering::SeqCst) {
             0 => None,
             v => Some(((v >> 32) as u32 as i32, v as u32 as i32)),
         }
@@ -71,6 +103,9 @@ impl CancelRegistry {
     pub fn register(self: &Arc<Self>, host: &str, port: u16) -> CancelHandle {
         let target = Arc::new(CancelTarget {
             upstream: AtomicU64::new(0),
+            inflight: AtomicU32::new(0),
+            settled: Notify::new(),
+            waiting_cancel: Notify::new(),
             host: host.to_owned(),
             port,
         });
@@ -99,12 +134,22 @@ impl CancelRegistry {
             tracing::debug!("cancel request with unknown key ignored");
             return;
         };
+        // Count the cancel before reading the key: `settle` clears the key before reading the
+        // count, so either this sees no key, or `settle` sees this cancel in flight.
+        target.inflight.fetch_add(1, Ordering::SeqCst);
         let Some((upid, usecret)) = target.key() else {
+            target.inflight.fetch_sub(1, Ordering::SeqCst);
+            target.settled.notify_waiters();
+            // Not attached: if the session is waiting for a connection, cancel that wait.
+            target.waiting_cancel.notify_waiters();
             return;
         };
         tokio::spawn(async move {
             if let Err(e) = send_cancel(&target.host, target.port, upid, usecret).await {
                 tracing::warn!(error = %e, "could not forward cancel request");
+            }
+            if target.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                target.settled.notify_waiters();
             }
         });
     }

@@ -293,6 +293,7 @@ impl Session {
             if let Err(e) = self.attach().await {
                 let err = match e {
                     PoolError::Timeout(_) => error::pool_timeout(),
+                    PoolError::Cancelled => error::query_canceled(),
                     other => {
                         tracing::warn!(error = %other, "cannot get an upstream connection");
                         error::upstream_unavailable()
@@ -651,7 +652,7 @@ impl Session {
                         && status == b'I'
                         && !self.client.has_buffered_frame()
                     {
-                        self.detach();
+                        self.detach().await;
                     }
                     return Ok(Flow::Continue);
                 }
@@ -683,7 +684,14 @@ impl Session {
 
     /// Checks out an upstream connection and points cancels at it.
     async fn attach(&mut self) -> Result<(), PoolError> {
-        let mut guard = self.pool.checkout().await?;
+        let target = self.cancel.target.clone();
+        let cancelled = target.waiting_cancel.notified();
+        tokio::pin!(cancelled);
+        cancelled.as_mut().enable();
+        let mut guard = tokio::select! {
+            g = self.pool.checkout() => g?,
+            _ = cancelled => return Err(PoolError::Cancelled),
+        };
         let conn = guard.conn();
         self.cancel.target.attach(conn.pid, conn.secret);
         self.listed.info.active.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -691,12 +699,17 @@ impl Session {
         Ok(())
     }
 
-    /// Returns a clean connection to the pool (the guard decides if it is clean).
-    fn detach(&mut self) {
-        self.cancel.target.detach();
+    /// Returns a clean connection to the pool (the guard decides if it is clean), once no
+    /// forwarded cancel can still reach it; otherwise the connection is closed.
+    async fn detach(&mut self) {
+        let settled = self.cancel.target.settle().await;
         self.listed.info.active.store(false, std::sync::atomic::Ordering::Relaxed);
         self.relay.reset();
-        self.server = None;
+        if let Some(g) = self.server.take() {
+            if !settled {
+                g.discard();
+            }
+        }
     }
 
     /// The transaction status the client should see now.

@@ -29,6 +29,9 @@ pub enum PoolError {
     /// The pool is shutting down.
     #[error("pool is closed")]
     Closed,
+    /// The client cancelled its query while it waited for a connection.
+    #[error("canceling statement due to user request")]
+    Cancelled,
 }
 
 /// Counters for metrics and the admin console.

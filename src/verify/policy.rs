@@ -119,7 +119,12 @@ fn tokenize(s: &str) -> Vec<Tok> {
             }
             _ if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80) {
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'_'
+                        || b[i] == b'$'
+                        || b[i] >= 0x80)
+                {
                     i += 1;
                 }
                 out.push(Tok::Word(s[start..i].to_ascii_lowercase()));
@@ -191,8 +196,28 @@ fn callee(t: &[Tok], open: usize) -> Option<&str> {
 fn is_keyword(w: &str) -> bool {
     matches!(
         w,
-        "and" | "or" | "not" | "in" | "any" | "all" | "some" | "exists" | "when" | "then" | "else" | "case" | "is"
-            | "select" | "where" | "as" | "on" | "using" | "array" | "between" | "like" | "ilike"
+        "and"
+            | "or"
+            | "not"
+            | "in"
+            | "any"
+            | "all"
+            | "some"
+            | "exists"
+            | "when"
+            | "then"
+            | "else"
+            | "case"
+            | "is"
+            | "select"
+            | "where"
+            | "as"
+            | "on"
+            | "using"
+            | "array"
+            | "between"
+            | "like"
+            | "ilike"
     )
 }
 
@@ -221,7 +246,12 @@ fn enclosing_call(t: &[Tok], at: usize) -> Option<(&str, usize)> {
 fn cast_to_uuid_after(t: &[Tok], mut after: usize, open_of_value: usize) -> bool {
     // Skip `)` that close grouping parens opened right around the value.
     let mut opens = open_of_value;
-    while after < t.len() && t[after] == Tok::Close && opens > 0 && t[opens - 1] == Tok::Open && callee(t, opens - 1).is_none() {
+    while after < t.len()
+        && t[after] == Tok::Close
+        && opens > 0
+        && t[opens - 1] == Tok::Open
+        && callee(t, opens - 1).is_none()
+    {
         after += 1;
         opens -= 1;
     }
@@ -247,7 +277,10 @@ fn literal_text(arg: &[Tok]) -> Option<&str> {
 fn is_true(arg: &[Tok]) -> bool {
     match arg {
         [Tok::Word(w), ..] if w == "true" || w == "on" || w == "yes" => true,
-        [Tok::Str(s), ..] => matches!(s.to_ascii_lowercase().as_str(), "true" | "t" | "on" | "yes" | "1"),
+        [Tok::Str(s), ..] => matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "t" | "on" | "yes" | "1"
+        ),
         _ => false,
     }
 }
@@ -279,10 +312,16 @@ pub fn classify(expr: &str, setting: &str) -> ExprFacts {
         } else {
             facts.reads_strict = true;
         }
-        let start = if i >= 2 && t[i - 1] == Tok::Dot { i - 2 } else { i };
+        let start = if i >= 2 && t[i - 1] == Tok::Dot {
+            i - 2
+        } else {
+            i
+        };
         match enclosing_call(&t, start) {
             Some(("nullif", _)) => facts.nullif_wrapped = true,
-            Some(("cast", copen)) if cast_call_to_uuid(&t, copen) => facts.uuid_cast_without_nullif = true,
+            Some(("cast", copen)) if cast_call_to_uuid(&t, copen) => {
+                facts.uuid_cast_without_nullif = true
+            }
             _ => {
                 if cast_to_uuid_after(&t, close + 1, start) {
                     facts.uuid_cast_without_nullif = true;
@@ -295,7 +334,10 @@ pub fn classify(expr: &str, setting: &str) -> ExprFacts {
 
 /// `true`, `(true)`, `((true))`.
 fn is_constant_true(t: &[Tok]) -> bool {
-    let words: Vec<&Tok> = t.iter().filter(|x| !matches!(x, Tok::Open | Tok::Close)).collect();
+    let words: Vec<&Tok> = t
+        .iter()
+        .filter(|x| !matches!(x, Tok::Open | Tok::Close))
+        .collect();
     matches!(words.as_slice(), [Tok::Word(w)] if w == "true")
 }
 
@@ -319,34 +361,58 @@ mod tests {
 
     #[test]
     fn deparsed_bare_uuid_cast_is_flagged() {
-        let f = classify("(tenant_id = (current_setting('app.tenant_id'::text, true))::uuid)", S);
+        let f = classify(
+            "(tenant_id = (current_setting('app.tenant_id'::text, true))::uuid)",
+            S,
+        );
         assert!(f.reads_missing_ok);
         assert!(f.uuid_cast_without_nullif);
     }
 
     #[test]
     fn hand_written_forms() {
-        let f = classify("tenant_id = current_setting('app.tenant_id', true)::uuid", S);
+        let f = classify(
+            "tenant_id = current_setting('app.tenant_id', true)::uuid",
+            S,
+        );
         assert!(f.reads_missing_ok && f.uuid_cast_without_nullif);
-        let f = classify("tenant_id = CAST(current_setting('app.tenant_id', true) AS uuid)", S);
+        let f = classify(
+            "tenant_id = CAST(current_setting('app.tenant_id', true) AS uuid)",
+            S,
+        );
         assert!(f.uuid_cast_without_nullif);
-        let f = classify("tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid", S);
+        let f = classify(
+            "tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid",
+            S,
+        );
         assert!(f.nullif_wrapped && !f.uuid_cast_without_nullif);
-        let f = classify("tenant_id = pg_catalog.current_setting('app.tenant_id', 'on')::uuid", S);
+        let f = classify(
+            "tenant_id = pg_catalog.current_setting('app.tenant_id', 'on')::uuid",
+            S,
+        );
         assert!(f.reads_missing_ok && f.uuid_cast_without_nullif);
     }
 
     #[test]
     fn missing_ok_absent_or_false_is_strict() {
-        let f = classify("(tenant_id = (current_setting('app.tenant_id'::text))::uuid)", S);
+        let f = classify(
+            "(tenant_id = (current_setting('app.tenant_id'::text))::uuid)",
+            S,
+        );
         assert!(f.reads_strict && !f.reads_missing_ok);
-        let f = classify("tenant_id::text = current_setting('app.tenant_id', false)", S);
+        let f = classify(
+            "tenant_id::text = current_setting('app.tenant_id', false)",
+            S,
+        );
         assert!(f.reads_strict && !f.uuid_cast_without_nullif);
     }
 
     #[test]
     fn text_comparison_is_not_a_uuid_cast() {
-        let f = classify("((tenant_id)::text = current_setting('app.tenant_id'::text, true))", S);
+        let f = classify(
+            "((tenant_id)::text = current_setting('app.tenant_id'::text, true))",
+            S,
+        );
         assert!(f.reads_missing_ok && !f.uuid_cast_without_nullif);
     }
 
@@ -363,14 +429,20 @@ mod tests {
 
     #[test]
     fn case_insensitive_setting_name() {
-        let f = classify("tenant_id = nullif(current_setting('App.Tenant_Id', true), '')::uuid", S);
+        let f = classify(
+            "tenant_id = nullif(current_setting('App.Tenant_Id', true), '')::uuid",
+            S,
+        );
         assert!(f.reads_missing_ok);
     }
 
     #[test]
     fn cast_applies_to_the_group_not_an_outer_call() {
         // The ::uuid applies to coalesce(...), which includes a nullif-free read.
-        let f = classify("tenant_id = coalesce(current_setting('app.tenant_id', true), '0')::uuid", S);
+        let f = classify(
+            "tenant_id = coalesce(current_setting('app.tenant_id', true), '0')::uuid",
+            S,
+        );
         assert!(f.reads_missing_ok);
         assert!(!f.nullif_wrapped);
     }

@@ -95,7 +95,13 @@ pub struct Check {
 
 impl Check {
     /// A check whose status is combined from its findings.
-    pub fn new(id: u8, key: &'static str, title: &'static str, summary: String, findings: Vec<Finding>) -> Check {
+    pub fn new(
+        id: u8,
+        key: &'static str,
+        title: &'static str,
+        summary: String,
+        findings: Vec<Finding>,
+    ) -> Check {
         let status = Status::combine(findings.iter().map(|f| f.status));
         Check {
             id,
@@ -108,7 +114,12 @@ impl Check {
     }
 
     /// A check that was not run, and why.
-    pub fn skipped(id: u8, key: &'static str, title: &'static str, why: impl Into<String>) -> Check {
+    pub fn skipped(
+        id: u8,
+        key: &'static str,
+        title: &'static str,
+        why: impl Into<String>,
+    ) -> Check {
         Check {
             id,
             key,
@@ -151,7 +162,13 @@ pub struct Report {
 
 impl Report {
     /// Assembles a report; the overall status is the worst check's.
-    pub fn new(scope: Scope, setting: &str, column: &str, facts: Facts, mut checks: Vec<Check>) -> Report {
+    pub fn new(
+        scope: Scope,
+        setting: &str,
+        column: &str,
+        facts: Facts,
+        mut checks: Vec<Check>,
+    ) -> Report {
         checks.sort_by_key(|c| c.id);
         let status = Status::combine(checks.iter().map(|c| c.status));
         Report {
@@ -195,8 +212,16 @@ impl Report {
 
     /// `(fail, warn)` counts over the checks.
     pub fn counts(&self) -> (usize, usize) {
-        let fail = self.checks.iter().filter(|c| c.status == Status::Fail).count();
-        let warn = self.checks.iter().filter(|c| c.status == Status::Warn).count();
+        let fail = self
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count();
+        let warn = self
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Warn)
+            .count();
         (fail, warn)
     }
 
@@ -220,9 +245,22 @@ impl Report {
         out.push_str(&self.policy_table());
         out.push('\n');
         for c in &self.checks {
-            let _ = writeln!(out, "[{}] {}. {}: {}", c.status.label(), c.id, c.title, c.summary);
+            let _ = writeln!(
+                out,
+                "[{}] {}. {}: {}",
+                c.status.label(),
+                c.id,
+                c.title,
+                c.summary
+            );
             for f in c.findings.iter().filter(|f| f.status != Status::Pass) {
-                let _ = writeln!(out, "       {} {}: {}", f.status.label(), f.object, f.message);
+                let _ = writeln!(
+                    out,
+                    "       {} {}: {}",
+                    f.status.label(),
+                    f.object,
+                    f.message
+                );
             }
         }
         let (fail, warn) = self.counts();
@@ -237,7 +275,18 @@ impl Report {
 
     /// One row per policy (and one per tenant table without any), aligned.
     fn policy_table(&self) -> String {
-        let header = ["table", "tenant col", "rls", "forced", "policy", "cmd", "type", "roles", "using", "with check"];
+        let header = [
+            "table",
+            "tenant col",
+            "rls",
+            "forced",
+            "policy",
+            "cmd",
+            "type",
+            "roles",
+            "using",
+            "with check",
+        ];
         let mut rows: Vec<[String; 10]> = Vec::new();
         for t in &self.tables {
             let base = |p: [String; 6]| {
@@ -256,13 +305,25 @@ impl Report {
                 ]
             };
             if t.policies.is_empty() {
-                rows.push(base(["(none)".into(), String::new(), String::new(), String::new(), String::new(), String::new()]));
+                rows.push(base([
+                    "(none)".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]));
             }
             for p in &t.policies {
                 rows.push(base([
                     p.name.clone(),
                     p.command.clone(),
-                    if p.permissive { "permissive" } else { "restrictive" }.to_owned(),
+                    if p.permissive {
+                        "permissive"
+                    } else {
+                        "restrictive"
+                    }
+                    .to_owned(),
                     p.roles.join(","),
                     p.using.clone().unwrap_or_default(),
                     p.with_check.clone().unwrap_or_default(),
@@ -270,7 +331,10 @@ impl Report {
             }
         }
         if rows.is_empty() {
-            return format!("no table has a `{}` column or row-level security\n", self.tenant_column);
+            return format!(
+                "no table has a `{}` column or row-level security\n",
+                self.tenant_column
+            );
         }
         let mut width = header.map(|h| h.chars().count());
         for r in &rows {
@@ -325,7 +389,10 @@ mod tests {
         assert_eq!(Status::combine([]), Status::Pass);
         assert_eq!(Status::combine([Status::Pass, Status::Skip]), Status::Pass);
         assert_eq!(Status::combine([Status::Skip, Status::Skip]), Status::Skip);
-        assert_eq!(Status::combine([Status::Pass, Status::Warn, Status::Skip]), Status::Warn);
+        assert_eq!(
+            Status::combine([Status::Pass, Status::Warn, Status::Skip]),
+            Status::Warn
+        );
         assert_eq!(Status::combine([Status::Warn, Status::Fail]), Status::Fail);
     }
 }

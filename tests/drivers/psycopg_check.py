@@ -14,7 +14,7 @@ Environment:
   TG_HOST, TG_PORT, TG_DB, TG_PASSWORD   where the proxy is
   TG_TENANTS   JSON list of {"user", "id", "slug", "customers", "vehicles", "services",
                "appointments"}
-  TG_CLIENTS_PER_TENANT (default 2), TG_ROUNDS (default 8)
+  TG_CLIENTS_PER_TENANT (default 2), TG_ROUNDS (default 20)
 Exit status 0 when every check held; otherwise what was seen is printed and it exits 1.
 """
 
@@ -33,7 +33,7 @@ DB = os.environ["TG_DB"]
 PASSWORD = os.environ["TG_PASSWORD"]
 TENANTS = json.loads(os.environ["TG_TENANTS"])
 CLIENTS_PER_TENANT = int(os.environ.get("TG_CLIENTS_PER_TENANT", "2"))
-ROUNDS = int(os.environ.get("TG_ROUNDS", "8"))
+ROUNDS = int(os.environ.get("TG_ROUNDS", "20"))
 
 
 class Mismatch(Exception):
@@ -65,6 +65,14 @@ class Client:
         want = self.t[table] + extra
         if value != want:
             self.fail(f"count({table}) expected {want}", value)
+
+    def server_statements(self, cur):
+        """On the upstream this transaction runs on, the statements just used exist under the
+        proxy's names (`__tg_...`) and psycopg's own names (`_pg3_N`) never arrived."""
+        rows = self.q(cur, "select name from pg_prepared_statements").fetchall()
+        names = [r[0] for r in rows]
+        if not any(n.startswith("__tg_") for n in names) or any(n.startswith("_pg3_") for n in names):
+            self.fail("server-side prepared statements", names)
 
     def q(self, cur, sql, params=None, prepare=None):
         cur.execute(sql, params, prepare=prepare)
@@ -120,6 +128,7 @@ class Client:
             self.count("vehicles", self.q(cur, "select count(*) from vehicles").fetchone()[0])
             self.setting(self.q(cur, "select current_setting('app.tenant_id')").fetchone()[0])
             self.count("appointments", self.q(cur, "select count(*) from appointments").fetchone()[0])
+            self.server_statements(cur)
         # A write that must be rolled back, with RLS's WITH CHECK in force.
         with conn.transaction(force_rollback=True):
             self.q(

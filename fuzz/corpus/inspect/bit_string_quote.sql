@@ -1,0 +1,1 @@
+select B'01''; set role x; --', X'1F'

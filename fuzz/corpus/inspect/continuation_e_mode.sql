@@ -1,0 +1,3 @@
+select E'a'
+-- c
+'\';set role x;--'

@@ -1,0 +1,1 @@
+DO $$ BEGIN EXECUTE 'SET app.tenant_id = ''x'''; PERFORM set_config('role', 'x', false); END $$ LANGUAGE plpgsql

@@ -1,0 +1,1 @@
+select $a$ $$ ; set role x; $b$ $a$, $é$ ; $é$, $_1$ x $_1$; select a$$ from t

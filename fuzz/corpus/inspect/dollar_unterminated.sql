@@ -1,0 +1,1 @@
+select $tag$ ; set role x

@@ -1,0 +1,1 @@
+select query_to_xml('select set_config(''app.tenant_id'', ''x'', false)', true, true, ''), ts_stat($1)

@@ -1,0 +1,1 @@
+CREATE FUNCTION f() RETURNS void LANGUAGE sql SET app.tenant_id = 'x' SET row_security = off AS 'select 1'

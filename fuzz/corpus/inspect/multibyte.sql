@@ -1,0 +1,1 @@
+select 'é'; SET ROLE «x»; select "ü;" from ñ where tenant_id = '😀'

@@ -1,0 +1,1 @@
+/* a /* b */ ; set role x; */ select 1; /*/ */ select 2

@@ -1,0 +1,1 @@
+select 1e'x', 0x'1', .5e+, 1..2, $1x$; set role x; $1x$

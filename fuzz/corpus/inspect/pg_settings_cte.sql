@@ -1,0 +1,1 @@
+WITH u AS (UPDATE ONLY pg_catalog.pg_settings SET setting = 'x' WHERE name = 'app.tenant_id' RETURNING 1) SELECT * FROM u

@@ -1,0 +1,1 @@
+select '\';set role x;'

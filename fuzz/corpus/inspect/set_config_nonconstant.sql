@@ -1,0 +1,1 @@
+select set_config('app.' || $1, 'x', false)

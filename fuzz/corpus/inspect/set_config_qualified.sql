@@ -1,0 +1,1 @@
+select pg_catalog . "SET_CONFIG" (E'app.tenant\x5fid', $$x$$::text, false)

@@ -1,0 +1,1 @@
+SET LOCAL U&"app!002etenant_id" UESCAPE '!' = U&'\+01F600'

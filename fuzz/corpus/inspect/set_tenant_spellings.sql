@@ -1,0 +1,2 @@
+SET "APP" . /* c */ "Tenant_Id" TO E'a\x62' -- x
+'c'

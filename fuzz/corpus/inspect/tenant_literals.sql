@@ -1,0 +1,1 @@
+select * from t x where x.tenant_id in ('A', 'B'::uuid, CAST('C' AS uuid), uuid 'D') and 'E' <> "tenant_id" and tenant_id = any('{F,"G",NULL}'::uuid[]) and tenant_id != ANY (ARRAY['H'])

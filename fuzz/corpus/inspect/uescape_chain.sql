@@ -1,0 +1,1 @@
+select U&'a' UESCAPE U&'b' UESCAPE U&'c' UESCAPE

@@ -1,0 +1,1 @@
+select "abc ; set role x

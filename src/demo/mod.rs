@@ -1,0 +1,980 @@
+//! `tenantgate demo`: a throwaway PostgreSQL holding the auto-shop schema, a proxy in front of
+//! it, and a narrated walk-through of what the proxy guarantees.
+//!
+//! ```text
+//!  prepare (blocking)            proxy (async)                 walk-through (tokio-postgres)
+//!  initdb ─▶ autoshop ◀─ schema  Config::from_toml ─▶ Proxy   acme/globex ─▶ refusal ─▶ chooser
+//!  temp dir (config, events)                                   tamper ─▶ operator ─▶ break-glass
+//! ```
+//!
+//! Everything it creates lives in two temporary directories (the cluster's and the demo's own,
+//! holding the generated config and the JSON-lines event log), removed on every exit path:
+//! normal return, a failed step, Ctrl-C / SIGTERM / SIGHUP (caught for the whole run), and
+//! panics (`Drop`). An `atexit` hook stops any cluster still registered as a last resort.
+//!
+//! `--non-interactive` runs the walk-through and exits 0 only if every check held; the default
+//! interactive mode then keeps everything running and prints ready-to-paste `psql` lines.
+
+use std::fmt::Display;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::config::Config;
+use crate::pgcluster::{self, ClusterError, ClusterOptions, PgCluster};
+use crate::server::Proxy;
+
+/// The auto-shop schema and seed data, loaded into [`DATABASE`].
+pub const SCHEMA_SQL: &str = include_str!("schema.sql");
+
+/// The demo database: the only one the proxy lets clients name.
+pub const DATABASE: &str = "autoshop";
+
+/// The non-privileged role the schema creates (NOBYPASSRLS); the app pool logs in as it.
+const APP_ROLE: (&str, &str) = ("app_user", "app_password");
+/// The BYPASSRLS role the schema creates; only the break-glass pool logs in as it.
+const ADMIN_ROLE: (&str, &str) = ("tenant_admin", "admin_password");
+/// The longest a single walk-through step may take before it counts as failed.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the event writer to flush an expected event.
+const EVENT_WAIT: Duration = Duration::from_secs(5);
+
+/// A seeded tenant, as the walk-through expects to see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoTenant {
+    /// Short name; every customer name of the tenant starts with it.
+    pub slug: &'static str,
+    /// The tenant id the RLS policies compare with `app.tenant_id`.
+    pub id: &'static str,
+    /// How many customers `schema.sql` seeds for it (distinct per tenant, so counts identify).
+    pub customers: i64,
+}
+
+/// Tenant acme (3 customers).
+pub const ACME: DemoTenant = DemoTenant {
+    slug: "acme",
+    id: "11111111-1111-1111-1111-111111111111",
+    customers: 3,
+};
+/// Tenant globex (5 customers).
+pub const GLOBEX: DemoTenant = DemoTenant {
+    slug: "globex",
+    id: "22222222-2222-2222-2222-222222222222",
+    customers: 5,
+};
+/// Tenant initech (7 customers).
+pub const INITECH: DemoTenant = DemoTenant {
+    slug: "initech",
+    id: "33333333-3333-3333-3333-333333333333",
+    customers: 7,
+};
+/// Tenant umbrella (9 customers).
+pub const UMBRELLA: DemoTenant = DemoTenant {
+    slug: "umbrella",
+    id: "44444444-4444-4444-4444-444444444444",
+    customers: 9,
+};
+/// All seeded tenants, in slug order (what break-glass sees).
+pub const TENANTS: [DemoTenant; 4] = [ACME, GLOBEX, INITECH, UMBRELLA];
+
+/// How a demo user gets (or does not get) a tenant.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// `tenant = "<id>"`: every session is that tenant.
+    Fixed(DemoTenant),
+    /// `tenants = "*"`: the client names one as `user.<tenant>`.
+    Chooser,
+    /// `kind = "operator"`, `tenants = "*"`: a human, every statement audited.
+    Operator,
+    /// `kind = "breakglass"`: the BYPASSRLS pool, no tenant, audited.
+    Breakglass,
+}
+
+/// One proxy user of the demo, with a development password shown to the person watching.
+#[derive(Debug, Clone, Copy)]
+struct DemoUser {
+    /// The login name.
+    name: &'static str,
+    /// Its password (printed in the `psql` lines: this is a throwaway demo).
+    password: &'static str,
+    /// Its tenant rule.
+    access: Access,
+}
+
+const ACME_APP: DemoUser = DemoUser {
+    name: "acme_app",
+    password: "acme-demo-pw",
+    access: Access::Fixed(ACME),
+};
+const GLOBEX_APP: DemoUser = DemoUser {
+    name: "globex_app",
+    password: "globex-demo-pw",
+    access: Access::Fixed(GLOBEX),
+};
+const SHARED_APP: DemoUser = DemoUser {
+    name: "shared_app",
+    password: "shared-demo-pw",
+    access: Access::Chooser,
+};
+const ALICE: DemoUser = DemoUser {
+    name: "alice",
+    password: "alice-demo-pw",
+    access: Access::Operator,
+};
+const ROOT_ADMIN: DemoUser = DemoUser {
+    name: "root_admin",
+    password: "root-demo-pw",
+    access: Access::Breakglass,
+};
+const USERS: [DemoUser; 5] = [ACME_APP, GLOBEX_APP, SHARED_APP, ALICE, ROOT_ADMIN];
+
+impl DemoUser {
+    /// Its `[[users]]` table.
+    fn toml(&self) -> String {
+        let rule = match self.access {
+            Access::Fixed(t) => format!("tenant = \"{}\"", t.id),
+            Access::Chooser => "tenants = \"*\"".to_owned(),
+            Access::Operator => "kind = \"operator\"\ntenants = \"*\"".to_owned(),
+            Access::Breakglass => "kind = \"breakglass\"".to_owned(),
+        };
+        format!(
+            "[[users]]\nname = \"{}\"\npassword = \"{}\"\n{rule}\n",
+            self.name, self.password
+        )
+    }
+
+    /// The login to paste: choosers and operators name a tenant as a suffix.
+    fn example_login(&self) -> String {
+        match self.access {
+            Access::Chooser => format!("{}.{}", self.name, GLOBEX.id),
+            Access::Operator => format!("{}.{}", self.name, ACME.id),
+            Access::Fixed(_) | Access::Breakglass => self.name.to_owned(),
+        }
+    }
+
+    /// What the person watching should expect from this login.
+    fn describe(&self) -> String {
+        match self.access {
+            Access::Fixed(t) => format!("app, fixed tenant {}", t.slug),
+            Access::Chooser => format!(
+                "app, any tenant as `{}.<tenant>` (here globex; without a suffix: refused)",
+                self.name
+            ),
+            Access::Operator => "operator, tenant acme; every statement is logged".to_owned(),
+            Access::Breakglass => {
+                "break-glass on the BYPASSRLS role: all tenants, audited".to_owned()
+            }
+        }
+    }
+}
+
+/// Options of `tenantgate demo`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DemoOptions {
+    /// Run the walk-through and exit instead of waiting for Ctrl-C.
+    pub non_interactive: bool,
+    /// Proxy port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+}
+
+/// Runs the demo; returns the process exit code (0: every check held; 1: a check failed or
+/// PostgreSQL is missing; 130/143: interrupted).
+pub fn run(opts: DemoOptions) -> anyhow::Result<i32> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        crate::telemetry::init(crate::config::LogFormat::Text);
+    }
+    install_exit_hook();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let code = rt.block_on(run_async(opts));
+    // Sessions still running end with the runtime, before the process exits.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+async fn run_async(opts: DemoOptions) -> anyhow::Result<i32> {
+    // Caught from here on, so an interrupt during initdb still cleans up.
+    let mut signals = Interrupts::new().context("installing signal handlers")?;
+    let mut setup = tokio::task::spawn_blocking(prepare);
+    let workspace = tokio::select! {
+        done = &mut setup => match done.context("the setup task failed")? {
+            Ok(ws) => ws,
+            Err(e) => return Ok(report_setup_error(&e)),
+        },
+        sig = signals.recv() => {
+            println!("\n{sig}: interrupted during setup; cleaning up");
+            // Wait for the setup to finish or fail; dropping its result removes everything.
+            if let Ok(Ok(ws)) = setup.await {
+                cleanup(ws).await;
+            }
+            return Ok(sig.exit_code());
+        }
+    };
+    let outcome = serve(&workspace, opts, &mut signals).await;
+    cleanup(workspace).await;
+    outcome
+}
+
+/// Starts the proxy on the workspace, walks through, then waits (interactive) and stops.
+async fn serve(ws: &Workspace, opts: DemoOptions, signals: &mut Interrupts) -> anyhow::Result<i32> {
+    let config_text = config_toml(ws, opts.port);
+    let config_path = ws.dir.path().join("tenantgate.toml");
+    write_private(&config_path, &config_text)?;
+    let config =
+        Arc::new(Config::from_toml(&config_text).context("the generated demo config is invalid")?);
+    let proxy = Proxy::start(config.clone())
+        .await
+        .context("starting the proxy")?;
+    let port = proxy.addr.port();
+    println!(
+        "tenantgate listening on 127.0.0.1:{port} (config: {})",
+        config_path.display()
+    );
+
+    let mut walk = Walk::new(port, config, ws.events_path());
+    let interrupted = tokio::select! {
+        () = walk.run() => None,
+        sig = signals.recv() => Some(sig),
+    };
+    let code = match interrupted {
+        Some(sig) => {
+            println!("\n{sig}: interrupted; cleaning up");
+            sig.exit_code()
+        }
+        None => {
+            let passed = walk.summary();
+            if opts.non_interactive {
+                i32::from(!passed)
+            } else {
+                print_connect_help(ws, port);
+                let sig = signals.recv().await;
+                println!("\n{sig}: stopping the demo; cleaning up");
+                i32::from(!passed)
+            }
+        }
+    };
+    proxy.shutdown(Duration::from_secs(2)).await;
+    Ok(code)
+}
+
+/// What the demo created: removed on drop (cluster first, then the demo directory).
+struct Workspace {
+    /// The throwaway PostgreSQL holding `autoshop`.
+    cluster: PgCluster,
+    /// The demo's own directory: generated config and event log.
+    dir: TempDir,
+}
+
+impl Workspace {
+    fn events_path(&self) -> PathBuf {
+        self.dir.path().join("events.jsonl")
+    }
+}
+
+/// A directory removed (recursively) when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create() -> anyhow::Result<TempDir> {
+        let path = std::env::temp_dir().join(format!(
+            "tenantgate-demo-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Blocking setup: cluster, database, schema, demo directory.
+fn prepare() -> anyhow::Result<Workspace> {
+    println!("Starting a throwaway PostgreSQL cluster (initdb into a temporary directory) ...");
+    let cluster = PgCluster::start(ClusterOptions::default())?;
+    let version = cluster
+        .psql("postgres", "SHOW server_version")
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    println!(
+        "PostgreSQL {version} running on 127.0.0.1:{} (data: {})",
+        cluster.port(),
+        cluster.data_dir().display()
+    );
+    cluster
+        .create_database(DATABASE, None)
+        .with_context(|| format!("creating database {DATABASE}"))?;
+    cluster
+        .psql(DATABASE, SCHEMA_SQL)
+        .context("loading the auto-shop schema")?;
+    println!(
+        "Loaded the auto-shop schema into `{DATABASE}`: tenants acme/globex/initech/umbrella, \
+         forced RLS on every tenant table, app_user NOBYPASSRLS, tenant_admin BYPASSRLS"
+    );
+    let dir = TempDir::create()?;
+    Ok(Workspace { cluster, dir })
+}
+
+/// Explains a setup failure; the exit code is 1.
+fn report_setup_error(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<ClusterError>() {
+        Some(ClusterError::NotInstalled { looked_in }) => {
+            eprintln!(
+                "tenantgate demo needs a local PostgreSQL server to run against, and none was \
+                 found (looked in: {looked_in})."
+            );
+            eprintln!("{}", pgcluster::INSTALL_HINT);
+        }
+        _ => eprintln!("tenantgate demo: setup failed: {e:#}"),
+    }
+    1
+}
+
+/// Stops the cluster and removes both directories, off the async threads (`pg_ctl` blocks).
+async fn cleanup(ws: Workspace) {
+    let dirs = format!(
+        "{} and {}",
+        ws.cluster
+            .data_dir()
+            .parent()
+            .unwrap_or(Path::new("?"))
+            .display(),
+        ws.dir.path().display()
+    );
+    let _ = tokio::task::spawn_blocking(move || drop(ws)).await;
+    println!("Cleaned up: PostgreSQL stopped; removed {dirs}.");
+}
+
+/// The proxy configuration for the workspace (TOML text, as an operator would write it).
+fn config_toml(ws: &Workspace, port: u16) -> String {
+    let events = toml::Value::String(ws.events_path().display().to_string());
+    let mut text = format!(
+        "# Generated by `tenantgate demo`; removed when the demo stops.\n\
+         [server]\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         shutdown_timeout = 2\n\
+         \n\
+         [upstream]\n\
+         host = \"127.0.0.1\"\n\
+         port = {pg_port}\n\
+         database = \"{DATABASE}\"\n\
+         user = \"{app}\"\n\
+         password = \"{app_pw}\"\n\
+         pool_size = 4\n\
+         \n\
+         [upstream.breakglass]\n\
+         user = \"{admin}\"\n\
+         password = \"{admin_pw}\"\n\
+         \n\
+         [security]\n\
+         event_log = {events}\n\
+         \n",
+        pg_port = ws.cluster.port(),
+        app = APP_ROLE.0,
+        app_pw = APP_ROLE.1,
+        admin = ADMIN_ROLE.0,
+        admin_pw = ADMIN_ROLE.1,
+    );
+    for user in USERS {
+        text.push_str(&user.toml());
+        text.push('\n');
+    }
+    text
+}
+
+/// Writes `text` to a new 0600 file (the config carries passwords).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Interactive mode: how to connect and what to try.
+fn print_connect_help(ws: &Workspace, port: u16) {
+    println!();
+    println!("The demo keeps running. Connect through tenantgate with psql (paste a line):");
+    for user in USERS {
+        println!();
+        println!("  # {}: {}", user.name, user.describe());
+        println!(
+            "  PGPASSWORD={} psql \"host=127.0.0.1 port={port} user={} dbname={DATABASE} sslmode=disable\"",
+            user.password,
+            user.example_login()
+        );
+    }
+    println!();
+    println!("Things to try as acme_app:");
+    println!("  select name, current_setting('app.tenant_id') from customers;");
+    println!(
+        "  set app.tenant_id = '{}';      -- refused (42501)",
+        GLOBEX.id
+    );
+    println!(
+        "  set role postgres;                                               -- refused (42501)"
+    );
+    println!();
+    println!(
+        "Security events (JSON lines):  tail -f {}",
+        ws.events_path().display()
+    );
+    println!(
+        "PostgreSQL directly, bypassing the proxy (superuser):\n  PGPASSWORD={} psql \"host=127.0.0.1 port={} user={} dbname={DATABASE} sslmode=disable\"",
+        ws.cluster.superuser_password(),
+        ws.cluster.port(),
+        ws.cluster.superuser()
+    );
+    println!(
+        "Check the database's RLS posture as the proxy's role:\n  tenantgate verify --database-url \"host=127.0.0.1 port={} user={} password={} dbname={DATABASE} sslmode=disable\"",
+        ws.cluster.port(),
+        APP_ROLE.0,
+        APP_ROLE.1
+    );
+    println!();
+    println!("Press Ctrl-C to stop; the cluster and every file the demo created are removed.");
+}
+
+/// The signals that end the demo, caught for its whole life so cleanup always runs.
+struct Interrupts {
+    /// Ctrl-C.
+    int: Signal,
+    /// `kill`, `docker stop`, systemd.
+    term: Signal,
+    /// The terminal went away.
+    hup: Signal,
+}
+
+/// Which signal arrived.
+#[derive(Debug, Clone, Copy)]
+enum Interrupt {
+    Int,
+    Term,
+    Hup,
+}
+
+impl Interrupt {
+    /// The shell convention: 128 + signal number.
+    fn exit_code(self) -> i32 {
+        128 + match self {
+            Interrupt::Int => libc::SIGINT,
+            Interrupt::Term => libc::SIGTERM,
+            Interrupt::Hup => libc::SIGHUP,
+        }
+    }
+}
+
+impl Display for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Interrupt::Int => "SIGINT",
+            Interrupt::Term => "SIGTERM",
+            Interrupt::Hup => "SIGHUP",
+        })
+    }
+}
+
+impl Interrupts {
+    fn new() -> std::io::Result<Interrupts> {
+        Ok(Interrupts {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Interrupt {
+        tokio::select! {
+            _ = self.int.recv() => Interrupt::Int,
+            _ = self.term.recv() => Interrupt::Term,
+            _ = self.hup.recv() => Interrupt::Hup,
+        }
+    }
+}
+
+/// Last resort: stop clusters still registered when the process exits some other way.
+fn install_exit_hook() {
+    extern "C" fn stop_clusters() {
+        pgcluster::stop_all_registered();
+    }
+    // SAFETY: atexit(3) only stores the function pointer; the hook never unwinds (it catches
+    // panics itself) and is idempotent with the normal `Drop` path.
+    unsafe {
+        libc::atexit(stop_clusters);
+    }
+}
+
+/// An error a client got back, as the walk-through prints and checks it.
+struct Refusal {
+    /// SQLSTATE.
+    code: String,
+    /// Primary message.
+    message: String,
+    /// HINT, if any.
+    hint: Option<String>,
+}
+
+impl Refusal {
+    fn of(e: &tokio_postgres::Error) -> Refusal {
+        match e.as_db_error() {
+            Some(db) => Refusal {
+                code: db.code().code().to_owned(),
+                message: db.message().to_owned(),
+                hint: db.hint().map(str::to_owned),
+            },
+            None => Refusal {
+                code: "-----".to_owned(),
+                message: e.to_string(),
+                hint: None,
+            },
+        }
+    }
+}
+
+/// The narrated walk-through: prints every statement and its result, and records every
+/// expectation that did not hold.
+struct Walk {
+    /// The proxy's port on 127.0.0.1.
+    port: u16,
+    /// The proxy's configuration: `verify` checks its upstream role and tenant setting.
+    config: Arc<Config>,
+    /// The JSON-lines security event log the proxy writes.
+    events: PathBuf,
+    /// Step counter, for the headings.
+    step: usize,
+    /// How many expectations were checked.
+    checks: usize,
+    /// The expectations that did not hold.
+    failures: Vec<String>,
+}
+
+impl Walk {
+    fn new(port: u16, config: Arc<Config>, events: PathBuf) -> Walk {
+        Walk {
+            port,
+            config,
+            events,
+            step: 0,
+            checks: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Every step in order; a failing step is reported and the next one still runs.
+    async fn run(&mut self) {
+        println!();
+        println!("Walk-through: every statement below goes through tenantgate as app_user (NOBYPASSRLS),");
+        println!("which sees no rows at all unless the proxy has injected the session's tenant.");
+
+        self.heading("Fixed-tenant applications see only their own tenant");
+        let r = timed(self.own_rows(ACME_APP, ACME)).await;
+        self.outcome(r);
+        let r = timed(self.own_rows(GLOBEX_APP, GLOBEX)).await;
+        self.outcome(r);
+
+        self.heading("A session without tenant is refused (fail-closed, 42501)");
+        let r = timed(self.no_tenant()).await;
+        self.outcome(r);
+
+        self.heading("A chooser names its tenant at connect: shared_app.<globex id>");
+        let r = timed(self.chooser()).await;
+        self.outcome(r);
+
+        self.heading("Tampering is refused and logged as a security event");
+        let r = timed(self.tamper()).await;
+        self.outcome(r);
+
+        self.heading("Operators are audited; break-glass sees every tenant");
+        let r = timed(self.operator()).await;
+        self.outcome(r);
+        let r = timed(self.breakglass()).await;
+        self.outcome(r);
+
+        self.heading("The database's own posture passes `tenantgate verify`");
+        let r = timed(self.verify_posture()).await;
+        self.outcome(r);
+    }
+
+    fn heading(&mut self, title: &str) {
+        self.step += 1;
+        println!();
+        println!("[{}] {title}", self.step);
+    }
+
+    /// Records an expectation; prints `ok` or `FAIL`.
+    fn check(&mut self, ok: bool, what: impl Display) {
+        self.checks += 1;
+        if ok {
+            println!("    ok   {what}");
+        } else {
+            println!("    FAIL {what}");
+            self.failures.push(format!("step {}: {what}", self.step));
+        }
+    }
+
+    /// A step that could not run at all (connection refused, timeout) is a failure too.
+    fn outcome(&mut self, r: anyhow::Result<()>) {
+        if let Err(e) = r {
+            self.check(false, format!("step could not run: {e:#}"));
+        }
+    }
+
+    /// Prints the summary; true when every expectation held.
+    fn summary(&self) -> bool {
+        println!();
+        if self.failures.is_empty() {
+            println!(
+                "Walk-through passed: all {} checks held. Tenant isolation is enforced by the proxy.",
+                self.checks
+            );
+            true
+        } else {
+            println!(
+                "Walk-through FAILED: {} of {} checks did not hold:",
+                self.failures.len(),
+                self.checks
+            );
+            for f in &self.failures {
+                println!("  - {f}");
+            }
+            false
+        }
+    }
+
+    async fn connect(&self, login: &str, password: &str) -> anyhow::Result<Client> {
+        let conn = format!(
+            "host=127.0.0.1 port={} user='{login}' password='{password}' dbname={DATABASE} \
+             sslmode=disable connect_timeout=10 application_name=tenantgate-demo",
+            self.port
+        );
+        let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+            .await
+            .with_context(|| format!("connecting as {login}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// Runs `sql` (simple protocol) and returns the first column of every row.
+    async fn rows(&self, c: &Client, who: &str, sql: &str) -> anyhow::Result<Vec<String>> {
+        let msgs = c
+            .simple_query(sql)
+            .await
+            .with_context(|| format!("{who}: {sql}"))?;
+        let rows: Vec<String> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+                _ => None,
+            })
+            .collect();
+        println!("    {who:<16}> {sql:<48} -> {}", rows.join(", "));
+        Ok(rows)
+    }
+
+    /// Runs `sql`, expecting an error; prints it.
+    async fn refused(&self, c: &Client, who: &str, sql: &str) -> Option<Refusal> {
+        match c.simple_query(sql).await {
+            Ok(_) => {
+                println!("    {who:<16}> {sql:<48} -> (allowed)");
+                None
+            }
+            Err(e) => {
+                let r = Refusal::of(&e);
+                println!(
+                    "    {who:<16}> {sql:<48} -> ERROR {}: {}",
+                    r.code, r.message
+                );
+                if let Some(h) = &r.hint {
+                    println!("    {:<16}  {:<48}    HINT: {h}", "", "");
+                }
+                Some(r)
+            }
+        }
+    }
+
+    /// Waits for events matching `pred` in the log; prints and returns their raw lines.
+    async fn events(&self, label: &str, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+        loop {
+            let text = tokio::fs::read_to_string(&self.events)
+                .await
+                .unwrap_or_default();
+            let found: Vec<String> = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| pred(&v))
+                })
+                .map(str::to_owned)
+                .collect();
+            if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+                println!("    event log ({label}):");
+                for line in &found {
+                    println!("      {line}");
+                }
+                if found.is_empty() {
+                    println!("      (none)");
+                }
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn own_rows(&mut self, user: DemoUser, t: DemoTenant) -> anyhow::Result<()> {
+        let c = self.connect(user.name, user.password).await?;
+        let count = self
+            .rows(&c, user.name, "select count(*) from customers")
+            .await?;
+        let names = self
+            .rows(&c, user.name, "select name from customers order by id")
+            .await?;
+        let setting = self
+            .rows(&c, user.name, "select current_setting('app.tenant_id')")
+            .await?;
+        self.check(
+            count == [t.customers.to_string()],
+            format!(
+                "{} counts {} customers: {}'s own",
+                user.name, t.customers, t.slug
+            ),
+        );
+        self.check(
+            names.len() as i64 == t.customers && names.iter().all(|n| n.starts_with(t.slug)),
+            format!(
+                "every customer name {} sees starts with `{}`",
+                user.name, t.slug
+            ),
+        );
+        self.check(
+            setting == [t.id],
+            format!(
+                "app.tenant_id inside its transaction is {} ({})",
+                t.id, t.slug
+            ),
+        );
+        Ok(())
+    }
+
+    async fn no_tenant(&mut self) -> anyhow::Result<()> {
+        let c = self.connect(SHARED_APP.name, SHARED_APP.password).await?;
+        let sql = "select count(*) from customers";
+        let r = self.refused(&c, SHARED_APP.name, sql).await;
+        let code = r.as_ref().map(|r| r.code.as_str());
+        self.check(
+            code == Some("42501"),
+            "shared_app without a tenant is refused with 42501, before reaching PostgreSQL",
+        );
+        let hint = r.as_ref().and_then(|r| r.hint.as_deref()).unwrap_or("");
+        self.check(
+            hint.contains("shared_app.<tenant>"),
+            "the hint tells the client how to name a tenant",
+        );
+        let ev = self
+            .events("no_tenant_refused", |v| {
+                v["event"] == "no_tenant_refused" && v["user"] == SHARED_APP.name
+            })
+            .await;
+        self.check(
+            !ev.is_empty(),
+            "the refusal is recorded as no_tenant_refused",
+        );
+        Ok(())
+    }
+
+    async fn chooser(&mut self) -> anyhow::Result<()> {
+        let login = format!("{}.{}", SHARED_APP.name, GLOBEX.id);
+        let c = self.connect(&login, SHARED_APP.password).await?;
+        let who = "shared_app.2222…";
+        let count = self.rows(&c, who, "select count(*) from customers").await?;
+        let names = self
+            .rows(&c, who, "select name from customers order by id")
+            .await?;
+        self.check(
+            count == [GLOBEX.customers.to_string()]
+                && names.iter().all(|n| n.starts_with(GLOBEX.slug)),
+            format!(
+                "shared_app.<globex> sees globex's {} customers only",
+                GLOBEX.customers
+            ),
+        );
+        Ok(())
+    }
+
+    async fn tamper(&mut self) -> anyhow::Result<()> {
+        let c = self.connect(ACME_APP.name, ACME_APP.password).await?;
+        let switch = format!("set app.tenant_id = '{}'", GLOBEX.id);
+        let r = self.refused(&c, ACME_APP.name, &switch).await;
+        self.check(
+            r.is_some_and(|r| r.code == "42501"),
+            "acme_app cannot switch itself to globex (42501)",
+        );
+        let r = self.refused(&c, ACME_APP.name, "set role postgres").await;
+        self.check(
+            r.is_some_and(|r| r.code == "42501"),
+            "acme_app cannot become another role (42501)",
+        );
+        let count = self
+            .rows(&c, ACME_APP.name, "select count(*) from customers")
+            .await?;
+        self.check(
+            count == [ACME.customers.to_string()],
+            "the session is still acme after the attempts",
+        );
+        let tenant = self
+            .events("tenant_tamper", |v| {
+                v["event"] == "tenant_tamper"
+                    && v["user"] == ACME_APP.name
+                    && v["action"] == "block"
+            })
+            .await;
+        self.check(
+            !tenant.is_empty(),
+            "tenant_tamper recorded with action block",
+        );
+        let role = self
+            .events("role_tamper", |v| {
+                v["event"] == "role_tamper" && v["user"] == ACME_APP.name && v["action"] == "block"
+            })
+            .await;
+        self.check(!role.is_empty(), "role_tamper recorded with action block");
+        Ok(())
+    }
+
+    async fn operator(&mut self) -> anyhow::Result<()> {
+        let login = format!("{}.{}", ALICE.name, ACME.id);
+        let c = self.connect(&login, ALICE.password).await?;
+        let count = self
+            .rows(&c, "alice.1111…", "select count(*) from customers")
+            .await?;
+        self.check(
+            count == [ACME.customers.to_string()],
+            "operator alice, bound to acme, sees acme's rows",
+        );
+        let ev = self
+            .events("operator_statement", |v| {
+                v["event"] == "operator_statement" && v["user"] == ALICE.name
+            })
+            .await;
+        self.check(
+            !ev.is_empty(),
+            "alice's statement is recorded as operator_statement",
+        );
+        Ok(())
+    }
+
+    async fn breakglass(&mut self) -> anyhow::Result<()> {
+        let c = self.connect(ROOT_ADMIN.name, ROOT_ADMIN.password).await?;
+        let sql = "select t.slug || '=' || count(c.id) from tenants t \
+                   left join customers c on c.tenant_id = t.id group by t.slug order by t.slug";
+        let counts = self.rows(&c, ROOT_ADMIN.name, sql).await?;
+        let expected: Vec<String> = TENANTS
+            .iter()
+            .map(|t| format!("{}={}", t.slug, t.customers))
+            .collect();
+        self.check(
+            counts == expected,
+            "break-glass root_admin (tenant_admin, BYPASSRLS) sees all four tenants",
+        );
+        let ev = self
+            .events("breakglass", |v| {
+                v["user"] == ROOT_ADMIN.name
+                    && (v["event"] == "breakglass_session" || v["event"] == "breakglass_statement")
+            })
+            .await;
+        self.check(!ev.is_empty(), "the break-glass session is recorded");
+        Ok(())
+    }
+
+    /// `tenantgate verify` against the same role the app pool logs in as: RLS forced, no
+    /// BYPASSRLS, policies fail-closed, and the live probes (no rows without tenant, none of
+    /// another tenant's rows).
+    async fn verify_posture(&mut self) -> anyhow::Result<()> {
+        let target = crate::verify::Target::from_upstream(&self.config.upstream)?;
+        let opts = crate::verify::Options {
+            setting: self.config.tenant.setting.clone(),
+            column: self.config.tenant.column.clone(),
+            tenants: TENANTS.iter().map(|t| t.id.to_owned()).collect(),
+            scope: crate::verify::Scope::Full,
+        };
+        println!(
+            "    $ tenantgate verify --database-url \"host=127.0.0.1 port={} user={} dbname={DATABASE}\"",
+            self.config.upstream.port, self.config.upstream.user
+        );
+        let report = crate::verify::run_target(&target, &opts).await?;
+        // The check lines and the verdict; the (wide) policy table is `verify`'s own output.
+        for line in report
+            .render_text()
+            .lines()
+            .filter(|l| l.starts_with('[') || l.starts_with("       ") || l.starts_with("result:"))
+        {
+            println!("      {line}");
+        }
+        self.check(
+            !report.failed(),
+            format!(
+                "verify passes for {}: the database itself enforces isolation",
+                self.config.upstream.user
+            ),
+        );
+        Ok(())
+    }
+}
+
+/// Bounds one step, so a hung connection fails the step instead of hanging the demo.
+async fn timed<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(STEP_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {STEP_TIMEOUT:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_tenants_match_the_schema() {
+        for t in TENANTS {
+            assert!(
+                SCHEMA_SQL.contains(&format!("('{}', '{}'", t.id, t.slug)),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_tables_parse_as_part_of_a_config() {
+        let mut text = String::from(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nhost = \"h\"\ndatabase = \"d\"\n\
+             user = \"u\"\npassword = \"p\"\n[upstream.breakglass]\nuser = \"a\"\npassword = \"b\"\n",
+        );
+        for u in USERS {
+            text.push_str(&u.toml());
+        }
+        let cfg = Config::from_toml(&text).unwrap();
+        assert_eq!(cfg.users.len(), USERS.len());
+    }
+}
