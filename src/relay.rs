@@ -76,6 +76,8 @@ pub struct Relay {
     failed_server_names: Vec<Bytes>,
     /// The server dropped all prepared statements (DISCARD ALL / DEALLOCATE ALL).
     pub discarded: bool,
+    /// Tracked parameters the client's own statements changed (the session keeps them).
+    pub param_changes: Vec<(String, String)>,
 }
 
 /// What the session must do after a server message.
@@ -132,6 +134,9 @@ impl Relay {
             // Asynchronous messages may arrive at any time.
             b'S' => {
                 if let Some((k, v)) = parameter_status_fields(f.body()) {
+                    if head_is_client && crate::client::settings::tracked(&k).is_some() {
+                        self.param_changes.push((k.clone(), v.clone()));
+                    }
                     conn.set_param(k, v);
                 }
                 if head_is_client && !self.inject_failed {

@@ -284,3 +284,48 @@ async fn statements_that_cannot_run_in_a_transaction_block_work() {
     assert_eq!(c.query_one("select count(*) from customers", &[]).await.unwrap().get::<_, i64>(0), common::ACME.customers);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_hold_in_every_transaction_without_leaking() {
+    let p = start(Opts { pool_size: 1, ..Opts::default() }).await;
+    let out = p.psql_env(
+        "acme_app",
+        &["-c", "show search_path", "-c", "show statement_timeout", "-c", "show timezone", "-c", "select count(*) from customers"],
+        &[("PGOPTIONS", "-c search_path=pg_catalog,public -c statement_timeout=1234"), ("PGTZ", "Europe/Paris")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines, vec!["pg_catalog,public", "1234ms", "Europe/Paris", &common::ACME.customers.to_string()]);
+    // The next client on the same (single) server connection sees the defaults.
+    let out = p.psql("globex_app", &["-c", "show statement_timeout", "-c", "show timezone"]);
+    let text = stdout(&out);
+    assert!(!text.contains("1234ms") && !text.contains("Europe/Paris"), "{text}");
+    // A bad value refuses the connection, as PostgreSQL does.
+    let out = p.psql_env("acme_app", &["-c", "select 1"], &[("PGTZ", "Mars/Olympus_Mons")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Mars/Olympus_Mons"), "{}", stderr(&out));
+    // Settings that change who the session is are refused and recorded.
+    let out = p.psql_env("acme_app", &["-c", "select 1"], &[("PGOPTIONS", "-c role=postgres")]);
+    assert!(!out.status.success());
+    let out = p.psql_env("acme_app", &["-c", "select 1"], &[("PGOPTIONS", "-c row_security=off")]);
+    assert!(!out.status.success());
+    assert_eq!(p.events_named("role_tamper").await.len(), 1);
+    assert_eq!(p.events_named("rls_tamper").await.len(), 1);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_set_of_a_tracked_parameter_follows_it_across_servers() {
+    let p = start(Opts { pool_size: 2, ..Opts::default() }).await;
+    let a = p.connect("acme_app").await;
+    a.batch_execute("set timezone = 'Asia/Tokyo'").await.unwrap();
+    // Other clients keep the default, whichever server they get.
+    let b = p.connect("globex_app").await;
+    for _ in 0..5 {
+        let tz: String = b.query_one("show timezone", &[]).await.unwrap().get(0);
+        assert_ne!(tz, "Asia/Tokyo");
+        let tz: String = a.query_one("show timezone", &[]).await.unwrap().get(0);
+        assert_eq!(tz, "Asia/Tokyo");
+    }
+    p.stop().await;
+}

@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod console;
 pub mod handshake;
 pub mod registry;
+pub mod settings;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ use session::{Identity, Session, SessionParts};
 
 /// A login that passed every check, ready to become a session.
 struct Login {
+    /// The client's startup settings, validated and normalised by the server.
+    settings: settings::ClientSettings,
     /// An admin on the console database rather than a data session.
     console: bool,
     /// Whether TLS was negotiated.
@@ -62,7 +65,7 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
     if login.console {
         let mut stream = login.stream;
         let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
-        if let Err(e) = greet(&shared, &shared.pool, &mut stream, &login.startup, key).await {
+        if let Err(e) = greet(&shared, &shared.pool, &mut stream, &login.startup, &[], key).await {
             e.encode(stream.out());
             let _ = stream.flush().await;
             return;
@@ -104,7 +107,7 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
         active: std::sync::atomic::AtomicBool::new(false),
     });
     let mut stream = login.stream;
-    if let Err(e) = greet(&shared, &pool, &mut stream, &login.startup, cancel.key).await {
+    if let Err(e) = greet(&shared, &pool, &mut stream, &login.startup, &login.settings.reported, cancel.key).await {
         e.encode(stream.out());
         let _ = stream.flush().await;
         return;
@@ -119,6 +122,7 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
         cancel,
         deadline,
         listed,
+        settings: login.settings,
     });
     let _guard = span.enter();
     drop(_guard);
@@ -224,13 +228,29 @@ async fn login(
     if let Some(s) = suffix {
         requests.push(TenantRequest { source: TenantSource::UserSuffix, value: s });
     }
-    if let Some(opts) = start.param("options") {
-        for (k, v) in identity::parse_options(opts) {
-            if k.eq_ignore_ascii_case(&cfg.tenant.setting) {
-                requests.push(TenantRequest { source: TenantSource::Options, value: v });
-            }
-        }
+    if start.param("replication").is_some_and(|r| r != "false" && r != "0") {
+        refuse(&mut start.stream, PgError::fatal("0A000", "tenantgate: replication connections are not supported"));
+        start.stream.flush().await?;
+        return Ok(None);
     }
+    let client_settings = match settings::classify(&start.params, &cfg.tenant.setting) {
+        Ok((s, tenant_requests)) => {
+            requests.extend(tenant_requests);
+            s
+        }
+        Err(forbidden) => {
+            let err = error::refused(&format!("setting \"{}\" at connect", forbidden.name)).with_detail("the connection was refused");
+            let err = PgError { severity: crate::protocol::messages::Severity::Fatal, ..err };
+            shared.events.record(
+                SecurityEvent::new(forbidden.event, Action::Block, &subject)
+                    .sqlstate(err.code)
+                    .detail(forbidden.to_string()),
+            );
+            refuse(&mut start.stream, err);
+            start.stream.flush().await?;
+            return Ok(None);
+        }
+    };
     if let (Some(sni), Some(sfx)) = (&start.sni, &cfg.tenant.sni_suffix) {
         if let Some(t) = sni.strip_suffix(sfx.as_str()) {
             requests.push(TenantRequest { source: TenantSource::Sni, value: t.to_owned() });
@@ -260,7 +280,16 @@ async fn login(
                 .detail("break-glass session started on the BYPASSRLS pool"),
         );
     }
+    let settings = match validate_settings(shared, client_settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            refuse(&mut start.stream, e);
+            start.stream.flush().await?;
+            return Ok(None);
+        }
+    };
     Ok(Some(Login {
+        settings,
         console,
         tls: start.tls,
         stream: start.stream,
@@ -323,6 +352,77 @@ async fn tenant_refusal(
     Ok(())
 }
 
+/// Checks the client's settings the way PostgreSQL would at connect (a bad value refuses the
+/// connection), and learns their normalised values (`ISO` → `ISO, MDY`), so later comparisons
+/// with a server's reported values are exact. One round trip, only when there is something to
+/// check; run in a transaction that changes nothing.
+async fn validate_settings(
+    shared: &Arc<Shared>,
+    mut s: settings::ClientSettings,
+) -> Result<settings::ClientSettings, PgError> {
+    let defaults = shared.pool.server_params().unwrap_or_default();
+    let check: Vec<(String, String)> = s
+        .reported
+        .iter()
+        .filter(|(k, v)| k != "application_name" && defaults.iter().all(|(dk, dv)| dk != k || dv != v))
+        .chain(s.local.iter())
+        .cloned()
+        .collect();
+    if check.is_empty() {
+        return Ok(s);
+    }
+    let unavailable = || PgError::fatal("08006", "tenantgate: could not connect to the database server");
+    let mut guard = shared.pool.checkout().await.map_err(|_| unavailable())?;
+    let conn = guard.conn();
+    let out = conn.stream.out();
+    messages::parse(out, b"", b"SELECT pg_catalog.set_config($1, $2, true)", &[25, 25]);
+    for (k, v) in &check {
+        messages::bind_text(out, b"", b"", &[k.as_bytes(), v.as_bytes()]);
+        messages::execute(out, b"");
+    }
+    messages::sync(out);
+    conn.busy = true;
+    conn.stream.flush().await.map_err(|_| unavailable())?;
+    let mut values = Vec::new();
+    let mut failure = None;
+    loop {
+        let f = conn.stream.read_frame().await.map_err(|_| unavailable())?;
+        match f.tag() {
+            b'D' => {
+                let b = f.body();
+                if b.len() >= 6 {
+                    let len = i32::from_be_bytes([b[2], b[3], b[4], b[5]]);
+                    let v = if len >= 0 { b.get(6..6 + len as usize).unwrap_or(&[]) } else { &[] };
+                    values.push(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+            b'E' => failure = Some(messages::error_fields(f.body())),
+            b'Z' => {
+                conn.status = f.body().first().copied().unwrap_or(b'I');
+                conn.busy = false;
+                break;
+            }
+            _ => {}
+        }
+    }
+    if let Some(e) = failure {
+        let code: &'static str = match e.code.as_str() {
+            "22023" => "22023",
+            "42704" => "42704",
+            "42501" => "42501",
+            "55P02" => "55P02",
+            _ => "22023",
+        };
+        return Err(PgError::fatal(code, e.message));
+    }
+    for ((k, _), v) in check.iter().zip(values) {
+        if let Some(slot) = s.reported.iter_mut().chain(s.local.iter_mut()).find(|(n, _)| n == k) {
+            slot.1 = v;
+        }
+    }
+    Ok(s)
+}
+
 /// Sends NegotiateProtocolVersion for 3.x (x > 0) or `_pq_.` options, then speaks 3.0.
 fn negotiate_protocol(start: &mut Startup) {
     let unknown: Vec<String> = start
@@ -350,6 +450,7 @@ async fn greet(
     pool: &Arc<crate::pool::Pool>,
     stream: &mut PqStream,
     startup: &[(String, String)],
+    reported: &[(String, String)],
     key: (i32, i32),
 ) -> Result<(), PgError> {
     let params = match pool.server_params() {
@@ -374,7 +475,7 @@ async fn greet(
     for (k, v) in &params {
         let client_value = match k.as_str() {
             "application_name" => Some(startup.iter().find(|(n, _)| n == "application_name").map(|(_, v)| v.as_str()).unwrap_or("")),
-            _ => None,
+            _ => reported.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()),
         };
         messages::parameter_status(&mut out, k, client_value.unwrap_or(v));
     }

@@ -116,6 +116,12 @@ pub struct Session {
     skip_injection: bool,
     /// The SHOW CLIENTS entry (state follows attach/detach).
     listed: crate::client::registry::Listed,
+    /// Reported parameters this session wants on its server (client's values over defaults).
+    reported: Vec<(String, String)>,
+    /// Transaction-local startup settings, re-injected with the tenant.
+    local_settings: Vec<(String, String)>,
+    /// When the current segment started (query duration metric).
+    segment_started: Option<Instant>,
 }
 
 /// Everything `Session::new` needs.
@@ -138,6 +144,8 @@ pub struct SessionParts {
     pub deadline: Option<Instant>,
     /// The SHOW CLIENTS entry.
     pub listed: crate::client::registry::Listed,
+    /// The client's startup settings.
+    pub settings: crate::client::settings::ClientSettings,
 }
 
 impl Session {
@@ -148,12 +156,15 @@ impl Session {
             UserKind::Breakglass => PoolMode::Session,
             _ => p.shared.config.upstream.pool_mode,
         };
-        let injector = match (p.who.kind, &p.tenant) {
-            (UserKind::App | UserKind::Operator, Some(t)) => {
-                Some(Injector::new(&p.shared.config.tenant.setting, t))
-            }
+        let tenant = match p.who.kind {
+            UserKind::App | UserKind::Operator => p.tenant.as_deref(),
             _ => None,
         };
+        let inj = Injector::with_settings(&p.shared.config.tenant.setting, tenant, &p.settings.local);
+        let injector = (!inj.is_empty()).then_some(inj);
+        let defaults = p.pool.server_params().unwrap_or_default();
+        let reported = crate::client::settings::with_defaults(&p.settings.reported, &defaults);
+        let local_settings = p.settings.local;
         let max_prepared = p.shared.config.upstream.max_prepared_statements;
         Session {
             shared: p.shared,
@@ -176,6 +187,9 @@ impl Session {
             max_prepared,
             skip_injection: false,
             listed: p.listed,
+            reported,
+            local_settings,
+            segment_started: None,
         }
     }
 
@@ -309,15 +323,34 @@ impl Session {
         let conn = guard.conn();
         if self.phase == Phase::Idle {
             if conn.status == b'I' && !self.skip_injection {
-                if let Some(inj) = &self.injector {
-                    for m in inj.write(conn.stream.out(), conn.inject_prepared) {
-                        self.relay.push(Expect::Inject(m.clone()));
+                let stale: Vec<usize> = (0..self.reported.len())
+                    .filter(|&i| conn.param(&self.reported[i].0) != Some(self.reported[i].1.as_str()))
+                    .collect();
+                let stale_n = stale.len();
+                if self.injector.is_some() || stale_n > 0 {
+                    if !conn.inject_prepared {
+                        for m in inject::write_prepare(conn.stream.out()) {
+                            self.relay.push(Expect::Inject(m));
+                        }
+                        conn.inject_prepared = true;
                     }
-                    conn.inject_prepared = true;
+                    // Session-level, as the client asked at connect (PgBouncer's tracking).
+                    for i in stale {
+                        let (k, v) = &self.reported[i];
+                        for m in inject::write_set(conn.stream.out(), k, v, false) {
+                            self.relay.push(Expect::Inject(m));
+                        }
+                    }
+                    if let Some(inj) = &self.injector {
+                        for m in inj.write_run(conn.stream.out()) {
+                            self.relay.push(Expect::Inject(m.clone()));
+                        }
+                    }
                 }
             }
             self.skip_injection = false;
             self.phase = Phase::InSegment;
+            self.segment_started = Some(Instant::now());
         }
         let out_of_band = match verdict {
             Verdict::Refuse(err) => {
@@ -612,7 +645,7 @@ impl Session {
         let ev = SecurityEvent::new(crate::events::EventKind::TenantSwitch, crate::events::Action::Allow, &self.subject)
             .detail(format!("from {:?} to \"{to}\"", self.tenant));
         self.shared.events.record(ev);
-        self.injector = Some(Injector::new(&cfg.tenant.setting, &to));
+        self.injector = Some(Injector::with_settings(&cfg.tenant.setting, Some(&to), &self.local_settings));
         self.subject.tenant = Some(to.clone());
         if let Ok(mut t) = self.listed.info.tenant.lock() {
             *t = Some(to.clone());
@@ -640,10 +673,19 @@ impl Session {
             if std::mem::take(&mut self.relay.discarded) {
                 self.statements.clear();
             }
+            for (k, v) in self.relay.param_changes.drain(..) {
+                // The client SET a tracked parameter: carry it to its next servers.
+                if let Some(slot) = self.reported.iter_mut().find(|(n, _)| *n == k) {
+                    slot.1 = v;
+                }
+            }
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Ready(status) => {
                     self.phase = Phase::Idle;
+                    if let Some(t) = self.segment_started.take() {
+                        crate::metrics::query_duration(t.elapsed());
+                    }
                     if status == b'I' {
                         self.pool.stats.xacts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }

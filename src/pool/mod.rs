@@ -217,6 +217,7 @@ impl Pool {
         self.stats
             .wait_us
             .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        crate::metrics::pool_wait(self.name, start.elapsed());
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut a) = self.active.lock() {
             a.insert(

@@ -17,46 +17,68 @@ use crate::relay::Msg;
 
 /// The proxy's statement name; client names are never allowed to map onto it.
 pub const STATEMENT: &[u8] = b"__tenantgate_set_tenant";
-/// The injected SQL: a parameterised, schema-qualified call.
-pub const SQL: &[u8] = b"SELECT pg_catalog.set_config($1, $2, true)";
+/// The injected SQL: a parameterised, schema-qualified call (`$3`: is_local).
+pub const SQL: &[u8] = b"SELECT pg_catalog.set_config($1, $2, $3::boolean)";
 /// Text that PostgreSQL rejects with a syntax error naming it.
 pub const POISON: &[u8] = b"__tenantgate_refused_statement__";
 
-/// Pre-encoded injection messages for one session's tenant.
+/// Pre-encoded per-transaction messages for one session: its startup settings (local to the
+/// transaction) and its tenant, each a Bind/Execute of the proxy's statement.
 #[derive(Debug, Clone)]
 pub struct Injector {
-    /// Close + Parse of the injection statement, for connections that lack it.
-    prepare: Bytes,
-    /// Bind (setting, tenant) + Execute.
+    /// Bind + Execute for every setting, the tenant last.
     run: Bytes,
+    /// The messages in `run`, for the relay.
+    msgs: Vec<Msg>,
 }
 
 impl Injector {
-    /// Encodes the messages for `tenant` under `setting`.
+    /// The injection of `tenant` under `setting` alone.
     pub fn new(setting: &str, tenant: &str) -> Injector {
-        let mut prepare = BytesMut::new();
-        messages::close_statement(&mut prepare, STATEMENT);
-        messages::parse(&mut prepare, STATEMENT, SQL, &[25, 25]);
+        Injector::with_settings(setting, Some(tenant), &[])
+    }
+
+    /// The injection of the client's transaction-local startup settings, then the tenant.
+    pub fn with_settings(setting: &str, tenant: Option<&str>, local: &[(String, String)]) -> Injector {
         let mut run = BytesMut::new();
-        messages::bind_text(&mut run, b"", STATEMENT, &[setting.as_bytes(), tenant.as_bytes()]);
-        messages::execute(&mut run, b"");
+        let mut msgs = Vec::new();
+        for (k, v) in local {
+            msgs.extend_from_slice(&write_set(&mut run, k, v, true));
+        }
+        if let Some(t) = tenant {
+            msgs.extend_from_slice(&write_set(&mut run, setting, t, true));
+        }
         Injector {
-            prepare: prepare.freeze(),
             run: run.freeze(),
+            msgs,
         }
     }
 
-    /// Appends the injection; returns the messages written, whose answers the relay swallows.
-    pub fn write(&self, out: &mut BytesMut, prepared: bool) -> &'static [Msg] {
-        if prepared {
-            out.extend_from_slice(&self.run);
-            &[Msg::Bind, Msg::Execute]
-        } else {
-            out.extend_from_slice(&self.prepare);
-            out.extend_from_slice(&self.run);
-            &[Msg::Close, Msg::Parse(None), Msg::Bind, Msg::Execute]
-        }
+    /// Whether there is anything to inject.
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
     }
+
+    /// Appends the per-transaction messages; returns them, whose answers the relay swallows.
+    pub fn write_run(&self, out: &mut BytesMut) -> &[Msg] {
+        out.extend_from_slice(&self.run);
+        &self.msgs
+    }
+}
+
+/// Appends Close + Parse of the proxy's statement (for connections that lack it).
+pub fn write_prepare(out: &mut BytesMut) -> [Msg; 2] {
+    messages::close_statement(out, STATEMENT);
+    messages::parse(out, STATEMENT, SQL, &[25, 25, 25]);
+    [Msg::Close, Msg::Parse(None)]
+}
+
+/// Appends one `set_config(name, value, local)` as Bind + Execute of the proxy's statement.
+pub fn write_set(out: &mut BytesMut, name: &str, value: &str, local: bool) -> [Msg; 2] {
+    let is_local: &[u8] = if local { b"true" } else { b"false" };
+    messages::bind_text(out, b"", STATEMENT, &[name.as_bytes(), value.as_bytes(), is_local]);
+    messages::execute(out, b"");
+    [Msg::Bind, Msg::Execute]
 }
 
 /// Appends a Query that fails with a syntax error naming [`POISON`].
@@ -82,12 +104,15 @@ mod tests {
     fn tenant_is_a_parameter_not_sql() {
         let inj = Injector::new("app.tenant_id", "x'); drop table t; --");
         let mut out = BytesMut::new();
-        assert_eq!(inj.write(&mut out, false).len(), 4);
+        assert_eq!(write_prepare(&mut out).len(), 2);
+        assert_eq!(inj.write_run(&mut out).len(), 2);
         // The SQL text is constant; the hostile value only appears as a Bind parameter.
         let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("SELECT pg_catalog.set_config($1, $2, true)"));
-        let mut prepared = BytesMut::new();
-        assert_eq!(inj.write(&mut prepared, true).len(), 2);
-        assert_eq!(prepared[0], b'B');
+        assert!(text.contains("SELECT pg_catalog.set_config($1, $2, $3::boolean)"));
+        let with = Injector::with_settings("app.tenant_id", Some("t"), &[("search_path".into(), "a".into())]);
+        let mut run = BytesMut::new();
+        assert_eq!(with.write_run(&mut run).len(), 4);
+        assert_eq!(run[0], b'B');
+        assert!(Injector::with_settings("app.tenant_id", None, &[]).is_empty());
     }
 }

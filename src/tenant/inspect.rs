@@ -401,6 +401,7 @@ struct Tok {
     start: u32,
     stop: u32,
     /// `UStr`/`UIdent`: the escape byte (0 = invalid UESCAPE). `Dollar`: the delimiter length.
+    /// `QIdent`: 1 if it holds a doubled `""`.
     extra: u32,
 }
 
@@ -541,7 +542,9 @@ impl<'a> Lexer<'a> {
                 k
             }
             b'"' => {
-                term = self.qident(s);
+                let doubled;
+                (term, doubled) = self.qident(s);
+                extra = u32::from(doubled);
                 K::QIdent
             }
             b'$' => {
@@ -631,7 +634,7 @@ impl<'a> Lexer<'a> {
             _ => return None,
         };
         let term = if k == K::UIdent {
-            self.qident(open)
+            self.qident(open).0
         } else {
             self.quoted(open, q)
         };
@@ -736,23 +739,26 @@ impl<'a> Lexer<'a> {
         None
     }
 
-    /// Scans a `"…"` identifier whose opening quote is at `open`.
+    /// Scans a `"…"` identifier whose opening quote is at `open`: whether it was closed, and
+    /// whether it holds a doubled `""`.
     #[inline(never)]
-    fn qident(&mut self, open: usize) -> bool {
+    fn qident(&mut self, open: usize) -> (bool, bool) {
         let b = self.b;
         let mut p = open + 1;
+        let mut doubled = false;
         loop {
             let Some(off) = b.get(p..).and_then(|r| r.iter().position(|&c| c == b'"')) else {
                 self.pos = b.len();
-                return false;
+                return (false, doubled);
             };
             p += off;
             if self.at(p + 1) == b'"' {
+                doubled = true;
                 p += 2;
                 continue;
             }
             self.pos = p + 1;
-            return true;
+            return (true, doubled);
         }
     }
 
@@ -1974,9 +1980,20 @@ impl<'a> Cx<'a, '_> {
         st.prev = match t.k {
             K::Word => self.word(st, t, lx, inner_head),
             K::QIdent | K::UIdent => {
-                let mut buf = [0u8; 64];
-                let n = ident_into(self.src, &t, &mut buf);
-                self.names(st, t, buf.get(..n).unwrap_or_default(), lx);
+                // A closed "…" without "" inside names itself: no copy needed.
+                let src = self.src;
+                let inner = match t.k {
+                    K::QIdent if t.term && t.extra == 0 => src.get(t.s() + 1..t.e() - 1),
+                    _ => None,
+                }
+                .filter(|w| w.len() <= MAX_IDENT);
+                if let Some(name) = inner {
+                    self.names(st, t, name, lx);
+                } else {
+                    let mut buf = [0u8; 64];
+                    let n = ident_into(self.src, &t, &mut buf);
+                    self.names(st, t, buf.get(..n).unwrap_or_default(), lx);
+                }
                 if st.prev & (P_SET | P_PART | P_DOT) != 0 {
                     P_PART
                 } else {

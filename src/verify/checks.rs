@@ -287,7 +287,11 @@ pub fn policies(facts: &Facts, setting: &str) -> Check {
     let summary = match (bad, warn) {
         (0, 0) => format!("every tenant table has a policy on current_setting('{setting}', true)"),
         (0, w) => format!("policies hold, with {}", plural(w, "warning")),
-        _ => format!("{} on {}", plural(bad, "policy problem"), failing_objects(&findings)),
+        _ => format!(
+            "{} on {}",
+            plural(bad, "policy problem"),
+            failing_objects(&findings)
+        ),
     };
     Check::new(3, "policies", "fail-closed policies", summary, findings)
 }

@@ -1,0 +1,157 @@
+//! The client's startup settings (`options=-c …`, PGTZ, DateStyle, search_path …) under
+//! pooling.
+//!
+//! Reported parameters (the ones PostgreSQL sends ParameterStatus for: TimeZone, DateStyle …)
+//! are kept in sync per session, at session level, only when the server connection's value
+//! differs, as PgBouncer does. Other settings are applied to every transaction with
+//! `set_config(name, value, true)` in the same write as the tenant, so they hold without
+//! leaking to other clients. Settings that would change who the session is or weaken RLS are
+//! refused at connect.
+
+use crate::events::EventKind;
+use crate::tenant::identity::{parse_options, TenantRequest, TenantSource};
+
+/// Reported parameters a client may set and the proxy keeps in sync, in PostgreSQL's spelling.
+pub const TRACKED: [&str; 6] = [
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+];
+
+/// Startup keys that are not settings.
+const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
+
+/// What a client's startup asked for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Tracked reported parameters (canonical name, value).
+    pub reported: Vec<(String, String)>,
+    /// Other settings, applied to every transaction.
+    pub local: Vec<(String, String)>,
+}
+
+/// A startup setting that is refused at connect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting \"{name}\" at connect is not allowed through this proxy")]
+pub struct Forbidden {
+    /// The setting.
+    pub name: String,
+    /// The tamper event it is.
+    pub event: EventKind,
+}
+
+/// The canonical spelling of a tracked parameter, if `name` is one.
+pub fn tracked(name: &str) -> Option<&'static str> {
+    TRACKED.iter().copied().find(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// Splits startup parameters and `options` into tenant requests and settings.
+pub fn classify(
+    params: &[(String, String)],
+    tenant_setting: &str,
+) -> Result<(ClientSettings, Vec<TenantRequest>), Forbidden> {
+    let mut out = ClientSettings::default();
+    let mut requests = Vec::new();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (k, v) in params {
+        if k == "options" {
+            pairs.extend(parse_options(v).into_iter().filter(|(k, _)| !k.is_empty()));
+        } else if !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("_pq_.") {
+            pairs.push((k.clone(), v.clone()));
+        }
+    }
+    for (k, v) in pairs {
+        let lower = k.to_ascii_lowercase();
+        if lower == tenant_setting.to_ascii_lowercase() {
+            requests.push(TenantRequest {
+                source: TenantSource::Options,
+                value: v,
+            });
+            continue;
+        }
+        let event = match lower.as_str() {
+            "role" | "session_authorization" => Some(EventKind::RoleTamper),
+            "row_security" => Some(EventKind::RlsTamper),
+            _ => None,
+        };
+        if let Some(event) = event {
+            return Err(Forbidden { name: k, event });
+        }
+        match tracked(&k) {
+            Some(name) => set(&mut out.reported, name, v),
+            None => set(&mut out.local, &k, v),
+        }
+    }
+    Ok((out, requests))
+}
+
+fn set(list: &mut Vec<(String, String)>, name: &str, value: String) {
+    match list.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        Some(slot) => slot.1 = value,
+        None => list.push((name.to_owned(), value)),
+    }
+}
+
+/// The full tracked list for a session: the client's values over the server's defaults.
+pub fn with_defaults(client: &[(String, String)], server: &[(String, String)]) -> Vec<(String, String)> {
+    TRACKED
+        .iter()
+        .filter_map(|name| {
+            client
+                .iter()
+                .find(|(k, _)| k == name)
+                .or_else(|| server.iter().find(|(k, _)| k == name))
+                .map(|(_, v)| ((*name).to_owned(), v.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn classifies_tenant_tracked_local_and_forbidden() {
+        let (s, r) = classify(
+            &[
+                p("user", "u"),
+                p("database", "d"),
+                p("timezone", "UTC"),
+                p("options", "-c search_path=a,b -c app.tenant_id=t1 --statement-timeout=5s"),
+                p("extra_float_digits", "3"),
+                p("_pq_.x", "1"),
+                p("App.Tenant_Id", "t1"),
+            ],
+            "app.tenant_id",
+        )
+        .unwrap();
+        assert_eq!(s.reported, vec![p("TimeZone", "UTC")]);
+        assert_eq!(
+            s.local,
+            vec![p("search_path", "a,b"), p("statement_timeout", "5s"), p("extra_float_digits", "3")]
+        );
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            classify(&[p("options", "-c role=postgres")], "app.tenant_id").unwrap_err().event,
+            EventKind::RoleTamper
+        );
+        assert_eq!(
+            classify(&[p("row_security", "off")], "app.tenant_id").unwrap_err().event,
+            EventKind::RlsTamper
+        );
+    }
+
+    #[test]
+    fn defaults_fill_in_the_tracked_list() {
+        let l = with_defaults(&[p("TimeZone", "Europe/Paris")], &[p("TimeZone", "UTC"), p("DateStyle", "ISO, MDY")]);
+        assert!(l.contains(&p("TimeZone", "Europe/Paris")));
+        assert!(l.contains(&p("DateStyle", "ISO, MDY")));
+    }
+}
