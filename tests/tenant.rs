@@ -77,7 +77,7 @@ async fn chooser_picks_tenant_by_suffix_or_options() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_tenant_user_cannot_choose_another_tenant() {
     let p = start(Opts::default()).await;
-    let err = p.try_connect(&format!("acme_app.{}", GLOBEX.id), PW).await.err().expect("refused");
+    let err = p.try_connect(&format!("acme_app.{}", GLOBEX.id), PW).await.expect_err("refused");
     let db = err.as_db_error().expect("server error");
     assert_eq!(db.code().code(), "42501");
     let out = p.psql_env(
@@ -97,13 +97,13 @@ async fn fixed_tenant_user_cannot_choose_another_tenant() {
 async fn session_without_tenant_is_refused_fail_closed() {
     let p = start(Opts::default()).await;
     let c = p.connect("shared_app").await;
-    let e = c.simple_query("select * from customers").await.err().expect("refused");
+    let e = c.simple_query("select * from customers").await.expect_err("refused");
     let db = e.as_db_error().unwrap();
     assert_eq!(db.code().code(), "42501");
     assert_eq!(db.message(), "tenantgate: no tenant context for this session");
     assert!(db.hint().unwrap_or("").contains("shared_app.<tenant>"));
     // Extended protocol is refused too, and the session stays usable for more refusals.
-    let e = c.query("select 1", &[]).await.err().expect("refused");
+    let e = c.query("select 1", &[]).await.expect_err("refused");
     assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
     let ev = p.events_named("no_tenant_refused").await;
     assert!(!ev.is_empty());
@@ -136,7 +136,7 @@ async fn tampering_is_refused_logged_and_the_session_keeps_its_tenant() {
     // Inside an explicit transaction the refusal aborts the block, as any error would.
     c.batch_execute("begin").await.unwrap();
     assert!(c.simple_query("set role postgres").await.is_err());
-    let e = c.simple_query("select 1").await.err().expect("aborted");
+    let e = c.simple_query("select 1").await.expect_err("aborted");
     assert_eq!(e.as_db_error().unwrap().code().code(), "25P02");
     c.batch_execute("rollback").await.unwrap();
     // RESET ALL and DISCARD ALL keep working (drivers' pools send them).
@@ -245,5 +245,81 @@ async fn pgbench_tenant_script_never_sees_a_wrong_tenant() {
             assert!(stdout(&out).contains("number of failed transactions: 0"), "{}", stdout(&out));
         }
     }
+    p.stop().await;
+}
+
+/// The same script in `-M prepared`: 2 tenants × 4 clients over a pool of 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_tenant_script_prepared_mode() {
+    let p = start(Opts { pool_size: 3, ..Opts::default() }).await;
+    let script = std::env::temp_dir().join(format!("tg-tenant-check-prep-{}.sql", std::process::id()));
+    std::fs::write(&script, support::TENANT_CHECK_SCRIPT).unwrap();
+    let children: Vec<_> = [ACME, UMBRELLA]
+        .into_iter()
+        .map(|t| support::pgbench_tenant(&p, t, "prepared", &script, 4, 3))
+        .collect();
+    for (t, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}: {}\n{}", t.slug, stdout(&out), stderr(&out));
+        assert!(stdout(&out).contains("number of failed transactions: 0"), "{}", stdout(&out));
+        assert!(!stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slug_directory_maps_a_name_to_the_tenant_id() {
+    // The directory query runs without tenant context, so it needs a readable mapping: a
+    // SECURITY DEFINER function owned by the superuser, as a deployment would provide.
+    let db = common::fresh_database("directory");
+    common::cluster()
+        .psql(
+            &db,
+            "create function tenant_by_slug(s text) returns text language sql security definer \
+             set search_path = public as $$ select id::text from tenants where slug = s $$; \
+             grant execute on function tenant_by_slug(text) to app_user;",
+        )
+        .unwrap();
+    let p = support::start_on(
+        db,
+        Opts { extra: "[tenant]\ndirectory_query = \"select tenant_by_slug($1)\"\ndirectory_ttl = 60\n".into(), ..Opts::default() },
+    )
+    .await;
+    let c = p.connect("shared_app.globex").await;
+    assert_eq!(count(&c, "customers").await, GLOBEX.customers);
+    assert_eq!(setting(&c).await, GLOBEX.id);
+    let err = p.try_connect("shared_app.nosuchtenant", PW).await.expect_err("unknown slug");
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_name_picks_the_tenant() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "*.db.example.test".into()]).unwrap();
+    let dir = std::env::temp_dir();
+    let n = std::process::id();
+    let (c, k) = (dir.join(format!("tg-sni-cert-{n}.pem")), dir.join(format!("tg-sni-key-{n}.pem")));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    let p = start(Opts {
+        server_extra: format!("tls_cert = \"{}\"\ntls_key = \"{}\"", c.display(), k.display()),
+        extra: "[tenant]\nsni_suffix = \".db.example.test\"\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    // libpq sends SNI from `host`; resolve the name to the proxy with hostaddr.
+    let url = format!(
+        "host={}.db.example.test hostaddr=127.0.0.1 port={} user=shared_app dbname={} sslmode=require sslsni=1",
+        UMBRELLA.id,
+        p.addr.port(),
+        p.db
+    );
+    let out = std::process::Command::new(support::psql_bin())
+        .args(["-X", "-A", "-t", "-c", "select count(*) from customers", &url])
+        .env("PGPASSWORD", PW)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), UMBRELLA.customers.to_string());
     p.stop().await;
 }
