@@ -117,7 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }),
         Command::Healthcheck { url, timeout } => {
             // NaN becomes 0.1 (`max` ignores NaN); infinity is capped (no Duration overflow).
-            let timeout = crate::config::secs(timeout.max(0.1).min(3600.0));
+            let timeout = crate::config::secs(timeout.clamp(0.1, 3600.0));
             match healthcheck(&url, timeout) {
                 Ok(status) => {
                     println!("{url}: {status}");

@@ -126,3 +126,9 @@ pub fn sql_prepare_in_transaction_mode() -> PgError {
 pub fn query_canceled() -> PgError {
     PgError::error("57014", "canceling statement due to user request")
 }
+
+/// The upstream role's posture is not verified yet (unreachable upstream at start).
+pub fn posture_unverified() -> PgError {
+    PgError::fatal("57P03", "tenantgate: the database system is starting up")
+        .with_detail("The upstream role has not been verified as NOSUPERUSER NOBYPASSRLS yet; the upstream may be unreachable.")
+}

@@ -318,11 +318,6 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(shared.config.server.max_client_conn));
-    // Fail closed: no client before the upstream role is known not to bypass RLS.
-    tokio::select! {
-        _ = shared.posture.verified.cancelled() => {}
-        _ = shared.shutdown.cancelled() => return,
-    }
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -349,6 +344,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
         };
         let shared = shared.clone();
         tracker.spawn(async move {
+            // Fail closed: no session before the upstream role is known not to bypass RLS.
+            // Clients get a clear error instead of hanging while the upstream is unreachable.
+            if !shared.posture.verified.is_cancelled()
+                && tokio::time::timeout(Duration::from_secs(2), shared.posture.verified.cancelled())
+                    .await
+                    .is_err()
+            {
+                refuse_early(tcp, crate::error::posture_unverified()).await;
+                drop(permit);
+                crate::metrics::client_disconnected();
+                return;
+            }
             let id = format!("{:016x}", rand::random::<u64>());
             let mut tcp = tcp;
             let mut peer = peer;
@@ -372,14 +379,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
 
 /// Over the cap: read the startup packet (briefly) and answer 53300, as PostgreSQL does.
 async fn too_many(tcp: TcpStream) {
+    refuse_early(tcp, crate::error::too_many_clients()).await;
+    crate::metrics::client_disconnected();
+}
+
+/// Reads the first packet (briefly) and answers with a FATAL, as PostgreSQL does before a
+/// session exists.
+async fn refuse_early(mut tcp: TcpStream, err: crate::protocol::messages::PgError) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tcp;
     let mut buf = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf)).await;
     let mut out = bytes::BytesMut::new();
-    crate::error::too_many_clients().encode(&mut out);
+    err.encode(&mut out);
     let _ = tcp.write_all(&out).await;
-    crate::metrics::client_disconnected();
 }
 
 /// Opens the first upstream connection in the background, retrying with backoff, so an

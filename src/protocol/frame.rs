@@ -116,6 +116,12 @@ pub fn try_startup_packet(buf: &mut BytesMut) -> Result<Option<Bytes>, FrameErro
     Ok(Some(packet.freeze()))
 }
 
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,8 +161,3 @@ mod tests {
     }
 }
 
-impl PartialEq for Frame {
-    fn eq(&self, other: &Self) -> bool {
-        self.raw == other.raw
-    }
-}

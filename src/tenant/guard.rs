@@ -208,7 +208,7 @@ impl Policy {
                 }
             }
             insp.statements = insp.statements.max(other.statements);
-            insp.flags = insp.flags | other.flags;
+            insp.flags |= other.flags;
         }
         insp
     }
