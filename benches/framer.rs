@@ -39,11 +39,19 @@ fn count(buf: &[u8]) -> u64 {
 }
 
 fn client_simple(b: &mut BytesMut) {
-    messages::query(b, "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;");
+    messages::query(
+        b,
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+    );
 }
 
 fn client_extended(b: &mut BytesMut) {
-    messages::parse(b, b"", b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;", &[]);
+    messages::parse(
+        b,
+        b"",
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+        &[],
+    );
     messages::bind_text(b, b"", b"", &[b"48213"]);
     messages::write_msg(b, b'D', |b| messages::put_cstr(b, b"P"));
     messages::execute(b, b"");

@@ -41,7 +41,11 @@ fn policy() -> Policy {
 fn asker(kind: UserKind) -> Asker<'static> {
     Asker {
         kind,
-        tenant: if kind == UserKind::App { Some(TENANT) } else { None },
+        tenant: if kind == UserKind::App {
+            Some(TENANT)
+        } else {
+            None
+        },
         login: "app",
         allow_switch: false,
     }
@@ -115,7 +119,12 @@ fn select_answer() -> BytesMut {
 }
 
 /// Runs the relay over one transaction's answers; returns the bytes queued for the client.
-fn relay_txn(relay: &mut Relay, conn: &mut UpstreamConn, client: &mut PqStream, answers: &[Frame]) -> usize {
+fn relay_txn(
+    relay: &mut Relay,
+    conn: &mut UpstreamConn,
+    client: &mut PqStream,
+    answers: &[Frame],
+) -> usize {
     for f in answers {
         relay.on_server(f, conn, client);
     }
@@ -127,7 +136,9 @@ fn relay_txn(relay: &mut Relay, conn: &mut UpstreamConn, client: &mut PqStream, 
 fn inject_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("inject");
 
-    g.bench_function("injector/new", |b| b.iter(|| Injector::new(black_box(SETTING), black_box(TENANT))));
+    g.bench_function("injector/new", |b| {
+        b.iter(|| Injector::new(black_box(SETTING), black_box(TENANT)))
+    });
     let inj = Injector::new(SETTING, TENANT);
     let mut out = BytesMut::with_capacity(4096);
     g.bench_function("injector/write_prepared", |b| {
@@ -144,7 +155,9 @@ fn inject_bench(c: &mut Criterion) {
     });
 
     let p = policy();
-    g.bench_function("guard/app_select", |b| b.iter(|| p.check(asker(UserKind::App), black_box(SELECT))));
+    g.bench_function("guard/app_select", |b| {
+        b.iter(|| p.check(asker(UserKind::App), black_box(SELECT)))
+    });
     g.bench_function("guard/breakglass_select", |b| {
         b.iter(|| p.check(asker(UserKind::Breakglass), black_box(SELECT)))
     });

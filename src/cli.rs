@@ -98,13 +98,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         },
         Command::HashPassword { iterations } => {
             let mut input = String::new();
-            std::io::stdin().read_to_string(&mut input).context("reading the password from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading the password from stdin")?;
             let password = input.strip_suffix('\n').unwrap_or(&input);
             let password = password.strip_suffix('\r').unwrap_or(password);
             if password.is_empty() {
                 anyhow::bail!("empty password on stdin");
             }
-            let v = Verifier::derive(password, rand::random::<[u8; 16]>().to_vec(), iterations.max(1));
+            let v = Verifier::derive(
+                password,
+                rand::random::<[u8; 16]>().to_vec(),
+                iterations.max(1),
+            );
             println!("{}", v.to_pg_string());
             Ok(0)
         }
@@ -149,7 +155,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(rt.block_on(verify(&database_url, &opts, json)))
         }
         Command::Serve { config } => {
-            let cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let cfg =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             crate::telemetry::init(cfg.server.log_format);
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(serve(Arc::new(cfg), config))?;
@@ -181,7 +188,10 @@ async fn verify(url: &str, opts: &crate::verify::Options, json: bool) -> i32 {
         }
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({ "status": "error", "error": e.to_string() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "status": "error", "error": e.to_string() })
+                );
             }
             eprintln!("tenantgate verify: {e}");
             2

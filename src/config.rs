@@ -442,7 +442,8 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -509,7 +510,10 @@ impl Config {
         )?;
         if let Some(bg) = u.breakglass.as_mut() {
             if bg.pool_size == 0 {
-                return Err(invalid("upstream.breakglass.pool_size", "must be at least 1"));
+                return Err(invalid(
+                    "upstream.breakglass.pool_size",
+                    "must be at least 1",
+                ));
             }
             bg.resolved_password = resolve_secret(
                 "upstream.breakglass.password",
@@ -553,10 +557,16 @@ impl Config {
             }
             match (&user.password, &user.scram) {
                 (None, None) => {
-                    return Err(invalid(key("password"), "one of password or scram is required"))
+                    return Err(invalid(
+                        key("password"),
+                        "one of password or scram is required",
+                    ))
                 }
                 (Some(_), Some(_)) => {
-                    return Err(invalid(key("scram"), "give either password or scram, not both"))
+                    return Err(invalid(
+                        key("scram"),
+                        "give either password or scram, not both",
+                    ))
                 }
                 (None, Some(v)) => {
                     crate::client::auth::parse_verifier(v)
@@ -571,7 +581,10 @@ impl Config {
                 (Some(_), None) => {}
             }
             if user.tenant.is_some() && user.tenants.is_some() {
-                return Err(invalid(key("tenants"), "give either tenant or tenants, not both"));
+                return Err(invalid(
+                    key("tenants"),
+                    "give either tenant or tenants, not both",
+                ));
             }
             if let Some(tenant) = &user.tenant {
                 validate_tenant_id(format, tenant)
@@ -579,7 +592,10 @@ impl Config {
             }
             match &user.tenants {
                 Some(TenantsSpec::Any(s)) if s != "*" => {
-                    return Err(invalid(key("tenants"), "must be \"*\" or a list of tenant ids"))
+                    return Err(invalid(
+                        key("tenants"),
+                        "must be \"*\" or a list of tenant ids",
+                    ))
                 }
                 Some(TenantsSpec::List(list)) => {
                     if list.is_empty() {
@@ -637,11 +653,17 @@ fn resolve_secret(
     env: Option<&str>,
 ) -> Result<Option<String>, ConfigError> {
     match (inline, env) {
-        (Some(_), Some(_)) => Err(invalid(key, "give either password or password_env, not both")),
+        (Some(_), Some(_)) => Err(invalid(
+            key,
+            "give either password or password_env, not both",
+        )),
         (Some(p), None) => Ok(Some(p.to_owned())),
-        (None, Some(var)) => std::env::var(var)
-            .map(Some)
-            .map_err(|_| invalid(format!("{key}_env"), format!("environment variable {var} is not set"))),
+        (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
+            invalid(
+                format!("{key}_env"),
+                format!("environment variable {var} is not set"),
+            )
+        }),
         (None, None) => Ok(None),
     }
 }
@@ -652,8 +674,7 @@ fn is_guc_name(s: &str) -> bool {
     parts.len() >= 2
         && parts.iter().all(|p| {
             !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && !p.as_bytes()[0].is_ascii_digit()
         })
 }
@@ -694,23 +715,29 @@ password = "x"
         assert_eq!(c.security.drift_check_interval, 0.5);
         let err = Config::from_toml(&format!("{BASE}\n[security]\ndrift_check_interval = 0\n"))
             .unwrap_err();
-        assert!(err.to_string().contains("security.drift_check_interval"), "{err}");
+        assert!(
+            err.to_string().contains("security.drift_check_interval"),
+            "{err}"
+        );
         let err =
             Config::from_toml(&format!("{BASE}\n[security]\non_drift = \"stop\"\n")).unwrap_err();
-        assert!(err.to_string().contains("on_drift") || err.to_string().contains("stop"), "{err}");
+        assert!(
+            err.to_string().contains("on_drift") || err.to_string().contains("stop"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_toml(&format!("{BASE}\n[tenant]\nsettting = \"a.b\"\n")).unwrap_err();
+        let err =
+            Config::from_toml(&format!("{BASE}\n[tenant]\nsettting = \"a.b\"\n")).unwrap_err();
         assert!(err.to_string().contains("settting"), "{err}");
     }
 
     #[test]
     fn bad_fixed_tenant_is_refused_with_its_key() {
-        let text = format!(
-            "{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\ntenant = \"not-a-uuid\"\n"
-        );
+        let text =
+            format!("{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\ntenant = \"not-a-uuid\"\n");
         let err = Config::from_toml(&text).unwrap_err();
         assert!(err.to_string().contains("users[0].tenant"), "{err}");
     }
@@ -726,7 +753,10 @@ password = "x"
         let text = format!(
             "{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\nauth = \"scram-sha-256\"\ntenant = \"11111111-1111-1111-1111-111111111111\"\n"
         );
-        assert_eq!(Config::from_toml(&text).unwrap().users[0].auth, AuthMethod::ScramSha256);
+        assert_eq!(
+            Config::from_toml(&text).unwrap().users[0].auth,
+            AuthMethod::ScramSha256
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@ pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 /// `FATAL 28P01 password authentication failed for user "X"` (PostgreSQL's exact text).
 pub fn auth_failed(user: &str) -> PgError {
-    PgError::fatal("28P01", format!("password authentication failed for user \"{user}\""))
+    PgError::fatal(
+        "28P01",
+        format!("password authentication failed for user \"{user}\""),
+    )
 }
 
 /// `FATAL 3D000 database "X" does not exist`.
@@ -51,7 +54,10 @@ pub fn bad_startup(what: impl std::fmt::Display) -> PgError {
 
 /// `FATAL 28000` when startup names no user.
 pub fn no_user() -> PgError {
-    PgError::fatal("28000", "no PostgreSQL user name specified in startup packet")
+    PgError::fatal(
+        "28000",
+        "no PostgreSQL user name specified in startup packet",
+    )
 }
 
 /// `FATAL 08P01 received unencrypted data after SSL request` (CVE-2021-23214 pattern).
@@ -92,34 +98,54 @@ pub fn pool_timeout() -> PgError {
 
 /// The upstream could not be reached or refused the proxy.
 pub fn upstream_unavailable() -> PgError {
-    PgError::error("08006", "tenantgate: could not connect to the database server")
+    PgError::error(
+        "08006",
+        "tenantgate: could not connect to the database server",
+    )
 }
 
 /// The upstream connection broke while the client was using it.
 pub fn server_lost() -> PgError {
-    PgError::fatal("08006", "tenantgate: lost the connection to the database server")
+    PgError::fatal(
+        "08006",
+        "tenantgate: lost the connection to the database server",
+    )
 }
 
 /// The injection of the tenant failed, so the client's statement did not run.
 pub fn injection_failed(code: &str, message: &str) -> PgError {
-    PgError::error(INSUFFICIENT_PRIVILEGE, "tenantgate: could not establish the tenant context; the statement was not run")
-        .with_detail(format!("{code}: {message}"))
+    PgError::error(
+        INSUFFICIENT_PRIVILEGE,
+        "tenantgate: could not establish the tenant context; the statement was not run",
+    )
+    .with_detail(format!("{code}: {message}"))
 }
 
 /// FunctionCall ('F') messages are not supported.
 pub fn function_call_unsupported() -> PgError {
-    PgError::error("0A000", "tenantgate: the FunctionCall protocol message is not supported")
+    PgError::error(
+        "0A000",
+        "tenantgate: the FunctionCall protocol message is not supported",
+    )
 }
 
 /// The proxy is shutting down.
 pub fn shutting_down() -> PgError {
-    PgError::fatal("57P01", "terminating connection due to administrator command")
+    PgError::fatal(
+        "57P01",
+        "terminating connection due to administrator command",
+    )
 }
 
 /// SQL-level PREPARE cannot survive transaction pooling.
 pub fn sql_prepare_in_transaction_mode() -> PgError {
-    PgError::error("0A000", "tenantgate: SQL-level PREPARE is not supported in transaction pooling mode")
-        .with_hint("Use protocol-level prepared statements (every driver does), or pool_mode = \"session\".")
+    PgError::error(
+        "0A000",
+        "tenantgate: SQL-level PREPARE is not supported in transaction pooling mode",
+    )
+    .with_hint(
+        "Use protocol-level prepared statements (every driver does), or pool_mode = \"session\".",
+    )
 }
 
 /// A query cancelled by the client before it reached the server (PostgreSQL's wording).

@@ -255,7 +255,11 @@ impl EventSink {
                     ev.detail = Some(format!(
                         "repeated {n} more times within {} s{}",
                         AGGREGATE_WINDOW.as_secs(),
-                        r.first.detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default()
+                        r.first
+                            .detail
+                            .as_deref()
+                            .map(|d| format!("; {d}"))
+                            .unwrap_or_default()
                     ));
                     let _ = summary_tx.try_send(ev);
                 }
@@ -269,7 +273,13 @@ impl EventSink {
             counts: Arc::new(EventCounts::default()),
             reopen: Arc::new(Notify::new()),
         };
-        tokio::spawn(writer(rx, out, target.to_owned(), sink.dropped.clone(), sink.reopen.clone()));
+        tokio::spawn(writer(
+            rx,
+            out,
+            target.to_owned(),
+            sink.dropped.clone(),
+            sink.reopen.clone(),
+        ));
         // Close expired windows so their summaries are written even when no new event comes.
         let tick_windows = windows;
         tokio::spawn(async move {
@@ -287,7 +297,12 @@ impl EventSink {
     pub fn record(&self, ev: SecurityEvent) {
         self.counts.bump(ev.event);
         if ev.action != Action::Allow && is_probe(ev.event) {
-            let key = (ev.subject.session_id.clone(), ev.event, ev.action, ev.statement.clone());
+            let key = (
+                ev.subject.session_id.clone(),
+                ev.event,
+                ev.action,
+                ev.statement.clone(),
+            );
             if let Some(r) = self.windows.get(&key) {
                 r.more.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -301,9 +316,21 @@ impl EventSink {
             );
         }
         if ev.action == Action::Block {
-            tracing::warn!(event = ev.event.as_str(), statement = ev.statement.as_deref(), detail = ev.detail.as_deref(), "security event");
-        } else if matches!(ev.event, EventKind::BreakglassSession | EventKind::UpstreamPosture) {
-            tracing::warn!(event = ev.event.as_str(), detail = ev.detail.as_deref(), "security event");
+            tracing::warn!(
+                event = ev.event.as_str(),
+                statement = ev.statement.as_deref(),
+                detail = ev.detail.as_deref(),
+                "security event"
+            );
+        } else if matches!(
+            ev.event,
+            EventKind::BreakglassSession | EventKind::UpstreamPosture
+        ) {
+            tracing::warn!(
+                event = ev.event.as_str(),
+                detail = ev.detail.as_deref(),
+                "security event"
+            );
         }
         if self.tx.try_send(ev).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -342,7 +369,10 @@ impl Output {
             "stdout" => Output::Stdout,
             "stderr" => Output::Stderr,
             path => Output::File(std::io::BufWriter::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
             )),
         })
     }
@@ -440,7 +470,8 @@ mod tests {
         let ev = SecurityEvent::new(EventKind::TenantTamper, Action::Block, &subject)
             .statement("set app.tenant_id = 'x'", false)
             .sqlstate("42501");
-        let v: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&ev).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&ev).unwrap()).unwrap();
         assert_eq!(v["event"], "tenant_tamper");
         assert_eq!(v["action"], "block");
         assert_eq!(v["session_id"], "abc");

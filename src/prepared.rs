@@ -128,7 +128,12 @@ impl ServerStatements {
         self.map.insert(name, self.tick);
         let mut evicted = Vec::new();
         while self.map.len() > cap.max(1) {
-            let Some(oldest) = self.map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) else {
+            let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+            else {
                 break;
             };
             self.map.remove(&oldest);

@@ -14,7 +14,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// The 12-byte v2 signature.
-pub const SIGNATURE: [u8; 12] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A];
+pub const SIGNATURE: [u8; 12] = [
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+];
 
 /// Why a connection's PROXY header was refused.
 #[derive(Debug, thiserror::Error)]
@@ -71,19 +73,31 @@ pub fn parse(h: &[u8], peer: SocketAddr) -> Result<SocketAddr, ProxyHeaderError>
         return Err(ProxyHeaderError::Malformed("unsupported version"));
     }
     let len = u16::from_be_bytes([h[14], h[15]]) as usize;
-    let addr = h.get(16..16 + len).ok_or(ProxyHeaderError::Malformed("short header"))?;
+    let addr = h
+        .get(16..16 + len)
+        .ok_or(ProxyHeaderError::Malformed("short header"))?;
     match (ver_cmd & 0x0f, h[13] >> 4) {
         (0, _) => Ok(peer), // LOCAL: the balancer's own health check
         (1, 1) => {
-            let a = addr.get(..12).ok_or(ProxyHeaderError::Malformed("short IPv4 block"))?;
+            let a = addr
+                .get(..12)
+                .ok_or(ProxyHeaderError::Malformed("short IPv4 block"))?;
             let ip = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-            Ok(SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([a[8], a[9]])))
+            Ok(SocketAddr::new(
+                IpAddr::V4(ip),
+                u16::from_be_bytes([a[8], a[9]]),
+            ))
         }
         (1, 2) => {
-            let a = addr.get(..36).ok_or(ProxyHeaderError::Malformed("short IPv6 block"))?;
+            let a = addr
+                .get(..36)
+                .ok_or(ProxyHeaderError::Malformed("short IPv6 block"))?;
             let mut ip = [0u8; 16];
             ip.copy_from_slice(&a[..16]);
-            Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), u16::from_be_bytes([a[32], a[33]])))
+            Ok(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(ip)),
+                u16::from_be_bytes([a[32], a[33]]),
+            ))
         }
         (1, _) => Ok(peer),
         _ => Err(ProxyHeaderError::Malformed("unsupported command")),
@@ -108,8 +122,14 @@ mod tests {
     #[test]
     fn parses_ipv4_and_local() {
         let peer: SocketAddr = "10.0.0.1:1000".parse().unwrap();
-        let h = encode_v4("203.0.113.7:55555".parse().unwrap(), "10.0.0.2:6432".parse().unwrap());
-        assert_eq!(parse(&h, peer).unwrap(), "203.0.113.7:55555".parse::<SocketAddr>().unwrap());
+        let h = encode_v4(
+            "203.0.113.7:55555".parse().unwrap(),
+            "10.0.0.2:6432".parse().unwrap(),
+        );
+        assert_eq!(
+            parse(&h, peer).unwrap(),
+            "203.0.113.7:55555".parse::<SocketAddr>().unwrap()
+        );
         let mut local = SIGNATURE.to_vec();
         local.extend_from_slice(&[0x20, 0x00, 0, 0]);
         assert_eq!(parse(&local, peer).unwrap(), peer);

@@ -125,7 +125,12 @@ impl Relay {
     }
 
     /// Handles one server frame, queueing what the client should see on `client`.
-    pub fn on_server(&mut self, f: &Frame, conn: &mut UpstreamConn, client: &mut PqStream) -> Outcome {
+    pub fn on_server(
+        &mut self,
+        f: &Frame,
+        conn: &mut UpstreamConn,
+        client: &mut PqStream,
+    ) -> Outcome {
         self.drain_synthetic(client);
         let tag = f.tag();
         let head_is_client = matches!(self.expect.front(), Some(Expect::Client(_)) | None);
@@ -166,7 +171,9 @@ impl Relay {
             (b'3', Expect::Client(Msg::Close)) => (true, true),
             (b'3', Expect::Inject(Msg::Close) | Expect::Evict) => (true, false),
             (b't', Expect::Client(Msg::DescribeStatement)) => (false, true),
-            (b'T' | b'n', Expect::Client(Msg::DescribeStatement | Msg::DescribePortal)) => (true, true),
+            (b'T' | b'n', Expect::Client(Msg::DescribeStatement | Msg::DescribePortal)) => {
+                (true, true)
+            }
             (b'C' | b'I' | b's', Expect::Client(Msg::Execute)) => {
                 self.check_tag(f, conn);
                 (true, true)
@@ -182,7 +189,8 @@ impl Relay {
                 // COPY's Execute (libpq and tokio-postgres send one before the data).
                 if *m == Msg::Execute {
                     let mut first = true;
-                    self.expect.retain(|e| std::mem::take(&mut first) || *e != Expect::Client(Msg::Sync));
+                    self.expect
+                        .retain(|e| std::mem::take(&mut first) || *e != Expect::Client(Msg::Sync));
                 }
                 self.copy_in = true;
                 (false, true)

@@ -82,7 +82,11 @@ impl Live {
             probe_action: config.security.probe_action,
             allow_do_blocks: config.security.allow_do_blocks,
         };
-        Ok(Live { config, auth, policy })
+        Ok(Live {
+            config,
+            auth,
+            policy,
+        })
     }
 }
 
@@ -132,7 +136,11 @@ impl Shared {
             Err(p) => *p.into_inner() = Arc::new(live),
         }
         self.events.reopen();
-        tracing::info!(users = new.users.len(), pool_size = new.upstream.pool_size, "configuration reloaded");
+        tracing::info!(
+            users = new.users.len(),
+            pool_size = new.upstream.pool_size,
+            "configuration reloaded"
+        );
     }
 }
 
@@ -196,7 +204,12 @@ impl Proxy {
             let _ = crate::metrics::install();
         }
         let shared = Arc::new(build_shared(config.clone()).await?);
-        let monitor = Monitor::new(&config, shared.posture.clone(), shared.events.clone(), shared.shutdown.clone())?;
+        let monitor = Monitor::new(
+            &config,
+            shared.posture.clone(),
+            shared.events.clone(),
+            shared.shutdown.clone(),
+        )?;
         match monitor.startup().await {
             Ok(Startup::Verified) => {}
             Ok(Startup::Deferred(e)) => {
@@ -244,8 +257,14 @@ impl Proxy {
         self.shared.shutdown.cancel();
         self.task.abort();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
-            tracing::warn!(remaining = self.tracker.len(), "shutdown timeout reached; closing remaining sessions");
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tracker.len(),
+                "shutdown timeout reached; closing remaining sessions"
+            );
         }
         self.shared.pool.clear_idle();
         if let Some(bg) = &self.shared.breakglass {
@@ -287,13 +306,16 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         )
     });
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(c), Some(k)) => Some(client::handshake::acceptor(crate::tls::server_config(c, k)?)),
+        (Some(c), Some(k)) => Some(client::handshake::acceptor(crate::tls::server_config(
+            c, k,
+        )?)),
         _ => None,
     };
-    let events = EventSink::start(&config.security.event_log).map_err(|source| StartError::EventLog {
-        path: config.security.event_log.clone(),
-        source,
-    })?;
+    let events =
+        EventSink::start(&config.security.event_log).map_err(|source| StartError::EventLog {
+            path: config.security.event_log.clone(),
+            source,
+        })?;
     let live = Live::build(config.clone()).await?;
     let t = &config.tenant;
     let directory = t
@@ -360,7 +382,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
             let mut tcp = tcp;
             let mut peer = peer;
             if shared.config.server.proxy_protocol {
-                match crate::proxy_protocol::accept(&mut tcp, peer, &shared.config.server.proxy_trusted).await {
+                match crate::proxy_protocol::accept(
+                    &mut tcp,
+                    peer,
+                    &shared.config.server.proxy_trusted,
+                )
+                .await
+                {
                     Ok(real) => peer = real,
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "connection refused");

@@ -44,9 +44,18 @@ struct Login {
 /// share the two upstream connections.
 fn logins() -> Vec<Login> {
     vec![
-        Login { user: format!("{}_app", ACME.slug), tenant: ACME },
-        Login { user: format!("{}_app", GLOBEX.slug), tenant: GLOBEX },
-        Login { user: format!("shared_app.{}", INITECH.id), tenant: INITECH },
+        Login {
+            user: format!("{}_app", ACME.slug),
+            tenant: ACME,
+        },
+        Login {
+            user: format!("{}_app", GLOBEX.slug),
+            tenant: GLOBEX,
+        },
+        Login {
+            user: format!("shared_app.{}", INITECH.id),
+            tenant: INITECH,
+        },
     ]
 }
 
@@ -70,7 +79,9 @@ fn tenants_json() -> String {
 }
 
 fn drivers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("drivers")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("drivers")
 }
 
 /// Installs a log subscriber when `RUST_LOG` is set, so a failing driver can be traced.
@@ -106,14 +117,21 @@ fn require(driver: &str, present: bool, install: &str) -> bool {
     }
     // Straight to the process's stderr: libtest's capture would hide a passing test's output.
     use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {driver} not installed ({install}, or {INSTALL_ALL})");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED: {driver} not installed ({install}, or {INSTALL_ALL})"
+    );
     false
 }
 
 /// Runs one driver's check against a fresh proxy and asserts it passed.
 async fn run_driver(driver: &str, program: &str, args: &[String]) {
     init_logging();
-    let p = start(Opts { pool_size: POOL_SIZE, ..Opts::default() }).await;
+    let p = start(Opts {
+        pool_size: POOL_SIZE,
+        ..Opts::default()
+    })
+    .await;
     let watch = watch_backends(&p.db).await;
     let began = Instant::now();
     let result = run_script(&p, driver, program, args).await;
@@ -124,9 +142,18 @@ async fn run_driver(driver: &str, program: &str, args: &[String]) {
     p.stop().await;
     match result {
         Ok(out) => {
-            assert!(most <= POOL_SIZE as i64, "{driver}: {most} upstream backends, pool_size is {POOL_SIZE}");
-            assert_eq!(idle_in_txn, 0, "{driver}: upstream connections left idle in transaction");
-            println!("{driver}: passed in {elapsed:.1?} (at most {most} upstream backends)\n{}", out.stdout.trim_end());
+            assert!(
+                most <= POOL_SIZE as i64,
+                "{driver}: {most} upstream backends, pool_size is {POOL_SIZE}"
+            );
+            assert_eq!(
+                idle_in_txn, 0,
+                "{driver}: upstream connections left idle in transaction"
+            );
+            println!(
+                "{driver}: passed in {elapsed:.1?} (at most {most} upstream backends)\n{}",
+                out.stdout.trim_end()
+            );
             if !out.stderr.trim().is_empty() {
                 println!("{driver} stderr:\n{}", out.stderr.trim_end());
             }
@@ -143,10 +170,12 @@ struct BackendWatch {
 
 async fn watch_backends(db: &str) -> BackendWatch {
     let c = common::cluster();
-    let (client, conn) =
-        tokio_postgres::connect(&c.conn_str(c.superuser(), c.superuser_password(), "postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("superuser connects");
+    let (client, conn) = tokio_postgres::connect(
+        &c.conn_str(c.superuser(), c.superuser_password(), "postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("superuser connects");
     tokio::spawn(conn);
     let (stop, mut stopped) = tokio::sync::oneshot::channel();
     let db = db.to_owned();
@@ -186,7 +215,12 @@ struct ScriptOutput {
 
 /// Runs the script with the proxy's coordinates, output captured to files so that even a
 /// timed-out run shows what it printed.
-async fn run_script(p: &TestProxy, driver: &str, program: &str, args: &[String]) -> Result<ScriptOutput, String> {
+async fn run_script(
+    p: &TestProxy,
+    driver: &str,
+    program: &str,
+    args: &[String],
+) -> Result<ScriptOutput, String> {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let tmp = std::env::temp_dir();
@@ -217,8 +251,16 @@ async fn run_script(p: &TestProxy, driver: &str, program: &str, args: &[String])
         let _ = std::fs::remove_file(p);
         s
     };
-    let out = ScriptOutput { stdout: read(&out_path), stderr: read(&err_path) };
-    let show = |head: String| format!("{head}\n--- stdout ---\n{}\n--- stderr ---\n{}", out.stdout, out.stderr);
+    let out = ScriptOutput {
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    };
+    let show = |head: String| {
+        format!(
+            "{head}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.stdout, out.stderr
+        )
+    };
     match status {
         Err(_) => Err(show(format!("{driver} timed out after {SCRIPT_TIMEOUT:?}"))),
         Ok(Err(e)) => Err(show(format!("waiting for {program}: {e}"))),
@@ -230,7 +272,11 @@ async fn run_script(p: &TestProxy, driver: &str, program: &str, args: &[String])
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3() {
     let present = probe("python3", &["-c", "import psycopg"], &drivers_dir());
-    if !require("psycopg", present, "python3 -m pip install 'psycopg[binary]'") {
+    if !require(
+        "psycopg",
+        present,
+        "python3 -m pip install 'psycopg[binary]'",
+    ) {
         return;
     }
     run_driver("psycopg", "python3", &["psycopg_check.py".to_owned()]).await;
@@ -248,7 +294,11 @@ async fn asyncpg() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres() {
     let present = probe("node", &["-e", "require('pg')"], &drivers_dir());
-    if !require("node-postgres", present, "cd tests/drivers && npm install pg") {
+    if !require(
+        "node-postgres",
+        present,
+        "cd tests/drivers && npm install pg",
+    ) {
         return;
     }
     run_driver("node-postgres", "node", &["node_pg_check.js".to_owned()]).await;
@@ -258,10 +308,18 @@ async fn node_postgres() {
 async fn pgjdbc() {
     let jar = Path::new("/usr/share/java/postgresql.jar");
     let present = jar.exists() && probe("java", &["-version"], &drivers_dir());
-    if !require("pgjdbc", present, "apt-get install -y default-jdk-headless libpostgresql-jdbc-java") {
+    if !require(
+        "pgjdbc",
+        present,
+        "apt-get install -y default-jdk-headless libpostgresql-jdbc-java",
+    ) {
         return;
     }
-    let args = ["-cp".to_owned(), jar.display().to_string(), "JdbcCheck.java".to_owned()];
+    let args = [
+        "-cp".to_owned(),
+        jar.display().to_string(),
+        "JdbcCheck.java".to_owned(),
+    ];
     run_driver("pgjdbc", "java", &args).await;
 }
 
@@ -284,7 +342,10 @@ impl Checker {
         if v == self.tenant.id {
             Ok(())
         } else {
-            Err(format!("{}: app.tenant_id is {v:?}, expected {}", self.label, self.tenant.id))
+            Err(format!(
+                "{}: app.tenant_id is {v:?}, expected {}",
+                self.label, self.tenant.id
+            ))
         }
     }
 
@@ -293,7 +354,10 @@ impl Checker {
         if v == want {
             Ok(())
         } else {
-            Err(format!("{}: count({table}) is {v}, expected {want}", self.label))
+            Err(format!(
+                "{}: count({table}) is {v}, expected {want}",
+                self.label
+            ))
         }
     }
 
@@ -312,11 +376,24 @@ impl Checker {
 /// back), outside transactions, and pipelined (several queries in flight on one client).
 async fn tokio_client(p: Arc<TestProxy>, login: Arc<Login>, no: usize) -> Result<u64, String> {
     let t = login.tenant;
-    let mut ck = Checker { tenant: t, label: format!("{}#{no} ({})", t.slug, login.user), queries: 0 };
+    let mut ck = Checker {
+        tenant: t,
+        label: format!("{}#{no} ({})", t.slug, login.user),
+        queries: 0,
+    };
     let e = |what: &str, err: tokio_postgres::Error| format!("{}: {what}: {err:?}", login.user);
-    let mut c = p.try_connect(&login.user, PW).await.map_err(|err| e("connect", err))?;
-    let count = c.prepare("select count(*) from customers").await.map_err(|err| e("prepare", err))?;
-    let setting = c.prepare("select current_setting('app.tenant_id')").await.map_err(|err| e("prepare", err))?;
+    let mut c = p
+        .try_connect(&login.user, PW)
+        .await
+        .map_err(|err| e("connect", err))?;
+    let count = c
+        .prepare("select count(*) from customers")
+        .await
+        .map_err(|err| e("prepare", err))?;
+    let setting = c
+        .prepare("select current_setting('app.tenant_id')")
+        .await
+        .map_err(|err| e("prepare", err))?;
     let names = c
         .prepare("select name, current_setting('app.tenant_id') from customers where name like $1 or $1 = ''")
         .await
@@ -325,24 +402,44 @@ async fn tokio_client(p: Arc<TestProxy>, login: Arc<Login>, no: usize) -> Result
         .prepare("insert into customers (tenant_id, name) values (current_setting('app.tenant_id')::uuid, $1)")
         .await
         .map_err(|err| e("prepare", err))?;
-    let vehicles = c.prepare("select count(*) from vehicles").await.map_err(|err| e("prepare", err))?;
+    let vehicles = c
+        .prepare("select count(*) from vehicles")
+        .await
+        .map_err(|err| e("prepare", err))?;
     for round in 0..TOKIO_ROUNDS {
         match round % 4 {
             0 | 1 => {
                 let tx = c.transaction().await.map_err(|err| e("begin", err))?;
-                let n: i64 = tx.query_one(&count, &[]).await.map_err(|err| e("count", err))?.get(0);
+                let n: i64 = tx
+                    .query_one(&count, &[])
+                    .await
+                    .map_err(|err| e("count", err))?
+                    .get(0);
                 ck.count("customers", n, 0)?;
-                let s: String = tx.query_one(&setting, &[]).await.map_err(|err| e("setting", err))?.get(0);
+                let s: String = tx
+                    .query_one(&setting, &[])
+                    .await
+                    .map_err(|err| e("setting", err))?
+                    .get(0);
                 ck.setting(&s)?;
-                let rows = tx.query(&names, &[&""]).await.map_err(|err| e("names", err))?;
+                let rows = tx
+                    .query(&names, &[&""])
+                    .await
+                    .map_err(|err| e("names", err))?;
                 ck.names(&rows)?;
                 ck.count("customers", rows.len() as i64, 0)?;
                 for r in &rows {
                     ck.setting(r.get(1))?;
                 }
                 if round % 4 == 1 {
-                    tx.execute(&insert, &[&format!("{} tokio {no}", t.slug)]).await.map_err(|err| e("insert", err))?;
-                    let n: i64 = tx.query_one(&count, &[]).await.map_err(|err| e("count", err))?.get(0);
+                    tx.execute(&insert, &[&format!("{} tokio {no}", t.slug)])
+                        .await
+                        .map_err(|err| e("insert", err))?;
+                    let n: i64 = tx
+                        .query_one(&count, &[])
+                        .await
+                        .map_err(|err| e("count", err))?
+                        .get(0);
                     ck.count("customers", n, 1)?;
                     ck.queries += 2;
                     tx.rollback().await.map_err(|err| e("rollback", err))?;
@@ -372,13 +469,21 @@ async fn tokio_client(p: Arc<TestProxy>, login: Arc<Login>, no: usize) -> Result
             _ => {
                 // An error inside a transaction, then the same statements still work.
                 let tx = c.transaction().await.map_err(|err| e("begin", err))?;
-                let n: i64 = tx.query_one(&vehicles, &[]).await.map_err(|err| e("vehicles", err))?.get(0);
+                let n: i64 = tx
+                    .query_one(&vehicles, &[])
+                    .await
+                    .map_err(|err| e("vehicles", err))?
+                    .get(0);
                 ck.count("vehicles", n, 0)?;
                 if tx.query_one("select 1 / 0", &[]).await.is_ok() {
                     return Err(format!("{}: 1/0 succeeded", ck.label));
                 }
                 tx.rollback().await.map_err(|err| e("rollback", err))?;
-                let s: String = c.query_one(&setting, &[]).await.map_err(|err| e("setting", err))?.get(0);
+                let s: String = c
+                    .query_one(&setting, &[])
+                    .await
+                    .map_err(|err| e("setting", err))?
+                    .get(0);
                 ck.setting(&s)?;
                 ck.queries += 4;
             }
@@ -418,14 +523,21 @@ async fn tokio_postgres() {
             Err(_) => errors.push(format!("client timed out after {SCRIPT_TIMEOUT:?}")),
         }
     }
-    assert!(errors.is_empty(), "tokio-postgres failed:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "tokio-postgres failed:\n{}",
+        errors.join("\n")
+    );
     println!(
         "tokio-postgres: {queries} queries, {clients} clients, {} tenants, {:.1?}: ok",
         logins().len(),
         began.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(p.backends(None) <= POOL_SIZE as i64, "more upstream backends than pool_size");
+    assert!(
+        p.backends(None) <= POOL_SIZE as i64,
+        "more upstream backends than pool_size"
+    );
     assert_eq!(p.backends(Some("idle in transaction")), 0);
     if let Ok(p) = Arc::try_unwrap(p) {
         p.stop().await;
@@ -443,10 +555,19 @@ async fn tokio_postgres() {
 /// keep the connection out of the pool until a forwarded cancel has been delivered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_never_hits_another_clients_query() {
-    let p = Arc::new(start(Opts { pool_size: POOL_SIZE, ..Opts::default() }).await);
+    let p = Arc::new(
+        start(Opts {
+            pool_size: POOL_SIZE,
+            ..Opts::default()
+        })
+        .await,
+    );
     let until = Instant::now() + Duration::from_secs(4);
     let mut victims = Vec::new();
-    for user in [format!("{}_app", GLOBEX.slug), format!("shared_app.{}", INITECH.id)] {
+    for user in [
+        format!("{}_app", GLOBEX.slug),
+        format!("shared_app.{}", INITECH.id),
+    ] {
         let p = p.clone();
         victims.push(tokio::spawn(async move {
             let c = p.connect(&user).await;
@@ -454,7 +575,11 @@ async fn cancel_never_hits_another_clients_query() {
             while Instant::now() < until {
                 match c.query_one("select pg_sleep(0.02)", &[]).await {
                     Ok(_) => ok += 1,
-                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => cancelled += 1,
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+                    {
+                        cancelled += 1
+                    }
                     Err(e) => panic!("{user}: {e}"),
                 }
             }
@@ -498,7 +623,11 @@ async fn cancel_never_hits_another_clients_query() {
 /// at once; PgBouncer answers such a client with the cancel error without running the query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_a_query_waiting_for_a_connection() {
-    let p = start(Opts { pool_size: 1, ..Opts::default() }).await;
+    let p = start(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
     let holder = p.connect("globex_app").await;
     holder.batch_execute("begin; select 1").await.unwrap(); // holds the only connection
     let waiter = p.connect("acme_app").await;
@@ -517,8 +646,17 @@ async fn cancel_reaches_a_query_waiting_for_a_connection() {
     let took = began.elapsed();
     let _ = canceller.await;
     let _ = release.await;
-    let err = r.err().unwrap_or_else(|| panic!("the cancelled query ran to completion ({took:?})"));
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
-    assert!(took < Duration::from_secs(2), "cancel took effect only after {took:?}");
+    let err = r
+        .err()
+        .unwrap_or_else(|| panic!("the cancelled query ran to completion ({took:?})"));
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "cancel took effect only after {took:?}"
+    );
     p.stop().await;
 }

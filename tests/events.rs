@@ -13,7 +13,9 @@ fn breakglass_opts() -> Opts {
             common::TENANT_ADMIN,
             common::TENANT_ADMIN_PASSWORD
         ),
-        extra: format!("[[users]]\nname = \"root_admin\"\npassword = \"{PW}\"\nkind = \"breakglass\"\n"),
+        extra: format!(
+            "[[users]]\nname = \"root_admin\"\npassword = \"{PW}\"\nkind = \"breakglass\"\n"
+        ),
         ..Opts::default()
     }
 }
@@ -25,7 +27,10 @@ async fn wrong_password_is_an_auth_failed_event() {
     let ev = p.events_named("auth_failed").await;
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["user"], "acme_app");
-    assert!(ev[0]["client_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(ev[0]["client_addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
     assert_eq!(ev[0]["sqlstate"], "28P01");
     p.stop().await;
 }
@@ -34,14 +39,29 @@ async fn wrong_password_is_an_auth_failed_event() {
 async fn operator_is_bound_to_one_tenant_and_audited() {
     let p = start(Opts::default()).await;
     let c = p.connect(&format!("alice.{}", GLOBEX.id)).await;
-    let n: i64 = c.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, GLOBEX.customers);
-    c.simple_query("select make from vehicles limit 1").await.unwrap();
+    c.simple_query("select make from vehicles limit 1")
+        .await
+        .unwrap();
     // Switching is a tamper attempt, like for apps.
-    assert!(c.simple_query(&format!("set app.tenant_id = '{}'", ACME.id)).await.is_err());
+    assert!(c
+        .simple_query(&format!("set app.tenant_id = '{}'", ACME.id))
+        .await
+        .is_err());
     let ops = p.events_named("operator_statement").await;
-    assert!(ops.iter().any(|e| e["statement"] == "select count(*) from customers"), "{ops:?}");
-    assert!(ops.iter().any(|e| e["statement"] == "select make from vehicles limit 1"));
+    assert!(
+        ops.iter()
+            .any(|e| e["statement"] == "select count(*) from customers"),
+        "{ops:?}"
+    );
+    assert!(ops
+        .iter()
+        .any(|e| e["statement"] == "select make from vehicles limit 1"));
     for e in &ops {
         assert_eq!(e["user"], "alice");
         assert_eq!(e["kind"], "operator");
@@ -50,7 +70,7 @@ async fn operator_is_bound_to_one_tenant_and_audited() {
     }
     // Without a tenant she is refused.
     let c = p.connect("alice").await;
-    let e = c.simple_query("select 1").await.err().expect("refused");
+    let e = c.simple_query("select 1").await.expect_err("refused");
     assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
     p.stop().await;
 }
@@ -59,14 +79,28 @@ async fn operator_is_bound_to_one_tenant_and_audited() {
 async fn breakglass_sees_everything_and_is_recorded() {
     let p = start(breakglass_opts()).await;
     let c = p.connect("root_admin").await;
-    let n: i64 = c.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::TOTAL_CUSTOMERS);
-    let user: String = c.query_one("select current_user::text", &[]).await.unwrap().get(0);
+    let user: String = c
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(user, common::TENANT_ADMIN);
     assert_eq!(p.events_named("breakglass_session").await.len(), 1);
     let st = p.events_named("breakglass_statement").await;
-    assert!(st.iter().any(|e| e["statement"] == "select count(*) from customers"), "{st:?}");
-    assert!(st.iter().all(|e| e["tenant"].is_null() && e["kind"] == "breakglass"));
+    assert!(
+        st.iter()
+            .any(|e| e["statement"] == "select count(*) from customers"),
+        "{st:?}"
+    );
+    assert!(st
+        .iter()
+        .all(|e| e["tenant"].is_null() && e["kind"] == "breakglass"));
     p.stop().await;
 }
 
@@ -75,10 +109,15 @@ async fn cross_tenant_literal_is_detected_with_the_sessions_own_tenant() {
     let p = start(Opts::default()).await;
     let c = p.connect("acme_app").await;
     let sql = format!("select * from customers where tenant_id = '{}'", GLOBEX.id);
-    let e = c.simple_query(&sql).await.err().expect("blocked");
+    let e = c.simple_query(&sql).await.expect_err("blocked");
     assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
     // Its own id is fine.
-    c.simple_query(&format!("select * from customers where tenant_id = '{}'", ACME.id)).await.unwrap();
+    c.simple_query(&format!(
+        "select * from customers where tenant_id = '{}'",
+        ACME.id
+    ))
+    .await
+    .unwrap();
     let ev = p.events_named("cross_tenant_literal").await;
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["tenant"], ACME.id);
@@ -89,10 +128,17 @@ async fn cross_tenant_literal_is_detected_with_the_sessions_own_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_mode_forwards_cross_tenant_literals_and_rls_returns_nothing() {
-    let p = start(Opts { probe_action: "log", ..Opts::default() }).await;
+    let p = start(Opts {
+        probe_action: "log",
+        ..Opts::default()
+    })
+    .await;
     let c = p.connect("acme_app").await;
     let rows = c
-        .query(&format!("select * from customers where tenant_id = '{}'", GLOBEX.id), &[])
+        .query(
+            &format!("select * from customers where tenant_id = '{}'", GLOBEX.id),
+            &[],
+        )
         .await
         .unwrap();
     assert!(rows.is_empty());
@@ -108,16 +154,32 @@ async fn blocked_set_config_event_and_log_hygiene() {
     let sql = format!("select set_config('app.tenant_id', '{}', false)", GLOBEX.id);
     assert!(c.simple_query(&sql).await.is_err());
     // A statement carrying a password is redacted.
-    let _ = c.simple_query("alter role acme_app password 'hunter2-secret'").await;
-    assert!(p.try_connect("acme_app", "wrong-password-xyz").await.is_err());
+    let _ = c
+        .simple_query("alter role acme_app password 'hunter2-secret'")
+        .await;
+    assert!(p
+        .try_connect("acme_app", "wrong-password-xyz")
+        .await
+        .is_err());
     let events = p.events().await;
-    let tamper = events.iter().find(|e| e["event"] == "tenant_tamper").expect("tenant_tamper");
+    let tamper = events
+        .iter()
+        .find(|e| e["event"] == "tenant_tamper")
+        .expect("tenant_tamper");
     assert_eq!(tamper["action"], "block");
     assert_eq!(tamper["statement"], sql.as_str());
     for e in &events {
         assert!(e["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{e}");
         assert!(e["event"].is_string() && e["session_id"].is_string(), "{e}");
-        for field in ["user", "kind", "tenant", "client_addr", "application_name", "database", "action"] {
+        for field in [
+            "user",
+            "kind",
+            "tenant",
+            "client_addr",
+            "application_name",
+            "database",
+            "action",
+        ] {
             assert!(e.get(field).is_some(), "missing {field} in {e}");
         }
     }
@@ -137,7 +199,8 @@ async fn repeated_probes_are_aggregated() {
     }
     let first = p.events_named("role_tamper").await;
     assert_eq!(first.len(), 1, "written once while the window is open");
-    tokio::time::sleep(tenantgate::events::AGGREGATE_WINDOW + std::time::Duration::from_secs(2)).await;
+    tokio::time::sleep(tenantgate::events::AGGREGATE_WINDOW + std::time::Duration::from_secs(2))
+        .await;
     let all = p.events_named("role_tamper").await;
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[1]["count"], 49);

@@ -99,7 +99,7 @@ fn events_path() -> PathBuf {
 /// The support fixture's TOML with another upstream role and extra `[security]` keys.
 fn config_text(
     db: &str,
-    events: &PathBuf,
+    events: &std::path::Path,
     user: &str,
     password: &str,
     o: &Opts,

@@ -8,7 +8,11 @@ use tokio::net::TcpStream;
 
 use support::{start, Opts, PW};
 
-async fn connect_with_header(p: &support::TestProxy, header: &[u8], user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn connect_with_header(
+    p: &support::TestProxy,
+    header: &[u8],
+    user: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(header).await.unwrap();
     let mut cfg = tokio_postgres::Config::new();
@@ -25,8 +29,13 @@ async fn trusted_header_sets_client_addr_in_events() {
         ..Opts::default()
     })
     .await;
-    let h = tenantgate::proxy_protocol::encode_v4("203.0.113.7:55555".parse().unwrap(), "10.0.0.2:6432".parse().unwrap());
-    let c = connect_with_header(&p, &h, "acme_app").await.expect("trusted header accepted");
+    let h = tenantgate::proxy_protocol::encode_v4(
+        "203.0.113.7:55555".parse().unwrap(),
+        "10.0.0.2:6432".parse().unwrap(),
+    );
+    let c = connect_with_header(&p, &h, "acme_app")
+        .await
+        .expect("trusted header accepted");
     assert!(c.simple_query("set role postgres").await.is_err());
     let ev = p.events_named("role_tamper").await;
     assert_eq!(ev[0]["client_addr"], "203.0.113.7:55555");
@@ -43,7 +52,10 @@ async fn untrusted_header_is_refused() {
         ..Opts::default()
     })
     .await;
-    let h = tenantgate::proxy_protocol::encode_v4("203.0.113.7:55555".parse().unwrap(), "10.0.0.2:6432".parse().unwrap());
+    let h = tenantgate::proxy_protocol::encode_v4(
+        "203.0.113.7:55555".parse().unwrap(),
+        "10.0.0.2:6432".parse().unwrap(),
+    );
     assert!(connect_with_header(&p, &h, "acme_app").await.is_err());
     // Without a header the same peer is an ordinary client.
     let c = p.connect("acme_app").await;

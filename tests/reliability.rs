@@ -11,7 +11,11 @@ use tokio::net::TcpStream;
 
 async fn still_serves(p: &support::TestProxy) {
     let c = p.connect("acme_app").await;
-    let n: i64 = c.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::ACME.customers);
 }
 
@@ -28,7 +32,9 @@ async fn poke(p: &support::TestProxy, bytes: &[u8]) -> Vec<u8> {
 async fn hostile_startup_packets_are_refused_and_others_unaffected() {
     let p = start(Opts::default()).await;
     // Random garbage.
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let r = poke(&p, &garbage).await;
     assert!(r.is_empty() || r[0] == b'E', "{r:?}");
     // Oversized startup length.
@@ -52,12 +58,20 @@ async fn hostile_startup_packets_are_refused_and_others_unaffected() {
     let mut pkt = ((s.len() + 4) as u32).to_be_bytes().to_vec();
     pkt.extend_from_slice(&s);
     let r = poke(&p, &pkt).await;
-    assert!(String::from_utf8_lossy(&r).contains("no PostgreSQL user name specified"), "{:?}", String::from_utf8_lossy(&r));
+    assert!(
+        String::from_utf8_lossy(&r).contains("no PostgreSQL user name specified"),
+        "{:?}",
+        String::from_utf8_lossy(&r)
+    );
     // Unsupported protocol version.
     let r = poke(&p, &[0, 0, 0, 8, 0, 2, 0, 0]).await;
     assert!(String::from_utf8_lossy(&r).contains("unsupported frontend protocol"));
     // Bogus CancelRequest.
-    let r = poke(&p, &[0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2]).await;
+    let r = poke(
+        &p,
+        &[0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2],
+    )
+    .await;
     assert!(r.is_empty());
     still_serves(&p).await;
     p.stop().await;
@@ -73,10 +87,16 @@ async fn malformed_messages_after_login_close_only_that_client() {
     s.write_all(&[b'Q', 0, 0, 0, 3]).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
-    assert!(String::from_utf8_lossy(&buf).contains("08P01"), "{:?}", String::from_utf8_lossy(&buf));
+    assert!(
+        String::from_utf8_lossy(&buf).contains("08P01"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
     // A Query without its terminating NUL is refused as well, not a panic.
     let mut s = raw_login(&p, "acme_app").await;
-    s.write_all(&[b'Q', 0, 0, 0, 8, b'a', b'b', b'c', b'd']).await.unwrap();
+    s.write_all(&[b'Q', 0, 0, 0, 8, b'a', b'b', b'c', b'd'])
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
     assert!(!buf.is_empty());
@@ -86,7 +106,11 @@ async fn malformed_messages_after_login_close_only_that_client() {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
     assert!(String::from_utf8_lossy(&buf).contains("08P01"));
-    let n: i64 = other.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = other
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::GLOBEX.customers);
     still_serves(&p).await;
     p.stop().await;
@@ -94,7 +118,11 @@ async fn malformed_messages_after_login_close_only_that_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_do_not_starve_real_clients() {
-    let p = start(Opts { server_extra: "auth_timeout = 3".into(), ..Opts::default() }).await;
+    let p = start(Opts {
+        server_extra: "auth_timeout = 3".into(),
+        ..Opts::default()
+    })
+    .await;
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(TcpStream::connect(p.addr).await.unwrap());
@@ -111,13 +139,20 @@ async fn half_open_connections_do_not_starve_real_clients() {
             closed += 1;
         }
     }
-    assert_eq!(closed, 20, "half-open connections were not closed after auth_timeout");
+    assert_eq!(
+        closed, 20,
+        "half-open connections were not closed after auth_timeout"
+    );
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_killed_inside_a_transaction_does_not_block_the_pool() {
-    let p = start(Opts { pool_size: 1, ..Opts::default() }).await;
+    let p = start(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
     let mut child = std::process::Command::new(support::psql_bin())
         .args(["-X", "-c", "begin", "-c", "select pg_sleep(60)"])
         .arg(p.url("acme_app", support::PW))
@@ -133,9 +168,17 @@ async fn client_killed_inside_a_transaction_does_not_block_the_pool() {
     let _ = child.wait();
     let started = Instant::now();
     let c = p.connect("globex_app").await;
-    let n: i64 = c.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::GLOBEX.customers);
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(p.backends(Some("idle in transaction")), 0);
     // Idle in transaction, then killed: rolled back, never reused dirty.
     let mut child = std::process::Command::new(support::psql_bin())
@@ -150,7 +193,11 @@ async fn client_killed_inside_a_transaction_does_not_block_the_pool() {
     let _ = child.wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = p.connect("initech_app").await;
-    let n: i64 = c.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::INITECH.customers);
     assert_eq!(p.backends(Some("idle in transaction")), 0);
     p.stop().await;
@@ -158,36 +205,70 @@ async fn client_killed_inside_a_transaction_does_not_block_the_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_exhaustion_waits_then_errors() {
-    let p = start(Opts { pool_size: 1, pool_timeout: 1.0, ..Opts::default() }).await;
+    let p = start(Opts {
+        pool_size: 1,
+        pool_timeout: 1.0,
+        ..Opts::default()
+    })
+    .await;
     let a = p.connect("acme_app").await;
     a.batch_execute("begin").await.unwrap();
     a.query_one("select 1::int", &[]).await.unwrap();
     let b = p.connect("globex_app").await;
     let started = Instant::now();
-    let e = b.simple_query("select 1").await.err().expect("times out");
+    let e = b.simple_query("select 1").await.expect_err("times out");
     assert!(started.elapsed() >= Duration::from_millis(900));
     let db = e.as_db_error().unwrap();
     assert_eq!(db.code().code(), "53300");
     a.batch_execute("commit").await.unwrap();
     // And b recovers once the connection is free.
-    assert_eq!(b.query_one("select 7::int", &[]).await.unwrap().get::<_, i32>(0), 7);
+    assert_eq!(
+        b.query_one("select 7::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_backend_gives_a_clean_error_and_the_pool_refills() {
-    let p = start(Opts { pool_size: 2, ..Opts::default() }).await;
+    let p = start(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
     let victim = p.connect("acme_app").await;
     let bystander = p.connect("globex_app").await;
-    let pid: i32 = victim.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = victim
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     victim.batch_execute("begin").await.unwrap();
-    victim.query_one("select pg_backend_pid()", &[]).await.unwrap();
-    common::cluster().psql("postgres", &format!("select pg_terminate_backend({pid})")).unwrap();
+    victim
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    common::cluster()
+        .psql("postgres", &format!("select pg_terminate_backend({pid})"))
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let e = victim.simple_query("select 1").await.err().expect("victim sees an error");
-    let code = e.as_db_error().map(|d| d.code().code().to_owned()).unwrap_or_default();
+    let e = victim
+        .simple_query("select 1")
+        .await
+        .expect_err("victim sees an error");
+    let code = e
+        .as_db_error()
+        .map(|d| d.code().code().to_owned())
+        .unwrap_or_default();
     assert!(code == "57P01" || code == "08006" || e.is_closed(), "{e:?}");
-    let n: i64 = bystander.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = bystander
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::GLOBEX.customers);
     still_serves(&p).await;
     p.stop().await;
@@ -205,9 +286,17 @@ async fn upstream_restart_recovers_within_seconds() {
         support::users_toml()
     );
     let cfg = tenantgate::config::Config::from_toml(&text).unwrap();
-    let proxy = tenantgate::server::Proxy::start(std::sync::Arc::new(cfg)).await.unwrap();
-    let url = format!("host=127.0.0.1 port={} user=acme_app password={} dbname=app", proxy.addr.port(), support::PW);
-    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let proxy = tenantgate::server::Proxy::start(std::sync::Arc::new(cfg))
+        .await
+        .unwrap();
+    let url = format!(
+        "host=127.0.0.1 port={} user=acme_app password={} dbname=app",
+        proxy.addr.port(),
+        support::PW
+    );
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     c.query_one("select 1::int", &[]).await.unwrap();
     drop(c);
@@ -217,7 +306,10 @@ async fn upstream_restart_recovers_within_seconds() {
     while started.elapsed() < Duration::from_secs(10) {
         if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
             tokio::spawn(conn);
-            if c.query_one("select count(*) from customers", &[]).await.is_ok() {
+            if c.query_one("select count(*) from customers", &[])
+                .await
+                .is_ok()
+            {
                 ok = true;
                 break;
             }
@@ -260,7 +352,10 @@ fn sigterm_with_no_clients_exits_promptly() {
             assert!(status.success(), "exit status {status:?}");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "still running 15 s after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still running 15 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().unwrap();
@@ -302,7 +397,12 @@ async fn raw_login(p: &support::TestProxy, _user: &str) -> TcpStream {
         s.read_exact(&mut hdr).await.unwrap();
         let mut rest = vec![0u8; u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize - 4];
         s.read_exact(&mut rest).await.unwrap();
-        assert_ne!(hdr[0], b'E', "login failed: {}", String::from_utf8_lossy(&rest));
+        assert_ne!(
+            hdr[0],
+            b'E',
+            "login failed: {}",
+            String::from_utf8_lossy(&rest)
+        );
         if hdr[0] == b'Z' {
             return s;
         }
@@ -338,10 +438,17 @@ async fn sighup_reloads_users_and_keeps_connections() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let url = |user: &str| format!("host=127.0.0.1 port={port} user={user} password={} dbname={db}", support::PW);
+    let url = |user: &str| {
+        format!(
+            "host=127.0.0.1 port={port} user={user} password={} dbname={db}",
+            support::PW
+        )
+    };
     let mut first = None;
     for _ in 0..50 {
-        if let Ok((cl, conn)) = tokio_postgres::connect(&url("acme_app"), tokio_postgres::NoTls).await {
+        if let Ok((cl, conn)) =
+            tokio_postgres::connect(&url("acme_app"), tokio_postgres::NoTls).await
+        {
             tokio::spawn(conn);
             first = Some(cl);
             break;
@@ -349,28 +456,48 @@ async fn sighup_reloads_users_and_keeps_connections() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let first = first.expect("proxy came up");
-    assert!(tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls).await.is_err());
+    assert!(
+        tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls)
+            .await
+            .is_err()
+    );
     let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     // Add a user and reload.
     std::fs::write(
         &cfg,
-        format!("{base}[[users]]\nname = \"globex_app\"\npassword = \"{}\"\ntenant = \"{}\"\n", support::PW, common::GLOBEX.id),
+        format!(
+            "{base}[[users]]\nname = \"globex_app\"\npassword = \"{}\"\ntenant = \"{}\"\n",
+            support::PW,
+            common::GLOBEX.id
+        ),
     )
     .unwrap();
     hup(child.id());
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let (g, conn) = tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls).await.expect("new user after reload");
+    let (g, conn) = tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls)
+        .await
+        .expect("new user after reload");
     tokio::spawn(conn);
-    let n: i64 = g.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = g
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::GLOBEX.customers);
     // The connection opened before the reload still works.
-    let n: i64 = first.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = first
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::ACME.customers);
     // An invalid file keeps the old configuration.
     std::fs::write(&cfg, "this is not toml [").unwrap();
     hup(child.id());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (g2, conn) = tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls).await.expect("old config kept");
+    let (g2, conn) = tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls)
+        .await
+        .expect("old config kept");
     tokio::spawn(conn);
     g2.query_one("select 1::int", &[]).await.unwrap();
     unsafe {

@@ -7,7 +7,10 @@ use common::{ACME, GLOBEX, INITECH, UMBRELLA};
 use support::{start, stderr, stdout, Opts, PW};
 
 async fn count(c: &tokio_postgres::Client, table: &str) -> i64 {
-    c.query_one(&format!("select count(*) from {table}"), &[]).await.unwrap().get(0)
+    c.query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 async fn setting(c: &tokio_postgres::Client) -> String {
@@ -70,14 +73,21 @@ async fn chooser_picks_tenant_by_suffix_or_options() {
         &[("PGOPTIONS", &format!("-c app.tenant_id={}", INITECH.id))],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), "f", "inside the proxy's transaction the tenant is set");
+    assert_eq!(
+        stdout(&out).trim(),
+        "f",
+        "inside the proxy's transaction the tenant is set"
+    );
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_tenant_user_cannot_choose_another_tenant() {
     let p = start(Opts::default()).await;
-    let err = p.try_connect(&format!("acme_app.{}", GLOBEX.id), PW).await.expect_err("refused");
+    let err = p
+        .try_connect(&format!("acme_app.{}", GLOBEX.id), PW)
+        .await
+        .expect_err("refused");
     let db = err.as_db_error().expect("server error");
     assert_eq!(db.code().code(), "42501");
     let out = p.psql_env(
@@ -97,10 +107,16 @@ async fn fixed_tenant_user_cannot_choose_another_tenant() {
 async fn session_without_tenant_is_refused_fail_closed() {
     let p = start(Opts::default()).await;
     let c = p.connect("shared_app").await;
-    let e = c.simple_query("select * from customers").await.expect_err("refused");
+    let e = c
+        .simple_query("select * from customers")
+        .await
+        .expect_err("refused");
     let db = e.as_db_error().unwrap();
     assert_eq!(db.code().code(), "42501");
-    assert_eq!(db.message(), "tenantgate: no tenant context for this session");
+    assert_eq!(
+        db.message(),
+        "tenantgate: no tenant context for this session"
+    );
     assert!(db.hint().unwrap_or("").contains("shared_app.<tenant>"));
     // Extended protocol is refused too, and the session stays usable for more refusals.
     let e = c.query("select 1", &[]).await.expect_err("refused");
@@ -119,16 +135,30 @@ async fn tampering_is_refused_logged_and_the_session_keeps_its_tenant() {
     let p = start(Opts::default()).await;
     let c = p.connect("acme_app").await;
     let cases = [
-        (format!("set app.tenant_id = '{}'", GLOBEX.id), "tenant_tamper"),
-        (format!("select set_config('app.tenant_id', '{}', false)", GLOBEX.id), "tenant_tamper"),
+        (
+            format!("set app.tenant_id = '{}'", GLOBEX.id),
+            "tenant_tamper",
+        ),
+        (
+            format!("select set_config('app.tenant_id', '{}', false)", GLOBEX.id),
+            "tenant_tamper",
+        ),
         ("set role postgres".to_owned(), "role_tamper"),
         ("set row_security = off".to_owned(), "rls_tamper"),
     ];
     for (sql, _) in &cases {
-        let e = c.simple_query(sql).await.err().unwrap_or_else(|| panic!("{sql} was allowed"));
+        let e = c
+            .simple_query(sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was allowed"));
         assert_eq!(e.as_db_error().unwrap().code().code(), "42501", "{sql}");
         // Extended protocol too.
-        let e = c.query(sql.as_str(), &[]).await.err().unwrap_or_else(|| panic!("{sql} was allowed (extended)"));
+        let e = c
+            .query(sql.as_str(), &[])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was allowed (extended)"));
         assert_eq!(e.as_db_error().unwrap().code().code(), "42501", "{sql}");
         assert_eq!(count(&c, "customers").await, ACME.customers);
         assert_eq!(setting(&c).await, ACME.id);
@@ -158,7 +188,11 @@ async fn tampering_is_refused_logged_and_the_session_keeps_its_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_mode_forwards_and_records() {
-    let p = start(Opts { probe_action: "log", ..Opts::default() }).await;
+    let p = start(Opts {
+        probe_action: "log",
+        ..Opts::default()
+    })
+    .await;
     let c = p.connect("acme_app").await;
     c.batch_execute("set row_security = on").await.unwrap();
     let ev = p.events_named("rls_tamper").await;
@@ -171,13 +205,23 @@ async fn log_mode_forwards_and_records() {
 /// explicit transactions, errors inside transactions, and clients dropped mid-transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_never_leak_a_tenant() {
-    let p = std::sync::Arc::new(start(Opts { pool_size: 2, ..Opts::default() }).await);
+    let p = std::sync::Arc::new(
+        start(Opts {
+            pool_size: 2,
+            ..Opts::default()
+        })
+        .await,
+    );
     let mut tasks = Vec::new();
     for t in [ACME, GLOBEX, INITECH, UMBRELLA] {
         for client_no in 0..3 {
             let p = p.clone();
             tasks.push(tokio::spawn(async move {
-                let user = if client_no == 0 { format!("shared_app.{}", t.id) } else { format!("{}_app", t.slug) };
+                let user = if client_no == 0 {
+                    format!("shared_app.{}", t.id)
+                } else {
+                    format!("{}_app", t.slug)
+                };
                 for round in 0..15 {
                     let c = p.connect(&user).await;
                     match (round + client_no) % 5 {
@@ -186,7 +230,13 @@ async fn pooled_connections_never_leak_a_tenant() {
                             assert_eq!(setting(&c).await, t.id);
                         }
                         1 => {
-                            for m in c.simple_query("select name, current_setting('app.tenant_id') from customers").await.unwrap() {
+                            for m in c
+                                .simple_query(
+                                    "select name, current_setting('app.tenant_id') from customers",
+                                )
+                                .await
+                                .unwrap()
+                            {
                                 if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
                                     assert!(r.get(0).unwrap().starts_with(t.slug));
                                     assert_eq!(r.get(1).unwrap(), t.id);
@@ -208,10 +258,24 @@ async fn pooled_connections_never_leak_a_tenant() {
                             continue;
                         }
                         _ => {
-                            let stmt = c.prepare("select count(*) from customers where name like $1").await.unwrap();
-                            let n: i64 = c.query_one(&stmt, &[&format!("{}%", t.slug)]).await.unwrap().get(0);
+                            let stmt = c
+                                .prepare("select count(*) from customers where name like $1")
+                                .await
+                                .unwrap();
+                            let n: i64 = c
+                                .query_one(&stmt, &[&format!("{}%", t.slug)])
+                                .await
+                                .unwrap()
+                                .get(0);
                             assert_eq!(n, t.customers);
-                            let other: i64 = c.query_one("select count(*) from customers where name not like $1", &[&format!("{}%", t.slug)]).await.unwrap().get(0);
+                            let other: i64 = c
+                                .query_one(
+                                    "select count(*) from customers where name not like $1",
+                                    &[&format!("{}%", t.slug)],
+                                )
+                                .await
+                                .unwrap()
+                                .get(0);
                             assert_eq!(other, 0);
                         }
                     }
@@ -223,14 +287,21 @@ async fn pooled_connections_never_leak_a_tenant() {
         t.await.expect("client task");
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(p.backends(None) <= 2, "more upstream backends than pool_size");
+    assert!(
+        p.backends(None) <= 2,
+        "more upstream backends than pool_size"
+    );
     assert_eq!(p.backends(Some("idle in transaction")), 0);
 }
 
 /// The tenant-checking pgbench script: 3 tenants × 4 clients over a pool of 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_tenant_script_never_sees_a_wrong_tenant() {
-    let p = start(Opts { pool_size: 2, ..Opts::default() }).await;
+    let p = start(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
     let script = std::env::temp_dir().join(format!("tg-tenant-check-{}.sql", std::process::id()));
     std::fs::write(&script, support::TENANT_CHECK_SCRIPT).unwrap();
     for mode in ["simple", "extended"] {
@@ -241,8 +312,18 @@ async fn pgbench_tenant_script_never_sees_a_wrong_tenant() {
         for (t, child) in children {
             let out = child.wait_with_output().unwrap();
             let err = stderr(&out);
-            assert!(out.status.success(), "{} {mode}: {}\n{}", t.slug, stdout(&out), err);
-            assert!(stdout(&out).contains("number of failed transactions: 0"), "{}", stdout(&out));
+            assert!(
+                out.status.success(),
+                "{} {mode}: {}\n{}",
+                t.slug,
+                stdout(&out),
+                err
+            );
+            assert!(
+                stdout(&out).contains("number of failed transactions: 0"),
+                "{}",
+                stdout(&out)
+            );
         }
     }
     p.stop().await;
@@ -251,8 +332,13 @@ async fn pgbench_tenant_script_never_sees_a_wrong_tenant() {
 /// The same script in `-M prepared`: 2 tenants × 4 clients over a pool of 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_tenant_script_prepared_mode() {
-    let p = start(Opts { pool_size: 3, ..Opts::default() }).await;
-    let script = std::env::temp_dir().join(format!("tg-tenant-check-prep-{}.sql", std::process::id()));
+    let p = start(Opts {
+        pool_size: 3,
+        ..Opts::default()
+    })
+    .await;
+    let script =
+        std::env::temp_dir().join(format!("tg-tenant-check-prep-{}.sql", std::process::id()));
     std::fs::write(&script, support::TENANT_CHECK_SCRIPT).unwrap();
     let children: Vec<_> = [ACME, UMBRELLA]
         .into_iter()
@@ -260,8 +346,18 @@ async fn pgbench_tenant_script_prepared_mode() {
         .collect();
     for (t, child) in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}: {}\n{}", t.slug, stdout(&out), stderr(&out));
-        assert!(stdout(&out).contains("number of failed transactions: 0"), "{}", stdout(&out));
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            t.slug,
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(
+            stdout(&out).contains("number of failed transactions: 0"),
+            "{}",
+            stdout(&out)
+        );
         assert!(!stderr(&out).contains("does not exist"), "{}", stderr(&out));
     }
     p.stop().await;
@@ -282,27 +378,44 @@ async fn slug_directory_maps_a_name_to_the_tenant_id() {
         .unwrap();
     let p = support::start_on(
         db,
-        Opts { extra: "[tenant]\ndirectory_query = \"select tenant_by_slug($1)\"\ndirectory_ttl = 60\n".into(), ..Opts::default() },
+        Opts {
+            extra:
+                "[tenant]\ndirectory_query = \"select tenant_by_slug($1)\"\ndirectory_ttl = 60\n"
+                    .into(),
+            ..Opts::default()
+        },
     )
     .await;
     let c = p.connect("shared_app.globex").await;
     assert_eq!(count(&c, "customers").await, GLOBEX.customers);
     assert_eq!(setting(&c).await, GLOBEX.id);
-    let err = p.try_connect("shared_app.nosuchtenant", PW).await.expect_err("unknown slug");
+    let err = p
+        .try_connect("shared_app.nosuchtenant", PW)
+        .await
+        .expect_err("unknown slug");
     assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_server_name_picks_the_tenant() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "*.db.example.test".into()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "*.db.example.test".into()])
+            .unwrap();
     let dir = std::env::temp_dir();
     let n = std::process::id();
-    let (c, k) = (dir.join(format!("tg-sni-cert-{n}.pem")), dir.join(format!("tg-sni-key-{n}.pem")));
+    let (c, k) = (
+        dir.join(format!("tg-sni-cert-{n}.pem")),
+        dir.join(format!("tg-sni-key-{n}.pem")),
+    );
     std::fs::write(&c, cert.cert.pem()).unwrap();
     std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
     let p = start(Opts {
-        server_extra: format!("tls_cert = \"{}\"\ntls_key = \"{}\"", c.display(), k.display()),
+        server_extra: format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            c.display(),
+            k.display()
+        ),
         extra: "[tenant]\nsni_suffix = \".db.example.test\"\n".into(),
         ..Opts::default()
     })
@@ -315,7 +428,14 @@ async fn tls_server_name_picks_the_tenant() {
         p.db
     );
     let out = std::process::Command::new(support::psql_bin())
-        .args(["-X", "-A", "-t", "-c", "select count(*) from customers", &url])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "select count(*) from customers",
+            &url,
+        ])
         .env("PGPASSWORD", PW)
         .output()
         .unwrap();

@@ -50,16 +50,32 @@ fn check_names(t: &SeedTenant, names: impl IntoIterator<Item = String>, tally: &
     }
 }
 
-async fn client_loop(p: Arc<support::TestProxy>, t: SeedTenant, seed: u64, until: Instant, tally: Arc<Tally>) {
+async fn client_loop(
+    p: Arc<support::TestProxy>,
+    t: SeedTenant,
+    seed: u64,
+    until: Instant,
+    tally: Arc<Tally>,
+) {
     let mut rng = Rng(seed | 1);
-    let user = if seed % 3 == 0 { format!("shared_app.{}", t.id) } else { format!("{}_app", t.slug) };
+    let user = if seed % 3 == 0 {
+        format!("shared_app.{}", t.id)
+    } else {
+        format!("{}_app", t.slug)
+    };
     let mut c = p.connect(&user).await;
-    let mut stmt = c.prepare("select name from customers where id > $1").await.unwrap();
+    let mut stmt = c
+        .prepare("select name from customers where id > $1")
+        .await
+        .unwrap();
     while Instant::now() < until {
         tally.queries.fetch_add(1, Ordering::Relaxed);
         match rng.below(8) {
             0 => {
-                let rows = c.simple_query("select name, current_setting('app.tenant_id') from customers").await.unwrap();
+                let rows = c
+                    .simple_query("select name, current_setting('app.tenant_id') from customers")
+                    .await
+                    .unwrap();
                 for m in rows {
                     if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
                         check_names(&t, [r.get(0).unwrap_or("").to_owned()], &tally);
@@ -74,13 +90,27 @@ async fn client_loop(p: Arc<support::TestProxy>, t: SeedTenant, seed: u64, until
                 check_names(&t, rows.iter().map(|r| r.get::<_, String>(0)), &tally);
             }
             2 => {
-                let rows = c.query("select name from vehicles v join customers c on c.id = v.customer_id", &[]).await.unwrap();
+                let rows = c
+                    .query(
+                        "select name from vehicles v join customers c on c.id = v.customer_id",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
                 check_names(&t, rows.iter().map(|r| r.get::<_, String>(0)), &tally);
             }
             3 => {
                 let tx = c.transaction().await.unwrap();
-                let n: i64 = tx.query_one("select count(*) from appointments", &[]).await.unwrap().get(0);
-                let s: String = tx.query_one("select current_setting('app.tenant_id')", &[]).await.unwrap().get(0);
+                let n: i64 = tx
+                    .query_one("select count(*) from appointments", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                let s: String = tx
+                    .query_one("select current_setting('app.tenant_id')", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
                 if n != t.appointments || s != t.id {
                     tally.leaks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -100,7 +130,9 @@ async fn client_loop(p: Arc<support::TestProxy>, t: SeedTenant, seed: u64, until
                     c.query_one("select current_setting('app.tenant_id')", &[])
                 );
                 check_names(&t, a.unwrap().iter().map(|r| r.get::<_, String>(0)), &tally);
-                if b.unwrap().get::<_, i64>(0) != t.customers || d.unwrap().get::<_, String>(0) != t.id {
+                if b.unwrap().get::<_, i64>(0) != t.customers
+                    || d.unwrap().get::<_, String>(0) != t.id
+                {
                     tally.leaks.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -114,7 +146,9 @@ async fn client_loop(p: Arc<support::TestProxy>, t: SeedTenant, seed: u64, until
                 });
                 match c.simple_query("select pg_sleep(0.1)").await {
                     Ok(_) => {}
-                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+                    {
                         tally.cancelled.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => panic!("{user}: unexpected error after cancel: {e}"),
@@ -127,13 +161,21 @@ async fn client_loop(p: Arc<support::TestProxy>, t: SeedTenant, seed: u64, until
             6 => {
                 // Dropped mid-transaction, then a fresh session.
                 tally.drops.fetch_add(1, Ordering::Relaxed);
-                c.batch_execute("begin; select count(*) from customers").await.unwrap();
+                c.batch_execute("begin; select count(*) from customers")
+                    .await
+                    .unwrap();
                 drop(c);
                 c = p.connect(&user).await;
-                stmt = c.prepare("select name from customers where id > $1").await.unwrap();
+                stmt = c
+                    .prepare("select name from customers where id > $1")
+                    .await
+                    .unwrap();
             }
             _ => {
-                let e = c.simple_query("set role postgres").await.expect_err("refused");
+                let e = c
+                    .simple_query("set role postgres")
+                    .await
+                    .expect_err("refused");
                 assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("42501"));
                 tally.expected_errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -146,9 +188,18 @@ async fn client_loop(p: Arc<support::TestProxy>, t: SeedTenant, seed: u64, until
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leak_torture() {
-    let secs: u64 = std::env::var("TENANTGATE_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let secs: u64 = std::env::var("TENANTGATE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
     let clients_per_tenant: u64 = if secs > 60 { 6 } else { 4 };
-    let p = Arc::new(start(Opts { pool_size: 2, ..Opts::default() }).await);
+    let p = Arc::new(
+        start(Opts {
+            pool_size: 2,
+            ..Opts::default()
+        })
+        .await,
+    );
     let tally = Arc::new(Tally::default());
     let until = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
@@ -157,7 +208,13 @@ async fn leak_torture() {
     for (i, t) in common::TENANTS.into_iter().enumerate() {
         for k in 0..clients_per_tenant {
             let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 * 31 + k + 1);
-            tasks.push(tokio::spawn(client_loop(p.clone(), t, seed, until, tally.clone())));
+            tasks.push(tokio::spawn(client_loop(
+                p.clone(),
+                t,
+                seed,
+                until,
+                tally.clone(),
+            )));
         }
     }
     for task in tasks {
@@ -181,8 +238,15 @@ async fn leak_torture() {
         max_backends,
         idle_in_txn
     );
-    assert_eq!(get(&tally.leaks), 0, "rows or context of another tenant were seen");
+    assert_eq!(
+        get(&tally.leaks),
+        0,
+        "rows or context of another tenant were seen"
+    );
     assert!(get(&tally.rows_checked) > 1000);
-    assert!(max_backends <= 2, "saw {max_backends} upstream backends with pool_size = 2");
+    assert!(
+        max_backends <= 2,
+        "saw {max_backends} upstream backends with pool_size = 2"
+    );
     assert_eq!(idle_in_txn, 0);
 }

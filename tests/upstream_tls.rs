@@ -14,7 +14,9 @@ fn ssl_cluster() -> (tenantgate::pgcluster::PgCluster, std::path::PathBuf) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tenantgate test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tenantgate test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
@@ -27,15 +29,24 @@ fn ssl_cluster() -> (tenantgate::pgcluster::PgCluster, std::path::PathBuf) {
     std::fs::write(&kf, key.serialize_pem()).unwrap();
     std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
     if unsafe { libc::geteuid() } == 0 {
-        let pw = std::process::Command::new("id").args(["-u", "postgres"]).output().unwrap();
+        let pw = std::process::Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .unwrap();
         let uid: u32 = String::from_utf8_lossy(&pw.stdout).trim().parse().unwrap();
-        let gw = std::process::Command::new("id").args(["-g", "postgres"]).output().unwrap();
+        let gw = std::process::Command::new("id")
+            .args(["-g", "postgres"])
+            .output()
+            .unwrap();
         let gid: u32 = String::from_utf8_lossy(&gw.stdout).trim().parse().unwrap();
         std::os::unix::fs::chown(&crt, Some(uid), Some(gid)).unwrap();
         std::os::unix::fs::chown(&kf, Some(uid), Some(gid)).unwrap();
     }
     cluster
-        .psql("postgres", "alter system set ssl = on; select pg_reload_conf();")
+        .psql(
+            "postgres",
+            "alter system set ssl = on; select pg_reload_conf();",
+        )
         .expect("enable ssl");
     std::thread::sleep(std::time::Duration::from_millis(500));
     cluster.create_database("app", None).unwrap();
@@ -47,9 +58,19 @@ fn ssl_cluster() -> (tenantgate::pgcluster::PgCluster, std::path::PathBuf) {
 
 async fn ssl_in_use(p: &support::TestProxy) -> bool {
     let c = p.connect("acme_app").await;
-    let n: i64 = c.query_one("select count(*) from customers", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, common::ACME.customers);
-    c.query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[]).await.unwrap().get(0)
+    c.query_one(
+        "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,11 +80,21 @@ async fn upstream_tls_require_and_verify_full() {
     // The test proxy points at the shared cluster by default; override host/port in the text.
     for (mode, host, extra) in [
         ("require", "127.0.0.1", String::new()),
-        ("verify-full", "localhost", format!("tls_ca = \"{}\"", ca.display())),
+        (
+            "verify-full",
+            "localhost",
+            format!("tls_ca = \"{}\"", ca.display()),
+        ),
     ] {
-        let o = Opts { upstream_extra: format!("tls = \"{mode}\"\n{extra}"), ..Opts::default() };
+        let o = Opts {
+            upstream_extra: format!("tls = \"{mode}\"\n{extra}"),
+            ..Opts::default()
+        };
         let p = start_custom(&o, host, port).await;
-        assert!(ssl_in_use(&p).await, "{mode}: upstream connection is not encrypted");
+        assert!(
+            ssl_in_use(&p).await,
+            "{mode}: upstream connection is not encrypted"
+        );
         p.stop().await;
     }
     // verify-full with the wrong CA refuses the upstream (clients get an error, no plaintext).
@@ -71,7 +102,10 @@ async fn upstream_tls_require_and_verify_full() {
     let wrong_path = std::env::temp_dir().join(format!("tg-wrong-ca-{}.pem", std::process::id()));
     std::fs::write(&wrong_path, wrong.cert.pem()).unwrap();
     let o = Opts {
-        upstream_extra: format!("tls = \"verify-full\"\ntls_ca = \"{}\"\nconnect_timeout = 2", wrong_path.display()),
+        upstream_extra: format!(
+            "tls = \"verify-full\"\ntls_ca = \"{}\"\nconnect_timeout = 2",
+            wrong_path.display()
+        ),
         pool_timeout: 3.0,
         ..Opts::default()
     };
@@ -92,17 +126,34 @@ async fn upstream_tls_require_and_verify_full() {
 
 /// Starts a proxy whose upstream is `host:port` / database `app`.
 async fn start_custom(o: &Opts, host: &str, port: u16) -> support::TestProxy {
-    let events = std::env::temp_dir().join(format!("tg-tls-events-{}-{}.jsonl", std::process::id(), rand_n()));
+    let events = std::env::temp_dir().join(format!(
+        "tg-tls-events-{}-{}.jsonl",
+        std::process::id(),
+        rand_n()
+    ));
     let text = support::config_toml("app", &events, o)
         .replace("host = \"127.0.0.1\"", &format!("host = \"{host}\""))
-        .replace(&format!("port = {}\n", common::cluster().port()), &format!("port = {port}\n"));
+        .replace(
+            &format!("port = {}\n", common::cluster().port()),
+            &format!("port = {port}\n"),
+        );
     let cfg = tenantgate::config::Config::from_toml(&text).unwrap();
-    let proxy = tenantgate::server::Proxy::start(std::sync::Arc::new(cfg)).await.expect("proxy starts");
-    support::TestProxy { addr: proxy.addr, db: "app".into(), events_path: events, proxy: Some(proxy) }
+    let proxy = tenantgate::server::Proxy::start(std::sync::Arc::new(cfg))
+        .await
+        .expect("proxy starts");
+    support::TestProxy {
+        addr: proxy.addr,
+        db: "app".into(),
+        events_path: events,
+        proxy: Some(proxy),
+    }
 }
 
 fn rand_n() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 #[allow(dead_code)]

@@ -53,7 +53,9 @@ impl Verifier {
                 stored_key,
                 server_key,
             },
-            ScramSecret::SaltedPassword { .. } => unreachable!("verifier_from_salted_password returns a Verifier"),
+            ScramSecret::SaltedPassword { .. } => {
+                unreachable!("verifier_from_salted_password returns a Verifier")
+            }
         }
     }
 
@@ -96,11 +98,19 @@ pub struct VerifierError(&'static str);
 
 /// Parses the pg_authid verifier format.
 pub fn parse_verifier(s: &str) -> Result<Verifier, VerifierError> {
-    let rest = s.strip_prefix("SCRAM-SHA-256$").ok_or(VerifierError("missing prefix"))?;
+    let rest = s
+        .strip_prefix("SCRAM-SHA-256$")
+        .ok_or(VerifierError("missing prefix"))?;
     let (iter_salt, keys) = rest.split_once('$').ok_or(VerifierError("missing keys"))?;
-    let (iter, salt) = iter_salt.split_once(':').ok_or(VerifierError("missing salt"))?;
-    let (stored, server) = keys.split_once(':').ok_or(VerifierError("missing server key"))?;
-    let iterations: u32 = iter.parse().map_err(|_| VerifierError("bad iteration count"))?;
+    let (iter, salt) = iter_salt
+        .split_once(':')
+        .ok_or(VerifierError("missing salt"))?;
+    let (stored, server) = keys
+        .split_once(':')
+        .ok_or(VerifierError("missing server key"))?;
+    let iterations: u32 = iter
+        .parse()
+        .map_err(|_| VerifierError("bad iteration count"))?;
     if iterations == 0 {
         return Err(VerifierError("iteration count must be positive"));
     }
@@ -142,7 +152,9 @@ impl AuthDb {
         for u in &cfg.users {
             let verifier = match (&u.scram, &u.password) {
                 (Some(v), _) => parse_verifier(v)?,
-                (None, Some(p)) => Verifier::derive(p, rand::random::<[u8; 16]>().to_vec(), SCRAM_ITERATIONS),
+                (None, Some(p)) => {
+                    Verifier::derive(p, rand::random::<[u8; 16]>().to_vec(), SCRAM_ITERATIONS)
+                }
                 (None, None) => return Err(VerifierError("no password")),
             };
             users.insert(
@@ -196,9 +208,9 @@ pub async fn authenticate(
             authentication(stream.out(), 5, &salt);
             stream.flush().await?;
             let answer = read_password(stream).await?;
-            let expected = cred
-                .and_then(|c| c.plain.as_deref())
-                .map(|p| postgres_protocol::authentication::md5_hash(login.as_bytes(), p.as_bytes(), salt));
+            let expected = cred.and_then(|c| c.plain.as_deref()).map(|p| {
+                postgres_protocol::authentication::md5_hash(login.as_bytes(), p.as_bytes(), salt)
+            });
             match expected {
                 Some(e) if constant_eq(e.as_bytes(), strip_nul(&answer)) => Ok(()),
                 _ => Err(AuthError::Failed),
@@ -229,7 +241,11 @@ async fn scram(stream: &mut PqStream, cred: Option<&Credential>) -> Result<(), A
     }
     let len_bytes = rest.get(0..4).ok_or(AuthError::Failed)?;
     let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-    let data = if len < 0 { &[][..] } else { rest.get(4..4 + len as usize).ok_or(AuthError::Failed)? };
+    let data = if len < 0 {
+        &[][..]
+    } else {
+        rest.get(4..4 + len as usize).ok_or(AuthError::Failed)?
+    };
     let verifier = match cred {
         Some(c) => c.verifier.clone(),
         None => Verifier::random(),

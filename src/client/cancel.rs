@@ -62,7 +62,9 @@ impl CancelTarget {
                 notified.await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(3), wait).await.is_ok()
+        tokio::time::timeout(Duration::from_secs(3), wait)
+            .await
+            .is_ok()
     }
 
     fn key(&self) -> Option<(i32, i32)> {
@@ -129,7 +131,11 @@ impl CancelRegistry {
 
     /// Forwards a cancel for a proxy key; unknown keys are ignored (as PostgreSQL does).
     pub fn cancel(&self, pid: i32, secret: i32) {
-        let target = self.map.lock().ok().and_then(|m| m.get(&(pid, secret)).cloned());
+        let target = self
+            .map
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(pid, secret)).cloned());
         let Some(target) = target else {
             tracing::debug!("cancel request with unknown key ignored");
             return;

@@ -27,7 +27,9 @@ pub async fn run(shared: Arc<Shared>, mut client: PqStream) -> Result<(), Stream
         match f.tag() {
             b'X' => return Ok(()),
             b'Q' => {
-                let sql = query_text(f.body()).map(String::from_utf8_lossy).unwrap_or_default();
+                let sql = query_text(f.body())
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
                 let out = client.out();
                 match command(&shared, &sql, out).await {
                     Ok(()) => {}
@@ -42,8 +44,11 @@ pub async fn run(shared: Arc<Shared>, mut client: PqStream) -> Result<(), Stream
             }
             b'H' => {}
             _ => {
-                PgError::error("08P01", "tenantgate: the console speaks only the simple query protocol")
-                    .encode(client.out());
+                PgError::error(
+                    "08P01",
+                    "tenantgate: the console speaks only the simple query protocol",
+                )
+                .encode(client.out());
                 client.flush().await?;
             }
         }
@@ -65,11 +70,19 @@ async fn command(shared: &Arc<Shared>, sql: &str, out: &mut BytesMut) -> Result<
         ["SHOW", "STATS"] => show_stats(shared, out),
         ["SHOW", "CONFIG"] => show_config(shared, out),
         ["SHOW", "VERSION"] => {
-            table(out, &["version"], vec![vec![format!("tenantgate {}", env!("CARGO_PKG_VERSION"))]], "SHOW");
+            table(
+                out,
+                &["version"],
+                vec![vec![format!("tenantgate {}", env!("CARGO_PKG_VERSION"))]],
+                "SHOW",
+            );
         }
         ["RELOAD"] => {
             let Some(path) = shared.config_path.get() else {
-                return Err(PgError::error("55000", "tenantgate: no configuration file to reload (started in-process)"));
+                return Err(PgError::error(
+                    "55000",
+                    "tenantgate: no configuration file to reload (started in-process)",
+                ));
             };
             shared.reload(path).await;
             complete(out, "RELOAD");
@@ -87,15 +100,22 @@ async fn command(shared: &Arc<Shared>, sql: &str, out: &mut BytesMut) -> Result<
             complete(out, "RESUME");
         }
         _ => {
-            return Err(PgError::error("42601", format!("tenantgate: unknown console command \"{}\"", sql.trim()))
-                .with_hint("SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, RELOAD, PAUSE, RESUME"))
+            return Err(PgError::error(
+                "42601",
+                format!("tenantgate: unknown console command \"{}\"", sql.trim()),
+            )
+            .with_hint(
+                "SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, RELOAD, PAUSE, RESUME",
+            ))
         }
     }
     Ok(())
 }
 
 fn pools(shared: &Shared) -> Vec<&Arc<crate::pool::Pool>> {
-    std::iter::once(&shared.pool).chain(shared.breakglass.iter()).collect()
+    std::iter::once(&shared.pool)
+        .chain(shared.breakglass.iter())
+        .collect()
 }
 
 fn db(shared: &Shared) -> String {
@@ -116,7 +136,10 @@ fn show_pools(shared: &Shared, out: &mut BytesMut) {
             vec![
                 db(shared),
                 p.spec().user.clone(),
-                mine.iter().filter(|c| c.state() == "active").count().to_string(),
+                mine.iter()
+                    .filter(|c| c.state() == "active")
+                    .count()
+                    .to_string(),
                 p.stats.waiting.load(Ordering::Relaxed).to_string(),
                 active.to_string(),
                 p.idle_count().to_string(),
@@ -125,17 +148,37 @@ fn show_pools(shared: &Shared, out: &mut BytesMut) {
                 "0".into(),
                 "0".into(),
                 "0".into(),
-                if p.name == "breakglass" { "session".into() } else { mode.to_owned() },
+                if p.name == "breakglass" {
+                    "session".into()
+                } else {
+                    mode.to_owned()
+                },
                 p.size().to_string(),
-                if p.is_paused() { "1".into() } else { "0".into() },
+                if p.is_paused() {
+                    "1".into()
+                } else {
+                    "0".into()
+                },
             ]
         })
         .collect();
     table(
         out,
         &[
-            "database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested",
-            "sv_login", "maxwait", "maxwait_us", "pool_mode", "pool_size", "paused",
+            "database",
+            "user",
+            "cl_active",
+            "cl_waiting",
+            "sv_active",
+            "sv_idle",
+            "sv_used",
+            "sv_tested",
+            "sv_login",
+            "maxwait",
+            "maxwait_us",
+            "pool_mode",
+            "pool_size",
+            "paused",
         ],
         rows,
         "SHOW",
@@ -156,7 +199,11 @@ fn show_clients(shared: &Shared, out: &mut BytesMut) {
                 c.addr.ip().to_string(),
                 c.addr.port().to_string(),
                 time(c.connected),
-                c.tenant.lock().ok().and_then(|t| t.clone()).unwrap_or_default(),
+                c.tenant
+                    .lock()
+                    .ok()
+                    .and_then(|t| t.clone())
+                    .unwrap_or_default(),
                 c.application_name.clone(),
                 if c.tls { "TLS".into() } else { String::new() },
                 c.session_id.clone(),
@@ -165,7 +212,19 @@ fn show_clients(shared: &Shared, out: &mut BytesMut) {
         .collect();
     table(
         out,
-        &["type", "user", "database", "state", "addr", "port", "connect_time", "tenant", "application_name", "tls", "session_id"],
+        &[
+            "type",
+            "user",
+            "database",
+            "state",
+            "addr",
+            "port",
+            "connect_time",
+            "tenant",
+            "application_name",
+            "tls",
+            "session_id",
+        ],
         rows,
         "SHOW",
     );
@@ -191,7 +250,18 @@ fn show_servers(shared: &Shared, out: &mut BytesMut) {
     }
     table(
         out,
-        &["type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "remote_pid", "id"],
+        &[
+            "type",
+            "user",
+            "database",
+            "state",
+            "addr",
+            "port",
+            "connect_time",
+            "request_time",
+            "remote_pid",
+            "id",
+        ],
         rows,
         "SHOW",
     );
@@ -216,8 +286,13 @@ fn show_stats(shared: &Shared, out: &mut BytesMut) {
     table(
         out,
         &[
-            "database", "total_xact_count", "total_query_count", "total_wait_time", "total_checkouts",
-            "total_server_opened", "total_server_closed",
+            "database",
+            "total_xact_count",
+            "total_query_count",
+            "total_wait_time",
+            "total_checkouts",
+            "total_server_opened",
+            "total_server_closed",
         ],
         rows,
         "SHOW",
@@ -230,17 +305,44 @@ fn show_config(shared: &Shared, out: &mut BytesMut) {
     let yes = |b: bool| if b { "1".to_owned() } else { "0".to_owned() };
     let rows: Vec<Vec<String>> = [
         ("listen", c.server.listen.to_string(), false),
-        ("max_client_conn", c.server.max_client_conn.to_string(), false),
+        (
+            "max_client_conn",
+            c.server.max_client_conn.to_string(),
+            false,
+        ),
         ("require_tls", yes(c.server.require_tls), false),
-        ("upstream", format!("{}:{}/{}", c.upstream.host, c.upstream.port, c.upstream.database), false),
+        (
+            "upstream",
+            format!(
+                "{}:{}/{}",
+                c.upstream.host, c.upstream.port, c.upstream.database
+            ),
+            false,
+        ),
         ("upstream_user", c.upstream.user.clone(), false),
-        ("pool_mode", format!("{:?}", c.upstream.pool_mode).to_lowercase(), false),
+        (
+            "pool_mode",
+            format!("{:?}", c.upstream.pool_mode).to_lowercase(),
+            false,
+        ),
         ("pool_size", c.upstream.pool_size.to_string(), true),
         ("pool_timeout", c.upstream.pool_timeout.to_string(), false),
-        ("max_prepared_statements", c.upstream.max_prepared_statements.to_string(), false),
+        (
+            "max_prepared_statements",
+            c.upstream.max_prepared_statements.to_string(),
+            false,
+        ),
         ("tenant_setting", c.tenant.setting.clone(), false),
-        ("tenant_format", format!("{:?}", c.tenant.format).to_lowercase(), false),
-        ("probe_action", format!("{:?}", c.security.probe_action).to_lowercase(), true),
+        (
+            "tenant_format",
+            format!("{:?}", c.tenant.format).to_lowercase(),
+            false,
+        ),
+        (
+            "probe_action",
+            format!("{:?}", c.security.probe_action).to_lowercase(),
+            true,
+        ),
         ("event_log", c.security.event_log.clone(), false),
         ("users", c.users.len().to_string(), true),
     ]

@@ -46,7 +46,10 @@ pub struct Startup {
 impl Startup {
     /// A startup parameter by name.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -91,7 +94,13 @@ pub async fn negotiate(
             match try_startup_packet(&mut buf) {
                 Ok(Some(p)) => break p,
                 Ok(None) => {}
-                Err(e) => return Err(fail(&mut io, error::bad_startup(format!("invalid length of startup packet: {e}"))).await),
+                Err(e) => {
+                    return Err(fail(
+                        &mut io,
+                        error::bad_startup(format!("invalid length of startup packet: {e}")),
+                    )
+                    .await)
+                }
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096);
@@ -108,7 +117,11 @@ pub async fn negotiate(
         match packet {
             StartupPacket::SslRequest => {
                 if encrypted {
-                    return Err(fail(&mut io, error::protocol_violation("SSL negotiation after TLS was established")).await);
+                    return Err(fail(
+                        &mut io,
+                        error::protocol_violation("SSL negotiation after TLS was established"),
+                    )
+                    .await);
                 }
                 let Some(acceptor) = tls else {
                     io.write_all(b"N").await?;

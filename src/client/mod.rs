@@ -5,8 +5,8 @@ pub mod cancel;
 pub mod console;
 pub mod handshake;
 pub mod registry;
-pub mod settings;
 pub mod session;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,7 +107,16 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
         active: std::sync::atomic::AtomicBool::new(false),
     });
     let mut stream = login.stream;
-    if let Err(e) = greet(&shared, &pool, &mut stream, &login.startup, &login.settings.reported, cancel.key).await {
+    if let Err(e) = greet(
+        &shared,
+        &pool,
+        &mut stream,
+        &login.startup,
+        &login.settings.reported,
+        cancel.key,
+    )
+    .await
+    {
         e.encode(stream.out());
         let _ = stream.flush().await;
         return;
@@ -140,15 +149,16 @@ async fn login(
 ) -> Result<Option<Login>, HandshakeError> {
     let live = shared.live();
     let cfg = &live.config;
-    let opening = match handshake::negotiate(tcp, shared.tls.as_ref(), cfg.server.max_message_size).await {
-        Ok(o) => o,
-        Err(HandshakeError::Refuse(e)) => {
-            // No stream to answer on after a failed negotiation (the socket was consumed).
-            tracing::debug!(message = %e.message, "startup refused");
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
+    let opening =
+        match handshake::negotiate(tcp, shared.tls.as_ref(), cfg.server.max_message_size).await {
+            Ok(o) => o,
+            Err(HandshakeError::Refuse(e)) => {
+                // No stream to answer on after a failed negotiation (the socket was consumed).
+                tracing::debug!(message = %e.message, "startup refused");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
     let mut start: Startup = match opening {
         Opening::Cancel { pid, secret } => {
             shared.cancels.cancel(pid, secret);
@@ -176,7 +186,10 @@ async fn login(
         database: Some(database.clone()),
     };
     if cfg.server.require_tls && !start.tls {
-        refuse(&mut start.stream, error::tls_required(&peer.ip().to_string(), &login_name, &database));
+        refuse(
+            &mut start.stream,
+            error::tls_required(&peer.ip().to_string(), &login_name, &database),
+        );
         start.stream.flush().await?;
         return Ok(None);
     }
@@ -212,7 +225,13 @@ async fn login(
     if user.kind == UserKind::Admin && !console {
         refuse(
             &mut start.stream,
-            PgError::fatal("28000", format!("tenantgate: admin users may only connect to the \"{}\" console database", console::DATABASE)),
+            PgError::fatal(
+                "28000",
+                format!(
+                    "tenantgate: admin users may only connect to the \"{}\" console database",
+                    console::DATABASE
+                ),
+            ),
         );
         start.stream.flush().await?;
         return Ok(None);
@@ -226,10 +245,22 @@ async fn login(
     // Tenant choice.
     let mut requests = Vec::new();
     if let Some(s) = suffix {
-        requests.push(TenantRequest { source: TenantSource::UserSuffix, value: s });
+        requests.push(TenantRequest {
+            source: TenantSource::UserSuffix,
+            value: s,
+        });
     }
-    if start.param("replication").is_some_and(|r| r != "false" && r != "0") {
-        refuse(&mut start.stream, PgError::fatal("0A000", "tenantgate: replication connections are not supported"));
+    if start
+        .param("replication")
+        .is_some_and(|r| r != "false" && r != "0")
+    {
+        refuse(
+            &mut start.stream,
+            PgError::fatal(
+                "0A000",
+                "tenantgate: replication connections are not supported",
+            ),
+        );
         start.stream.flush().await?;
         return Ok(None);
     }
@@ -239,8 +270,12 @@ async fn login(
             s
         }
         Err(forbidden) => {
-            let err = error::refused(&format!("setting \"{}\" at connect", forbidden.name)).with_detail("the connection was refused");
-            let err = PgError { severity: crate::protocol::messages::Severity::Fatal, ..err };
+            let err = error::refused(&format!("setting \"{}\" at connect", forbidden.name))
+                .with_detail("the connection was refused");
+            let err = PgError {
+                severity: crate::protocol::messages::Severity::Fatal,
+                ..err
+            };
             shared.events.record(
                 SecurityEvent::new(forbidden.event, Action::Block, &subject)
                     .sqlstate(err.code)
@@ -253,10 +288,18 @@ async fn login(
     };
     if let (Some(sni), Some(sfx)) = (&start.sni, &cfg.tenant.sni_suffix) {
         if let Some(t) = sni.strip_suffix(sfx.as_str()) {
-            requests.push(TenantRequest { source: TenantSource::Sni, value: t.to_owned() });
+            requests.push(TenantRequest {
+                source: TenantSource::Sni,
+                value: t.to_owned(),
+            });
         }
     }
-    let choice = identity::choose(user, cfg.tenant.format, &requests, shared.directory.is_some());
+    let choice = identity::choose(
+        user,
+        cfg.tenant.format,
+        &requests,
+        shared.directory.is_some(),
+    );
     let tenant = match choice {
         Ok(Choice::Tenant(t)) => Some(t),
         Ok(Choice::None) => None,
@@ -264,12 +307,28 @@ async fn login(
             Ok(t) => Some(t),
             Err(e) => {
                 let is_tamper = e.is_tamper();
-                tenant_refusal(shared, &subject, &mut start.stream, &e, is_tamper, &requests).await?;
+                tenant_refusal(
+                    shared,
+                    &subject,
+                    &mut start.stream,
+                    &e,
+                    is_tamper,
+                    &requests,
+                )
+                .await?;
                 return Ok(None);
             }
         },
         Err(e) => {
-            tenant_refusal(shared, &subject, &mut start.stream, &e, e.is_tamper(), &requests).await?;
+            tenant_refusal(
+                shared,
+                &subject,
+                &mut start.stream,
+                &e,
+                e.is_tamper(),
+                &requests,
+            )
+            .await?;
             return Ok(None);
         }
     };
@@ -311,7 +370,10 @@ async fn lookup(
     slug: &str,
 ) -> Result<String, identity::TenantRefusal> {
     let format = shared.config.tenant.format;
-    let invalid = |reason: String| identity::TenantRefusal::Invalid { asked: slug.to_owned(), reason };
+    let invalid = |reason: String| identity::TenantRefusal::Invalid {
+        asked: slug.to_owned(),
+        reason,
+    };
     let Some(dir) = &shared.directory else {
         return Err(invalid("no tenant directory is configured".into()));
     };
@@ -323,7 +385,8 @@ async fn lookup(
             return Err(invalid("the tenant directory is unavailable".into()));
         }
     };
-    identity::validate_tenant_id(format, &id).map_err(|e| invalid(format!("directory returned an invalid id: {e}")))?;
+    identity::validate_tenant_id(format, &id)
+        .map_err(|e| invalid(format!("directory returned an invalid id: {e}")))?;
     let id = identity::canonical(format, &id);
     identity::check_allowed(user, &id)?;
     Ok(id)
@@ -340,7 +403,11 @@ async fn tenant_refusal(
     let err = error::tenant_refused(e);
     let sources: Vec<&str> = requests.iter().map(|r| r.source.as_str()).collect();
     let ev = SecurityEvent::new(
-        if tamper { EventKind::TenantTamper } else { EventKind::NoTenantRefused },
+        if tamper {
+            EventKind::TenantTamper
+        } else {
+            EventKind::NoTenantRefused
+        },
         Action::Block,
         subject,
     )
@@ -364,18 +431,30 @@ async fn validate_settings(
     let check: Vec<(String, String)> = s
         .reported
         .iter()
-        .filter(|(k, v)| k != "application_name" && defaults.iter().all(|(dk, dv)| dk != k || dv != v))
+        .filter(|(k, v)| {
+            k != "application_name" && defaults.iter().all(|(dk, dv)| dk != k || dv != v)
+        })
         .chain(s.local.iter())
         .cloned()
         .collect();
     if check.is_empty() {
         return Ok(s);
     }
-    let unavailable = || PgError::fatal("08006", "tenantgate: could not connect to the database server");
+    let unavailable = || {
+        PgError::fatal(
+            "08006",
+            "tenantgate: could not connect to the database server",
+        )
+    };
     let mut guard = shared.pool.checkout().await.map_err(|_| unavailable())?;
     let conn = guard.conn();
     let out = conn.stream.out();
-    messages::parse(out, b"", b"SELECT pg_catalog.set_config($1, $2, true)", &[25, 25]);
+    messages::parse(
+        out,
+        b"",
+        b"SELECT pg_catalog.set_config($1, $2, true)",
+        &[25, 25],
+    );
     for (k, v) in &check {
         messages::bind_text(out, b"", b"", &[k.as_bytes(), v.as_bytes()]);
         messages::execute(out, b"");
@@ -392,7 +471,11 @@ async fn validate_settings(
                 let b = f.body();
                 if b.len() >= 6 {
                     let len = i32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-                    let v = if len >= 0 { b.get(6..6 + len as usize).unwrap_or(&[]) } else { &[] };
+                    let v = if len >= 0 {
+                        b.get(6..6 + len as usize).unwrap_or(&[])
+                    } else {
+                        &[]
+                    };
                     values.push(String::from_utf8_lossy(v).into_owned());
                 }
             }
@@ -416,7 +499,12 @@ async fn validate_settings(
         return Err(PgError::fatal(code, e.message));
     }
     for ((k, _), v) in check.iter().zip(values) {
-        if let Some(slot) = s.reported.iter_mut().chain(s.local.iter_mut()).find(|(n, _)| n == k) {
+        if let Some(slot) = s
+            .reported
+            .iter_mut()
+            .chain(s.local.iter_mut())
+            .find(|(n, _)| n == k)
+        {
             slot.1 = v;
         }
     }
@@ -464,7 +552,10 @@ async fn greet(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the upstream to learn its parameters");
-                    return Err(PgError::fatal("08006", "tenantgate: could not connect to the database server"));
+                    return Err(PgError::fatal(
+                        "08006",
+                        "tenantgate: could not connect to the database server",
+                    ));
                 }
             }
         }
@@ -474,20 +565,35 @@ async fn greet(
     messages::authentication(&mut out, 0, &[]);
     for (k, v) in &params {
         let client_value = match k.as_str() {
-            "application_name" => Some(startup.iter().find(|(n, _)| n == "application_name").map(|(_, v)| v.as_str()).unwrap_or("")),
-            _ => reported.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()),
+            "application_name" => Some(
+                startup
+                    .iter()
+                    .find(|(n, _)| n == "application_name")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or(""),
+            ),
+            _ => reported
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str()),
         };
         messages::parameter_status(&mut out, k, client_value.unwrap_or(v));
     }
     messages::backend_key_data(&mut out, key.0, key.1);
     messages::ready_for_query(&mut out, b'I');
     stream.queue(&out);
-    stream.flush().await.map_err(|_| PgError::fatal("08006", "connection lost"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|_| PgError::fatal("08006", "connection lost"))?;
     Ok(())
 }
 
 /// Finds the configured user for a login name: exact match, else `NAME.SUFFIX`.
-pub fn resolve_user<'a>(users: &'a [UserConfig], login: &str) -> (Option<&'a UserConfig>, Option<String>) {
+pub fn resolve_user<'a>(
+    users: &'a [UserConfig],
+    login: &str,
+) -> (Option<&'a UserConfig>, Option<String>) {
     if let Some(u) = users.iter().find(|u| u.name == login) {
         return (Some(u), None);
     }

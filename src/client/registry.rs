@@ -80,7 +80,11 @@ impl ClientRegistry {
 
     /// A snapshot of every listed session, oldest first.
     pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
-        let mut v: Vec<_> = self.map.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let mut v: Vec<_> = self
+            .map
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
         v.sort_by_key(|c| c.connected);
         v
     }

@@ -160,7 +160,8 @@ impl Session {
             UserKind::App | UserKind::Operator => p.tenant.as_deref(),
             _ => None,
         };
-        let inj = Injector::with_settings(&p.shared.config.tenant.setting, tenant, &p.settings.local);
+        let inj =
+            Injector::with_settings(&p.shared.config.tenant.setting, tenant, &p.settings.local);
         let injector = (!inj.is_empty()).then_some(inj);
         let defaults = p.pool.server_params().unwrap_or_default();
         let reported = crate::client::settings::with_defaults(&p.settings.reported, &defaults);
@@ -210,7 +211,11 @@ impl Session {
             }
             let dispatch = self.phase != Phase::AwaitRfq || self.relay.copy_in;
             if dispatch {
-                if let Some(f) = self.client.try_buffered_frame().map_err(|e| self.client_error(e))? {
+                if let Some(f) = self
+                    .client
+                    .try_buffered_frame()
+                    .map_err(|e| self.client_error(e))?
+                {
                     if self.on_client(f).await? == Flow::Exit {
                         return Ok(());
                     }
@@ -255,8 +260,11 @@ impl Session {
                 }
                 Io::Shutdown => self.draining = true,
                 Io::Deadline => {
-                    PgError::fatal("57P05", "terminating connection due to break-glass session time limit")
-                        .encode(self.client.out());
+                    PgError::fatal(
+                        "57P05",
+                        "terminating connection due to break-glass session time limit",
+                    )
+                    .encode(self.client.out());
                     let _ = self.client.flush().await;
                     return Ok(());
                 }
@@ -324,7 +332,9 @@ impl Session {
         if self.phase == Phase::Idle {
             if conn.status == b'I' && !self.skip_injection {
                 let stale: Vec<usize> = (0..self.reported.len())
-                    .filter(|&i| conn.param(&self.reported[i].0) != Some(self.reported[i].1.as_str()))
+                    .filter(|&i| {
+                        conn.param(&self.reported[i].0) != Some(self.reported[i].1.as_str())
+                    })
                     .collect();
                 let stale_n = stale.len();
                 if self.injector.is_some() || stale_n > 0 {
@@ -359,7 +369,11 @@ impl Session {
                     _ => inject::poison_query(conn.stream.out()),
                 }
                 self.relay.poisons.push_back(err);
-                self.relay.push(Expect::Client(if tag == b'P' { Msg::Parse(None) } else { Msg::Query }));
+                self.relay.push(Expect::Client(if tag == b'P' {
+                    Msg::Parse(None)
+                } else {
+                    Msg::Query
+                }));
                 false
             }
             _ => self.forward(&f),
@@ -415,7 +429,10 @@ impl Session {
                     inject::poison_parse(conn.stream.out(), b"");
                     self.relay.poisons.push_back(PgError::error(
                         "42P05",
-                        format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(pm.name)),
+                        format!(
+                            "prepared statement \"{}\" already exists",
+                            String::from_utf8_lossy(pm.name)
+                        ),
                     ));
                     self.relay.push(Expect::Client(Msg::Parse(None)));
                     return false;
@@ -429,12 +446,18 @@ impl Session {
                     self.relay.push(Expect::Synthetic(ok.freeze()));
                     return true;
                 }
-                for old in conn.statements.insert(def.server_name.clone(), self.max_prepared) {
+                for old in conn
+                    .statements
+                    .insert(def.server_name.clone(), self.max_prepared)
+                {
                     messages::close_statement(conn.stream.out(), &old);
                     self.relay.push(Expect::Evict);
                 }
                 def.write_parse(conn.stream.out());
-                self.relay.push(Expect::Client(Msg::Parse(Some((client_name, def.server_name.clone())))));
+                self.relay.push(Expect::Client(Msg::Parse(Some((
+                    client_name,
+                    def.server_name.clone(),
+                )))));
                 false
             }
             b'B' => {
@@ -443,7 +466,12 @@ impl Session {
                         match self.statements.get(stmt).cloned() {
                             Some(def) => {
                                 ensure_prepared(conn, &mut self.relay, &def, self.max_prepared);
-                                messages::write_bind(conn.stream.out(), portal, &def.server_name, rest);
+                                messages::write_bind(
+                                    conn.stream.out(),
+                                    portal,
+                                    &def.server_name,
+                                    rest,
+                                );
                             }
                             None => conn.stream.queue(&f.raw),
                         }
@@ -456,13 +484,15 @@ impl Session {
             b'D' => {
                 let target = split_target(body);
                 match target {
-                    Some((b'S', name)) if rename && !name.is_empty() => match self.statements.get(name).cloned() {
-                        Some(def) => {
-                            ensure_prepared(conn, &mut self.relay, &def, self.max_prepared);
-                            messages::describe_statement(conn.stream.out(), &def.server_name);
+                    Some((b'S', name)) if rename && !name.is_empty() => {
+                        match self.statements.get(name).cloned() {
+                            Some(def) => {
+                                ensure_prepared(conn, &mut self.relay, &def, self.max_prepared);
+                                messages::describe_statement(conn.stream.out(), &def.server_name);
+                            }
+                            None => conn.stream.queue(&f.raw),
                         }
-                        None => conn.stream.queue(&f.raw),
-                    },
+                    }
                     _ => conn.stream.queue(&f.raw),
                 }
                 let kind = match target {
@@ -490,7 +520,10 @@ impl Session {
             b'E' => {
                 conn.stream.queue(&f.raw);
                 self.relay.push(Expect::Client(Msg::Execute));
-                self.pool.stats.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.pool
+                    .stats
+                    .queries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 false
             }
             b'S' => {
@@ -501,7 +534,10 @@ impl Session {
             b'Q' => {
                 conn.stream.queue(&f.raw);
                 self.relay.push(Expect::Client(Msg::Query));
-                self.pool.stats.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.pool
+                    .stats
+                    .queries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 false
             }
             _ => {
@@ -556,7 +592,8 @@ impl Session {
             verdict = Verdict::Refuse(error::sql_prepare_in_transaction_mode());
         }
         for e in events {
-            let mut ev = SecurityEvent::new(e.kind, e.action, &self.subject).statement(&sql, secret);
+            let mut ev =
+                SecurityEvent::new(e.kind, e.action, &self.subject).statement(&sql, secret);
             if let Verdict::Refuse(err) = &verdict {
                 ev = ev.sqlstate(err.code);
             }
@@ -635,17 +672,29 @@ impl Session {
             && user.is_some_and(|u| check_allowed(u, &canonical(format, &to)).is_ok());
         if !allowed {
             let err = error::refused(&format!("switching to tenant \"{to}\""));
-            let ev = SecurityEvent::new(crate::events::EventKind::TenantTamper, crate::events::Action::Block, &self.subject)
-                .detail(format!("switch to \"{to}\" refused"))
-                .sqlstate(err.code);
+            let ev = SecurityEvent::new(
+                crate::events::EventKind::TenantTamper,
+                crate::events::Action::Block,
+                &self.subject,
+            )
+            .detail(format!("switch to \"{to}\" refused"))
+            .sqlstate(err.code);
             self.shared.events.record(ev);
             return self.refuse_locally(tag, err).await;
         }
         let to = canonical(format, &to);
-        let ev = SecurityEvent::new(crate::events::EventKind::TenantSwitch, crate::events::Action::Allow, &self.subject)
-            .detail(format!("from {:?} to \"{to}\"", self.tenant));
+        let ev = SecurityEvent::new(
+            crate::events::EventKind::TenantSwitch,
+            crate::events::Action::Allow,
+            &self.subject,
+        )
+        .detail(format!("from {:?} to \"{to}\"", self.tenant));
         self.shared.events.record(ev);
-        self.injector = Some(Injector::with_settings(&cfg.tenant.setting, Some(&to), &self.local_settings));
+        self.injector = Some(Injector::with_settings(
+            &cfg.tenant.setting,
+            Some(&to),
+            &self.local_settings,
+        ));
         self.subject.tenant = Some(to.clone());
         if let Ok(mut t) = self.listed.info.tenant.lock() {
             *t = Some(to.clone());
@@ -687,7 +736,10 @@ impl Session {
                         crate::metrics::query_duration(t.elapsed());
                     }
                     if status == b'I' {
-                        self.pool.stats.xacts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.pool
+                            .stats
+                            .xacts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     self.client.flush().await.map_err(SessionError::Client)?;
                     if self.mode == PoolMode::Transaction
@@ -716,7 +768,11 @@ impl Session {
                 break;
             }
             next = match self.server.as_mut() {
-                Some(g) => g.conn().stream.try_buffered_frame().map_err(SessionError::Server)?,
+                Some(g) => g
+                    .conn()
+                    .stream
+                    .try_buffered_frame()
+                    .map_err(SessionError::Server)?,
                 None => None,
             };
         }
@@ -736,7 +792,10 @@ impl Session {
         };
         let conn = guard.conn();
         self.cancel.target.attach(conn.pid, conn.secret);
-        self.listed.info.active.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.listed
+            .info
+            .active
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.server = Some(guard);
         Ok(())
     }
@@ -745,7 +804,10 @@ impl Session {
     /// forwarded cancel can still reach it; otherwise the connection is closed.
     async fn detach(&mut self) {
         let settled = self.cancel.target.settle().await;
-        self.listed.info.active.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.listed
+            .info
+            .active
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.relay.reset();
         if let Some(g) = self.server.take() {
             if !settled {
@@ -756,7 +818,10 @@ impl Session {
 
     /// The transaction status the client should see now.
     fn txn_status(&self) -> u8 {
-        self.server.as_ref().map(|g| g.conn_ref().status).unwrap_or(b'I')
+        self.server
+            .as_ref()
+            .map(|g| g.conn_ref().status)
+            .unwrap_or(b'I')
     }
 
     /// The upstream failed: tell the client (FATAL) and drop the connection.
@@ -774,7 +839,8 @@ impl Session {
 
     fn client_error(&mut self, e: StreamError) -> SessionError {
         if let StreamError::Frame(fe) = &e {
-            error::protocol_violation(format!("invalid message from client: {fe}")).encode(self.client.out());
+            error::protocol_violation(format!("invalid message from client: {fe}"))
+                .encode(self.client.out());
         }
         SessionError::Client(e)
     }
@@ -792,7 +858,8 @@ impl Session {
             let (pid, secret) = (conn.pid, conn.secret);
             let spec = guard.pool().spec().clone();
             tokio::spawn(async move {
-                let _ = crate::pool::upstream::send_cancel(&spec.host, spec.port, pid, secret).await;
+                let _ =
+                    crate::pool::upstream::send_cancel(&spec.host, spec.port, pid, secret).await;
                 drop(guard); // busy: closed, never reused
             });
             return;
@@ -845,7 +912,12 @@ enum Io {
 }
 
 /// Makes sure `def` exists on this connection, re-preparing it (answer swallowed) if not.
-fn ensure_prepared(conn: &mut crate::pool::UpstreamConn, relay: &mut Relay, def: &StatementDef, cap: usize) {
+fn ensure_prepared(
+    conn: &mut crate::pool::UpstreamConn,
+    relay: &mut Relay,
+    def: &StatementDef,
+    cap: usize,
+) {
     if conn.statements.touch(&def.server_name) {
         return;
     }

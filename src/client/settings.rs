@@ -45,7 +45,10 @@ pub struct Forbidden {
 
 /// The canonical spelling of a tracked parameter, if `name` is one.
 pub fn tracked(name: &str) -> Option<&'static str> {
-    TRACKED.iter().copied().find(|t| t.eq_ignore_ascii_case(name))
+    TRACKED
+        .iter()
+        .copied()
+        .find(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// Splits startup parameters and `options` into tenant requests and settings.
@@ -96,7 +99,10 @@ fn set(list: &mut Vec<(String, String)>, name: &str, value: String) {
 }
 
 /// The full tracked list for a session: the client's values over the server's defaults.
-pub fn with_defaults(client: &[(String, String)], server: &[(String, String)]) -> Vec<(String, String)> {
+pub fn with_defaults(
+    client: &[(String, String)],
+    server: &[(String, String)],
+) -> Vec<(String, String)> {
     TRACKED
         .iter()
         .filter_map(|name| {
@@ -124,7 +130,10 @@ mod tests {
                 p("user", "u"),
                 p("database", "d"),
                 p("timezone", "UTC"),
-                p("options", "-c search_path=a,b -c app.tenant_id=t1 --statement-timeout=5s"),
+                p(
+                    "options",
+                    "-c search_path=a,b -c app.tenant_id=t1 --statement-timeout=5s",
+                ),
                 p("extra_float_digits", "3"),
                 p("_pq_.x", "1"),
                 p("App.Tenant_Id", "t1"),
@@ -135,22 +144,33 @@ mod tests {
         assert_eq!(s.reported, vec![p("TimeZone", "UTC")]);
         assert_eq!(
             s.local,
-            vec![p("search_path", "a,b"), p("statement_timeout", "5s"), p("extra_float_digits", "3")]
+            vec![
+                p("search_path", "a,b"),
+                p("statement_timeout", "5s"),
+                p("extra_float_digits", "3")
+            ]
         );
         assert_eq!(r.len(), 2);
         assert_eq!(
-            classify(&[p("options", "-c role=postgres")], "app.tenant_id").unwrap_err().event,
+            classify(&[p("options", "-c role=postgres")], "app.tenant_id")
+                .unwrap_err()
+                .event,
             EventKind::RoleTamper
         );
         assert_eq!(
-            classify(&[p("row_security", "off")], "app.tenant_id").unwrap_err().event,
+            classify(&[p("row_security", "off")], "app.tenant_id")
+                .unwrap_err()
+                .event,
             EventKind::RlsTamper
         );
     }
 
     #[test]
     fn defaults_fill_in_the_tracked_list() {
-        let l = with_defaults(&[p("TimeZone", "Europe/Paris")], &[p("TimeZone", "UTC"), p("DateStyle", "ISO, MDY")]);
+        let l = with_defaults(
+            &[p("TimeZone", "Europe/Paris")],
+            &[p("TimeZone", "UTC"), p("DateStyle", "ISO, MDY")],
+        );
         assert!(l.contains(&p("TimeZone", "Europe/Paris")));
         assert!(l.contains(&p("DateStyle", "ISO, MDY")));
     }

@@ -7,9 +7,9 @@
 
 pub mod upstream;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::future::Future;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -149,7 +149,11 @@ impl Pool {
 
     /// Every server connection, active and idle, for SHOW SERVERS.
     pub fn server_rows(&self) -> Vec<ServerRow> {
-        let mut rows: Vec<ServerRow> = self.active.lock().map(|a| a.values().cloned().collect()).unwrap_or_default();
+        let mut rows: Vec<ServerRow> = self
+            .active
+            .lock()
+            .map(|a| a.values().cloned().collect())
+            .unwrap_or_default();
         if let Ok(idle) = self.idle.lock() {
             let now = std::time::SystemTime::now();
             rows.extend(idle.iter().map(|c| ServerRow {
@@ -281,7 +285,9 @@ impl Pool {
         let limit = self.idle_timeout;
         idle.retain(|c| c.last_used.elapsed() < limit);
         let dropped = before - idle.len();
-        self.stats.closed.fetch_add(dropped as u64, Ordering::Relaxed);
+        self.stats
+            .closed
+            .fetch_add(dropped as u64, Ordering::Relaxed);
     }
 
     /// Closes every idle connection (shutdown, or after an upstream restart).
@@ -339,13 +345,17 @@ impl PoolGuard {
     #[inline]
     pub fn conn(&mut self) -> &mut UpstreamConn {
         // Invariant: `conn` is Some from checkout until drop.
-        self.conn.as_mut().unwrap_or_else(|| unreachable!("guard used after drop"))
+        self.conn
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("guard used after drop"))
     }
 
     /// Read-only access.
     #[inline]
     pub fn conn_ref(&self) -> &UpstreamConn {
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("guard used after drop"))
+        self.conn
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("guard used after drop"))
     }
 
     /// The pool this connection belongs to.

@@ -153,7 +153,8 @@ async fn connect_inner(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamErro
             if answer != b'S' {
                 return Err(UpstreamError::Tls("server does not support SSL".into()));
             }
-            let name = crate::tls::server_name(&spec.host).map_err(|e| UpstreamError::Tls(e.to_string()))?;
+            let name = crate::tls::server_name(&spec.host)
+                .map_err(|e| UpstreamError::Tls(e.to_string()))?;
             let tls = tokio_rustls::TlsConnector::from(cfg.clone())
                 .connect(name, tcp)
                 .await
@@ -238,7 +239,9 @@ async fn authenticate(stream: &mut PqStream, spec: &UpstreamSpec) -> Result<(), 
         }
         let body = f.body();
         let Some(code) = body.get(0..4) else {
-            return Err(UpstreamError::Protocol("short authentication message".into()));
+            return Err(UpstreamError::Protocol(
+                "short authentication message".into(),
+            ));
         };
         let code = i32::from_be_bytes([code[0], code[1], code[2], code[3]]);
         let data = &body[4..];

@@ -143,21 +143,35 @@ mod tests {
     #[test]
     fn lying_lengths_are_errors() {
         let mut b = BytesMut::from(&b"Q\0\0\0\x02"[..]);
-        assert_eq!(try_frame(&mut b, 1024), Err(FrameError::BadLength(2)).map(|_: Option<Frame>| None));
+        assert_eq!(
+            try_frame(&mut b, 1024),
+            Err(FrameError::BadLength(2)).map(|_: Option<Frame>| None)
+        );
         let mut b = BytesMut::from(&b"Q\x7f\xff\xff\xff"[..]);
-        assert!(matches!(try_frame(&mut b, 1024), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            try_frame(&mut b, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut b = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
-        assert!(matches!(try_frame(&mut b, 1024), Err(FrameError::BadLength(-1))));
+        assert!(matches!(
+            try_frame(&mut b, 1024),
+            Err(FrameError::BadLength(-1))
+        ));
     }
 
     #[test]
     fn startup_packets_are_bounded() {
         let mut b = BytesMut::from(&b"\0\0\x27\x11"[..]);
-        assert!(matches!(try_startup_packet(&mut b), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            try_startup_packet(&mut b),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut b = BytesMut::from(&b"\0\0\0\x03"[..]);
         assert!(try_startup_packet(&mut b).is_err());
         let mut b = BytesMut::from(&b"\0\0\0\x08\x04\xd2\x16\x2f"[..]);
-        assert_eq!(&try_startup_packet(&mut b).unwrap().unwrap()[..], b"\x04\xd2\x16\x2f");
+        assert_eq!(
+            &try_startup_packet(&mut b).unwrap().unwrap()[..],
+            b"\x04\xd2\x16\x2f"
+        );
     }
 }
-

@@ -343,7 +343,9 @@ mod tests {
     #[test]
     fn error_round_trip() {
         let mut b = BytesMut::new();
-        PgError::error("42501", "nope").with_hint("do x").encode(&mut b);
+        PgError::error("42501", "nope")
+            .with_hint("do x")
+            .encode(&mut b);
         assert_eq!(b[0], b'E');
         let len = i32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
         assert_eq!(len + 1, b.len());

@@ -99,7 +99,10 @@ mod tests {
 
     #[test]
     fn decodes_each_kind() {
-        assert_eq!(decode(&packet(SSL_REQUEST, b"")), Ok(StartupPacket::SslRequest));
+        assert_eq!(
+            decode(&packet(SSL_REQUEST, b"")),
+            Ok(StartupPacket::SslRequest)
+        );
         assert_eq!(
             decode(&packet(CANCEL_REQUEST, &[0, 0, 0, 7, 0, 0, 0, 9])),
             Ok(StartupPacket::Cancel { pid: 7, secret: 9 })
@@ -109,7 +112,10 @@ mod tests {
             s,
             StartupPacket::Startup {
                 minor: 0,
-                params: vec![("user".into(), "bob".into()), ("database".into(), "app".into())]
+                params: vec![
+                    ("user".into(), "bob".into()),
+                    ("database".into(), "app".into())
+                ]
             }
         );
     }

@@ -35,7 +35,10 @@ impl Directory {
     pub fn new(query: String, ttl: Duration) -> Directory {
         Directory {
             query,
-            cache: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
@@ -43,7 +46,11 @@ impl Directory {
     ///
     /// The query runs without tenant context on the app pool, so the `tenants` table must be
     /// readable for the app role (or the query a SECURITY DEFINER function).
-    pub async fn lookup(&self, pool: &Arc<Pool>, slug: &str) -> Result<Option<String>, DirectoryError> {
+    pub async fn lookup(
+        &self,
+        pool: &Arc<Pool>,
+        slug: &str,
+    ) -> Result<Option<String>, DirectoryError> {
         if let Some(hit) = self.cache.get(slug) {
             return Ok(hit);
         }

@@ -113,7 +113,8 @@ impl Policy {
         let secret = insp.flags.contains(Flags::CONTAINS_SECRET);
         let sql_prepare = insp.flags.contains(Flags::SQL_PREPARE);
         let outside_transaction = insp.statements == 1
-            && (insp.flags.contains(Flags::NO_TXN_BLOCK) || insp.flags.contains(Flags::DISCARD_OR_RESET_ALL));
+            && (insp.flags.contains(Flags::NO_TXN_BLOCK)
+                || insp.flags.contains(Flags::DISCARD_OR_RESET_ALL));
         let Some(tenant) = who.tenant else {
             return Decision {
                 verdict: Verdict::Refuse(error::no_tenant(&self.setting, who.login)),
@@ -203,7 +204,11 @@ impl Policy {
         if sql.as_bytes().contains(&b'\\') {
             let other = inspect(sql, &opts(false));
             for f in other.findings {
-                if !insp.findings.iter().any(|g| g.rule == f.rule && g.statement == f.statement) {
+                if !insp
+                    .findings
+                    .iter()
+                    .any(|g| g.rule == f.rule && g.statement == f.statement)
+                {
                     insp.findings.push(f);
                 }
             }
@@ -217,7 +222,11 @@ impl Policy {
 /// Whether the statement at `range` is a plain `SET ...` (not set_config inside a query).
 fn is_plain_set(sql: &str, range: &std::ops::Range<usize>) -> bool {
     sql.get(range.clone())
-        .map(|s| s.trim_start().get(..4).is_some_and(|h| h.eq_ignore_ascii_case("set ")))
+        .map(|s| {
+            s.trim_start()
+                .get(..4)
+                .is_some_and(|h| h.eq_ignore_ascii_case("set "))
+        })
         .unwrap_or(false)
 }
 
@@ -274,7 +283,10 @@ mod tests {
     fn tampering_is_blocked_or_logged() {
         for (sql, kind) in [
             ("set app.tenant_id = 'x'", EventKind::TenantTamper),
-            ("select set_config('app.tenant_id', 'x', false)", EventKind::TenantTamper),
+            (
+                "select set_config('app.tenant_id', 'x', false)",
+                EventKind::TenantTamper,
+            ),
             ("set role postgres", EventKind::RoleTamper),
             ("set row_security = off", EventKind::RlsTamper),
             ("do $$ begin perform 1; end $$", EventKind::TenantTamper),

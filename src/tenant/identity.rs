@@ -171,7 +171,11 @@ pub fn choose(
             if requests.is_empty() {
                 return Ok(Choice::None);
             }
-            let kind = if user.kind == UserKind::Admin { "admin" } else { "breakglass" };
+            let kind = if user.kind == UserKind::Admin {
+                "admin"
+            } else {
+                "breakglass"
+            };
             return Err(TenantRefusal::NoTenantKind { kind });
         }
         UserKind::App | UserKind::Operator => {}
@@ -193,7 +197,10 @@ pub fn choose(
     };
     for r in &requests[1..] {
         if canonical(format, &r.value) != canonical(format, &first.value) {
-            return Err(TenantRefusal::Conflict(first.value.clone(), r.value.clone()));
+            return Err(TenantRefusal::Conflict(
+                first.value.clone(),
+                r.value.clone(),
+            ));
         }
     }
     let asked = &first.value;
@@ -321,8 +328,14 @@ mod tests {
     #[test]
     fn fixed_tenant_cannot_be_changed() {
         let u = user(Some(A), None);
-        assert_eq!(choose(&u, TenantFormat::Uuid, &[], false), Ok(Choice::Tenant(A.into())));
-        assert_eq!(choose(&u, TenantFormat::Uuid, &[req(A)], false), Ok(Choice::Tenant(A.into())));
+        assert_eq!(
+            choose(&u, TenantFormat::Uuid, &[], false),
+            Ok(Choice::Tenant(A.into()))
+        );
+        assert_eq!(
+            choose(&u, TenantFormat::Uuid, &[req(A)], false),
+            Ok(Choice::Tenant(A.into()))
+        );
         let err = choose(&u, TenantFormat::Uuid, &[req(B)], false).unwrap_err();
         assert!(err.is_tamper());
     }
@@ -330,8 +343,14 @@ mod tests {
     #[test]
     fn chooser_picks_validates_and_checks_list() {
         let any = user(None, Some(TenantsSpec::Any("*".into())));
-        assert_eq!(choose(&any, TenantFormat::Uuid, &[], false), Ok(Choice::None));
-        assert_eq!(choose(&any, TenantFormat::Uuid, &[req(B)], false), Ok(Choice::Tenant(B.into())));
+        assert_eq!(
+            choose(&any, TenantFormat::Uuid, &[], false),
+            Ok(Choice::None)
+        );
+        assert_eq!(
+            choose(&any, TenantFormat::Uuid, &[req(B)], false),
+            Ok(Choice::Tenant(B.into()))
+        );
         assert!(choose(&any, TenantFormat::Uuid, &[req("acme")], false).is_err());
         assert_eq!(
             choose(&any, TenantFormat::Uuid, &[req("acme")], true),
@@ -342,7 +361,9 @@ mod tests {
             Err(TenantRefusal::Conflict(..))
         ));
         let list = user(None, Some(TenantsSpec::List(vec![A.into()])));
-        assert!(choose(&list, TenantFormat::Uuid, &[req(B)], false).unwrap_err().is_tamper());
+        assert!(choose(&list, TenantFormat::Uuid, &[req(B)], false)
+            .unwrap_err()
+            .is_tamper());
     }
 
     #[test]

@@ -39,7 +39,11 @@ impl Injector {
     }
 
     /// The injection of the client's transaction-local startup settings, then the tenant.
-    pub fn with_settings(setting: &str, tenant: Option<&str>, local: &[(String, String)]) -> Injector {
+    pub fn with_settings(
+        setting: &str,
+        tenant: Option<&str>,
+        local: &[(String, String)],
+    ) -> Injector {
         let mut run = BytesMut::new();
         let mut msgs = Vec::new();
         for (k, v) in local {
@@ -76,7 +80,12 @@ pub fn write_prepare(out: &mut BytesMut) -> [Msg; 2] {
 /// Appends one `set_config(name, value, local)` as Bind + Execute of the proxy's statement.
 pub fn write_set(out: &mut BytesMut, name: &str, value: &str, local: bool) -> [Msg; 2] {
     let is_local: &[u8] = if local { b"true" } else { b"false" };
-    messages::bind_text(out, b"", STATEMENT, &[name.as_bytes(), value.as_bytes(), is_local]);
+    messages::bind_text(
+        out,
+        b"",
+        STATEMENT,
+        &[name.as_bytes(), value.as_bytes(), is_local],
+    );
     messages::execute(out, b"");
     [Msg::Bind, Msg::Execute]
 }
@@ -109,7 +118,11 @@ mod tests {
         // The SQL text is constant; the hostile value only appears as a Bind parameter.
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("SELECT pg_catalog.set_config($1, $2, $3::boolean)"));
-        let with = Injector::with_settings("app.tenant_id", Some("t"), &[("search_path".into(), "a".into())]);
+        let with = Injector::with_settings(
+            "app.tenant_id",
+            Some("t"),
+            &[("search_path".into(), "a".into())],
+        );
         let mut run = BytesMut::new();
         assert_eq!(with.write_run(&mut run).len(), 4);
         assert_eq!(run[0], b'B');

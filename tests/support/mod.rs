@@ -66,7 +66,9 @@ pub fn users_toml() -> String {
             t.slug, t.id
         ));
     }
-    s.push_str(&format!("[[users]]\nname = \"shared_app\"\npassword = \"{PW}\"\ntenants = \"*\"\n\n"));
+    s.push_str(&format!(
+        "[[users]]\nname = \"shared_app\"\npassword = \"{PW}\"\ntenants = \"*\"\n\n"
+    ));
     s.push_str(&format!(
         "[[users]]\nname = \"alice\"\npassword = \"{PW}\"\nkind = \"operator\"\ntenants = \"*\"\n\n"
     ));
@@ -78,7 +80,7 @@ pub fn users_toml() -> String {
 }
 
 /// Builds the TOML config for a proxy on `db`.
-pub fn config_toml(db: &str, events: &PathBuf, o: &Opts) -> String {
+pub fn config_toml(db: &str, events: &std::path::Path, o: &Opts) -> String {
     let c = common::cluster();
     format!(
         r#"
@@ -129,10 +131,14 @@ pub async fn start(o: Opts) -> TestProxy {
 /// Starts a proxy on an existing database.
 pub async fn start_on(db: String, o: Opts) -> TestProxy {
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let events_path = std::env::temp_dir().join(format!("tenantgate-events-{}-{n}.jsonl", std::process::id()));
+    let events_path = std::env::temp_dir().join(format!(
+        "tenantgate-events-{}-{n}.jsonl",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&events_path);
     let text = config_toml(&db, &events_path, &o);
-    let cfg = Config::from_toml(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+    let cfg =
+        Config::from_toml(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
     let proxy = Proxy::start(Arc::new(cfg)).await.expect("proxy starts");
     TestProxy {
         addr: proxy.addr,
@@ -154,11 +160,17 @@ impl TestProxy {
 
     /// Connects with tokio-postgres through the proxy.
     pub async fn connect(&self, user: &str) -> Client {
-        self.try_connect(user, PW).await.unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+        self.try_connect(user, PW)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
     }
 
     /// Connects, returning the error.
-    pub async fn try_connect(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    pub async fn try_connect(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
         let (client, conn) = tokio_postgres::connect(&self.url(user, password), NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -174,7 +186,11 @@ impl TestProxy {
     /// Runs psql through the proxy with extra arguments and environment.
     pub fn psql_env(&self, user: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(psql_bin());
-        cmd.arg("-X").arg("-A").arg("-t").arg("-v").arg("ON_ERROR_STOP=1");
+        cmd.arg("-X")
+            .arg("-A")
+            .arg("-t")
+            .arg("-v")
+            .arg("ON_ERROR_STOP=1");
         cmd.arg(format!(
             "host=127.0.0.1 port={} user={user} dbname={} sslmode=disable",
             self.addr.port(),
@@ -193,13 +209,20 @@ impl TestProxy {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let text = std::fs::read_to_string(&self.events_path).unwrap_or_default();
         text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}"))
+            })
             .collect()
     }
 
     /// Events with this name.
     pub async fn events_named(&self, name: &str) -> Vec<serde_json::Value> {
-        self.events().await.into_iter().filter(|e| e["event"] == name).collect()
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
     }
 
     /// Upstream backends of the app role on this test's database, as the superuser sees them.
@@ -282,14 +305,32 @@ pub fn pgbench_tenant(
 ) -> (common::SeedTenant, std::process::Child) {
     let digit = &t.id[..1];
     let child = Command::new(pgbench_bin())
-        .args(["-n", "-M", mode, "-c", &clients.to_string(), "-j", "2", "-T", &secs.to_string()])
+        .args([
+            "-n",
+            "-M",
+            mode,
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+        ])
         .arg("-f")
         .arg(script)
         .args(["-D", &format!("ncust={}", t.customers)])
         .args(["-D", &format!("nveh={}", t.vehicles)])
         .args(["-D", &format!("digit={digit}")])
         .args(["-D", &format!("slug={}", t.slug)])
-        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", &format!("{}_app", t.slug), &p.db])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.addr.port().to_string(),
+            "-U",
+            &format!("{}_app", t.slug),
+            &p.db,
+        ])
         .env("PGPASSWORD", PW)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -302,7 +343,19 @@ pub fn pgbench_tenant(
 pub fn pgbench_init(db: &str) {
     let c = common::cluster();
     let out = Command::new(pgbench_bin())
-        .args(["-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", &c.port().to_string(), "-U", c.superuser(), db])
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &c.port().to_string(),
+            "-U",
+            c.superuser(),
+            db,
+        ])
         .env("PGPASSWORD", c.superuser_password())
         .output()
         .expect("pgbench -i runs");
@@ -319,7 +372,15 @@ pub fn pgbench(p: &TestProxy, user: &str, args: &[&str]) -> Output {
     Command::new(pgbench_bin())
         .arg("-n")
         .args(args)
-        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", user, &p.db])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.addr.port().to_string(),
+            "-U",
+            user,
+            &p.db,
+        ])
         .env("PGPASSWORD", PW)
         .output()
         .expect("pgbench runs")
@@ -338,7 +399,10 @@ impl BackendWatcher {
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let c = common::cluster();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let (client, conn) = tokio_postgres::connect(
                     &c.conn_str(c.superuser(), c.superuser_password(), "postgres"),
