@@ -17,6 +17,9 @@ use tenantgate::protocol::messages;
 /// The proxy's default `max_message_size` (64 MiB).
 const MAX: usize = 64 * 1024 * 1024;
 
+/// A named way of filling a buffer with messages.
+type Shape = (&'static str, fn(&mut BytesMut));
+
 /// `n` copies of the messages `one` appends, and how many messages that is.
 fn repeat(n: usize, one: impl Fn(&mut BytesMut)) -> (Bytes, u64) {
     let mut probe = BytesMut::new();
@@ -99,7 +102,7 @@ fn server_100_rows(b: &mut BytesMut) {
 
 fn framer(c: &mut Criterion) {
     let mut g = c.benchmark_group("framer");
-    let shapes: [(&str, fn(&mut BytesMut)); 4] = [
+    let shapes: [Shape; 4] = [
         ("client_simple", client_simple),
         ("client_extended", client_extended),
         ("server_select", server_select),

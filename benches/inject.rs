@@ -144,13 +144,14 @@ fn inject_bench(c: &mut Criterion) {
     g.bench_function("injector/write_prepared", |b| {
         b.iter(|| {
             out.clear();
-            inj.write(&mut out, true).len()
+            inj.write_run(&mut out).len()
         })
     });
     g.bench_function("injector/write_first", |b| {
         b.iter(|| {
             out.clear();
-            inj.write(&mut out, false).len()
+            tenantgate::tenant::inject::write_prepare(&mut out).len()
+                + inj.write_run(&mut out).len()
         })
     });
 
@@ -212,7 +213,7 @@ fn inject_bench(c: &mut Criterion) {
                     let d = p.check(asker(kind), &sql);
                     upstream_out.clear();
                     if kind == UserKind::App {
-                        for m in inj.write(&mut upstream_out, true) {
+                        for m in inj.write_run(&mut upstream_out) {
                             relay.push(Expect::Inject(m.clone()));
                         }
                     }

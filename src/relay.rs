@@ -105,11 +105,6 @@ impl Relay {
         self.expect.push_back(e);
     }
 
-    /// Whether answers are still awaited.
-    pub fn is_waiting(&self) -> bool {
-        !self.expect.is_empty()
-    }
-
     /// Sends synthetic answers that have reached the head of the queue.
     #[inline]
     pub fn drain_synthetic(&mut self, client: &mut PqStream) {

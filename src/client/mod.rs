@@ -460,45 +460,22 @@ async fn validate_settings(
         messages::execute(out, b"");
     }
     messages::sync(out);
-    conn.busy = true;
-    conn.stream.flush().await.map_err(|_| unavailable())?;
-    let mut values = Vec::new();
-    let mut failure = None;
-    loop {
-        let f = conn.stream.read_frame().await.map_err(|_| unavailable())?;
-        match f.tag() {
-            b'D' => {
-                let b = f.body();
-                if b.len() >= 6 {
-                    let len = i32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-                    let v = if len >= 0 {
-                        b.get(6..6 + len as usize).unwrap_or(&[])
-                    } else {
-                        &[]
-                    };
-                    values.push(String::from_utf8_lossy(v).into_owned());
-                }
-            }
-            b'E' => failure = Some(messages::error_fields(f.body())),
-            b'Z' => {
-                conn.status = f.body().first().copied().unwrap_or(b'I');
-                conn.busy = false;
-                break;
-            }
-            _ => {}
+    let values = match crate::pool::upstream::run_batch(conn)
+        .await
+        .map_err(|_| unavailable())?
+    {
+        Ok(v) => v,
+        Err(e) => {
+            // PostgreSQL's own codes for bad settings; anything else as "invalid parameter value".
+            let code = ["42704", "42501", "55P02", "22P02"]
+                .into_iter()
+                .find(|c| *c == e.code)
+                .unwrap_or("22023");
+            return Err(PgError::fatal(code, e.message));
         }
-    }
-    if let Some(e) = failure {
-        let code: &'static str = match e.code.as_str() {
-            "22023" => "22023",
-            "42704" => "42704",
-            "42501" => "42501",
-            "55P02" => "55P02",
-            _ => "22023",
-        };
-        return Err(PgError::fatal(code, e.message));
-    }
+    };
     for ((k, _), v) in check.iter().zip(values) {
+        let Some(v) = v else { continue };
         if let Some(slot) = s
             .reported
             .iter_mut()

@@ -53,8 +53,6 @@ pub struct PoolStats {
     pub xacts: AtomicU64,
     /// Queries forwarded (simple Query and Execute messages).
     pub queries: AtomicU64,
-    /// Longest current wait start, for SHOW POOLS `maxwait` (not tracked per waiter).
-    pub max_wait_us: AtomicU64,
 }
 
 /// A server connection as SHOW SERVERS reports it.

@@ -311,6 +311,36 @@ async fn authenticate(stream: &mut PqStream, spec: &UpstreamSpec) -> Result<(), 
     }
 }
 
+/// Sends the extended-protocol batch queued on an idle connection (it must end with Sync) and
+/// reads to ReadyForQuery: the first column of every DataRow, or the first error.
+pub async fn run_batch(
+    conn: &mut UpstreamConn,
+) -> Result<Result<Vec<Option<String>>, ErrorFields>, StreamError> {
+    conn.busy = true;
+    conn.stream.flush().await?;
+    let mut values = Vec::new();
+    let mut failure = None;
+    loop {
+        let f = conn.stream.read_frame().await?;
+        match f.tag() {
+            b'D' => values.push(
+                crate::protocol::messages::first_column(f.body())
+                    .map(|v| String::from_utf8_lossy(v).into_owned()),
+            ),
+            b'E' if failure.is_none() => failure = Some(error_fields(f.body())),
+            b'Z' => {
+                conn.status = f.body().first().copied().unwrap_or(b'I');
+                conn.busy = false;
+                return Ok(match failure {
+                    Some(e) => Err(e),
+                    None => Ok(values),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Sends a CancelRequest for `(pid, secret)` to the upstream server (best effort).
 pub async fn send_cancel(host: &str, port: u16, pid: i32, secret: i32) -> std::io::Result<()> {
     let mut tcp = TcpStream::connect((host, port)).await?;

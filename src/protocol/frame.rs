@@ -24,16 +24,6 @@ impl Frame {
     pub fn body(&self) -> &[u8] {
         self.raw.get(5..).unwrap_or(&[])
     }
-
-    /// The payload as a cheap `Bytes` slice.
-    #[inline]
-    pub fn body_bytes(&self) -> Bytes {
-        if self.raw.len() >= 5 {
-            self.raw.slice(5..)
-        } else {
-            Bytes::new()
-        }
-    }
 }
 
 /// A frame that cannot be accepted.

@@ -215,11 +215,6 @@ pub fn sync(buf: &mut BytesMut) {
     write_msg(buf, b'S', |_| {});
 }
 
-/// Terminate.
-pub fn terminate(buf: &mut BytesMut) {
-    write_msg(buf, b'X', |_| {});
-}
-
 /// Reads a NUL-terminated string at the start of `b`, returning it and the rest.
 #[inline]
 pub fn read_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -329,6 +324,16 @@ pub fn parameter_status_fields(body: &[u8]) -> Option<(String, String)> {
         String::from_utf8_lossy(k).into_owned(),
         String::from_utf8_lossy(v).into_owned(),
     ))
+}
+
+/// The first column of a DataRow body (None for NULL or a malformed row).
+pub fn first_column(body: &[u8]) -> Option<&[u8]> {
+    let len = body.get(2..6)?;
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    if len < 0 {
+        return None;
+    }
+    body.get(6..6 + len as usize)
 }
 
 /// The command tag of a CommandComplete body.

@@ -4,12 +4,9 @@
 //! only as whole frames, and everything written is batched in `wbuf` until `flush`.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, Frame, FrameError};
 
@@ -55,12 +52,6 @@ impl PqStream {
             wbuf: BytesMut::with_capacity(8192),
             max_message,
         }
-    }
-
-    /// Sets TCP_NODELAY on a plain TCP stream before boxing it.
-    pub fn tcp(stream: TcpStream) -> BoxStream {
-        let _ = stream.set_nodelay(true);
-        Box::new(stream)
     }
 
     /// Reads until one whole frame is available. Cancel-safe: partial reads stay buffered.
@@ -131,57 +122,5 @@ impl PqStream {
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.io.shutdown().await;
-    }
-
-    /// Takes the socket and any unframed bytes back (used when upgrading to TLS).
-    pub fn into_parts(self) -> (BoxStream, BytesMut) {
-        (self.io, self.rbuf)
-    }
-}
-
-/// A stream that replays already-read bytes before reading from the inner stream.
-pub struct Prefixed<S> {
-    /// Bytes read ahead during negotiation.
-    prefix: BytesMut,
-    /// The underlying stream.
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    /// Wraps `inner`, yielding `prefix` first.
-    pub fn new(prefix: BytesMut, inner: S) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let chunk = self.prefix.split_to(n);
-            buf.put_slice(&chunk);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

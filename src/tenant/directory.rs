@@ -6,7 +6,7 @@ use std::time::Duration;
 use moka::sync::Cache;
 
 use crate::pool::Pool;
-use crate::protocol::messages::{self, error_fields};
+use crate::protocol::messages;
 
 /// Caches `directory_query` answers (including "not found") for `directory_ttl`.
 pub struct Directory {
@@ -61,37 +61,10 @@ impl Directory {
         messages::bind_text(out, b"", b"", &[slug.as_bytes()]);
         messages::execute(out, b"");
         messages::sync(out);
-        conn.busy = true;
-        conn.stream.flush().await?;
-        let mut answer: Option<String> = None;
-        let mut failure = None;
-        loop {
-            let f = conn.stream.read_frame().await?;
-            match f.tag() {
-                b'D' => {
-                    let b = f.body();
-                    // DataRow: column count, then (length, bytes) of the first column.
-                    if answer.is_none() && b.len() >= 6 {
-                        let len = i32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-                        if len >= 0 {
-                            if let Some(v) = b.get(6..6 + len as usize) {
-                                answer = Some(String::from_utf8_lossy(v).into_owned());
-                            }
-                        }
-                    }
-                }
-                b'E' => failure = Some(error_fields(f.body()).message),
-                b'Z' => {
-                    conn.status = f.body().first().copied().unwrap_or(b'I');
-                    conn.busy = false;
-                    break;
-                }
-                _ => {}
-            }
-        }
-        if let Some(e) = failure {
-            return Err(DirectoryError::Query(e));
-        }
+        let answer = match crate::pool::upstream::run_batch(conn).await? {
+            Ok(rows) => rows.into_iter().next().flatten(),
+            Err(e) => return Err(DirectoryError::Query(e.message)),
+        };
         self.cache.insert(slug.to_owned(), answer.clone());
         Ok(answer)
     }
