@@ -556,7 +556,8 @@ impl Session {
             b'Q' => query_text(f.body()),
             b'P' => parse_msg(f.body()).map(|p| p.sql),
             b'F' => return Ok(Verdict::Refuse(error::function_call_unsupported())),
-            b'S' | b'H' | b'C' => return Ok(Verdict::Forward),
+            b'S' | b'H' => return Ok(Verdict::Forward),
+            b'C' if !needs_tenant || self.tenant.is_some() => return Ok(Verdict::Forward),
             _ if needs_tenant && self.tenant.is_none() => {
                 return Ok(Verdict::Refuse(error::no_tenant(
                     &self.shared.config.tenant.setting,

@@ -304,6 +304,9 @@ pub fn pgbench_tenant(
     secs: u32,
 ) -> (common::SeedTenant, std::process::Child) {
     let digit = &t.id[..1];
+    // One thread per client: in -M prepared pgbench prepares synchronously, which would block
+    // the other clients of its thread while they hold connections in open transactions (a
+    // client-side deadlock every transaction pooler shares).
     let child = Command::new(pgbench_bin())
         .args([
             "-n",
@@ -312,7 +315,7 @@ pub fn pgbench_tenant(
             "-c",
             &clients.to_string(),
             "-j",
-            "2",
+            &clients.to_string(),
             "-T",
             &secs.to_string(),
         ])
