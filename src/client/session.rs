@@ -861,7 +861,7 @@ impl Session {
             tokio::spawn(async move {
                 let _ =
                     crate::pool::upstream::send_cancel(&spec.host, spec.port, pid, secret).await;
-                drop(guard); // busy: closed, never reused
+                guard.close_gracefully().await; // busy: closed, never reused
             });
             return;
         }
@@ -900,7 +900,7 @@ async fn reset_and_release(mut guard: PoolGuard, sql: &'static str) {
     })
     .await;
     if !matches!(done, Ok(Ok(()))) {
-        guard.discard();
+        guard.close_gracefully().await;
     }
 }
 

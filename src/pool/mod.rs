@@ -361,6 +361,26 @@ impl PoolGuard {
         &self.pool
     }
 
+    /// Closes the connection and keeps its slot until the server has ended the backend
+    /// (Terminate, then EOF, bounded), so PostgreSQL never shows more than `pool_size`
+    /// backends for the role while a replacement is opened.
+    pub async fn close_gracefully(mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            crate::protocol::messages::write_msg(conn.stream.out(), b'X', |_| {});
+            let drain = async {
+                if conn.stream.flush().await.is_err() {
+                    return;
+                }
+                // Discard whatever is still in flight (an error for a cancelled query ...).
+                while conn.stream.fill().await.is_ok() {
+                    while let Ok(Some(_)) = conn.stream.try_buffered_frame() {}
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+        }
+        self.discard();
+    }
+
     /// Marks the connection unusable: it will be closed, not returned.
     pub fn discard(mut self) {
         if let Some(c) = self.conn.take() {
