@@ -184,7 +184,7 @@ async fn watch_backends(db: &str) -> BackendWatch {
         loop {
             let n: i64 = client
                 .query_one(
-                    "select count(*) from pg_stat_activity where usename = $1 and datname = $2",
+                    "select count(*) from pg_stat_activity where usename = $1 and datname = $2 and application_name <> 'tenantgate-posture'",
                     &[&common::APP_USER, &db],
                 )
                 .await

@@ -235,7 +235,7 @@ impl TestProxy {
             .psql(
                 "postgres",
                 &format!(
-                    "select count(*) from pg_stat_activity where usename = '{}' and datname = '{}'{cond}",
+                    "select count(*) from pg_stat_activity where usename = '{}' and datname = '{}' and application_name <> 'tenantgate-posture'{cond}",
                     common::APP_USER,
                     self.db
                 ),
@@ -418,7 +418,7 @@ impl BackendWatcher {
                 while !flag.load(Ordering::Relaxed) {
                     let n: i64 = client
                         .query_one(
-                            "select count(*) from pg_stat_activity where usename = $1 and datname = $2",
+                            "select count(*) from pg_stat_activity where usename = $1 and datname = $2 and application_name <> 'tenantgate-posture'",
                             &[&common::APP_USER, &db],
                         )
                         .await
