@@ -49,7 +49,8 @@ impl PqStream {
         Self {
             io,
             rbuf,
-            wbuf: BytesMut::with_capacity(8192),
+            // Grown on first use: an idle session should cost a few KiB, not a page of buffers.
+            wbuf: BytesMut::new(),
             max_message,
         }
     }
@@ -81,8 +82,9 @@ impl PqStream {
 
     /// Reads more bytes into the buffer; `Closed` at EOF. Cancel-safe.
     pub async fn fill(&mut self) -> Result<usize, StreamError> {
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(16 * 1024);
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            // Small for idle clients; doubles with the data actually buffered.
+            self.rbuf.reserve(self.rbuf.len().max(4096));
         }
         let n = self.io.read_buf(&mut self.rbuf).await?;
         if n == 0 {
