@@ -18,7 +18,7 @@
 # Needs root (it runs PostgreSQL and PgBouncer as `postgres` via setpriv), PostgreSQL 15+ server
 # binaries, python3; installs `pgbouncer` with apt-get if missing. Everything lives in a temp
 # directory that is removed on exit (--keep keeps it). Results: --out DIR (default
-# target/bench-results/<date>), with results.tsv, summary.md, the idle-client JSON and logs.
+# target/bench-results/<date>): results.tsv, summary.md, report.md, the idle-client JSON, profiles.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +34,6 @@ CELLS=""
 OUT=""
 KEEP=0
 PROFILE=0
-SKIP_IDLE=0
 SKIP_MATRIX=0
 SKIP_INJECT=0
 HOLD=0
@@ -42,7 +41,7 @@ TG_BIN="${TG_BIN:-}"
 TENANT="11111111-1111-1111-1111-111111111111"
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
   cat <<EOF
 
 Options:
@@ -358,7 +357,9 @@ run_pgbench() {
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$cell" "$target" "$round" \
     "${tps:-0}" "${failed:-0}" "$avg" "$p50" "$p99" "$rc" "$ncpu" "$nsw" >>"$RESULTS"
-  log "  $target r$round: tps=${tps:-?} p50=${p50}us p99=${p99}us failed=${failed:-0} proxy_cpu=${ncpu}us/txn"
+  local cpu_note=""
+  [ "$ncpu" != nan ] && cpu_note=" proxy_cpu=${ncpu}us/txn"
+  log "  $target r$round: tps=${tps:-?} p50=${p50}us p99=${p99}us failed=${failed:-0}$cpu_note"
   rm -f "$prefix".[0-9]* "$prefix.out"
 }
 
@@ -435,10 +436,12 @@ if [ "$PROFILE" = 1 ]; then
       >"$OUT/perf-report.txt" 2>/dev/null || true
     perf report -i "$WORK/perf.data" --children --sort symbol --stdio --percent-limit 2 -g none \
       >"$OUT/perf-report-children.txt" 2>/dev/null || true
+    PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
     if command -v inferno-collapse-perf >/dev/null 2>&1; then
       perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph \
         >"$OUT/flamegraph.svg" || true
     fi
+    command -v inferno-flamegraph >/dev/null 2>&1 || log "no flame graph: cargo install inferno"
     log "profile in $OUT/perf-report.txt"
   else
     log "perf not installed (apt-get install linux-perf); skipping the profile"

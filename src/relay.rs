@@ -114,9 +114,18 @@ impl Relay {
         }
     }
 
-    /// Forgets everything (the connection is going away).
+    /// Forgets everything (the connection is going away), keeping allocations for the next
+    /// transaction.
     pub fn reset(&mut self) {
-        *self = Relay::default();
+        self.expect.clear();
+        self.skipping = false;
+        self.inject_failed = false;
+        self.poisons.clear();
+        self.copy_in = false;
+        self.failed_names.clear();
+        self.failed_server_names.clear();
+        self.discarded = false;
+        self.param_changes.clear();
     }
 
     /// Handles one server frame, queueing what the client should see on `client`.

@@ -86,7 +86,7 @@ pub async fn negotiate(
 ) -> Result<Opening, HandshakeError> {
     let _ = tcp.set_nodelay(true);
     let mut io: BoxStream = Box::new(tcp);
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::with_capacity(512);
     let mut encrypted = false;
     let mut sni = None;
     loop {
@@ -102,8 +102,8 @@ pub async fn negotiate(
                     .await)
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(4096);
+            if buf.capacity() - buf.len() < 256 {
+                buf.reserve(2048);
             }
             let n = io.read_buf(&mut buf).await?;
             if n == 0 {

@@ -45,7 +45,13 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
     let span = tracing::info_span!("session", session_id = %session_id, client_addr = %peer, user = tracing::field::Empty, tenant = tracing::field::Empty);
     let _enter = span.clone();
     let auth_timeout = crate::config::secs(shared.config.server.auth_timeout);
-    let opened = tokio::time::timeout(auth_timeout, login(&shared, tcp, peer, session_id)).await;
+    // Boxed: the handshake and SCRAM state is freed once the session starts, so an idle
+    // session's task holds only the session.
+    let opened = tokio::time::timeout(
+        auth_timeout,
+        Box::pin(login(&shared, tcp, peer, session_id)),
+    )
+    .await;
     let login = match opened {
         Err(_) => {
             tracing::debug!(parent: &span, "startup/authentication timed out");
@@ -135,7 +141,7 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
     });
     let _guard = span.enter();
     drop(_guard);
-    if let Err(e) = tracing::Instrument::instrument(session.run(), span.clone()).await {
+    if let Err(e) = tracing::Instrument::instrument(Box::pin(session.run()), span.clone()).await {
         tracing::debug!(parent: &span, error = %e, "session ended with an error");
     }
 }

@@ -203,6 +203,10 @@ impl Session {
 
     async fn run_loop(&mut self) -> Result<(), SessionError> {
         let shutdown = self.shared.shutdown.clone();
+        // Built once: a fresh cancellation future per iteration would register with the token's
+        // shared waiter list (one mutex for every session) on every message.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             if self.draining && self.phase == Phase::Idle && self.txn_status() == b'I' {
                 error::shutting_down().encode(self.client.out());
@@ -229,6 +233,7 @@ impl Session {
             let deadline = self.deadline;
             let server = self.server.as_mut().map(|g| &mut g.conn().stream);
             let event = tokio::select! {
+                biased;
                 r = self.client.fill(), if read_client => Io::Client(r.map(|_| ())),
                 f = async {
                     match server {
@@ -236,7 +241,7 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => Io::Server(f),
-                _ = shutdown.cancelled(), if !self.draining => Io::Shutdown,
+                _ = &mut cancelled, if !self.draining => Io::Shutdown,
                 _ = async {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d.into()).await,

@@ -197,14 +197,25 @@ impl Pool {
     pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, PoolError> {
         let start = Instant::now();
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let mut paused = self.paused.subscribe();
-        let permits = self.permits.clone();
-        let permit = tokio::time::timeout(self.timeout, async move {
-            // PAUSE holds new checkouts (PgBouncer's semantics, minus waiting for active ones).
-            let _ = paused.wait_for(|p| !*p).await;
-            permits.acquire_owned().await
-        })
-        .await;
+        // Fast path: a free slot and no PAUSE, without arming a timer.
+        let fast = if *self.paused.borrow() {
+            None
+        } else {
+            self.permits.clone().try_acquire_owned().ok()
+        };
+        let permit = match fast {
+            Some(p) => Ok(Ok(p)),
+            None => {
+                let mut paused = self.paused.subscribe();
+                let permits = self.permits.clone();
+                tokio::time::timeout(self.timeout, async move {
+                    // PAUSE holds new checkouts (PgBouncer's semantics, minus waiting for active ones).
+                    let _ = paused.wait_for(|p| !*p).await;
+                    permits.acquire_owned().await
+                })
+                .await
+            }
+        };
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         let permit = match permit {
             Ok(Ok(p)) => p,

@@ -84,7 +84,7 @@ impl PqStream {
     pub async fn fill(&mut self) -> Result<usize, StreamError> {
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             // Small for idle clients; doubles with the data actually buffered.
-            self.rbuf.reserve(self.rbuf.len().max(4096));
+            self.rbuf.reserve(self.rbuf.len().max(2048));
         }
         let n = self.io.read_buf(&mut self.rbuf).await?;
         if n == 0 {
