@@ -42,13 +42,7 @@ async fn fixed_tenant_sees_only_its_rows_in_and_out_of_transactions() {
         .simple_query("begin; select count(*) from customers; commit; select current_setting('app.tenant_id', true)")
         .await
         .unwrap();
-    let rows: Vec<String> = msgs
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
-            _ => None,
-        })
-        .collect();
+    let rows = support::first_columns(&msgs);
     assert_eq!(rows[0], ACME.customers.to_string());
     assert_eq!(rows.len(), 2);
     p.stop().await;

@@ -111,13 +111,7 @@ async fn errors_recover_and_multi_statement_returns_every_result() {
         .simple_query("select 1; select 2, 3; select 'x'")
         .await
         .unwrap();
-    let data: Vec<_> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
-            _ => None,
-        })
-        .collect();
+    let data = support::first_columns(&rows);
     assert_eq!(data, vec!["1", "2", "x"]);
     // An error inside an explicit transaction aborts it, like PostgreSQL.
     c.batch_execute("begin").await.unwrap();

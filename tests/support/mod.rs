@@ -438,3 +438,13 @@ impl BackendWatcher {
         self.handle.join().unwrap_or(-1)
     }
 }
+
+/// The first column of every row a simple query returned, as text.
+pub fn first_columns(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
+            _ => None,
+        })
+        .collect()
+}
