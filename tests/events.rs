@@ -206,3 +206,61 @@ async fn repeated_probes_are_aggregated() {
     assert_eq!(all[1]["count"], 49);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_backend_switches_tenant_by_intercepted_set() {
+    let p = start(Opts {
+        extra: format!(
+            "[[users]]\nname = \"backend\"\npassword = \"{PW}\"\ntenants = [\"{}\", \"{}\"]\nallow_switch = true\n",
+            ACME.id, GLOBEX.id
+        ),
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let c = p.connect(&format!("backend.{}", ACME.id)).await;
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, ACME.customers);
+    // The Flask-style SET is intercepted, not forwarded: it switches later transactions.
+    c.batch_execute(&format!("SET app.tenant_id = '{}'", GLOBEX.id))
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, GLOBEX.customers);
+    let s: String = c
+        .query_one("select current_setting('app.tenant_id')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(s, GLOBEX.id);
+    // A tenant outside the list is a tamper attempt; the session keeps its tenant.
+    let e = c
+        .simple_query(&format!("SET app.tenant_id = '{}'", common::INITECH.id))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, GLOBEX.customers);
+    let switches = p.events_named("tenant_switch").await;
+    assert_eq!(switches.len(), 1, "{switches:?}");
+    assert_eq!(switches[0]["action"], "allow");
+    let tamper = p.events_named("tenant_tamper").await;
+    assert_eq!(tamper.len(), 1, "{tamper:?}");
+    // The SHOW CLIENTS view and later events carry the new tenant.
+    assert!(c.simple_query("set role postgres").await.is_err());
+    let role = p.events_named("role_tamper").await;
+    assert_eq!(role[0]["tenant"], GLOBEX.id);
+    p.stop().await;
+}
