@@ -1931,6 +1931,21 @@ impl<'a> Cx<'a, '_> {
         kw(self.src, t, k)
     }
 
+    /// A role option that bypasses RLS (`BYPASSRLS`, `SUPERUSER`) in CREATE/ALTER ROLE.
+    fn privileged_role_option(
+        &mut self,
+        st: &Stmt,
+        t: Tok,
+        bypassrls: &'static str,
+        superuser: &'static str,
+    ) {
+        if self.kw(Some(t), b"bypassrls") {
+            self.push(st, Rule::RlsTamper, bypassrls, None, t.s()..t.e());
+        } else if self.kw(Some(t), b"superuser") {
+            self.push(st, Rule::RlsTamper, superuser, None, t.s()..t.e());
+        }
+    }
+
     fn flag(&mut self, top: bool, f: Flags) {
         self.flag_if(top, true, f);
     }
@@ -2339,13 +2354,12 @@ impl<'a> Cx<'a, '_> {
                         }
                         pending = c.after;
                     } else if ctx == Ctx::Role && !first {
-                        if self.kw(Some(t), b"bypassrls") {
-                            let d = "ALTER ROLE ... BYPASSRLS";
-                            self.push(st, Rule::RlsTamper, d, None, t.s()..t.e());
-                        } else if self.kw(Some(t), b"superuser") {
-                            let d = "ALTER ROLE ... SUPERUSER";
-                            self.push(st, Rule::RlsTamper, d, None, t.s()..t.e());
-                        }
+                        self.privileged_role_option(
+                            st,
+                            t,
+                            "ALTER ROLE ... BYPASSRLS",
+                            "ALTER ROLE ... SUPERUSER",
+                        );
                     }
                 }
                 _ => {}
@@ -2439,13 +2453,12 @@ impl<'a> Cx<'a, '_> {
                         K::LParen => depth += 1,
                         K::RParen => depth = depth.saturating_sub(1),
                         K::Word if depth == 0 => {
-                            if self.kw(Some(t), b"bypassrls") {
-                                let d = "CREATE ROLE ... BYPASSRLS";
-                                self.push(st, Rule::RlsTamper, d, None, t.s()..t.e());
-                            } else if self.kw(Some(t), b"superuser") {
-                                let d = "CREATE ROLE ... SUPERUSER";
-                                self.push(st, Rule::RlsTamper, d, None, t.s()..t.e());
-                            }
+                            self.privileged_role_option(
+                                st,
+                                t,
+                                "CREATE ROLE ... BYPASSRLS",
+                                "CREATE ROLE ... SUPERUSER",
+                            );
                         }
                         _ => {}
                     }
