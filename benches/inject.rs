@@ -54,23 +54,20 @@ fn asker(kind: UserKind) -> Asker<'static> {
 /// A stream that is never read or written: the relay only queues into its buffer.
 fn stream() -> PqStream {
     let (a, _b) = tokio::io::duplex(64);
-    PqStream::new(Box::new(a), BytesMut::new(), MAX)
+    PqStream::new(
+        Box::new(a),
+        BytesMut::new(),
+        MAX,
+        tenantgate::protocol::stream::SERVER_READ_CHUNK,
+    )
 }
 
 fn conn() -> UpstreamConn {
-    UpstreamConn {
-        stream: stream(),
-        pid: 1,
-        secret: 2,
-        params: Vec::new(),
-        status: b'I',
-        created: std::time::Instant::now(),
-        last_used: std::time::Instant::now(),
-        inject_prepared: true,
-        busy: false,
-        statements: Default::default(),
-        id: 1,
-    }
+    let mut c = UpstreamConn::new(stream(), 1);
+    c.pid = 1;
+    c.secret = 2;
+    c.inject_prepared = true;
+    c
 }
 
 fn frames(buf: BytesMut) -> Vec<Frame> {

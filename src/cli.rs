@@ -158,10 +158,27 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let cfg =
                 Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             crate::telemetry::init(cfg.server.log_format);
-            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let rt = runtime(cfg.server.worker_threads).context("starting the runtime")?;
             rt.block_on(serve(Arc::new(cfg), config))?;
             Ok(0)
         }
+    }
+}
+
+/// The runtime for `serve`: one event loop (`worker_threads = 1`), or a work-stealing pool of
+/// `n` threads (0: one per core). Blocking work (SCRAM key derivation) has its own pool either way.
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
 }
 

@@ -99,6 +99,11 @@ pub struct ServerConfig {
     /// Log format for the proxy's own diagnostics: `text` or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Threads relaying sessions. 1 (the default) runs every session on one event loop, as
+    /// PgBouncer does: no cross-thread wake-ups, the least CPU per transaction. 0 means one
+    /// per CPU core, for machines where one core cannot keep up. Restart to change.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
 }
 
 /// Diagnostic log format.
@@ -373,6 +378,10 @@ impl TenantsSpec {
     }
 }
 
+fn default_worker_threads() -> usize {
+    1
+}
+
 fn default_max_client_conn() -> usize {
     10_000
 }
@@ -467,6 +476,12 @@ impl Config {
             return Err(invalid(
                 "server.proxy_trusted",
                 "proxy_protocol needs the load balancers' networks, e.g. [\"10.0.0.0/8\"]",
+            ));
+        }
+        if s.worker_threads > 1024 {
+            return Err(invalid(
+                "server.worker_threads",
+                "must be between 0 (one per core) and 1024",
             ));
         }
         if s.max_client_conn == 0 {
@@ -725,6 +740,16 @@ password = "x"
             err.to_string().contains("on_drift") || err.to_string().contains("stop"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_event_loop_and_are_bounded() {
+        assert_eq!(Config::from_toml(BASE).unwrap().server.worker_threads, 1);
+        let base = BASE.replace("[server]\n", "[server]\nworker_threads = 0\n");
+        assert_eq!(Config::from_toml(&base).unwrap().server.worker_threads, 0);
+        let base = BASE.replace("[server]\n", "[server]\nworker_threads = 5000\n");
+        let err = Config::from_toml(&base).unwrap_err();
+        assert!(err.to_string().contains("server.worker_threads"), "{err}");
     }
 
     #[test]

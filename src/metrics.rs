@@ -15,6 +15,20 @@ const SECONDS_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Handles for the series updated on every transaction, registered once when the recorder
+/// is installed, so the data path neither looks series up nor reads the clock without one.
+struct Hot {
+    /// `tenantgate_query_duration_seconds`.
+    query_duration: metrics::Histogram,
+    /// `tenantgate_pool_wait_seconds{pool="app"}`.
+    wait_app: metrics::Histogram,
+    /// `tenantgate_pool_wait_seconds{pool="breakglass"}`.
+    wait_breakglass: metrics::Histogram,
+}
+
+/// Set by [`install`]; unset means no recorder, and the hot-path updates are skipped.
+static HOT: OnceLock<Hot> = OnceLock::new();
+
 /// Installs the Prometheus recorder (once per process) and returns the handle that renders it;
 /// `None` when another recorder was installed first.
 pub fn install() -> Option<PrometheusHandle> {
@@ -27,6 +41,11 @@ pub fn install() -> Option<PrometheusHandle> {
             match built {
                 Ok(handle) => {
                     describe();
+                    let _ = HOT.set(Hot {
+                        query_duration: metrics::histogram!("tenantgate_query_duration_seconds"),
+                        wait_app: metrics::histogram!("tenantgate_pool_wait_seconds", "pool" => "app"),
+                        wait_breakglass: metrics::histogram!("tenantgate_pool_wait_seconds", "pool" => "breakglass"),
+                    });
                     Some(handle)
                 }
                 Err(e) => {
@@ -132,16 +151,32 @@ pub fn injection_failed() {
     metrics::counter!("tenantgate_injection_failures_total").increment(1);
 }
 
+/// Whether timings are recorded at all: the session reads the clock per query only then.
+#[inline]
+pub fn timing_enabled() -> bool {
+    HOT.get().is_some()
+}
+
 /// A query cycle (a Query, or extended messages up to Sync) got its ReadyForQuery after
 /// `elapsed`.
+#[inline]
 pub fn query_duration(elapsed: Duration) {
-    metrics::histogram!("tenantgate_query_duration_seconds").record(elapsed.as_secs_f64());
+    if let Some(h) = HOT.get() {
+        h.query_duration.record(elapsed.as_secs_f64());
+    }
 }
 
 /// A checkout from `pool` got a connection after waiting `waited`.
+#[inline]
 pub fn pool_wait(pool: &'static str, waited: Duration) {
-    metrics::histogram!("tenantgate_pool_wait_seconds", "pool" => pool)
-        .record(waited.as_secs_f64());
+    if let Some(h) = HOT.get() {
+        let hist = if pool == "breakglass" {
+            &h.wait_breakglass
+        } else {
+            &h.wait_app
+        };
+        hist.record(waited.as_secs_f64());
+    }
 }
 
 /// Scrape time: the connection counts of one pool.

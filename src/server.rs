@@ -117,8 +117,9 @@ impl Shared {
             || new.upstream.database != old.upstream.database
             || new.upstream.user != old.upstream.user
             || new.upstream.pool_mode != old.upstream.pool_mode
+            || new.server.worker_threads != old.server.worker_threads
         {
-            tracing::warn!("listen address, upstream host/port/database/user and pool_mode change only on restart");
+            tracing::warn!("listen address, worker_threads, upstream host/port/database/user and pool_mode change only on restart");
         }
         let live = match Live::build(new.clone()).await {
             Ok(l) => l,
@@ -366,43 +367,47 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
         };
         let shared = shared.clone();
         tracker.spawn(async move {
-            // Fail closed: no session before the upstream role is known not to bypass RLS.
-            // Clients get a clear error instead of hanging while the upstream is unreachable.
-            if !shared.posture.verified.is_cancelled()
-                && tokio::time::timeout(Duration::from_secs(2), shared.posture.verified.cancelled())
-                    .await
-                    .is_err()
-            {
-                refuse_early(tcp, crate::error::posture_unverified()).await;
-                drop(permit);
-                crate::metrics::client_disconnected();
-                return;
+            // Boxed: the posture wait and PROXY header state are freed before the session
+            // starts, so an idle client's task cell stays small.
+            if let Some((tcp, peer)) = Box::pin(admit(&shared, tcp, peer)).await {
+                let id = format!("{:016x}", rand::random::<u64>());
+                client::handle(shared, tcp, peer, id).await;
             }
-            let id = format!("{:016x}", rand::random::<u64>());
-            let mut tcp = tcp;
-            let mut peer = peer;
-            if shared.config.server.proxy_protocol {
-                match crate::proxy_protocol::accept(
-                    &mut tcp,
-                    peer,
-                    &shared.config.server.proxy_trusted,
-                )
-                .await
-                {
-                    Ok(real) => peer = real,
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "connection refused");
-                        drop(permit);
-                        crate::metrics::client_disconnected();
-                        return;
-                    }
-                }
-            }
-            client::handle(shared, tcp, peer, id).await;
             drop(permit);
             crate::metrics::client_disconnected();
         });
     }
+}
+
+/// Checks that sessions may start (posture verified) and reads a PROXY header when
+/// configured; `None` when the connection was refused (already answered or logged).
+async fn admit(
+    shared: &Arc<Shared>,
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
+) -> Option<(TcpStream, SocketAddr)> {
+    // Fail closed: no session before the upstream role is known not to bypass RLS.
+    // Clients get a clear error instead of hanging while the upstream is unreachable.
+    if !shared.posture.verified.is_cancelled()
+        && tokio::time::timeout(Duration::from_secs(2), shared.posture.verified.cancelled())
+            .await
+            .is_err()
+    {
+        refuse_early(tcp, crate::error::posture_unverified()).await;
+        return None;
+    }
+    if shared.config.server.proxy_protocol {
+        match crate::proxy_protocol::accept(&mut tcp, peer, &shared.config.server.proxy_trusted)
+            .await
+        {
+            Ok(real) => peer = real,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "connection refused");
+                return None;
+            }
+        }
+    }
+    Some((tcp, peer))
 }
 
 /// Over the cap: read the startup packet (briefly) and answer 53300, as PostgreSQL does.

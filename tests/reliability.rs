@@ -505,3 +505,91 @@ async fn sighup_reloads_users_and_keeps_connections() {
     }
     let _ = child.wait();
 }
+
+/// `serve` relays concurrent sessions, each seeing only its own tenant, on one event loop
+/// (`worker_threads = 1`, the default) and on a work-stealing pool (0 = one per core, and 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_relays_on_one_thread_and_on_a_thread_pool() {
+    let db = common::fresh_database("workers");
+    let c = common::cluster();
+    for workers in [1usize, 0, 3] {
+        let dir = std::env::temp_dir().join(format!("tg-workers-{}-{workers}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("tenantgate.toml");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = {workers}\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"{db}\"\nuser = \"app_user\"\npassword = \"app_password\"\npool_size = 3\n[security]\nevent_log = \"{}\"\n[[users]]\nname = \"acme_app\"\npassword = \"{pw}\"\ntenant = \"{}\"\n[[users]]\nname = \"globex_app\"\npassword = \"{pw}\"\ntenant = \"{}\"\n",
+                c.port(),
+                dir.join("events.jsonl").display(),
+                common::ACME.id,
+                common::GLOBEX.id,
+                pw = support::PW,
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = |user: &str| {
+            format!(
+                "host=127.0.0.1 port={port} user={user} password={} dbname={db}",
+                support::PW
+            )
+        };
+        let mut up = false;
+        for _ in 0..50 {
+            if tokio_postgres::connect(&url("acme_app"), tokio_postgres::NoTls)
+                .await
+                .is_ok()
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up, "proxy with worker_threads = {workers} came up");
+        // 8 clients over a pool of 3, alternating tenants, 40 transactions each.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (user, want) = if i % 2 == 0 {
+                ("acme_app", common::ACME.customers)
+            } else {
+                ("globex_app", common::GLOBEX.customers)
+            };
+            let (client, conn) = tokio_postgres::connect(&url(user), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..40 {
+                    let n: i64 = client
+                        .query_one("select count(*) from customers", &[])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    assert_eq!(n, want, "{user} saw another tenant's rows");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("client task");
+        }
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "worker_threads = {workers}: exit {status:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

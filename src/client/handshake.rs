@@ -143,7 +143,12 @@ pub async fn negotiate(
             StartupPacket::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
             StartupPacket::Startup { minor, params } => {
                 return Ok(Opening::Session(Startup {
-                    stream: PqStream::new(io, buf, max_message),
+                    stream: PqStream::new(
+                        io,
+                        buf,
+                        max_message,
+                        crate::protocol::stream::CLIENT_READ_CHUNK,
+                    ),
                     params,
                     tls: encrypted,
                     sni,

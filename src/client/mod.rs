@@ -40,28 +40,57 @@ struct Login {
     startup: Vec<(String, String)>,
 }
 
+/// What an accepted connection becomes once it has logged in.
+enum Opened {
+    /// A data session, ready to run.
+    Session(Box<Session>),
+    /// An admin on the console database, greeted.
+    Console(PqStream),
+}
+
 /// Serves one accepted TCP connection from handshake to goodbye.
 pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, session_id: String) {
     let span = tracing::info_span!("session", session_id = %session_id, client_addr = %peer, user = tracing::field::Empty, tenant = tracing::field::Empty);
-    let _enter = span.clone();
+    // Boxed: the handshake, SCRAM and greeting state is freed once the session starts, so an
+    // idle session's task holds only the (boxed) session loop.
+    let opened = Box::pin(open(&shared, tcp, peer, session_id, &span)).await;
+    match opened {
+        None => {}
+        Some(Opened::Console(stream)) => {
+            if let Err(e) = Box::pin(console::run(shared.clone(), stream)).await {
+                tracing::debug!(parent: &span, error = %e, "console session ended with an error");
+            }
+        }
+        Some(Opened::Session(session)) => {
+            let run = tracing::Instrument::instrument(Box::pin(session.run()), span.clone());
+            if let Err(e) = run.await {
+                tracing::debug!(parent: &span, error = %e, "session ended with an error");
+            }
+        }
+    }
+}
+
+/// Login, then the greeting: everything between accept and the session loop.
+/// `None`: the connection was refused, cancelled or timed out (already answered or logged).
+async fn open(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    session_id: String,
+    span: &tracing::Span,
+) -> Option<Opened> {
     let auth_timeout = crate::config::secs(shared.config.server.auth_timeout);
-    // Boxed: the handshake and SCRAM state is freed once the session starts, so an idle
-    // session's task holds only the session.
-    let opened = tokio::time::timeout(
-        auth_timeout,
-        Box::pin(login(&shared, tcp, peer, session_id)),
-    )
-    .await;
+    let opened = tokio::time::timeout(auth_timeout, login(shared, tcp, peer, session_id)).await;
     let login = match opened {
         Err(_) => {
-            tracing::debug!(parent: &span, "startup/authentication timed out");
-            return;
+            tracing::debug!(parent: span, "startup/authentication timed out");
+            return None;
         }
         Ok(Ok(Some(l))) => l,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
-            tracing::debug!(parent: &span, error = %e, "connection refused during startup");
-            return;
+            tracing::debug!(parent: span, error = %e, "connection refused during startup");
+            return None;
         }
     };
     span.record("user", login.who.login.as_str());
@@ -71,20 +100,17 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
     if login.console {
         let mut stream = login.stream;
         let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
-        if let Err(e) = greet(&shared, &shared.pool, &mut stream, &login.startup, &[], key).await {
+        if let Err(e) = greet(shared, &shared.pool, &mut stream, &login.startup, &[], key).await {
             e.encode(stream.out());
             let _ = stream.flush().await;
-            return;
+            return None;
         }
-        if let Err(e) = console::run(shared.clone(), stream).await {
-            tracing::debug!(parent: &span, error = %e, "console session ended with an error");
-        }
-        return;
+        return Some(Opened::Console(stream));
     }
     let pool = match login.who.kind {
         UserKind::Breakglass => match &shared.breakglass {
             Some(p) => p.clone(),
-            None => return,
+            None => return None,
         },
         _ => shared.pool.clone(),
     };
@@ -114,7 +140,7 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
     });
     let mut stream = login.stream;
     if let Err(e) = greet(
-        &shared,
+        shared,
         &pool,
         &mut stream,
         &login.startup,
@@ -125,7 +151,7 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
     {
         e.encode(stream.out());
         let _ = stream.flush().await;
-        return;
+        return None;
     }
     let session = Session::new(SessionParts {
         shared: shared.clone(),
@@ -139,11 +165,7 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
         listed,
         settings: login.settings,
     });
-    let _guard = span.enter();
-    drop(_guard);
-    if let Err(e) = tracing::Instrument::instrument(Box::pin(session.run()), span.clone()).await {
-        tracing::debug!(parent: &span, error = %e, "session ended with an error");
-    }
+    Some(Opened::Session(Box::new(session)))
 }
 
 /// Handshake, authentication and tenant choice. `Ok(None)`: handled (cancel) or refused.
@@ -569,6 +591,8 @@ async fn greet(
         .flush()
         .await
         .map_err(|_| PgError::fatal("08006", "connection lost"))?;
+    // The greeting is the biggest write an idle client sees; do not keep its buffer.
+    stream.release_write_buffer();
     Ok(())
 }
 

@@ -116,8 +116,9 @@ pub struct Session {
     skip_injection: bool,
     /// The SHOW CLIENTS entry (state follows attach/detach).
     listed: crate::client::registry::Listed,
-    /// Reported parameters this session wants on its server (client's values over defaults).
-    reported: Vec<(String, String)>,
+    /// Reported parameters this session wants on its server (client's values over defaults),
+    /// by index into `settings::TRACKED`.
+    reported: Vec<(usize, String)>,
     /// Transaction-local startup settings, re-injected with the tenant.
     local_settings: Vec<(String, String)>,
     /// When the current segment started (query duration metric).
@@ -195,7 +196,7 @@ impl Session {
     }
 
     /// Serves the client until it leaves, the server breaks, or shutdown.
-    pub async fn run(mut self) -> Result<(), SessionError> {
+    pub async fn run(mut self: Box<Self>) -> Result<(), SessionError> {
         let result = self.run_loop().await;
         self.finish().await;
         result
@@ -336,12 +337,14 @@ impl Session {
         let conn = guard.conn();
         if self.phase == Phase::Idle {
             if conn.status == b'I' && !self.skip_injection {
-                let stale: Vec<usize> = (0..self.reported.len())
-                    .filter(|&i| {
-                        conn.param(&self.reported[i].0) != Some(self.reported[i].1.as_str())
-                    })
-                    .collect();
-                let stale_n = stale.len();
+                // One bit per entry of `reported` whose value this server does not have.
+                let stale = self
+                    .reported
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (i, v))| conn.tracked(*i) != Some(v.as_str()))
+                    .fold(0u32, |m, (n, _)| m | 1 << n);
+                let stale_n = stale.count_ones();
                 if self.injector.is_some() || stale_n > 0 {
                     if !conn.inject_prepared {
                         for m in inject::write_prepare(conn.stream.out()) {
@@ -350,10 +353,13 @@ impl Session {
                         conn.inject_prepared = true;
                     }
                     // Session-level, as the client asked at connect (PgBouncer's tracking).
-                    for i in stale {
-                        let (k, v) = &self.reported[i];
-                        for m in inject::write_set(conn.stream.out(), k, v, false) {
-                            self.relay.push(Expect::Inject(m));
+                    if stale_n > 0 {
+                        let entries = self.reported.iter().enumerate();
+                        for (_, (i, v)) in entries.filter(|(n, _)| stale & 1 << n != 0) {
+                            let k = crate::client::settings::TRACKED[*i];
+                            for m in inject::write_set(conn.stream.out(), k, v, false) {
+                                self.relay.push(Expect::Inject(m));
+                            }
                         }
                     }
                     if let Some(inj) = &self.injector {
@@ -365,7 +371,7 @@ impl Session {
             }
             self.skip_injection = false;
             self.phase = Phase::InSegment;
-            self.segment_started = Some(Instant::now());
+            self.segment_started = crate::metrics::timing_enabled().then(Instant::now);
         }
         let out_of_band = match verdict {
             Verdict::Refuse(err) => {
@@ -577,7 +583,11 @@ impl Session {
                 crate::protocol::FrameError::BadLength(-1),
             )));
         };
-        let sql = String::from_utf8_lossy(text);
+        // Valid UTF-8 is the rule: validate fast, and build the lossy copy only otherwise.
+        let sql = match std::str::from_utf8(text) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(text),
+        };
         let asker = Asker {
             kind: self.who.kind,
             tenant: self.tenant.as_deref(),
@@ -730,7 +740,8 @@ impl Session {
             }
             for (k, v) in self.relay.param_changes.drain(..) {
                 // The client SET a tracked parameter: carry it to its next servers.
-                if let Some(slot) = self.reported.iter_mut().find(|(n, _)| *n == k) {
+                let i = crate::client::settings::tracked_index(&k);
+                if let Some(slot) = self.reported.iter_mut().find(|(n, _)| Some(*n) == i) {
                     slot.1 = v;
                 }
             }
@@ -788,13 +799,19 @@ impl Session {
 
     /// Checks out an upstream connection and points cancels at it.
     async fn attach(&mut self) -> Result<(), PoolError> {
-        let target = self.cancel.target.clone();
-        let cancelled = target.waiting_cancel.notified();
-        tokio::pin!(cancelled);
-        cancelled.as_mut().enable();
-        let mut guard = tokio::select! {
-            g = self.pool.checkout() => g?,
-            _ = cancelled => return Err(PoolError::Cancelled),
+        let mut guard = match self.pool.try_checkout() {
+            Some(g) => g,
+            None => {
+                // Waiting (or connecting): a CancelRequest now ends the wait.
+                let target = self.cancel.target.clone();
+                let cancelled = target.waiting_cancel.notified();
+                tokio::pin!(cancelled);
+                cancelled.as_mut().enable();
+                tokio::select! {
+                    g = self.pool.checkout() => g?,
+                    _ = cancelled => return Err(PoolError::Cancelled),
+                }
+            }
         };
         let conn = guard.conn();
         self.cancel.target.attach(conn.pid, conn.secret);

@@ -21,6 +21,13 @@ pub const TRACKED: [&str; 6] = [
     "standard_conforming_strings",
 ];
 
+/// The position of a tracked parameter in [`TRACKED`] (exact, canonical spelling, as
+/// PostgreSQL reports it in ParameterStatus).
+#[inline]
+pub fn tracked_index(name: &str) -> Option<usize> {
+    TRACKED.iter().position(|t| *t == name)
+}
+
 /// Startup keys that are not settings.
 const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
 
@@ -102,15 +109,16 @@ fn set(list: &mut Vec<(String, String)>, name: &str, value: String) {
 pub fn with_defaults(
     client: &[(String, String)],
     server: &[(String, String)],
-) -> Vec<(String, String)> {
+) -> Vec<(usize, String)> {
     TRACKED
         .iter()
-        .filter_map(|name| {
+        .enumerate()
+        .filter_map(|(i, name)| {
             client
                 .iter()
                 .find(|(k, _)| k == name)
                 .or_else(|| server.iter().find(|(k, _)| k == name))
-                .map(|(_, v)| ((*name).to_owned(), v.clone()))
+                .map(|(_, v)| (i, v.clone()))
         })
         .collect()
 }
@@ -171,7 +179,14 @@ mod tests {
             &[p("TimeZone", "Europe/Paris")],
             &[p("TimeZone", "UTC"), p("DateStyle", "ISO, MDY")],
         );
-        assert!(l.contains(&p("TimeZone", "Europe/Paris")));
-        assert!(l.contains(&p("DateStyle", "ISO, MDY")));
+        let tz = tracked_index("TimeZone").unwrap();
+        let ds = tracked_index("DateStyle").unwrap();
+        assert!(l.contains(&(tz, "Europe/Paris".to_owned())));
+        assert!(l.contains(&(ds, "ISO, MDY".to_owned())));
+        assert_eq!(
+            tracked_index("timezone"),
+            None,
+            "ParameterStatus names are canonical"
+        );
     }
 }

@@ -9,13 +9,13 @@ pub mod upstream;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use upstream::{UpstreamConn, UpstreamError, UpstreamSpec};
+pub use upstream::{ConnInfo, UpstreamConn, UpstreamError, UpstreamSpec};
 
 /// Why a checkout failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +92,8 @@ pub struct Pool {
     pub stats: PoolStats,
     /// ParameterStatus values of the first connection, shown to clients at login.
     server_params: Mutex<Option<Vec<(String, String)>>>,
-    /// Checked-out connections, for SHOW SERVERS.
-    active: Mutex<std::collections::HashMap<u64, ServerRow>>,
+    /// Every open connection's SHOW SERVERS entry (registered at open, pruned when listed).
+    conns: Mutex<Vec<Weak<ConnInfo>>>,
     /// PAUSE: new checkouts wait until RESUME.
     paused: tokio::sync::watch::Sender<bool>,
 }
@@ -125,7 +125,7 @@ impl Pool {
             lifetime: limits.lifetime,
             stats: PoolStats::default(),
             server_params: Mutex::new(None),
-            active: Mutex::new(std::collections::HashMap::new()),
+            conns: Mutex::new(Vec::new()),
             paused: tokio::sync::watch::channel(false).0,
         })
     }
@@ -147,21 +147,25 @@ impl Pool {
 
     /// Every server connection, active and idle, for SHOW SERVERS.
     pub fn server_rows(&self) -> Vec<ServerRow> {
-        let mut rows: Vec<ServerRow> = self
-            .active
-            .lock()
-            .map(|a| a.values().cloned().collect())
-            .unwrap_or_default();
-        if let Ok(idle) = self.idle.lock() {
-            let now = std::time::SystemTime::now();
-            rows.extend(idle.iter().map(|c| ServerRow {
+        let Ok(mut conns) = self.conns.lock() else {
+            return Vec::new();
+        };
+        conns.retain(|w| w.strong_count() > 0);
+        let mut rows: Vec<ServerRow> = conns
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|c| ServerRow {
                 id: c.id,
-                pid: c.pid,
-                state: "idle",
-                created: now - c.created.elapsed(),
-                since: now - c.last_used.elapsed(),
-            }));
-        }
+                pid: c.pid.load(Ordering::Relaxed),
+                state: if c.active.load(Ordering::Relaxed) {
+                    "active"
+                } else {
+                    "idle"
+                },
+                created: c.created,
+                since: UNIX_EPOCH + Duration::from_micros(c.since_us.load(Ordering::Relaxed)),
+            })
+            .collect();
         rows.sort_by_key(|r| r.id);
         rows
     }
@@ -193,16 +197,48 @@ impl Pool {
         &self.spec
     }
 
+    /// A connection right now, without waiting, opening, or reading the clock: a free slot, no
+    /// PAUSE, and a healthy idle connection. `None` means [`Pool::checkout`] must wait or open.
+    pub fn try_checkout(self: &Arc<Self>) -> Option<PoolGuard> {
+        if *self.paused.borrow() {
+            return None;
+        }
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let conn = self.pop_idle()?;
+        Some(self.hand_out(conn, permit, Duration::ZERO))
+    }
+
+    /// Bookkeeping shared by both checkout paths.
+    fn hand_out(
+        self: &Arc<Self>,
+        conn: UpstreamConn,
+        permit: OwnedSemaphorePermit,
+        waited: Duration,
+    ) -> PoolGuard {
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        crate::metrics::pool_wait(self.name, waited);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        conn.info.set_active(true);
+        PoolGuard {
+            conn: Some(conn),
+            _permit: permit,
+            pool: self.clone(),
+        }
+    }
+
     /// Checks out a connection, waiting up to `pool_timeout` for a free slot.
     pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, PoolError> {
-        let start = Instant::now();
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        // Fast path: a free slot and no PAUSE, without arming a timer.
+        // Fast path: a free slot and no PAUSE, without arming a timer or reading the clock.
         let fast = if *self.paused.borrow() {
             None
         } else {
             self.permits.clone().try_acquire_owned().ok()
         };
+        let start = fast.is_none().then(Instant::now);
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         let permit = match fast {
             Some(p) => Ok(Ok(p)),
             None => {
@@ -224,38 +260,22 @@ impl Pool {
         };
         let conn = match self.pop_idle() {
             Some(c) => c,
-            None => self.open().await?,
+            // Boxed: connecting (TCP, TLS, SCRAM) is rare, and its state would otherwise be
+            // part of every session's future.
+            None => Box::pin(self.open()).await?,
         };
-        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .wait_us
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-        crate::metrics::pool_wait(self.name, start.elapsed());
-        self.stats.active.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut a) = self.active.lock() {
-            a.insert(
-                conn.id,
-                ServerRow {
-                    id: conn.id,
-                    pid: conn.pid,
-                    state: "active",
-                    created: std::time::SystemTime::now() - conn.created.elapsed(),
-                    since: std::time::SystemTime::now(),
-                },
-            );
-        }
-        Ok(PoolGuard {
-            conn: Some(conn),
-            _permit: permit,
-            pool: self.clone(),
-            checked_out: Instant::now(),
-        })
+        let waited = start.map(|s| s.elapsed()).unwrap_or_default();
+        Ok(self.hand_out(conn, permit, waited))
     }
 
     /// Opens a fresh connection (also used at start-up to learn server parameters).
     pub async fn open(&self) -> Result<UpstreamConn, UpstreamError> {
         let conn = upstream::connect(&self.spec).await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.retain(|w| w.strong_count() > 0);
+            conns.push(Arc::downgrade(&conn.info));
+        }
         if let Ok(mut p) = self.server_params.lock() {
             if p.is_none() {
                 *p = Some(conn.params.clone());
@@ -269,11 +289,12 @@ impl Pool {
         self.server_params.lock().ok().and_then(|p| p.clone())
     }
 
-    /// Takes the most recently used idle connection that is still healthy.
+    /// Takes the most recently used idle connection that is still healthy. (Connections past
+    /// `server_lifetime` are retired at release and by the reaper, not here: no clock read.)
     fn pop_idle(&self) -> Option<UpstreamConn> {
         loop {
             let mut conn = self.idle.lock().ok()?.pop()?;
-            if conn.created.elapsed() < self.lifetime && is_quiet(&mut conn) {
+            if is_quiet(&mut conn) {
                 return Some(conn);
             }
             self.stats.closed.fetch_add(1, Ordering::Relaxed);
@@ -285,14 +306,18 @@ impl Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    /// Closes idle connections unused for longer than `idle_timeout`.
+    /// Closes idle connections unused for longer than `idle_timeout` or older than
+    /// `server_lifetime`.
     pub fn reap_idle(&self) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
         let before = idle.len();
-        let limit = self.idle_timeout;
-        idle.retain(|c| c.last_used.elapsed() < limit);
+        let now = Instant::now();
+        idle.retain(|c| {
+            now.saturating_duration_since(c.last_used) < self.idle_timeout
+                && now.saturating_duration_since(c.created) < self.lifetime
+        });
         let dropped = before - idle.len();
         self.stats
             .closed
@@ -310,7 +335,8 @@ impl Pool {
 
     fn release(&self, mut conn: UpstreamConn) {
         conn.last_used = Instant::now();
-        if conn.created.elapsed() >= self.lifetime {
+        conn.info.set_active(false);
+        if conn.last_used.saturating_duration_since(conn.created) >= self.lifetime {
             self.stats.closed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -345,8 +371,6 @@ pub struct PoolGuard {
     _permit: OwnedSemaphorePermit,
     /// Where to return it.
     pool: Arc<Pool>,
-    /// When it was checked out (for `SHOW SERVERS`).
-    pub checked_out: Instant,
 }
 
 impl PoolGuard {
@@ -394,10 +418,7 @@ impl PoolGuard {
 
     /// Marks the connection unusable: it will be closed, not returned.
     pub fn discard(mut self) {
-        if let Some(c) = self.conn.take() {
-            if let Ok(mut a) = self.pool.active.lock() {
-                a.remove(&c.id);
-            }
+        if self.conn.take().is_some() {
             self.pool.stats.closed.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -406,11 +427,6 @@ impl PoolGuard {
 impl Drop for PoolGuard {
     fn drop(&mut self) {
         self.pool.stats.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(id) = self.conn.as_ref().map(|c| c.id) {
-            if let Ok(mut a) = self.pool.active.lock() {
-                a.remove(&id);
-            }
-        }
         if let Some(conn) = self.conn.take() {
             if conn.status == b'I'
                 && !conn.busy

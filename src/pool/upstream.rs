@@ -2,8 +2,9 @@
 //!
 //! postgres-protocol provides the SCRAM-SHA-256 client and md5 hashing; the framing is ours.
 
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -100,9 +101,73 @@ pub struct UpstreamConn {
     pub statements: crate::prepared::ServerStatements,
     /// A process-unique id for logs and SHOW SERVERS.
     pub id: u64,
+    /// SHOW SERVERS' view of this connection, updated with atomics (no lock per checkout).
+    pub info: Arc<ConnInfo>,
+    /// Values of the tracked reported parameters, indexed like `settings::TRACKED`, so a
+    /// session checks its settings with a few string compares per transaction.
+    tracked: [Option<String>; crate::client::settings::TRACKED.len()],
+}
+
+/// What SHOW SERVERS reports about one connection; shared by the pool's list and the
+/// connection, and gone from the list when the connection is dropped.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The connection's process-unique id.
+    pub id: u64,
+    /// The backend pid (known after BackendKeyData).
+    pub pid: AtomicI32,
+    /// When the connection was opened.
+    pub created: SystemTime,
+    /// Checked out by a session right now.
+    pub active: AtomicBool,
+    /// Unix time (µs) of the last checkout or release.
+    pub since_us: AtomicU64,
+}
+
+impl ConnInfo {
+    /// Marks the connection checked out (`true`) or back in the pool, stamped now.
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Relaxed);
+        self.since_us
+            .store(unix_micros(SystemTime::now()), Ordering::Relaxed);
+    }
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+pub fn unix_micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl UpstreamConn {
+    /// A connection over an authenticated stream, before its startup answers are read (also
+    /// how benchmarks build one without a server).
+    pub fn new(stream: PqStream, id: u64) -> UpstreamConn {
+        let now = SystemTime::now();
+        UpstreamConn {
+            stream,
+            pid: 0,
+            secret: 0,
+            params: Vec::new(),
+            status: b'I',
+            created: Instant::now(),
+            last_used: Instant::now(),
+            inject_prepared: false,
+            busy: false,
+            statements: Default::default(),
+            id,
+            info: Arc::new(ConnInfo {
+                id,
+                pid: AtomicI32::new(0),
+                created: now,
+                active: AtomicBool::new(false),
+                since_us: AtomicU64::new(unix_micros(now)),
+            }),
+            tracked: Default::default(),
+        }
+    }
+
     /// Current value of a reported parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
@@ -111,8 +176,17 @@ impl UpstreamConn {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Current value of the tracked parameter `settings::TRACKED[i]`.
+    #[inline]
+    pub fn tracked(&self, i: usize) -> Option<&str> {
+        self.tracked.get(i).and_then(|v| v.as_deref())
+    }
+
     /// Records a ParameterStatus the server sent.
     pub fn set_param(&mut self, name: String, value: String) {
+        if let Some(i) = crate::client::settings::tracked_index(&name) {
+            self.tracked[i] = Some(value.clone());
+        }
         match self.params.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = value,
             None => self.params.push((name, value)),
@@ -162,7 +236,12 @@ async fn connect_inner(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamErro
             Box::new(tls)
         }
     };
-    let mut stream = PqStream::new(io, BytesMut::new(), spec.max_message);
+    let mut stream = PqStream::new(
+        io,
+        BytesMut::new(),
+        spec.max_message,
+        crate::protocol::stream::SERVER_READ_CHUNK,
+    );
     let params = [
         ("user", spec.user.as_str()),
         ("database", spec.database.as_str()),
@@ -174,19 +253,7 @@ async fn connect_inner(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamErro
     stream.flush().await?;
     authenticate(&mut stream, spec).await?;
 
-    let mut conn = UpstreamConn {
-        stream,
-        pid: 0,
-        secret: 0,
-        params: Vec::new(),
-        status: b'I',
-        created: Instant::now(),
-        last_used: Instant::now(),
-        inject_prepared: false,
-        busy: false,
-        statements: Default::default(),
-        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-    };
+    let mut conn = UpstreamConn::new(stream, NEXT_ID.fetch_add(1, Ordering::Relaxed));
     loop {
         let f = conn.stream.read_frame().await?;
         match f.tag() {
@@ -200,6 +267,7 @@ async fn connect_inner(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamErro
                 if b.len() >= 8 {
                     conn.pid = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
                     conn.secret = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                    conn.info.pid.store(conn.pid, Ordering::Relaxed);
                 }
             }
             b'Z' => {
@@ -285,13 +353,19 @@ async fn authenticate(stream: &mut PqStream, spec: &UpstreamSpec) -> Result<(), 
                 scram = Some(s);
             }
             11 => {
-                let s = scram
-                    .as_mut()
+                let mut s = scram
+                    .take()
                     .ok_or_else(|| UpstreamError::Protocol("unexpected SASL continue".into()))?;
-                s.update(data)
+                // PBKDF2 (4,096 HMAC rounds or more) runs on the blocking pool, never on a
+                // runtime thread that is relaying other sessions' queries.
+                let data = data.to_vec();
+                let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s))
+                    .await
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?
                     .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
                 frontend::sasl_response(s.message(), stream.out())
                     .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                scram = Some(s);
             }
             12 => {
                 let s = scram

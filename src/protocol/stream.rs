@@ -41,17 +41,35 @@ pub struct PqStream {
     wbuf: BytesMut,
     /// Largest message accepted from this peer.
     max_message: usize,
+    /// How much room to make before a read: small for idle clients, doubled (up to
+    /// [`MAX_READ_CHUNK`]) whenever a read fills all the room it had.
+    read_chunk: usize,
 }
+
+/// Room made for the first read of a client stream: a short query fits, and 10,000 idle
+/// clients cost 5 MiB of read buffers rather than 20.
+pub const CLIENT_READ_CHUNK: usize = 512;
+
+/// Room made for the first read of an upstream connection (result sets; few connections).
+pub const SERVER_READ_CHUNK: usize = 8192;
+
+/// The read chunk stops doubling here.
+const MAX_READ_CHUNK: usize = 64 * 1024;
+
+/// Below this much free room, a read first reserves `read_chunk` more.
+const MIN_READ_ROOM: usize = 256;
 
 impl PqStream {
     /// Wraps a stream; `rbuf` may hold bytes already read during the handshake.
-    pub fn new(io: BoxStream, rbuf: BytesMut, max_message: usize) -> Self {
+    /// `read_chunk` is [`CLIENT_READ_CHUNK`] or [`SERVER_READ_CHUNK`].
+    pub fn new(io: BoxStream, rbuf: BytesMut, max_message: usize, read_chunk: usize) -> Self {
         Self {
             io,
             rbuf,
             // Grown on first use: an idle session should cost a few KiB, not a page of buffers.
             wbuf: BytesMut::new(),
             max_message,
+            read_chunk: read_chunk.clamp(MIN_READ_ROOM, MAX_READ_CHUNK),
         }
     }
 
@@ -82,15 +100,27 @@ impl PqStream {
 
     /// Reads more bytes into the buffer; `Closed` at EOF. Cancel-safe.
     pub async fn fill(&mut self) -> Result<usize, StreamError> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            // Small for idle clients; doubles with the data actually buffered.
-            self.rbuf.reserve(self.rbuf.len().max(2048));
+        if self.rbuf.capacity() - self.rbuf.len() < MIN_READ_ROOM {
+            self.rbuf.reserve(self.rbuf.len().max(self.read_chunk));
         }
+        let room = self.rbuf.capacity() - self.rbuf.len();
         let n = self.io.read_buf(&mut self.rbuf).await?;
         if n == 0 {
             return Err(StreamError::Closed);
         }
+        if n == room && self.read_chunk < MAX_READ_CHUNK {
+            // The peer had more to say than we had room for: read in bigger pieces.
+            self.read_chunk *= 2;
+        }
         Ok(n)
+    }
+
+    /// Frees an empty write buffer's memory (after one-off bursts such as the greeting), so an
+    /// idle connection keeps none.
+    pub fn release_write_buffer(&mut self) {
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
     }
 
     /// The write buffer, for builders in `messages` to append to.
