@@ -123,7 +123,7 @@ fn relay_txn(
     answers: &[Frame],
 ) -> usize {
     for f in answers {
-        relay.on_server(f, conn, client);
+        relay.on_server(f.as_ref(), conn, client);
     }
     let n = client.out().len();
     client.out().clear();

@@ -16,8 +16,9 @@ use bytes::Bytes;
 
 use crate::error;
 use crate::pool::UpstreamConn;
+use crate::protocol::frame::FrameRef;
 use crate::protocol::messages::{command_tag, error_fields, parameter_status_fields, PgError};
-use crate::protocol::{Frame, PqStream};
+use crate::protocol::PqStream;
 use crate::tenant::inject::is_poison_error;
 
 /// A message whose answer is awaited.
@@ -131,7 +132,7 @@ impl Relay {
     /// Handles one server frame, queueing what the client should see on `client`.
     pub fn on_server(
         &mut self,
-        f: &Frame,
+        f: FrameRef<'_>,
         conn: &mut UpstreamConn,
         client: &mut PqStream,
     ) -> Outcome {
@@ -149,13 +150,13 @@ impl Relay {
                     conn.set_param(k, v);
                 }
                 if head_is_client && !self.inject_failed {
-                    client.queue(&f.raw);
+                    client.queue(f.raw);
                 }
                 return Outcome::Continue;
             }
             b'N' | b'A' => {
                 if head_is_client && !self.inject_failed {
-                    client.queue(&f.raw);
+                    client.queue(f.raw);
                 }
                 return Outcome::Continue;
             }
@@ -214,12 +215,17 @@ impl Relay {
             self.expect.pop_front();
         }
         if forward && !self.inject_failed {
-            client.queue(&f.raw);
+            client.queue(f.raw);
         }
         Outcome::Continue
     }
 
-    fn on_ready(&mut self, f: &Frame, conn: &mut UpstreamConn, client: &mut PqStream) -> Outcome {
+    fn on_ready(
+        &mut self,
+        f: FrameRef<'_>,
+        conn: &mut UpstreamConn,
+        client: &mut PqStream,
+    ) -> Outcome {
         // Everything up to the Sync/Query this answers is finished.
         let mut for_client = true;
         while let Some(e) = self.expect.pop_front() {
@@ -242,21 +248,26 @@ impl Relay {
         }
         if !self.expect.is_empty() {
             // More client Syncs are outstanding (pipelined segments).
-            client.queue(&f.raw);
+            client.queue(f.raw);
             return Outcome::Continue;
         }
         conn.busy = false;
         self.poisons.clear();
         self.inject_failed = false;
         self.copy_in = false;
-        client.queue(&f.raw);
+        client.queue(f.raw);
         Outcome::Ready(status)
     }
 
-    fn on_error(&mut self, f: &Frame, conn: &mut UpstreamConn, client: &mut PqStream) -> Outcome {
+    fn on_error(
+        &mut self,
+        f: FrameRef<'_>,
+        conn: &mut UpstreamConn,
+        client: &mut PqStream,
+    ) -> Outcome {
         let fields = error_fields(f.body());
         if fields.severity == "FATAL" || fields.severity == "PANIC" {
-            client.queue(&f.raw);
+            client.queue(f.raw);
             return Outcome::ServerFatal;
         }
         self.copy_in = false;
@@ -279,7 +290,7 @@ impl Relay {
                     refusal.encode(client.out());
                 }
             }
-            _ => client.queue(&f.raw),
+            _ => client.queue(f.raw),
         }
         if extended {
             // The server now discards messages until Sync; so do we.
@@ -301,10 +312,21 @@ impl Relay {
     }
 
     /// Applies forgotten server statements to the connection (call after `push`/`on_server`).
+    #[inline]
     pub fn settle(&mut self, conn: &mut UpstreamConn) {
+        if self.failed_server_names.is_empty() {
+            return;
+        }
         for name in self.failed_server_names.drain(..) {
             conn.statements.remove(&name);
         }
+    }
+
+    /// Whether the session has client-side state to update (failed or discarded statements,
+    /// changed tracked parameters): false for almost every message, so it is checked first.
+    #[inline]
+    pub fn has_session_changes(&self) -> bool {
+        !self.failed_names.is_empty() || self.discarded || !self.param_changes.is_empty()
     }
 
     /// An awaited Parse that will never complete: forget the names it would have created.
@@ -320,7 +342,7 @@ impl Relay {
         }
     }
 
-    fn check_tag(&mut self, f: &Frame, conn: &mut UpstreamConn) {
+    fn check_tag(&mut self, f: FrameRef<'_>, conn: &mut UpstreamConn) {
         let t = command_tag(f.body());
         if t.starts_with(b"DISCARD ALL") || t.starts_with(b"DEALLOCATE") {
             // Prepared statements are gone on this connection (ours and the client's).

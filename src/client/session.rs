@@ -18,6 +18,7 @@ use crate::error;
 use crate::events::{SecurityEvent, Subject};
 use crate::pool::{Pool, PoolError, PoolGuard};
 use crate::prepared::{ClientStatements, StatementDef};
+use crate::protocol::frame::FrameRef;
 use crate::protocol::messages::{self, parse_msg, query_text, split_bind, split_target, PgError};
 use crate::protocol::stream::StreamError;
 use crate::protocol::{Frame, PqStream};
@@ -26,6 +27,7 @@ use crate::server::Shared;
 use crate::tenant::guard::{Asker, Decision, Verdict};
 use crate::tenant::identity::{canonical, check_allowed, validate_tenant_id};
 use crate::tenant::inject::{self, Injector};
+use bytes::Buf;
 use bytes::Bytes;
 
 /// While waiting for ReadyForQuery, read at most this much ahead from the client (to notice
@@ -234,14 +236,16 @@ impl Session {
             let deadline = self.deadline;
             let server = self.server.as_mut().map(|g| &mut g.conn().stream);
             let event = tokio::select! {
+                // The server first: its answer is what the session waits for, and a wake-up
+                // for it then costs no poll of the (usually quiet) client socket.
                 biased;
-                r = self.client.fill(), if read_client => Io::Client(r.map(|_| ())),
                 f = async {
                     match server {
-                        Some(s) => s.read_frame().await,
+                        Some(s) => s.wait_frame().await,
                         None => std::future::pending().await,
                     }
                 } => Io::Server(f),
+                r = self.client.fill(), if read_client => Io::Client(r.map(|_| ())),
                 _ = &mut cancelled, if !self.draining => Io::Shutdown,
                 _ = async {
                     match deadline {
@@ -254,8 +258,8 @@ impl Session {
                 Io::Client(Ok(())) => {}
                 Io::Client(Err(StreamError::Closed)) => return Ok(()),
                 Io::Client(Err(e)) => return Err(self.client_error(e)),
-                Io::Server(Ok(f)) => {
-                    if self.on_server(f).await? == Flow::Exit {
+                Io::Server(Ok(())) => {
+                    if self.on_server().await? == Flow::Exit {
                         return Ok(());
                     }
                 }
@@ -723,78 +727,97 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// Handles one server message (and any already buffered behind it), then flushes.
-    async fn on_server(&mut self, first: Frame) -> Result<Flow, SessionError> {
-        let mut next = Some(first);
-        while let Some(f) = next.take() {
-            let Some(guard) = self.server.as_mut() else {
-                return Ok(Flow::Continue);
-            };
-            let conn = guard.conn();
-            let outcome = self.relay.on_server(&f, conn, &mut self.client);
-            for name in self.relay.failed_names.drain(..) {
-                self.statements.remove(&name);
-            }
-            if std::mem::take(&mut self.relay.discarded) {
-                self.statements.clear();
-            }
-            for (k, v) in self.relay.param_changes.drain(..) {
-                // The client SET a tracked parameter: carry it to its next servers.
-                let i = crate::client::settings::tracked_index(&k);
-                if let Some(slot) = self.reported.iter_mut().find(|(n, _)| Some(*n) == i) {
-                    slot.1 = v;
+    /// Handles every complete server message already buffered, then flushes.
+    ///
+    /// Frames are walked by offset in the connection's read buffer and copied once, into the
+    /// client's write buffer: no per-message allocation or reference count.
+    async fn on_server(&mut self) -> Result<Flow, SessionError> {
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let conn = guard.conn();
+        let max = conn.stream.max_message();
+        // Taken out while the relay updates the connection; given back before any await.
+        let mut buf = conn.stream.take_read_buffer();
+        let mut off = 0;
+        let mut end = Ok(None);
+        let mut send_sync = false;
+        loop {
+            let rest = &buf[off..];
+            let len = match crate::protocol::frame::peek_len(rest, max) {
+                Ok(Some(n)) if rest.len() >= n => n,
+                Ok(_) => break,
+                Err(e) => {
+                    end = Err(e);
+                    break;
                 }
+            };
+            let f = FrameRef { raw: &rest[..len] };
+            off += len;
+            let outcome = self.relay.on_server(f, conn, &mut self.client);
+            if self.relay.has_session_changes() {
+                apply_relay_changes(&mut self.relay, &mut self.statements, &mut self.reported);
             }
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Ready(status) => {
-                    self.phase = Phase::Idle;
-                    if let Some(t) = self.segment_started.take() {
-                        crate::metrics::query_duration(t.elapsed());
-                    }
-                    if status == b'I' {
-                        self.pool
-                            .stats
-                            .xacts
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    self.client.flush().await.map_err(SessionError::Client)?;
-                    if self.mode == PoolMode::Transaction
-                        && status == b'I'
-                        && !self.client.has_buffered_frame()
-                    {
-                        self.detach().await;
-                    }
-                    return Ok(Flow::Continue);
+                    end = Ok(Some(Outcome::Ready(status)));
+                    break;
                 }
                 Outcome::InjectionFailed => {
                     crate::metrics::injection_failed();
                     if self.phase == Phase::AwaitRfq && self.simple_segment {
                         messages::sync(conn.stream.out());
                         self.relay.push(Expect::Client(Msg::Sync));
-                        conn.stream.flush().await.map_err(SessionError::Server)?;
+                        send_sync = true;
                     }
                 }
                 Outcome::ServerFatal => {
-                    self.server_gone().await;
-                    return Ok(Flow::Exit);
+                    end = Ok(Some(Outcome::ServerFatal));
+                    break;
                 }
             }
             if f.tag() == b'G' && self.client.has_buffered_frame() {
                 // COPY IN began: let buffered CopyData through.
                 break;
             }
-            next = match self.server.as_mut() {
-                Some(g) => g
-                    .conn()
-                    .stream
-                    .try_buffered_frame()
-                    .map_err(SessionError::Server)?,
-                None => None,
-            };
         }
-        self.client.flush().await.map_err(SessionError::Client)?;
-        Ok(Flow::Continue)
+        buf.advance(off);
+        conn.stream.restore_read_buffer(buf);
+        if send_sync {
+            conn.stream.flush().await.map_err(SessionError::Server)?;
+        }
+        match end {
+            Err(e) => Err(SessionError::Server(StreamError::Frame(e))),
+            Ok(Some(Outcome::ServerFatal)) => {
+                self.server_gone().await;
+                Ok(Flow::Exit)
+            }
+            Ok(Some(Outcome::Ready(status))) => {
+                self.phase = Phase::Idle;
+                if let Some(t) = self.segment_started.take() {
+                    crate::metrics::query_duration(t.elapsed());
+                }
+                if status == b'I' {
+                    self.pool
+                        .stats
+                        .xacts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.client.flush().await.map_err(SessionError::Client)?;
+                if self.mode == PoolMode::Transaction
+                    && status == b'I'
+                    && !self.client.has_buffered_frame()
+                {
+                    self.detach().await;
+                }
+                Ok(Flow::Continue)
+            }
+            Ok(_) => {
+                self.client.flush().await.map_err(SessionError::Client)?;
+                Ok(Flow::Continue)
+            }
+        }
     }
 
     /// Checks out an upstream connection and points cancels at it.
@@ -929,9 +952,30 @@ async fn reset_and_release(mut guard: PoolGuard, sql: &'static str) {
 /// What woke the loop.
 enum Io {
     Client(Result<(), StreamError>),
-    Server(Result<Frame, StreamError>),
+    Server(Result<(), StreamError>),
     Shutdown,
     Deadline,
+}
+
+/// Applies what the relay learnt about the client's own state: statements that failed or were
+/// discarded, and tracked parameters the client SET (carried to its next servers).
+fn apply_relay_changes(
+    relay: &mut Relay,
+    statements: &mut ClientStatements,
+    reported: &mut [(usize, String)],
+) {
+    for name in relay.failed_names.drain(..) {
+        statements.remove(&name);
+    }
+    if std::mem::take(&mut relay.discarded) {
+        statements.clear();
+    }
+    for (k, v) in relay.param_changes.drain(..) {
+        let i = crate::client::settings::tracked_index(&k);
+        if let Some(slot) = reported.iter_mut().find(|(n, _)| Some(*n) == i) {
+            slot.1 = v;
+        }
+    }
 }
 
 /// Makes sure `def` exists on this connection, re-preparing it (answer swallowed) if not.

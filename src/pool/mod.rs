@@ -79,7 +79,10 @@ pub struct Pool {
     /// `pool_size` permits: a permit is a right to hold one connection.
     permits: Arc<Semaphore>,
     /// Idle connections, most recently used last.
-    idle: Mutex<Vec<UpstreamConn>>,
+    /// Boxed, like the guard's: a checkout or release moves a pointer, not the ~500-byte
+    /// connection (callgrind showed those moves as 4 % of the proxy's instructions).
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<UpstreamConn>>>,
     /// Configured size, for reporting (changes on reload).
     pub size: AtomicUsize,
     /// How long a checkout may wait.
@@ -211,7 +214,7 @@ impl Pool {
     /// Bookkeeping shared by both checkout paths.
     fn hand_out(
         self: &Arc<Self>,
-        conn: UpstreamConn,
+        conn: Box<UpstreamConn>,
         permit: OwnedSemaphorePermit,
         waited: Duration,
     ) -> PoolGuard {
@@ -262,7 +265,7 @@ impl Pool {
             Some(c) => c,
             // Boxed: connecting (TCP, TLS, SCRAM) is rare, and its state would otherwise be
             // part of every session's future.
-            None => Box::pin(self.open()).await?,
+            None => Box::new(Box::pin(self.open()).await?),
         };
         let waited = start.map(|s| s.elapsed()).unwrap_or_default();
         Ok(self.hand_out(conn, permit, waited))
@@ -291,7 +294,7 @@ impl Pool {
 
     /// Takes the most recently used idle connection that is still healthy. (Connections past
     /// `server_lifetime` are retired at release and by the reaper, not here: no clock read.)
-    fn pop_idle(&self) -> Option<UpstreamConn> {
+    fn pop_idle(&self) -> Option<Box<UpstreamConn>> {
         loop {
             let mut conn = self.idle.lock().ok()?.pop()?;
             if is_quiet(&mut conn) {
@@ -333,7 +336,7 @@ impl Pool {
         }
     }
 
-    fn release(&self, mut conn: UpstreamConn) {
+    fn release(&self, mut conn: Box<UpstreamConn>) {
         conn.last_used = Instant::now();
         conn.info.set_active(false);
         if conn.last_used.saturating_duration_since(conn.created) >= self.lifetime {
@@ -366,7 +369,7 @@ fn is_quiet(conn: &mut UpstreamConn) -> bool {
 /// A checked-out connection; dropping it returns it to the pool only if it is clean.
 pub struct PoolGuard {
     /// The connection (taken out on drop).
-    conn: Option<UpstreamConn>,
+    conn: Option<Box<UpstreamConn>>,
     /// The slot this connection occupies; freed on drop.
     _permit: OwnedSemaphorePermit,
     /// Where to return it.

@@ -26,6 +26,36 @@ impl Frame {
     }
 }
 
+/// A borrowed protocol message: the same accessors as [`Frame`], for frames handled in place
+/// in a read buffer (the server → client hot path).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef<'a> {
+    /// The whole message, header included.
+    pub raw: &'a [u8],
+}
+
+impl<'a> FrameRef<'a> {
+    /// The message type byte.
+    #[inline]
+    pub fn tag(&self) -> u8 {
+        self.raw.first().copied().unwrap_or(0)
+    }
+
+    /// The payload after tag and length.
+    #[inline]
+    pub fn body(&self) -> &'a [u8] {
+        self.raw.get(5..).unwrap_or(&[])
+    }
+}
+
+impl Frame {
+    /// A borrowed view of this frame.
+    #[inline]
+    pub fn as_ref(&self) -> FrameRef<'_> {
+        FrameRef { raw: &self.raw }
+    }
+}
+
 /// A frame that cannot be accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -45,6 +75,18 @@ pub enum FrameError {
 /// Splits one complete typed message off the front of `buf`, or `None` if it is incomplete.
 #[inline]
 pub fn try_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
+    let Some(len) = complete_len(buf, max)? else {
+        return Ok(None);
+    };
+    Ok(Some(Frame {
+        raw: buf.split_to(len).freeze(),
+    }))
+}
+
+/// The size of the complete typed message at the front of `buf`, or `None` if it is
+/// incomplete, in which case room for all of it is reserved (one read can then finish it).
+#[inline]
+pub fn complete_len(buf: &mut BytesMut, max: usize) -> Result<Option<usize>, FrameError> {
     let Some(len) = peek_len(buf, max)? else {
         return Ok(None);
     };
@@ -54,9 +96,7 @@ pub fn try_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameE
         }
         return Ok(None);
     }
-    Ok(Some(Frame {
-        raw: buf.split_to(len).freeze(),
-    }))
+    Ok(Some(len))
 }
 
 /// The total size (tag + length field + body) of the typed message at the front of `buf`.

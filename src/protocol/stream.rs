@@ -83,6 +83,35 @@ impl PqStream {
         }
     }
 
+    /// Reads until at least one whole frame is buffered (then walk it with
+    /// [`PqStream::take_read_buffer`]). Cancel-safe: partial reads stay buffered.
+    pub async fn wait_frame(&mut self) -> Result<(), StreamError> {
+        loop {
+            if frame::complete_len(&mut self.rbuf, self.max_message)?.is_some() {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Lends the read buffer out, so its frames can be handled by offset while the rest of the
+    /// connection is borrowed mutably. Give it back with [`PqStream::restore_read_buffer`]
+    /// (advanced past what was handled) before reading again.
+    pub fn take_read_buffer(&mut self) -> BytesMut {
+        std::mem::take(&mut self.rbuf)
+    }
+
+    /// Takes the read buffer back after [`PqStream::take_read_buffer`].
+    pub fn restore_read_buffer(&mut self, buf: BytesMut) {
+        debug_assert!(self.rbuf.is_empty(), "read while the buffer was lent out");
+        self.rbuf = buf;
+    }
+
+    /// Largest message accepted from this peer.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
     /// A frame already buffered, without reading.
     pub fn try_buffered_frame(&mut self) -> Result<Option<Frame>, StreamError> {
         Ok(frame::try_frame(&mut self.rbuf, self.max_message)?)
