@@ -28,6 +28,7 @@ QUICK=0
 ROUNDS=""
 DURATION=""
 POOL=16
+WORKERS=1
 SCALE=10
 IDLE=10000
 CELLS=""
@@ -51,6 +52,7 @@ Options:
   --rounds N          rounds per cell (each round runs every target once)
   --duration S        seconds per pgbench run
   --pool N            upstream pool size for both proxies (default 16)
+  --workers N         tenantgate's server.worker_threads (default 1: one event loop; 0: one per core)
   --scale N           pgbench scale factor (default 10)
   --idle N            idle clients for the RSS measurement (default 10000; 0 skips)
   --skip-matrix       only the idle-client and injection measurements
@@ -71,6 +73,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --pool) POOL="$2"; shift ;;
+    --workers) WORKERS="$2"; shift ;;
     --scale) SCALE="$2"; shift ;;
     --idle) IDLE="$2"; shift ;;
     --skip-matrix) SKIP_MATRIX=1 ;;
@@ -255,6 +258,7 @@ cat >"$WORK/tenantgate.toml" <<EOF
 [server]
 listen = "127.0.0.1:$TGPORT"
 max_client_conn = $((IDLE + 2000))
+worker_threads = $WORKERS
 
 [upstream]
 host = "127.0.0.1"
@@ -315,7 +319,7 @@ seen=$(PGPASSWORD=$pass "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$port" -U "$user" 
   echo "# postgres = $("$PGBIN/postgres" --version)"
   echo "# pgbouncer = $PB_VERSION"
   echo "# pgbench = $("$PGBENCH" --version)"
-  echo "# pool = $POOL, scale = $SCALE, rounds = $ROUNDS, duration = ${DURATION}s, -j min(2, clients)"
+  echo "# pool = $POOL, scale = $SCALE, rounds = $ROUNDS, duration = ${DURATION}s, -j min(2, clients), tenantgate worker_threads = $WORKERS"
   echo "# load_before = $(cut -d' ' -f1-3 /proc/loadavg)"
   printf 'group\tcell\ttarget\tround\ttps\tfailed\tavg_us\tp50_us\tp99_us\trc\tproxy_cpu_us_per_txn\tproxy_ctxsw_per_txn\n'
 } >"$RESULTS"

@@ -419,43 +419,12 @@ async fn sighup_reloads_users_and_keeps_connections() {
     let dir = std::env::temp_dir().join(format!("tg-sighup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("tenantgate.toml");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let c = common::cluster();
-    let base = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"{db}\"\nuser = \"app_user\"\npassword = \"app_password\"\n[security]\nevent_log = \"{}\"\n[[users]]\nname = \"acme_app\"\npassword = \"{}\"\ntenant = \"{}\"\n",
-        c.port(),
-        dir.join("events.jsonl").display(),
-        support::PW,
-        common::ACME.id
-    );
+    let port = free_port();
+    let base = serve_config(port, &db, &dir, "", "") + &fixed_user("acme_app", common::ACME.id);
     std::fs::write(&cfg, &base).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = |user: &str| {
-        format!(
-            "host=127.0.0.1 port={port} user={user} password={} dbname={db}",
-            support::PW
-        )
-    };
-    let mut first = None;
-    for _ in 0..50 {
-        if let Ok((cl, conn)) =
-            tokio_postgres::connect(&url("acme_app"), tokio_postgres::NoTls).await
-        {
-            tokio::spawn(conn);
-            first = Some(cl);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let first = first.expect("proxy came up");
+    let mut child = spawn_serve(&cfg);
+    let url = |user: &str| serve_url(port, &db, user);
+    let first = connect_when_up(&url("acme_app")).await;
     assert!(
         tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls)
             .await
@@ -463,15 +432,7 @@ async fn sighup_reloads_users_and_keeps_connections() {
     );
     let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     // Add a user and reload.
-    std::fs::write(
-        &cfg,
-        format!(
-            "{base}[[users]]\nname = \"globex_app\"\npassword = \"{}\"\ntenant = \"{}\"\n",
-            support::PW,
-            common::GLOBEX.id
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, base + &fixed_user("globex_app", common::GLOBEX.id)).unwrap();
     hup(child.id());
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (g, conn) = tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls)
@@ -511,51 +472,19 @@ async fn sighup_reloads_users_and_keeps_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_relays_on_one_thread_and_on_a_thread_pool() {
     let db = common::fresh_database("workers");
-    let c = common::cluster();
     for workers in [1usize, 0, 3] {
         let dir = std::env::temp_dir().join(format!("tg-workers-{}-{workers}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("tenantgate.toml");
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        std::fs::write(
-            &cfg,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = {workers}\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"{db}\"\nuser = \"app_user\"\npassword = \"app_password\"\npool_size = 3\n[security]\nevent_log = \"{}\"\n[[users]]\nname = \"acme_app\"\npassword = \"{pw}\"\ntenant = \"{}\"\n[[users]]\nname = \"globex_app\"\npassword = \"{pw}\"\ntenant = \"{}\"\n",
-                c.port(),
-                dir.join("events.jsonl").display(),
-                common::ACME.id,
-                common::GLOBEX.id,
-                pw = support::PW,
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = |user: &str| {
-            format!(
-                "host=127.0.0.1 port={port} user={user} password={} dbname={db}",
-                support::PW
-            )
-        };
-        let mut up = false;
-        for _ in 0..50 {
-            if tokio_postgres::connect(&url("acme_app"), tokio_postgres::NoTls)
-                .await
-                .is_ok()
-            {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(up, "proxy with worker_threads = {workers} came up");
+        let port = free_port();
+        let server = format!("worker_threads = {workers}\n");
+        let config = serve_config(port, &db, &dir, &server, "pool_size = 3\n")
+            + &fixed_user("acme_app", common::ACME.id)
+            + &fixed_user("globex_app", common::GLOBEX.id);
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = spawn_serve(&cfg);
+        let url = |user: &str| serve_url(port, &db, user);
+        connect_when_up(&url("acme_app")).await;
         // 8 clients over a pool of 3, alternating tenants, 40 transactions each.
         let mut tasks = Vec::new();
         for i in 0..8 {
@@ -592,4 +521,64 @@ async fn serve_relays_on_one_thread_and_on_a_thread_pool() {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// A free local port for a `serve` child process.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `[server]`, `[upstream]` (to the test cluster's `db`) and `[security]` for a `serve` child,
+/// with extra lines for the first two sections; users are appended by the caller.
+fn serve_config(
+    port: u16,
+    db: &str,
+    dir: &std::path::Path,
+    server_extra: &str,
+    upstream_extra: &str,
+) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"{db}\"\nuser = \"app_user\"\npassword = \"app_password\"\n{upstream_extra}[security]\nevent_log = \"{}\"\n",
+        common::cluster().port(),
+        dir.join("events.jsonl").display(),
+    )
+}
+
+/// A `[[users]]` entry with a fixed tenant and the test password.
+fn fixed_user(name: &str, tenant: &str) -> String {
+    format!(
+        "[[users]]\nname = \"{name}\"\npassword = \"{}\"\ntenant = \"{tenant}\"\n",
+        support::PW
+    )
+}
+
+/// Starts `tenantgate serve` on `cfg` (stderr discarded).
+fn spawn_serve(cfg: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"))
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A libpq URL for `user` on a `serve` child.
+fn serve_url(port: u16, db: &str, user: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={port} user={user} password={} dbname={db}",
+        support::PW
+    )
+}
+
+/// Connects once the child is listening (it needs a moment to start); panics after 5 s.
+async fn connect_when_up(url: &str) -> tokio_postgres::Client {
+    for _ in 0..50 {
+        if let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("proxy did not come up at {url}");
 }
