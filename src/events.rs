@@ -1,16 +1,18 @@
 //! The security event log: one JSON object per line, written off the data path.
 //!
-//! Sessions `record` into a bounded queue and never wait; a writer task drains it to stdout,
-//! stderr or an append-only file (reopened on SIGHUP for logrotate). When the queue is full the
-//! event is dropped and counted, and the loss itself is reported as `events_dropped`.
+//! Sessions `record` into a bounded queue and never wait; a writer thread of its own drains it
+//! to stdout, stderr or an append-only file (reopened on SIGHUP for logrotate), so a slow disk
+//! never stalls the event loop that relays sessions. When the queue is full the event is dropped
+//! and counted, and the loss itself is reported as `events_dropped`. At shutdown
+//! [`EventSink::close`] lets the writer finish what is queued.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
 
 /// Most events buffered before new ones are dropped (and counted).
 const QUEUE: usize = 16_384;
@@ -194,11 +196,21 @@ struct Repeats {
 /// Key of an aggregation window: session, event, action, statement text.
 type AggKey = (String, EventKind, Action, Option<String>);
 
+/// What the writer thread is sent.
+enum Msg {
+    /// An event to write.
+    Event(Box<SecurityEvent>),
+    /// Wake up: a reopen was requested (the flag says so even when the queue was full).
+    Wake,
+    /// Write what is queued before this, flush, and end.
+    Stop,
+}
+
 /// The handle sessions record events through.
 #[derive(Clone)]
 pub struct EventSink {
-    /// Bounded queue to the writer task.
-    tx: mpsc::Sender<SecurityEvent>,
+    /// Bounded queue to the writer thread.
+    tx: SyncSender<Msg>,
     /// Open aggregation windows for probe events (moka with a TTL).
     windows: moka::sync::Cache<AggKey, Arc<Repeats>>,
     /// Events dropped since the last `events_dropped` report.
@@ -207,8 +219,10 @@ pub struct EventSink {
     pub dropped_total: Arc<AtomicU64>,
     /// Per-event counters, for metrics.
     pub counts: Arc<EventCounts>,
-    /// Asks the writer to reopen its file.
-    reopen: Arc<Notify>,
+    /// Asks the writer to reopen its file (SIGHUP).
+    reopen: Arc<AtomicBool>,
+    /// The writer thread, joined by [`EventSink::close`].
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 /// Counters of recorded events by name.
@@ -238,9 +252,9 @@ pub const ALL_KINDS: [EventKind; 12] = [
 ];
 
 impl EventSink {
-    /// Starts the writer task for `target` (`stdout`, `stderr` or a file path).
+    /// Starts the writer thread for `target` (`stdout`, `stderr` or a file path).
     pub fn start(target: &str) -> std::io::Result<EventSink> {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let out = Output::open(target)?;
         let summary_tx = tx.clone();
         let windows = moka::sync::Cache::builder()
@@ -261,25 +275,27 @@ impl EventSink {
                             .map(|d| format!("; {d}"))
                             .unwrap_or_default()
                     ));
-                    let _ = summary_tx.try_send(ev);
+                    let _ = summary_tx.try_send(Msg::Event(Box::new(ev)));
                 }
             })
             .build();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (dropped, reopen, target) = (dropped.clone(), reopen.clone(), target.to_owned());
+            std::thread::Builder::new()
+                .name("tenantgate-events".into())
+                .spawn(move || writer(rx, out, &target, &dropped, &reopen))?
+        };
         let sink = EventSink {
             tx,
             windows: windows.clone(),
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped,
             dropped_total: Arc::new(AtomicU64::new(0)),
             counts: Arc::new(EventCounts::default()),
-            reopen: Arc::new(Notify::new()),
+            reopen,
+            writer: Arc::new(Mutex::new(Some(writer))),
         };
-        tokio::spawn(writer(
-            rx,
-            out,
-            target.to_owned(),
-            sink.dropped.clone(),
-            sink.reopen.clone(),
-        ));
         // Close expired windows so their summaries are written even when no new event comes.
         let tick_windows = windows;
         tokio::spawn(async move {
@@ -332,7 +348,7 @@ impl EventSink {
                 "security event"
             );
         }
-        if self.tx.try_send(ev).is_err() {
+        if self.tx.try_send(Msg::Event(Box::new(ev))).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.dropped_total.fetch_add(1, Ordering::Relaxed);
         }
@@ -340,7 +356,34 @@ impl EventSink {
 
     /// Reopens the log file (SIGHUP, for logrotate).
     pub fn reopen(&self) {
-        self.reopen.notify_one();
+        self.reopen.store(true, Ordering::Relaxed);
+        let _ = self.tx.try_send(Msg::Wake);
+    }
+
+    /// Shutdown: the writer writes everything queued so far, flushes and ends; waits for it
+    /// (on the blocking pool) for at most `limit`. Events recorded afterwards are dropped.
+    pub async fn close(&self, limit: Duration) {
+        let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let wait = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + limit;
+            // The queue may be full while the writer catches up: retry until the deadline.
+            loop {
+                match tx.try_send(Msg::Stop) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                    Err(TrySendError::Full(_)) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(TrySendError::Full(_)) => return,
+                }
+            }
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let _ = wait.await;
     }
 }
 
@@ -397,39 +440,47 @@ impl Output {
     }
 }
 
-async fn writer(
-    mut rx: mpsc::Receiver<SecurityEvent>,
+/// The writer thread: writes batches as they come, flushes after each batch and at least once
+/// a second (with any `events_dropped` report), reopens on request, ends on `Stop` or when
+/// every sender is gone.
+fn writer(
+    rx: mpsc::Receiver<Msg>,
     mut out: Output,
-    target: String,
-    dropped: Arc<AtomicU64>,
-    reopen: Arc<Notify>,
+    target: &str,
+    dropped: &AtomicU64,
+    reopen: &AtomicBool,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
+        let mut stop = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Msg::Event(ev)) => {
                 write_event(&mut out, &ev);
-                while let Ok(ev) = rx.try_recv() {
-                    write_event(&mut out, &ev);
-                }
-                report_dropped(&mut out, &dropped);
-                let _ = out.flush();
+                false
             }
-            _ = tick.tick() => {
-                report_dropped(&mut out, &dropped);
-                let _ = out.flush();
+            Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => false,
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => true,
+        };
+        while !stop {
+            match rx.try_recv() {
+                Ok(Msg::Event(ev)) => write_event(&mut out, &ev),
+                Ok(Msg::Wake) => {}
+                Ok(Msg::Stop) => stop = true,
+                Err(_) => break,
             }
-            _ = reopen.notified() => {
-                let _ = out.flush();
-                match Output::open(&target) {
-                    Ok(o) => out = o,
-                    Err(e) => tracing::error!(error = %e, target, "cannot reopen event log; keeping the old file"),
+        }
+        report_dropped(&mut out, dropped);
+        let _ = out.flush();
+        if reopen.swap(false, Ordering::Relaxed) {
+            match Output::open(target) {
+                Ok(o) => out = o,
+                Err(e) => {
+                    tracing::error!(error = %e, target, "cannot reopen event log; keeping the old file")
                 }
             }
         }
+        if stop {
+            return;
+        }
     }
-    let _ = out.flush();
 }
 
 fn report_dropped(out: &mut Output, dropped: &AtomicU64) {

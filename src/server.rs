@@ -272,6 +272,8 @@ impl Proxy {
             bg.clear_idle();
         }
         self.admin_stop.cancel();
+        // Last: the writer finishes what sessions recorded while draining.
+        self.shared.events.close(Duration::from_secs(5)).await;
     }
 }
 

@@ -264,3 +264,84 @@ async fn trusted_backend_switches_tenant_by_intercepted_set() {
     assert_eq!(role[0]["tenant"], GLOBEX.id);
     p.stop().await;
 }
+
+/// With one event loop (`worker_threads = 1`, the default), a stuck event log must not stall
+/// sessions: the writer has its own thread. The log here is a FIFO nobody reads, so writes block
+/// once its 64 KiB buffer is full; every statement of an operator is an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_event_log_does_not_stall_sessions() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::Duration;
+
+    let fifo = std::env::temp_dir().join(format!("tg-stuck-events-{}.fifo", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    // A reader that never reads: the proxy's open succeeds, its writes then block.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let db = common::fresh_database("stuck");
+    let text = support::config_toml(&db, &fifo, &Opts::default());
+    let cfg = std::sync::Arc::new(tenantgate::config::Config::from_toml(&text).unwrap());
+    // The proxy on its own current-thread runtime, as `serve` runs it by default.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let proxy_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let proxy = tenantgate::server::Proxy::start(cfg).await.unwrap();
+            addr_tx.send(proxy.addr).unwrap();
+            let _ = stop_rx.await;
+            proxy.shutdown(Duration::from_secs(2)).await;
+        });
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let connect = |user: String| {
+        let url = format!(
+            "host=127.0.0.1 port={} user={user} password={PW} dbname={db} sslmode=disable",
+            addr.port()
+        );
+        async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+        }
+    };
+    let op = connect(format!("alice.{}", GLOBEX.id)).await;
+    let filler = "x".repeat(400);
+    // 400 events of about 700 bytes: four times what the FIFO holds.
+    for i in 0..400 {
+        let sql = format!("select {i} as n, '{filler}' as filler");
+        tokio::time::timeout(Duration::from_secs(5), op.simple_query(&sql))
+            .await
+            .unwrap_or_else(|_| panic!("statement {i} stalled behind the event log"))
+            .unwrap();
+    }
+    let app = connect("acme_app".into()).await;
+    let n: i64 = tokio::time::timeout(
+        Duration::from_secs(5),
+        app.query_one("select count(*) from customers", &[]),
+    )
+    .await
+    .expect("another session stalled behind the event log")
+    .unwrap()
+    .get(0);
+    assert_eq!(n, ACME.customers);
+    // Unblock the writer (its writes now fail with EPIPE) and stop.
+    drop(reader);
+    let _ = stop_tx.send(());
+    tokio::task::spawn_blocking(move || proxy_thread.join())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_file(&fifo);
+}
