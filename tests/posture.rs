@@ -319,10 +319,7 @@ fn verify_flags_a_role_that_reaches_bypassrls() {
 
 #[test]
 fn verify_exits_2_when_it_cannot_connect() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = support::free_port();
     let url =
         format!("postgresql://app_user:x@127.0.0.1:{port}/app?sslmode=disable&connect_timeout=5");
     let out = Command::new(BIN)
@@ -645,10 +642,7 @@ async fn drift_with_on_drift_refuse_stops_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_defers_the_check_and_is_not_ready() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = support::free_port();
     let events = events_path();
     let text = support::config_toml("nowhere", &events, &admin_opts()).replacen(
         &format!("port = {}", common::cluster().port()),

@@ -419,7 +419,7 @@ async fn sighup_reloads_users_and_keeps_connections() {
     let dir = std::env::temp_dir().join(format!("tg-sighup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("tenantgate.toml");
-    let port = free_port();
+    let port = support::free_port();
     let base = serve_config(port, &db, &dir, "", "") + &fixed_user("acme_app", common::ACME.id);
     std::fs::write(&cfg, &base).unwrap();
     let mut child = spawn_serve(&cfg);
@@ -476,7 +476,7 @@ async fn serve_relays_on_one_thread_and_on_a_thread_pool() {
         let dir = std::env::temp_dir().join(format!("tg-workers-{}-{workers}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("tenantgate.toml");
-        let port = free_port();
+        let port = support::free_port();
         let server = format!("worker_threads = {workers}\n");
         let config = serve_config(port, &db, &dir, &server, "pool_size = 3\n")
             + &fixed_user("acme_app", common::ACME.id)
@@ -521,12 +521,6 @@ async fn serve_relays_on_one_thread_and_on_a_thread_pool() {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// A free local port for a `serve` child process.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// `[server]`, `[upstream]` (to the test cluster's `db`) and `[security]` for a `serve` child,

@@ -744,9 +744,9 @@ impl Session {
         let mut send_sync = false;
         loop {
             let rest = &buf[off..];
-            let len = match crate::protocol::frame::peek_len(rest, max) {
-                Ok(Some(n)) if rest.len() >= n => n,
-                Ok(_) => break,
+            let len = match crate::protocol::frame::complete_frame_len(rest, max) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
                 Err(e) => {
                     end = Err(e);
                     break;

@@ -203,12 +203,17 @@ impl Pool {
     /// A connection right now, without waiting, opening, or reading the clock: a free slot, no
     /// PAUSE, and a healthy idle connection. `None` means [`Pool::checkout`] must wait or open.
     pub fn try_checkout(self: &Arc<Self>) -> Option<PoolGuard> {
+        let permit = self.try_permit()?;
+        let conn = self.pop_idle()?;
+        Some(self.hand_out(conn, permit, Duration::ZERO))
+    }
+
+    /// A free slot right now, unless the pool is paused.
+    fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
         if *self.paused.borrow() {
             return None;
         }
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        let conn = self.pop_idle()?;
-        Some(self.hand_out(conn, permit, Duration::ZERO))
+        self.permits.clone().try_acquire_owned().ok()
     }
 
     /// Bookkeeping shared by both checkout paths.
@@ -235,11 +240,7 @@ impl Pool {
     /// Checks out a connection, waiting up to `pool_timeout` for a free slot.
     pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, PoolError> {
         // Fast path: a free slot and no PAUSE, without arming a timer or reading the clock.
-        let fast = if *self.paused.borrow() {
-            None
-        } else {
-            self.permits.clone().try_acquire_owned().ok()
-        };
+        let fast = self.try_permit();
         let start = fast.is_none().then(Instant::now);
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         let permit = match fast {

@@ -116,10 +116,17 @@ pub fn peek_len(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
     Ok(Some(total))
 }
 
+/// The size of the complete typed message at the front of `buf`; `None` while it is
+/// incomplete. For walking frames in place (nothing is reserved).
+#[inline]
+pub fn complete_frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
+    Ok(peek_len(buf, max)?.filter(|&n| buf.len() >= n))
+}
+
 /// Whether `buf` holds at least one complete typed message.
 #[inline]
 pub fn has_complete_frame(buf: &[u8], max: usize) -> bool {
-    matches!(peek_len(buf, max), Ok(Some(n)) if buf.len() >= n)
+    matches!(complete_frame_len(buf, max), Ok(Some(_)))
 }
 
 /// Splits an untyped startup-phase packet (length, then payload) off `buf`.

@@ -56,6 +56,13 @@ pub struct TestProxy {
 
 static N: AtomicU64 = AtomicU64::new(0);
 
+/// A local port nothing listens on (bound, then released): for a child proxy or an unreachable
+/// upstream.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
 /// The standard users: a fixed tenant per seeded tenant (`<slug>_app`), a chooser
 /// (`shared_app`, tenants = "*"), an operator (`alice`), a list-restricted user.
 pub fn users_toml() -> String {
