@@ -2,14 +2,13 @@
 //!
 //! Per transaction of a tenant session the proxy
 //! 1. decides about the statement (`Policy::check`: inspection + policy),
-//! 2. prepends the injection (`Injector::write`: Bind + Execute of `set_config`, or on a
-//!    connection that lacks the statement Close + Parse + Bind + Execute),
-//! 3. swallows the injection's answers in the relay (BindComplete, DataRow, CommandComplete)
-//!    while forwarding the client's own.
+//! 2. compares the connection's identity with the session's (equal: nothing to inject; else the
+//!    prelude, `prelude/write`, one round trip of its own),
+//! 3. relays the answers.
 //!
-//! `relay/select_plain` vs `relay/select_injected` isolates step 3; `txn/*` runs 1–3 together
-//! for one pgbench `-S` transaction, with and without injection (a break-glass user is not
-//! injected). Run with `cargo bench --bench inject`.
+//! `txn/*` runs 1–3 together for one pgbench `-S` transaction on a connection that already
+//! carries the identity (the common case under tenant affinity), for an app and a break-glass
+//! user. Run with `cargo bench --bench inject`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
@@ -21,7 +20,7 @@ use tenantgate::protocol::{Frame, PqStream};
 use tenantgate::relay::{Expect, Msg, Relay};
 use tenantgate::tenant::guard::{Asker, Policy};
 use tenantgate::tenant::identity::TenantFormat;
-use tenantgate::tenant::inject::Injector;
+use tenantgate::tenant::inject::Prelude;
 
 const SETTING: &str = "app.tenant_id";
 const TENANT: &str = "11111111-1111-1111-1111-111111111111";
@@ -66,7 +65,6 @@ fn conn() -> UpstreamConn {
     let mut c = UpstreamConn::new(stream(), 1);
     c.pid = 1;
     c.secret = 2;
-    c.inject_prepared = true;
     c
 }
 
@@ -85,15 +83,6 @@ fn data_row(b: &mut BytesMut, value: &[u8]) {
         b.put_i32(value.len() as i32);
         b.put_slice(value);
     });
-}
-
-/// The server's answer to the injection (BindComplete, one row, SELECT 1).
-fn injection_answer() -> BytesMut {
-    let mut b = BytesMut::new();
-    messages::write_msg(&mut b, b'2', |_| {});
-    data_row(&mut b, TENANT.as_bytes());
-    messages::write_msg(&mut b, b'C', |b| messages::put_cstr(b, b"SELECT 1"));
-    b
 }
 
 /// The server's answer to pgbench's `-S` Query.
@@ -133,22 +122,16 @@ fn relay_txn(
 fn inject_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("inject");
 
-    g.bench_function("injector/new", |b| {
-        b.iter(|| Injector::new(black_box(SETTING), black_box(TENANT)))
+    g.bench_function("prelude/new", |b| {
+        b.iter(|| Prelude::new(black_box(SETTING), black_box(Some(TENANT)), &[]))
     });
-    let inj = Injector::new(SETTING, TENANT);
+    let prelude = Prelude::new(SETTING, Some(TENANT), &[]);
     let mut out = BytesMut::with_capacity(4096);
-    g.bench_function("injector/write_prepared", |b| {
+    g.bench_function("prelude/write", |b| {
         b.iter(|| {
             out.clear();
-            inj.write_run(&mut out).len()
-        })
-    });
-    g.bench_function("injector/write_first", |b| {
-        b.iter(|| {
-            out.clear();
-            tenantgate::tenant::inject::write_prepare(&mut out).len()
-                + inj.write_run(&mut out).len()
+            prelude.write(&mut out, &[], &[], true);
+            out.len()
         })
     });
 
@@ -161,10 +144,8 @@ fn inject_bench(c: &mut Criterion) {
     });
 
     let plain: Vec<Frame> = frames(select_answer());
-    let mut both = injection_answer();
-    both.extend_from_slice(&select_answer());
-    let injected: Vec<Frame> = frames(both);
     let mut conn = conn();
+    conn.identity = prelude.identity;
     let mut client = stream();
 
     g.bench_function("relay/select_plain", |b| {
@@ -177,27 +158,15 @@ fn inject_bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    g.bench_function("relay/select_injected", |b| {
-        b.iter_batched_ref(
-            Relay::default,
-            |relay| {
-                relay.push(Expect::Inject(Msg::Bind));
-                relay.push(Expect::Inject(Msg::Execute));
-                relay.push(Expect::Client(Msg::Query));
-                relay_txn(relay, &mut conn, &mut client, &injected)
-            },
-            BatchSize::SmallInput,
-        )
-    });
 
     // One `-S -M simple` transaction's CPU work in the proxy, minus the syscalls.
     let mut q = BytesMut::new();
     messages::query(&mut q, SELECT);
     let query: Bytes = q.freeze();
     let mut upstream_out = BytesMut::with_capacity(4096);
-    for (name, kind, answers) in [
-        ("txn/app_injected", UserKind::App, &injected),
-        ("txn/breakglass_plain", UserKind::Breakglass, &plain),
+    for (name, kind) in [
+        ("txn/app_same_identity", UserKind::App),
+        ("txn/breakglass_plain", UserKind::Breakglass),
     ] {
         g.bench_function(name, |b| {
             b.iter_batched_ref(
@@ -209,15 +178,13 @@ fn inject_bench(c: &mut Criterion) {
                     let sql = String::from_utf8_lossy(text);
                     let d = p.check(asker(kind), &sql);
                     upstream_out.clear();
-                    if kind == UserKind::App {
-                        for m in inj.write_run(&mut upstream_out) {
-                            relay.push(Expect::Inject(m.clone()));
-                        }
+                    if kind == UserKind::App && conn.identity != prelude.identity {
+                        prelude.write(&mut upstream_out, &[], &[], true);
                     }
                     upstream_out.extend_from_slice(&f.raw);
                     relay.push(Expect::Client(Msg::Query));
                     black_box(&d);
-                    relay_txn(relay, &mut conn, &mut client, answers)
+                    relay_txn(relay, &mut conn, &mut client, &plain)
                 },
                 BatchSize::SmallInput,
             )

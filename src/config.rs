@@ -155,6 +155,17 @@ pub struct UpstreamConfig {
     /// Cap on server-side prepared statements per upstream connection (LRU, transaction mode).
     #[serde(default = "default_max_prepared")]
     pub max_prepared_statements: usize,
+    /// Cap on one client session's named prepared statements (Parse past it: 53400).
+    #[serde(default = "default_max_client_prepared")]
+    pub max_client_prepared_statements: usize,
+    /// Cap on the bytes of one client session's prepared statement texts: bounds the proxy's
+    /// memory per client.
+    #[serde(default = "default_max_client_prepared_bytes")]
+    pub max_client_prepared_bytes: usize,
+    /// Cap on the bytes of prepared statement text all sessions hold together: a Parse past it
+    /// gets 53200 before the process is at risk.
+    #[serde(default = "default_max_total_prepared_bytes")]
+    pub max_total_prepared_bytes: usize,
     /// TLS to PostgreSQL: `disable`, `require` (encrypt, no verification) or `verify-full`.
     #[serde(default)]
     pub tls: UpstreamTls,
@@ -414,6 +425,15 @@ fn default_server_lifetime() -> f64 {
 }
 fn default_max_prepared() -> usize {
     200
+}
+fn default_max_client_prepared() -> usize {
+    10_000
+}
+fn default_max_client_prepared_bytes() -> usize {
+    16 << 20
+}
+fn default_max_total_prepared_bytes() -> usize {
+    1 << 30
 }
 fn default_breakglass_pool_size() -> usize {
     2

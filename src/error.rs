@@ -137,14 +137,81 @@ pub fn shutting_down() -> PgError {
     )
 }
 
-/// SQL-level PREPARE cannot survive transaction pooling.
-pub fn sql_prepare_in_transaction_mode() -> PgError {
+/// State that would outlive the transaction on a shared server connection (`what`: LISTEN,
+/// WITH HOLD cursors, temp objects, session locks or settings, SQL-level PREPARE).
+pub fn session_state_in_transaction_mode(what: &str) -> PgError {
     PgError::error(
         "0A000",
-        "tenantgate: SQL-level PREPARE is not supported in transaction pooling mode",
+        format!("tenantgate: {what} is not supported in transaction pooling mode"),
+    )
+    .with_detail(
+        "Under transaction pooling the server connection goes to other clients after each transaction, so nothing may outlive it.",
     )
     .with_hint(
-        "Use protocol-level prepared statements (every driver does), or pool_mode = \"session\".",
+        "Keep it inside the transaction (SET LOCAL, pg_advisory_xact_lock, cursors without HOLD, protocol-level prepared statements), or use pool_mode = \"session\".",
+    )
+}
+
+/// PostgreSQL's answer to a statement name that does not exist (26000).
+pub fn no_such_statement(name: &str) -> PgError {
+    if name.is_empty() {
+        PgError::error("26000", "unnamed prepared statement does not exist")
+    } else {
+        PgError::error(
+            "26000",
+            format!("prepared statement \"{name}\" does not exist"),
+        )
+    }
+}
+
+/// PostgreSQL's answer to a portal name that does not exist (34000).
+pub fn no_such_portal(name: &str) -> PgError {
+    PgError::error("34000", format!("portal \"{name}\" does not exist"))
+}
+
+/// A client at its prepared-statement cap (PostgreSQL's configuration_limit_exceeded).
+pub fn too_many_statements(limit: crate::prepared::Limit) -> PgError {
+    let (what, key, n) = match limit {
+        crate::prepared::Limit::Count(n) => {
+            ("prepared statements", "max_client_prepared_statements", n)
+        }
+        crate::prepared::Limit::Bytes(n) => {
+            ("prepared statement text", "max_client_prepared_bytes", n)
+        }
+        crate::prepared::Limit::Total(n) => {
+            return PgError::error("53200", "out of memory")
+                .with_detail(format!(
+                    "tenantgate holds max_total_prepared_bytes = {n} bytes of prepared statement text for all sessions."
+                ))
+                .with_hint("Close or DEALLOCATE statements the session no longer needs.");
+        }
+    };
+    PgError::error(
+        "53400",
+        format!("tenantgate: too many {what} in this session"),
+    )
+    .with_detail(format!("The limit is {key} = {n}."))
+    .with_hint("Close or DEALLOCATE statements the session no longer needs.")
+}
+
+/// A session past its cap of session-level settings.
+pub fn too_many_session_settings(max: usize) -> PgError {
+    PgError::error(
+        "53400",
+        "tenantgate: too many session-level settings in this session",
+    )
+    .with_detail(format!("A session may carry at most {max} settings."))
+    .with_hint("Use SET LOCAL inside transactions.")
+}
+
+/// `RESET ALL` would leave the statements after it in the same query without the tenant.
+pub fn reset_all_not_last() -> PgError {
+    PgError::error(
+        "0A000",
+        "tenantgate: RESET ALL followed by more statements in one query is not supported",
+    )
+    .with_hint(
+        "Send RESET ALL as its own query; tenantgate restores the tenant before the next one.",
     )
 }
 

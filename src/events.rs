@@ -45,6 +45,9 @@ pub enum EventKind {
     BreakglassStatement,
     /// The upstream role or schema posture changed or is unsafe.
     UpstreamPosture,
+    /// A reference to a prepared statement or portal the session did not create (another
+    /// session's, or the proxy's own).
+    StatementProbe,
     /// Events were lost because the queue was full.
     EventsDropped,
 }
@@ -63,6 +66,7 @@ impl EventKind {
             EventKind::OperatorStatement => "operator_statement",
             EventKind::BreakglassSession => "breakglass_session",
             EventKind::BreakglassStatement => "breakglass_statement",
+            EventKind::StatementProbe => "statement_probe",
             EventKind::UpstreamPosture => "upstream_posture",
             EventKind::EventsDropped => "events_dropped",
         }
@@ -227,7 +231,7 @@ pub struct EventSink {
 
 /// Counters of recorded events by name.
 #[derive(Debug, Default)]
-pub struct EventCounts(pub [AtomicU64; 12]);
+pub struct EventCounts(pub [AtomicU64; ALL_KINDS.len()]);
 
 impl EventCounts {
     fn bump(&self, kind: EventKind) {
@@ -236,7 +240,7 @@ impl EventCounts {
 }
 
 /// Every event kind, in declaration order (matches `EventCounts` indexes).
-pub const ALL_KINDS: [EventKind; 12] = [
+pub const ALL_KINDS: [EventKind; 13] = [
     EventKind::AuthFailed,
     EventKind::NoTenantRefused,
     EventKind::TenantTamper,
@@ -247,6 +251,7 @@ pub const ALL_KINDS: [EventKind; 12] = [
     EventKind::OperatorStatement,
     EventKind::BreakglassSession,
     EventKind::BreakglassStatement,
+    EventKind::StatementProbe,
     EventKind::UpstreamPosture,
     EventKind::EventsDropped,
 ];

@@ -1,24 +1,45 @@
-//! Named prepared statements under transaction pooling.
+//! Named prepared statements, renamed by the proxy in both pool modes.
 //!
-//! A client's statement names live in its session ([`ClientStatements`]); each upstream
-//! connection remembers which server-side statements it holds ([`ServerStatements`], an LRU
-//! capped at `max_prepared_statements`). Server-side names are derived from a hash of the SQL
-//! text and parameter types, so two clients preparing the same text share one server
-//! statement, and a client name can never collide with another client's or with the proxy's
-//! own injection statement (client names never reach the server in transaction mode).
+//! A client's statement names live in its session ([`ClientStatements`]); they never reach the
+//! server. Each client Parse gets a fresh server-side name in the proxy's reserved namespace
+//! (`__tg_<process token>_<n>`), so:
+//! - a client can only ever bind, describe or close statements it created itself: an unknown
+//!   name is answered locally, as PostgreSQL would (26000), and another session's or the
+//!   proxy's own statements cannot be named at all;
+//! - a newly prepared name is planned afresh, as on PostgreSQL, even when another name has the
+//!   same text (no shared plan survives a DDL change under a new name).
+//!
+//! Each upstream connection remembers which server-side statements it holds
+//! ([`ServerStatements`], an LRU capped at `max_prepared_statements`). That view changes only on
+//! what the server confirmed: a statement exists once its ParseComplete arrived and is gone
+//! once its CloseComplete arrived (or the server dropped all of them); a message the server
+//! skipped after an error changes nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest, Sha256};
 
 use crate::protocol::messages;
+
+/// The process's prefix for server-side names: the reserved prefix plus a random token, so a
+/// name seen once (e.g. in a log) says nothing about another process's names.
+pub fn server_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let token: u32 = rand::random();
+        format!(
+            "{}_{token:08x}_",
+            String::from_utf8_lossy(crate::tenant::inspect::RESERVED_PREFIX)
+        )
+    })
+}
 
 /// A statement as the client defined it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct StatementDef {
-    /// Server-side name (`__tg_<32 hex>`).
+    /// Server-side name, unique in this process.
     pub server_name: Bytes,
     /// The SQL text.
     pub sql: Bytes,
@@ -27,23 +48,20 @@ pub struct StatementDef {
 }
 
 impl StatementDef {
-    /// Builds the definition and its content-derived server name.
+    /// A definition under a fresh server-side name.
     pub fn new(sql: &[u8], types: &[u8]) -> StatementDef {
-        let mut h = Sha256::new();
-        h.update((sql.len() as u64).to_be_bytes());
-        h.update(sql);
-        h.update(types);
-        let digest = h.finalize();
-        let mut name = String::with_capacity(5 + 32);
-        name.push_str("__tg_");
-        for b in &digest[..16] {
-            name.push_str(&format!("{b:02x}"));
-        }
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         StatementDef {
-            server_name: Bytes::from(name),
+            server_name: Bytes::from(format!("{}{n:x}", server_prefix())),
             sql: Bytes::copy_from_slice(sql),
             types: Bytes::copy_from_slice(types),
         }
+    }
+
+    /// Bytes this definition holds (the per-client budget counts them).
+    pub fn size(&self) -> usize {
+        self.sql.len() + self.types.len() + self.server_name.len() + 64
     }
 
     /// Appends a Parse of this statement under its server name.
@@ -56,14 +74,81 @@ impl StatementDef {
     }
 }
 
-/// One session's named statements: client name → definition.
+/// Why a client may not define another statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_client_prepared_statements` reached.
+    Count(usize),
+    /// `max_client_prepared_bytes` reached.
+    Bytes(usize),
+    /// `max_total_prepared_bytes` (all sessions together) reached.
+    Total(usize),
+}
+
+/// Bytes of statement text held by every session of the process, against one budget, so many
+/// clients at their own caps cannot together exhaust the proxy's memory.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicU64,
+    max: usize,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicU64::new(0),
+            max,
+        })
+    }
+
+    /// Bytes in use now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed) as usize
+    }
+
+    fn take(&self, n: usize) -> bool {
+        let prev = self.used.fetch_add(n as u64, Ordering::Relaxed) as usize;
+        if prev.saturating_add(n) > self.max {
+            self.used.fetch_sub(n as u64, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// One session's named statements: client name → definition, within per-client caps and the
+/// process-wide [`Budget`].
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     /// By client-chosen name.
     map: HashMap<Bytes, Arc<StatementDef>>,
+    /// Sum of the definitions' sizes.
+    bytes: usize,
+    /// The process-wide budget these bytes count against (None: unbounded, for tests).
+    budget: Option<Arc<Budget>>,
+}
+
+impl Drop for ClientStatements {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 impl ClientStatements {
+    /// An empty set counted against `budget`.
+    pub fn with_budget(budget: Arc<Budget>) -> ClientStatements {
+        ClientStatements {
+            map: HashMap::new(),
+            bytes: 0,
+            budget: Some(budget),
+        }
+    }
+
     /// The definition of `name`.
     pub fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
         self.map.get(name)
@@ -74,19 +159,50 @@ impl ClientStatements {
         self.map.contains_key(name)
     }
 
-    /// Defines `name`.
-    pub fn insert(&mut self, name: Bytes, def: Arc<StatementDef>) {
-        self.map.insert(name, def);
+    /// Whether one more definition of `size` bytes fits under the caps.
+    pub fn admits(&self, size: usize, max_count: usize, max_bytes: usize) -> Result<(), Limit> {
+        if self.map.len() >= max_count {
+            return Err(Limit::Count(max_count));
+        }
+        if self.bytes.saturating_add(size) > max_bytes {
+            return Err(Limit::Bytes(max_bytes));
+        }
+        Ok(())
     }
 
-    /// Forgets `name` (Close, or a Parse that failed upstream).
-    pub fn remove(&mut self, name: &[u8]) {
-        self.map.remove(name);
+    /// Defines `name`, if the process-wide budget has room.
+    pub fn insert(&mut self, name: Bytes, def: Arc<StatementDef>) -> Result<(), Limit> {
+        if let Some(b) = &self.budget {
+            if !b.take(def.size()) {
+                return Err(Limit::Total(b.max));
+            }
+        }
+        self.bytes += def.size();
+        if let Some(old) = self.map.insert(name, def) {
+            self.release(old.size());
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(b) = &self.budget {
+            b.give(n);
+        }
+    }
+
+    /// Forgets `name` (Close, DEALLOCATE, or a Parse that failed upstream); returns it.
+    pub fn remove(&mut self, name: &[u8]) -> Option<Arc<StatementDef>> {
+        let old = self.map.remove(name)?;
+        self.release(old.size());
+        Some(old)
     }
 
     /// Forgets everything (DEALLOCATE ALL / DISCARD ALL).
     pub fn clear(&mut self) {
         self.map.clear();
+        let n = self.bytes;
+        self.release(n);
     }
 
     /// Number of statements.
@@ -100,50 +216,126 @@ impl ClientStatements {
     }
 }
 
-/// The statements one upstream connection holds, least recently used first out.
+/// Where a server statement stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Its Parse was sent; usable by later messages of the same pipeline.
+    Pending,
+    /// The server confirmed it.
+    Ready,
+    /// A Close was sent; it stays until its CloseComplete.
+    Closing,
+}
+
+/// One server statement's bookkeeping.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Last use (LRU).
+    tick: u64,
+    state: State,
+}
+
+/// The statements one upstream connection holds, least recently used first out. An entry is
+/// `Pending` from its Parse until the server answers, then `Ready`, or gone if the Parse
+/// failed or was skipped.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    /// server name → last use tick.
-    map: HashMap<Bytes, u64>,
+    map: HashMap<Bytes, Entry>,
     /// Monotonic use counter.
     tick: u64,
 }
 
 impl ServerStatements {
-    /// Whether the connection holds `name`; marks it used.
-    pub fn touch(&mut self, name: &Bytes) -> bool {
+    /// Whether the connection holds `name` or a Parse of it is on its way (and it is not being
+    /// closed); marks it used.
+    pub fn touch(&mut self, name: &[u8]) -> bool {
         self.tick += 1;
         match self.map.get_mut(name) {
-            Some(t) => {
-                *t = self.tick;
+            Some(e) if e.state != State::Closing => {
+                e.tick = self.tick;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Records that `name` was prepared; returns the names to Close to stay within `cap`.
-    pub fn insert(&mut self, name: Bytes, cap: usize) -> Vec<Bytes> {
+    /// A Parse of `name` was written.
+    pub fn pending(&mut self, name: Bytes) {
+        self.set(name, State::Pending);
+    }
+
+    /// The server confirmed `name` (ParseComplete, or 42P05 "already exists").
+    pub fn confirm(&mut self, name: Bytes) {
+        self.set(name, State::Ready);
+    }
+
+    fn set(&mut self, name: Bytes, state: State) {
         self.tick += 1;
-        self.map.insert(name, self.tick);
-        let mut evicted = Vec::new();
-        while self.map.len() > cap.max(1) {
+        let tick = self.tick;
+        self.map.insert(name, Entry { tick, state });
+    }
+
+    /// The Parse of `name` failed or was skipped: it does not exist.
+    pub fn failed(&mut self, name: &[u8]) {
+        if self
+            .map
+            .get(name)
+            .is_some_and(|e| e.state == State::Pending)
+        {
+            self.map.remove(name);
+        }
+    }
+
+    /// Picks statements to Close so that one more fits within `cap`, least recently used first,
+    /// never one used at or after `since` (the current segment may still need it). The picked
+    /// ones are marked closing until [`ServerStatements::closed`] or
+    /// [`ServerStatements::close_skipped`].
+    pub fn evict_for_one_more(&mut self, cap: usize, since: u64) -> Vec<Bytes> {
+        let live = self
+            .map
+            .values()
+            .filter(|e| e.state != State::Closing)
+            .count();
+        let mut excess = (live + 1).saturating_sub(cap.max(1));
+        let mut out = Vec::new();
+        while excess > 0 {
             let Some(oldest) = self
                 .map
                 .iter()
-                .min_by_key(|(_, t)| **t)
+                .filter(|(_, e)| e.state == State::Ready && e.tick < since)
+                .min_by_key(|(_, e)| e.tick)
                 .map(|(k, _)| k.clone())
             else {
                 break;
             };
-            self.map.remove(&oldest);
-            evicted.push(oldest);
+            if let Some(e) = self.map.get_mut(&oldest) {
+                e.state = State::Closing;
+            }
+            out.push(oldest);
+            excess -= 1;
         }
-        evicted
+        out
     }
 
-    /// Forgets `name` (its Parse failed).
-    pub fn remove(&mut self, name: &[u8]) {
+    /// The tick the next use will get (segments remember where they started).
+    pub fn now(&self) -> u64 {
+        self.tick + 1
+    }
+
+    /// CloseComplete arrived for `name`.
+    pub fn closed(&mut self, name: &[u8]) {
+        self.map.remove(name);
+    }
+
+    /// The server skipped the Close of `name` (an earlier error): it still exists.
+    pub fn close_skipped(&mut self, name: &[u8]) {
+        if let Some(e) = self.map.get_mut(name) {
+            e.state = State::Ready;
+        }
+    }
+
+    /// The server said `name` does not exist (26000).
+    pub fn forget(&mut self, name: &[u8]) {
         self.map.remove(name);
     }
 
@@ -163,30 +355,212 @@ impl ServerStatements {
     }
 }
 
+/// The statement name of a Query that is exactly one `DEALLOCATE [PREPARE] name` (not `ALL`),
+/// as PostgreSQL folds it; `None` for anything else (which then goes to the server as it is).
+pub fn sql_deallocate_name(sql: &[u8]) -> Option<Vec<u8>> {
+    let mut words = Words {
+        s: sql,
+        i: 0,
+        last_quoted: false,
+    };
+    if !words.keyword(b"deallocate") {
+        return None;
+    }
+    let after = words.i;
+    if words.keyword(b"prepare") {
+        if let Some(name) = words.name_then_end() {
+            return Some(name);
+        }
+        words.i = after;
+    }
+    words.name_then_end()
+}
+
+/// A tiny scanner for [`sql_deallocate_name`]: whitespace, keywords, one identifier.
+struct Words<'a> {
+    s: &'a [u8],
+    i: usize,
+    last_quoted: bool,
+}
+
+impl Words<'_> {
+    /// One statement name (not `ALL`), an optional `;`, then nothing.
+    fn name_then_end(&mut self) -> Option<Vec<u8>> {
+        let name = self.ident()?;
+        if name == b"all" && !self.last_quoted {
+            return None;
+        }
+        self.skip_ws();
+        if self.s.get(self.i) == Some(&b';') {
+            self.i += 1;
+        }
+        self.skip_ws();
+        (self.i == self.s.len()).then_some(name)
+    }
+
+    fn skip_ws(&mut self) {
+        while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
+            self.i += 1;
+        }
+    }
+
+    fn keyword(&mut self, kw: &[u8]) -> bool {
+        self.skip_ws();
+        let end = self.i + kw.len();
+        let matches = self
+            .s
+            .get(self.i..end)
+            .is_some_and(|w| w.eq_ignore_ascii_case(kw))
+            && !self
+                .s
+                .get(end)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$');
+        if matches {
+            self.i = end;
+        }
+        matches
+    }
+
+    fn ident(&mut self) -> Option<Vec<u8>> {
+        self.skip_ws();
+        self.last_quoted = false;
+        let c = *self.s.get(self.i)?;
+        if c == b'"' {
+            let mut out = Vec::new();
+            let mut j = self.i + 1;
+            loop {
+                match self.s.get(j)? {
+                    b'"' if self.s.get(j + 1) == Some(&b'"') => {
+                        out.push(b'"');
+                        j += 2;
+                    }
+                    b'"' => break,
+                    b => {
+                        out.push(*b);
+                        j += 1;
+                    }
+                }
+            }
+            self.i = j + 1;
+            self.last_quoted = true;
+            return (!out.is_empty()).then_some(out);
+        }
+        if !(c.is_ascii_alphabetic() || c == b'_') {
+            return None;
+        }
+        let start = self.i;
+        while self
+            .s
+            .get(self.i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$')
+        {
+            self.i += 1;
+        }
+        Some(self.s[start..self.i].to_ascii_lowercase())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn same_text_same_name_different_types_different_name() {
+    fn every_parse_gets_its_own_name_in_the_reserved_namespace() {
         let a = StatementDef::new(b"select $1", &[0, 1, 0, 0, 0, 23]);
         let b = StatementDef::new(b"select $1", &[0, 1, 0, 0, 0, 23]);
-        let c = StatementDef::new(b"select $1", &[0, 1, 0, 0, 0, 25]);
-        assert_eq!(a.server_name, b.server_name);
-        assert_ne!(a.server_name, c.server_name);
-        assert!(a.server_name.starts_with(b"__tg_"));
-        assert_ne!(&a.server_name[..], crate::tenant::inject::STATEMENT);
+        assert_ne!(a.server_name, b.server_name);
+        assert!(a
+            .server_name
+            .starts_with(crate::tenant::inspect::RESERVED_PREFIX));
+        assert_ne!(&a.server_name[..], crate::tenant::inject::statement_name());
     }
 
     #[test]
-    fn lru_evicts_least_recently_used() {
+    fn lru_evicts_least_recently_used_confirmed_statements() {
         let mut s = ServerStatements::default();
         let n = |i: u8| Bytes::from(vec![b'a' + i]);
-        assert!(s.insert(n(0), 2).is_empty());
-        assert!(s.insert(n(1), 2).is_empty());
+        s.confirm(n(0));
+        s.confirm(n(1));
         assert!(s.touch(&n(0)));
-        assert_eq!(s.insert(n(2), 2), vec![n(1)]);
+        let since = s.now();
+        assert_eq!(s.evict_for_one_more(2, since), vec![n(1)]);
+        // Closing: not usable, not picked twice, gone only when the server confirms.
         assert!(!s.touch(&n(1)));
-        assert!(s.touch(&n(0)) && s.touch(&n(2)));
+        assert!(s.evict_for_one_more(2, since).len() <= 1);
+        s.close_skipped(&n(1));
+        assert!(s.touch(&n(1)));
+    }
+
+    #[test]
+    fn a_failed_parse_leaves_nothing_a_confirmed_one_stays() {
+        let mut s = ServerStatements::default();
+        let n = |i: u8| Bytes::from(vec![b'a' + i]);
+        s.pending(n(0));
+        assert!(s.touch(&n(0)));
+        s.failed(&n(0));
+        assert!(!s.touch(&n(0)));
+        s.pending(n(1));
+        s.confirm(n(1));
+        s.failed(&n(1));
+        assert!(s.touch(&n(1)));
+    }
+
+    #[test]
+    fn statements_used_in_the_segment_are_not_evicted() {
+        let mut s = ServerStatements::default();
+        let n = |i: u8| Bytes::from(vec![b'a' + i]);
+        let since = s.now();
+        s.confirm(n(0));
+        assert!(s.evict_for_one_more(1, since).is_empty());
+    }
+
+    #[test]
+    fn client_caps() {
+        let budget = Budget::new(1000);
+        let mut c = ClientStatements::with_budget(budget.clone());
+        let d = Arc::new(StatementDef::new(b"select 1", &[0, 0]));
+        assert!(c.admits(d.size(), 1, 1 << 20).is_ok());
+        c.insert(Bytes::from_static(b"a"), d.clone()).unwrap();
+        assert_eq!(budget.used(), d.size());
+        assert_eq!(c.admits(d.size(), 1, 1 << 20), Err(Limit::Count(1)));
+        assert_eq!(c.admits(1 << 21, 10, 1 << 20), Err(Limit::Bytes(1 << 20)));
+        let big = Arc::new(StatementDef::new(&[b'x'; 2000], &[0, 0]));
+        assert_eq!(
+            c.insert(Bytes::from_static(b"b"), big),
+            Err(Limit::Total(1000))
+        );
+        c.remove(b"a");
+        assert_eq!(c.bytes, 0);
+        c.insert(Bytes::from_static(b"a"), d).unwrap();
+        drop(c);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn sql_deallocate_names() {
+        assert_eq!(
+            sql_deallocate_name(b"DEALLOCATE _pg3_0"),
+            Some(b"_pg3_0".to_vec())
+        );
+        assert_eq!(
+            sql_deallocate_name(b" deallocate prepare Foo ; "),
+            Some(b"foo".to_vec())
+        );
+        assert_eq!(
+            sql_deallocate_name(b"DEALLOCATE \"A\"\"b\""),
+            Some(b"A\"b".to_vec())
+        );
+        assert_eq!(
+            sql_deallocate_name(b"DEALLOCATE prepare"),
+            Some(b"prepare".to_vec())
+        );
+        assert_eq!(sql_deallocate_name(b"DEALLOCATE ALL"), None);
+        assert_eq!(
+            sql_deallocate_name(b"DEALLOCATE \"all\""),
+            Some(b"all".to_vec())
+        );
+        assert_eq!(sql_deallocate_name(b"DEALLOCATE a; select 1"), None);
+        assert_eq!(sql_deallocate_name(b"select 1"), None);
+        assert_eq!(sql_deallocate_name(b"DEALLOCATEx a"), None);
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! Every message the proxy writes upstream pushes what its answer will be onto a FIFO
 //! ([`Expect`]). The relay pops it as the answers arrive, so it knows, for each server
-//! message, whether it belongs to the client (forward raw), to the proxy (the tenant
-//! injection or a re-Parse: swallow), or whether the proxy must answer in its place (a
-//! `Synthetic` ParseComplete/CloseComplete for statements already prepared). After an error in
-//! extended protocol the server skips to Sync; the relay drops the same entries.
+//! message, whether it belongs to the client (forward raw), to the proxy (a re-Parse or the
+//! Close of an evicted statement: swallow), or whether the proxy must answer in its place (a
+//! `Synthetic` CloseComplete for a client Close). After an error in extended protocol the server
+//! skips to Sync; the relay drops the same entries, and the connection's statement list changes
+//! only on what the server confirmed (STYLE habit 15).
 //!
 //! Frames are forwarded untouched; only tags are looked at, plus ErrorResponse fields,
 //! ParameterStatus, and a few CommandComplete tags that drop prepared statements.
@@ -21,15 +22,27 @@ use crate::protocol::messages::{command_tag, error_fields, parameter_status_fiel
 use crate::protocol::PqStream;
 use crate::tenant::inject::is_poison_error;
 
+/// Command tags after which the server connection may hold state that outlives the
+/// transaction (cursors, LISTEN, objects that may be temporary, SQL-level statements, loaded
+/// libraries): it is reset before another client gets it.
+const DIRTY_TAGS: [&[u8]; 5] = [
+    b"LISTEN",
+    b"DECLARE CURSOR",
+    b"PREPARE",
+    b"LOAD",
+    b"CREATE ",
+];
+
 /// A message whose answer is awaited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
     /// Parse → ParseComplete. Carries (client name, server name) for named statements.
     Parse(Option<(Bytes, Bytes)>),
-    /// Bind → BindComplete.
-    Bind,
-    /// Describe of a statement → ParameterDescription, then RowDescription or NoData.
-    DescribeStatement,
+    /// Bind → BindComplete. Carries the server statement name when it is a proxy-managed one.
+    Bind(Option<Bytes>),
+    /// Describe of a statement → ParameterDescription, then RowDescription or NoData. Carries
+    /// the server statement name when it is a proxy-managed one.
+    DescribeStatement(Option<Bytes>),
     /// Describe of a portal → RowDescription or NoData.
     DescribePortal,
     /// Execute → rows, then CommandComplete / EmptyQueryResponse / PortalSuspended.
@@ -47,13 +60,11 @@ pub enum Msg {
 pub enum Expect {
     /// The client's own message: forward the answer.
     Client(Msg),
-    /// The tenant injection: swallow; an error means the statement must not run.
-    Inject(Msg),
     /// The proxy re-preparing a client statement on this connection: swallow ParseComplete;
     /// an error is the client's (its statement no longer parses here).
     Reprepare(Bytes),
     /// The proxy closing an evicted statement: swallow.
-    Evict,
+    Evict(Bytes),
     /// No server answer: send these bytes to the client when reached.
     Synthetic(Bytes),
 }
@@ -65,16 +76,18 @@ pub struct Relay {
     expect: VecDeque<Expect>,
     /// The server reported an error in extended protocol and skips to the next Sync.
     skipping: bool,
-    /// The tenant injection failed in this segment: nothing but ReadyForQuery reaches the client.
-    pub inject_failed: bool,
     /// Refusals waiting for their poison's syntax error, in stream order.
     pub poisons: VecDeque<PgError>,
     /// The server is in COPY IN: client CopyData/CopyDone/CopyFail must flow.
     pub copy_in: bool,
     /// Client statement names whose Parse failed or was skipped (the session forgets them).
     pub failed_names: Vec<Bytes>,
-    /// Server statement names that were never created (the connection forgets them).
-    failed_server_names: Vec<Bytes>,
+    /// A client's SQL `DEALLOCATE name`, rewritten to this server name: forgotten on the
+    /// connection when its `DEALLOCATE` tag arrives.
+    pub pending_dealloc: Option<Bytes>,
+    /// Messages written while the server was discarding until Sync: applied to the
+    /// connection by [`Relay::settle`].
+    skipped: Vec<Expect>,
     /// The server dropped all prepared statements (DISCARD ALL / DEALLOCATE ALL).
     pub discarded: bool,
     /// Tracked parameters the client's own statements changed (the session keeps them).
@@ -88,8 +101,6 @@ pub enum Outcome {
     Continue,
     /// ReadyForQuery with this status was forwarded: the segment is over.
     Ready(u8),
-    /// The injection failed; the client has its error. Make sure a Sync reaches the server.
-    InjectionFailed,
     /// The server ended the connection (its FATAL, or ours, is queued for the client).
     ServerFatal,
 }
@@ -98,9 +109,9 @@ impl Relay {
     /// Records what the server will answer to a message just written upstream.
     #[inline]
     pub fn push(&mut self, e: Expect) {
-        if self.skipping && !matches!(e, Expect::Client(Msg::Sync) | Expect::Inject(Msg::Sync)) {
+        if self.skipping && !matches!(e, Expect::Client(Msg::Sync)) {
             // The server is discarding until Sync: this message will get no answer.
-            self.note_skipped(&e);
+            self.skipped.push(e);
             return;
         }
         self.expect.push_back(e);
@@ -120,11 +131,11 @@ impl Relay {
     pub fn reset(&mut self) {
         self.expect.clear();
         self.skipping = false;
-        self.inject_failed = false;
         self.poisons.clear();
         self.copy_in = false;
         self.failed_names.clear();
-        self.failed_server_names.clear();
+        self.pending_dealloc = None;
+        self.skipped.clear();
         self.discarded = false;
         self.param_changes.clear();
     }
@@ -149,13 +160,13 @@ impl Relay {
                     }
                     conn.set_param(k, v);
                 }
-                if head_is_client && !self.inject_failed {
+                if head_is_client {
                     client.queue(f.raw);
                 }
                 return Outcome::Continue;
             }
             b'N' | b'A' => {
-                if head_is_client && !self.inject_failed {
+                if head_is_client {
                     client.queue(f.raw);
                 }
                 return Outcome::Continue;
@@ -169,22 +180,30 @@ impl Relay {
             return Outcome::ServerFatal;
         };
         let (done, forward) = match (tag, head) {
-            (b'1', Expect::Client(Msg::Parse(_))) => (true, true),
-            (b'1', Expect::Inject(Msg::Parse(_)) | Expect::Reprepare(_)) => (true, false),
-            (b'2', Expect::Client(Msg::Bind)) => (true, true),
-            (b'2', Expect::Inject(Msg::Bind)) => (true, false),
+            (b'1', Expect::Client(Msg::Parse(named))) => {
+                if let Some((_, server)) = named {
+                    conn.statements.confirm(server.clone());
+                }
+                (true, true)
+            }
+            (b'1', Expect::Reprepare(server)) => {
+                conn.statements.confirm(server.clone());
+                (true, false)
+            }
+            (b'2', Expect::Client(Msg::Bind(_))) => (true, true),
             (b'3', Expect::Client(Msg::Close)) => (true, true),
-            (b'3', Expect::Inject(Msg::Close) | Expect::Evict) => (true, false),
-            (b't', Expect::Client(Msg::DescribeStatement)) => (false, true),
-            (b'T' | b'n', Expect::Client(Msg::DescribeStatement | Msg::DescribePortal)) => {
+            (b'3', Expect::Evict(server)) => {
+                conn.statements.closed(server);
+                (true, false)
+            }
+            (b't', Expect::Client(Msg::DescribeStatement(_))) => (false, true),
+            (b'T' | b'n', Expect::Client(Msg::DescribeStatement(_) | Msg::DescribePortal)) => {
                 (true, true)
             }
             (b'C' | b'I' | b's', Expect::Client(Msg::Execute)) => {
                 self.check_tag(f, conn);
                 (true, true)
             }
-            (b'C' | b'I' | b's', Expect::Inject(Msg::Execute)) => (true, false),
-            (b'D', Expect::Inject(Msg::Execute)) => (false, false),
             (b'C', Expect::Client(Msg::Query)) => {
                 self.check_tag(f, conn);
                 (false, true)
@@ -201,7 +220,7 @@ impl Relay {
                 (false, true)
             }
             (_, Expect::Client(Msg::Execute | Msg::Query)) => (false, true),
-            (_, Expect::Client(_)) if !self.inject_failed => {
+            (_, Expect::Client(_)) => {
                 tracing::warn!(tag = %(tag as char), ?head, "unexpected server message; forwarding");
                 (false, true)
             }
@@ -214,7 +233,7 @@ impl Relay {
         if done {
             self.expect.pop_front();
         }
-        if forward && !self.inject_failed {
+        if forward {
             client.queue(f.raw);
         }
         Outcome::Continue
@@ -227,25 +246,16 @@ impl Relay {
         client: &mut PqStream,
     ) -> Outcome {
         // Everything up to the Sync/Query this answers is finished.
-        let mut for_client = true;
         while let Some(e) = self.expect.pop_front() {
             match e {
                 Expect::Client(Msg::Sync | Msg::Query) => break,
-                Expect::Inject(Msg::Sync) => {
-                    for_client = false;
-                    break;
-                }
                 Expect::Synthetic(b) if !self.skipping => client.queue(&b),
-                other => self.note_skipped(&other),
+                other => self.note_skipped(&other, conn),
             }
         }
         self.skipping = false;
-        self.settle(conn);
         let status = f.body().first().copied().unwrap_or(b'I');
         conn.status = status;
-        if !for_client {
-            return Outcome::Continue;
-        }
         if !self.expect.is_empty() {
             // More client Syncs are outstanding (pipelined segments).
             client.queue(f.raw);
@@ -253,7 +263,6 @@ impl Relay {
         }
         conn.busy = false;
         self.poisons.clear();
-        self.inject_failed = false;
         self.copy_in = false;
         client.queue(f.raw);
         Outcome::Ready(status)
@@ -273,16 +282,19 @@ impl Relay {
         self.copy_in = false;
         let head = self.expect.front().cloned();
         let extended = head.is_some() && !matches!(head, Some(Expect::Client(Msg::Query)));
-        let mut outcome = Outcome::Continue;
+        // The server disagrees with the proxy's view of a statement it manages: take the
+        // server's word, so the next use recovers by itself.
+        match (&head, fields.code.as_str()) {
+            (Some(Expect::Reprepare(server)), "42P05") => conn.statements.confirm(server.clone()),
+            (
+                Some(Expect::Client(
+                    Msg::Bind(Some(server)) | Msg::DescribeStatement(Some(server)),
+                )),
+                "26000",
+            ) => conn.statements.forget(server),
+            _ => {}
+        }
         match head {
-            Some(Expect::Inject(_)) => {
-                self.inject_failed = true;
-                conn.inject_prepared = false;
-                tracing::error!(code = %fields.code, message = %fields.message, "tenant injection failed; statement not run");
-                error::injection_failed(&fields.code, &fields.message).encode(client.out());
-                outcome = Outcome::InjectionFailed;
-            }
-            _ if self.inject_failed => {}
             Some(Expect::Client(Msg::Parse(_) | Msg::Query))
                 if !self.poisons.is_empty() && is_poison_error(&fields) =>
             {
@@ -295,30 +307,29 @@ impl Relay {
         if extended {
             // The server now discards messages until Sync; so do we.
             if let Some(e) = self.expect.pop_front() {
-                self.note_skipped(&e);
+                self.note_skipped(&e, conn);
             }
             while let Some(e) = self.expect.front() {
-                if matches!(e, Expect::Client(Msg::Sync) | Expect::Inject(Msg::Sync)) {
+                if matches!(e, Expect::Client(Msg::Sync)) {
                     break;
                 }
                 if let Some(e) = self.expect.pop_front() {
-                    self.note_skipped(&e);
+                    self.note_skipped(&e, conn);
                 }
             }
             self.skipping = true;
         }
-        self.settle(conn);
-        outcome
+        Outcome::Continue
     }
 
-    /// Applies forgotten server statements to the connection (call after `push`/`on_server`).
+    /// Applies what messages written during a skip did not do (call after writing messages).
     #[inline]
     pub fn settle(&mut self, conn: &mut UpstreamConn) {
-        if self.failed_server_names.is_empty() {
+        if self.skipped.is_empty() {
             return;
         }
-        for name in self.failed_server_names.drain(..) {
-            conn.statements.remove(&name);
+        for e in std::mem::take(&mut self.skipped) {
+            self.note_skipped(&e, conn);
         }
     }
 
@@ -329,28 +340,41 @@ impl Relay {
         !self.failed_names.is_empty() || self.discarded || !self.param_changes.is_empty()
     }
 
-    /// An awaited Parse that will never complete: forget the names it would have created.
-    fn note_skipped(&mut self, e: &Expect) {
+    /// An awaited answer that will never come (the server skipped the message): the client
+    /// forgets a statement whose Parse was skipped; an evicted statement whose Close was
+    /// skipped still exists.
+    fn note_skipped(&mut self, e: &Expect, conn: &mut UpstreamConn) {
         match e {
             Expect::Client(Msg::Parse(Some((client, server)))) => {
                 self.failed_names.push(client.clone());
-                self.failed_server_names.push(server.clone());
+                conn.statements.failed(server);
             }
-            Expect::Reprepare(server) => self.failed_server_names.push(server.clone()),
-            Expect::Inject(Msg::Parse(_)) => {}
+            Expect::Reprepare(server) => conn.statements.failed(server),
+            Expect::Evict(server) => conn.statements.close_skipped(server),
             _ => {}
         }
     }
 
     fn check_tag(&mut self, f: FrameRef<'_>, conn: &mut UpstreamConn) {
         let t = command_tag(f.body());
-        if t.starts_with(b"DISCARD ALL") || t.starts_with(b"DEALLOCATE") {
-            // Prepared statements are gone on this connection (ours and the client's).
-            conn.inject_prepared = false;
+        if t == b"DISCARD ALL" || t == b"DEALLOCATE ALL" {
+            // Prepared statements are gone on this connection (the client's too).
             conn.statements.clear();
-            if t == b"DISCARD ALL" || t == b"DEALLOCATE ALL" {
-                self.discarded = true;
+            self.discarded = true;
+        } else if t == b"DEALLOCATE" {
+            // Only a name the proxy itself rewrote can be one it manages.
+            if let Some(name) = self.pending_dealloc.take() {
+                conn.statements.forget(&name);
             }
+        }
+        // Settings may have changed at session level (the client's SET, RESET, DISCARD ALL, or
+        // a tenant SET that `probe_action = "log"` let through): the next transaction starts
+        // with the prelude again.
+        if t == b"SET" || t == b"RESET" || t.starts_with(b"DISCARD") {
+            conn.identity = 0;
+        }
+        if DIRTY_TAGS.iter().any(|d| t.starts_with(d)) {
+            conn.dirty = true;
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// The RLS posture: start-up verdict, last drift check, for admin and the accept gate.
     pub posture: Arc<PostureState>,
+    /// Prepared statement text held by all sessions (`max_total_prepared_bytes`).
+    pub statement_budget: Arc<crate::prepared::Budget>,
 }
 
 /// The reloadable part of the state, swapped whole on SIGHUP.
@@ -111,15 +113,11 @@ impl Shared {
             }
         };
         let old = &self.config;
-        if new.server.listen != old.server.listen
-            || new.upstream.host != old.upstream.host
-            || new.upstream.port != old.upstream.port
-            || new.upstream.database != old.upstream.database
-            || new.upstream.user != old.upstream.user
-            || new.upstream.pool_mode != old.upstream.pool_mode
-            || new.server.worker_threads != old.server.worker_threads
-        {
-            tracing::warn!("listen address, worker_threads, upstream host/port/database/user and pool_mode change only on restart");
+        if let Some(key) = restart_only_change(old, &new) {
+            // Applying the rest would mix two configurations: sessions inject the setting they
+            // started with while the guard would protect the new one.
+            tracing::error!(key, "reload refused: this setting changes only on restart; keeping the previous configuration");
+            return;
         }
         let live = match Live::build(new.clone()).await {
             Ok(l) => l,
@@ -143,6 +141,35 @@ impl Shared {
             "configuration reloaded"
         );
     }
+}
+
+/// The first setting that differs between `old` and `new` and cannot change without a restart.
+pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
+    let checks: [(&'static str, bool); 10] = [
+        ("server.listen", new.server.listen != old.server.listen),
+        (
+            "server.worker_threads",
+            new.server.worker_threads != old.server.worker_threads,
+        ),
+        ("upstream.host", new.upstream.host != old.upstream.host),
+        ("upstream.port", new.upstream.port != old.upstream.port),
+        (
+            "upstream.database",
+            new.upstream.database != old.upstream.database,
+        ),
+        ("upstream.user", new.upstream.user != old.upstream.user),
+        (
+            "upstream.pool_mode",
+            new.upstream.pool_mode != old.upstream.pool_mode,
+        ),
+        ("tenant.setting", new.tenant.setting != old.tenant.setting),
+        ("tenant.column", new.tenant.column != old.tenant.column),
+        ("tenant.format", new.tenant.format != old.tenant.format),
+    ];
+    checks
+        .into_iter()
+        .find(|(_, changed)| *changed)
+        .map(|(k, _)| k)
 }
 
 /// Why the proxy could not start.
@@ -325,6 +352,7 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         .directory_query
         .as_ref()
         .map(|q| Directory::new(q.clone(), secs(t.directory_ttl)));
+    let statement_budget = crate::prepared::Budget::new(config.upstream.max_total_prepared_bytes);
     Ok(Shared {
         config,
         live: std::sync::RwLock::new(Arc::new(live)),
@@ -338,6 +366,7 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         directory,
         shutdown: CancellationToken::new(),
         posture: Arc::new(PostureState::default()),
+        statement_budget,
     })
 }
 
@@ -434,7 +463,7 @@ async fn refuse_early(mut tcp: TcpStream, err: crate::protocol::messages::PgErro
 async fn warm_up(pool: Arc<Pool>, shutdown: CancellationToken) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match pool.checkout().await {
+        match pool.checkout(0).await {
             Ok(g) => {
                 drop(g);
                 return;
@@ -463,5 +492,21 @@ async fn reaper(shared: Arc<Shared>) {
         if let Some(bg) = &shared.breakglass {
             bg.reap_idle();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_tenant_setting_needs_a_restart() {
+        let base = "[server]\nlisten = \"127.0.0.1:6432\"\n\n[upstream]\nhost = \"h\"\ndatabase = \"d\"\nuser = \"u\"\n\n[[users]]\nname = \"a\"\npassword = \"p\"\ntenant = \"11111111-1111-1111-1111-111111111111\"\n";
+        let old = Config::from_toml(base).expect("valid");
+        let same = Config::from_toml(base).expect("valid");
+        assert_eq!(restart_only_change(&old, &same), None);
+        let changed = Config::from_toml(&format!("{base}\n[tenant]\nsetting = \"app.other\"\n"))
+            .expect("valid");
+        assert_eq!(restart_only_change(&old, &changed), Some("tenant.setting"));
     }
 }

@@ -11,16 +11,33 @@ pub enum Signal {
     Reload,
 }
 
-/// Waits for the next signal.
+/// The process's signal handlers, installed once before anything else starts, so a signal
+/// that arrives during start-up is seen (not the default action, which kills the process).
 #[cfg(unix)]
-pub async fn next() -> std::io::Result<Signal> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::select! {
-        _ = term.recv() => Signal::Drain,
-        _ = int.recv() => Signal::Immediate,
-        _ = hup.recv() => Signal::Reload,
-    })
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next signal.
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Drain,
+            _ = self.int.recv() => Signal::Immediate,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
 }

@@ -37,13 +37,13 @@ async fn hostile_startup_packets_are_refused_and_others_unaffected() {
         .collect();
     let r = poke(&p, &garbage).await;
     assert!(r.is_empty() || r[0] == b'E', "{r:?}");
-    // Oversized startup length.
+    // Oversized startup length: closed without an answer, as PostgreSQL does (it only logs
+    // "invalid length of startup packet").
     let r = poke(&p, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]).await;
-    assert_eq!(r.first(), Some(&b'E'));
-    assert!(String::from_utf8_lossy(&r).contains("08P01"));
+    assert!(r.is_empty(), "{r:?}");
     // Negative / tiny lengths.
     let r = poke(&p, &[0xff, 0xff, 0xff, 0xf0]).await;
-    assert_eq!(r.first(), Some(&b'E'));
+    assert!(r.is_empty(), "{r:?}");
     // SSLRequest followed by junk (no TLS configured: 'N', then the junk is refused).
     let mut b = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
     b.extend_from_slice(b"\x16\x03\x01junkjunkjunk");

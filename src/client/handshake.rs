@@ -95,11 +95,13 @@ pub async fn negotiate(
                 Ok(Some(p)) => break p,
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(fail(
-                        &mut io,
-                        error::bad_startup(format!("invalid length of startup packet: {e}")),
-                    )
-                    .await)
+                    // PostgreSQL logs this (COMMERROR) and closes without a word: a client that
+                    // sends Terminate first, or garbage, gets no answer it must parse.
+                    tracing::debug!(error = %e, "invalid length of startup packet");
+                    return Err(HandshakeError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("invalid length of startup packet: {e}"),
+                    )));
                 }
             }
             if buf.capacity() - buf.len() < 256 {

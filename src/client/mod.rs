@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod console;
 pub mod handshake;
 pub mod registry;
+pub mod rewrite;
 pub mod session;
 pub mod settings;
 
@@ -474,7 +475,7 @@ async fn validate_settings(
             "tenantgate: could not connect to the database server",
         )
     };
-    let mut guard = shared.pool.checkout().await.map_err(|_| unavailable())?;
+    let mut guard = shared.pool.checkout(0).await.map_err(|_| unavailable())?;
     let conn = guard.conn();
     let out = conn.stream.out();
     messages::parse(
@@ -550,7 +551,7 @@ async fn greet(
         Some(p) => p,
         None => {
             // First client before any upstream connection: open one to learn the parameters.
-            match pool.checkout().await {
+            match pool.checkout(0).await {
                 Ok(g) => {
                     drop(g);
                     pool.server_params().unwrap_or_default()

@@ -2,7 +2,9 @@
 //!
 //! The one place tenant enforcement slots in is [`Session::on_client`]: a message that starts
 //! a segment (the first message after ReadyForQuery) attaches an upstream connection and, when
-//! the connection is idle (`I`), is preceded by the injection in the same write.
+//! the connection is idle (`I`) and does not carry this session's identity yet, waits for the
+//! prelude that sets it (see `tenant::inject`). Statement and portal names go through the
+//! session's [`Namespace`], which renames them and refuses what the client did not create.
 //!
 //! Segments are processed one at a time: after a Query or Sync is forwarded, further client
 //! messages wait (buffered) until ReadyForQuery reports the true transaction status, except
@@ -13,22 +15,29 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::client::cancel::CancelHandle;
+use crate::client::rewrite::{Caps, Forwarded, Namespace, Refusal};
 use crate::config::{PoolMode, UserKind};
 use crate::error;
 use crate::events::{SecurityEvent, Subject};
 use crate::pool::{Pool, PoolError, PoolGuard};
-use crate::prepared::{ClientStatements, StatementDef};
 use crate::protocol::frame::FrameRef;
-use crate::protocol::messages::{self, parse_msg, query_text, split_bind, split_target, PgError};
+use crate::protocol::messages::{self, parse_msg, query_text, PgError};
 use crate::protocol::stream::StreamError;
 use crate::protocol::{Frame, PqStream};
 use crate::relay::{Expect, Msg, Outcome, Relay};
 use crate::server::Shared;
 use crate::tenant::guard::{Asker, Decision, Verdict};
 use crate::tenant::identity::{canonical, check_allowed, validate_tenant_id};
-use crate::tenant::inject::{self, Injector};
+use crate::tenant::inject::{self, Prelude};
 use bytes::Buf;
-use bytes::Bytes;
+
+/// Settings a session may carry at session level (startup options plus its own `SET`s): bounds
+/// the prelude and the memory per session.
+const MAX_SESSION_SETTINGS: usize = 128;
+
+/// Statements longer than this are inspected on the blocking pool (STYLE: CPU-heavy work off
+/// the runtime); the pgbench statement is 60 bytes.
+const OFFLOAD_INSPECTION: usize = 64 * 1024;
 
 /// While waiting for ReadyForQuery, read at most this much ahead from the client (to notice
 /// a disconnect) before applying backpressure.
@@ -88,8 +97,8 @@ pub struct Session {
     tenant: Option<String>,
     /// Fields stamped on every security event of this session.
     subject: Subject,
-    /// Pre-encoded injection for `tenant` (None: no injection for this kind/tenant).
-    injector: Option<Injector>,
+    /// The values this session's server connection must carry (tenant, startup settings).
+    prelude: Prelude,
     /// The pool this session draws from (app or break-glass).
     pool: Arc<Pool>,
     /// Transaction or session pooling.
@@ -110,21 +119,27 @@ pub struct Session {
     draining: bool,
     /// Break-glass sessions may be capped in length.
     deadline: Option<Instant>,
-    /// The client's named statements (transaction mode renames them per server).
-    statements: ClientStatements,
-    /// Cap on server-side statements per upstream connection.
-    max_prepared: usize,
-    /// The current segment must not be preceded by the injection (VACUUM, DISCARD ALL ...).
-    skip_injection: bool,
+    /// The client's statements and portals, renamed per server connection.
+    names: Namespace,
+    /// The connection's statement LRU tick when the current segment started.
+    segment_tick: u64,
     /// The SHOW CLIENTS entry (state follows attach/detach).
     listed: crate::client::registry::Listed,
     /// Reported parameters this session wants on its server (client's values over defaults),
     /// by index into `settings::TRACKED`.
     reported: Vec<(usize, String)>,
-    /// Transaction-local startup settings, re-injected with the tenant.
-    local_settings: Vec<(String, String)>,
     /// When the current segment started (query duration metric).
     segment_started: Option<Instant>,
+    /// The client's startup settings (what `RESET ALL` returns to).
+    startup_local: Vec<(String, String)>,
+    /// Settings the client changed at session level in the current transaction: their values
+    /// are read back when it ends and carried to the next server connections.
+    pending_reads: Vec<String>,
+    /// The current transaction ran `RESET ALL` / `DISCARD ALL`.
+    pending_reset_all: bool,
+    /// A tamper was let through (`probe_action = "log"`): the server connection's settings and
+    /// role can no longer be trusted, so it gets the prelude and the reset again.
+    tainted: bool,
 }
 
 /// Everything `Session::new` needs.
@@ -163,20 +178,24 @@ impl Session {
             UserKind::App | UserKind::Operator => p.tenant.as_deref(),
             _ => None,
         };
-        let inj =
-            Injector::with_settings(&p.shared.config.tenant.setting, tenant, &p.settings.local);
-        let injector = (!inj.is_empty()).then_some(inj);
+        let prelude = Prelude::new(&p.shared.config.tenant.setting, tenant, &p.settings.local);
+        let startup_local = p.settings.local.clone();
+        let budget = p.shared.statement_budget.clone();
         let defaults = p.pool.server_params().unwrap_or_default();
         let reported = crate::client::settings::with_defaults(&p.settings.reported, &defaults);
-        let local_settings = p.settings.local;
-        let max_prepared = p.shared.config.upstream.max_prepared_statements;
+        let up = &p.shared.config.upstream;
+        let caps = Caps {
+            per_server: up.max_prepared_statements,
+            count: up.max_client_prepared_statements,
+            bytes: up.max_client_prepared_bytes,
+        };
         Session {
             shared: p.shared,
             client: p.client,
             who: p.who,
             tenant: p.tenant,
             subject: p.subject,
-            injector,
+            prelude,
             pool: p.pool,
             mode,
             server: None,
@@ -187,13 +206,15 @@ impl Session {
             cancel: p.cancel,
             draining: false,
             deadline: p.deadline,
-            statements: ClientStatements::default(),
-            max_prepared,
-            skip_injection: false,
+            names: Namespace::new(caps, budget),
+            segment_tick: 0,
             listed: p.listed,
             reported,
-            local_settings,
             segment_started: None,
+            tainted: false,
+            startup_local,
+            pending_reads: Vec::new(),
+            pending_reset_all: false,
         }
     }
 
@@ -300,11 +321,8 @@ impl Session {
         if self.relay.copy_in {
             return self.forward_copy(f).await;
         }
-        if self.relay.inject_failed {
-            return self.after_failed_injection(tag).await;
-        }
 
-        let verdict = self.decide(&f)?;
+        let verdict = self.decide(&f).await?;
         if let Verdict::Switch(to) = verdict {
             return self.switch_tenant(tag, to).await;
         }
@@ -335,68 +353,54 @@ impl Session {
             }
         }
 
-        let Some(guard) = self.server.as_mut() else {
-            return Ok(Flow::Continue);
-        };
-        let conn = guard.conn();
         if self.phase == Phase::Idle {
-            if conn.status == b'I' && !self.skip_injection {
-                // One bit per entry of `reported` whose value this server does not have.
-                let stale = self
-                    .reported
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (i, v))| conn.tracked(*i) != Some(v.as_str()))
-                    .fold(0u32, |m, (n, _)| m | 1 << n);
-                let stale_n = stale.count_ones();
-                if self.injector.is_some() || stale_n > 0 {
-                    if !conn.inject_prepared {
-                        for m in inject::write_prepare(conn.stream.out()) {
-                            self.relay.push(Expect::Inject(m));
-                        }
-                        conn.inject_prepared = true;
-                    }
-                    // Session-level, as the client asked at connect (PgBouncer's tracking).
-                    if stale_n > 0 {
-                        let entries = self.reported.iter().enumerate();
-                        for (_, (i, v)) in entries.filter(|(n, _)| stale & 1 << n != 0) {
-                            let k = crate::client::settings::TRACKED[*i];
-                            for m in inject::write_set(conn.stream.out(), k, v, false) {
-                                self.relay.push(Expect::Inject(m));
-                            }
-                        }
-                    }
-                    if let Some(inj) = &self.injector {
-                        for m in inj.write_run(conn.stream.out()) {
-                            self.relay.push(Expect::Inject(m.clone()));
-                        }
-                    }
-                }
+            if let Some(flow) = self.ensure_identity(tag).await? {
+                return Ok(flow);
             }
-            self.skip_injection = false;
             self.phase = Phase::InSegment;
             self.segment_started = crate::metrics::timing_enabled().then(Instant::now);
         }
-        let out_of_band = match verdict {
-            Verdict::Refuse(err) => {
-                match tag {
-                    b'P' => inject::poison_parse(conn.stream.out(), b""),
-                    _ => inject::poison_query(conn.stream.out()),
+        let refusal = match verdict {
+            Verdict::Refuse(err) => Some(err),
+            _ => match self.forward(&f) {
+                Ok(synthetic) => {
+                    if synthetic {
+                        self.relay.drain_synthetic(&mut self.client);
+                    }
+                    None
                 }
-                self.relay.poisons.push_back(err);
-                self.relay.push(Expect::Client(if tag == b'P' {
-                    Msg::Parse(None)
-                } else {
-                    Msg::Query
-                }));
-                false
-            }
-            _ => self.forward(&f),
+                Err(r) => {
+                    self.record_probe(&r);
+                    Some(r.error)
+                }
+            },
         };
         let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
             return Ok(Flow::Continue);
         };
         self.relay.settle(conn);
+        if std::mem::take(&mut self.tainted) {
+            conn.identity = 0;
+            conn.dirty = true;
+        }
+        if let Some(err) = refusal {
+            // PostgreSQL itself fails at exactly this place (skip to Sync, abort the block); the
+            // relay puts the refusal in place of its syntax error.
+            match tag {
+                b'Q' => inject::poison_query(conn.stream.out()),
+                _ => inject::poison_parse(conn.stream.out(), inject::statement_name()),
+            }
+            self.relay.poisons.push_back(err);
+            self.relay.push(Expect::Client(if tag == b'Q' {
+                Msg::Query
+            } else {
+                Msg::Parse(None)
+            }));
+            if tag == b'S' {
+                messages::sync(conn.stream.out());
+                self.relay.push(Expect::Client(Msg::Sync));
+            }
+        }
         conn.busy = true;
         match tag {
             b'Q' | b'F' => {
@@ -412,159 +416,167 @@ impl Session {
         if self.phase == Phase::AwaitRfq || tag == b'H' || !self.client.has_buffered_frame() {
             conn.stream.flush().await.map_err(SessionError::Server)?;
         }
-        if out_of_band {
-            self.relay.drain_synthetic(&mut self.client);
-            if self.client.has_pending_writes() && !self.client.has_buffered_frame() {
-                self.client.flush().await.map_err(SessionError::Client)?;
-            }
+        if self.client.has_pending_writes() && !self.client.has_buffered_frame() {
+            self.client.flush().await.map_err(SessionError::Client)?;
         }
         Ok(Flow::Continue)
     }
 
-    /// Writes one client message upstream and records its awaited answer. In transaction
-    /// mode named statements are renamed to their server names and prepared on demand.
-    /// Returns whether a synthetic answer may be ready for the client.
-    fn forward(&mut self, f: &Frame) -> bool {
+    /// At a segment's start on an idle connection: makes the connection carry this session's
+    /// identity and tracked parameters, waiting for the server's confirmation. Returns a flow
+    /// when the client's message was refused instead.
+    async fn ensure_identity(&mut self, tag: u8) -> Result<Option<Flow>, SessionError> {
         let Some(guard) = self.server.as_mut() else {
-            return false;
+            return Ok(None);
         };
         let conn = guard.conn();
-        let tag = f.tag();
-        let body = f.body();
-        let rename = self.mode == PoolMode::Transaction;
-        match tag {
-            b'P' => {
-                let Some(pm) = parse_msg(body).filter(|pm| rename && !pm.name.is_empty()) else {
-                    conn.stream.queue(&f.raw);
-                    self.relay.push(Expect::Client(Msg::Parse(None)));
-                    return false;
-                };
-                if self.statements.contains(pm.name) {
-                    // PostgreSQL refuses to redefine a name; keep its wording.
-                    inject::poison_parse(conn.stream.out(), b"");
-                    self.relay.poisons.push_back(PgError::error(
-                        "42P05",
-                        format!(
-                            "prepared statement \"{}\" already exists",
-                            String::from_utf8_lossy(pm.name)
-                        ),
-                    ));
-                    self.relay.push(Expect::Client(Msg::Parse(None)));
-                    return false;
-                }
-                let def = std::sync::Arc::new(StatementDef::new(pm.sql, pm.types));
-                let client_name = Bytes::copy_from_slice(pm.name);
-                self.statements.insert(client_name.clone(), def.clone());
-                if conn.statements.touch(&def.server_name) {
-                    let mut ok = bytes::BytesMut::new();
-                    messages::parse_complete(&mut ok);
-                    self.relay.push(Expect::Synthetic(ok.freeze()));
-                    return true;
-                }
-                for old in conn
-                    .statements
-                    .insert(def.server_name.clone(), self.max_prepared)
-                {
-                    messages::close_statement(conn.stream.out(), &old);
-                    self.relay.push(Expect::Evict);
-                }
-                def.write_parse(conn.stream.out());
-                self.relay.push(Expect::Client(Msg::Parse(Some((
-                    client_name,
-                    def.server_name.clone(),
-                )))));
-                false
+        self.segment_tick = conn.statements.now();
+        if conn.status != b'I' {
+            return Ok(None);
+        }
+        let stale: Vec<(&str, &str)> = self
+            .reported
+            .iter()
+            .filter(|(i, v)| conn.tracked(*i) != Some(v.as_str()))
+            .map(|(i, v)| (crate::client::settings::TRACKED[*i], v.as_str()))
+            .collect();
+        if conn.identity == self.prelude.identity && stale.is_empty() {
+            return Ok(None);
+        }
+        match inject::run_prelude(conn, &self.prelude, &stale).await {
+            Ok(()) => Ok(None),
+            Err(inject::PreludeError::Stream(e)) => {
+                tracing::warn!(error = %e, "lost upstream connection");
+                self.server_gone().await;
+                Err(SessionError::Server(e))
             }
-            b'B' => {
-                match split_bind(body) {
-                    Some((portal, stmt, rest)) if rename && !stmt.is_empty() => {
-                        match self.statements.get(stmt).cloned() {
-                            Some(def) => {
-                                ensure_prepared(conn, &mut self.relay, &def, self.max_prepared);
-                                messages::write_bind(
-                                    conn.stream.out(),
-                                    portal,
-                                    &def.server_name,
-                                    rest,
-                                );
-                            }
-                            None => conn.stream.queue(&f.raw),
-                        }
+            Err(inject::PreludeError::Refused(e)) => {
+                crate::metrics::injection_failed();
+                tracing::error!(code = %e.code, message = %e.message, "tenant context could not be set; statement not run");
+                // Whatever the server holds now is unknown: it never serves anyone again.
+                if let Some(g) = self.server.take() {
+                    self.cancel.target.detach();
+                    g.discard();
+                }
+                let err = error::injection_failed(&e.code, &e.message);
+                self.refuse_locally(tag, err).await.map(Some)
+            }
+        }
+    }
+
+    /// Records a namespace refusal that names something the client did not create.
+    fn record_probe(&mut self, r: &Refusal) {
+        let Some(name) = &r.probe else { return };
+        let ev = SecurityEvent::new(
+            crate::events::EventKind::StatementProbe,
+            crate::events::Action::Block,
+            &self.subject,
+        )
+        .detail(format!(
+            "reference to a statement or portal this session did not create: \"{name}\""
+        ))
+        .sqlstate(r.error.code);
+        self.shared.events.record(ev);
+    }
+
+    /// Writes one client message upstream and records its awaited answer; statement and
+    /// portal names go through the session's namespace. Returns whether a synthetic answer may
+    /// be ready for the client.
+    fn forward(&mut self, f: &Frame) -> Result<bool, Refusal> {
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(false);
+        };
+        let conn = guard.conn();
+        match f.tag() {
+            b'P' | b'B' | b'D' | b'E' | b'C' => {
+                if f.tag() == b'E' {
+                    self.pool
+                        .stats
+                        .queries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if f.tag() == b'P' {
+                    if let Some(rewritten) = self.rewrite_deallocate(f) {
+                        let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
+                            return Ok(false);
+                        };
+                        conn.stream.queue(&rewritten);
+                        self.names.parsed_unnamed();
+                        self.relay.push(Expect::Client(Msg::Parse(None)));
+                        return Ok(false);
                     }
-                    _ => conn.stream.queue(&f.raw),
                 }
-                self.relay.push(Expect::Client(Msg::Bind));
-                false
-            }
-            b'D' => {
-                let target = split_target(body);
-                match target {
-                    Some((b'S', name)) if rename && !name.is_empty() => {
-                        match self.statements.get(name).cloned() {
-                            Some(def) => {
-                                ensure_prepared(conn, &mut self.relay, &def, self.max_prepared);
-                                messages::describe_statement(conn.stream.out(), &def.server_name);
-                            }
-                            None => conn.stream.queue(&f.raw),
-                        }
-                    }
-                    _ => conn.stream.queue(&f.raw),
-                }
-                let kind = match target {
-                    Some((b'S', _)) => Msg::DescribeStatement,
-                    _ => Msg::DescribePortal,
+                let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
+                    return Ok(false);
                 };
-                self.relay.push(Expect::Client(kind));
-                false
-            }
-            b'C' => match split_target(body) {
-                Some((b'S', name)) if rename && !name.is_empty() => {
-                    // Server statements are shared and cached; only the client's name goes.
-                    self.statements.remove(name);
-                    let mut ok = bytes::BytesMut::new();
-                    messages::close_complete(&mut ok);
-                    self.relay.push(Expect::Synthetic(ok.freeze()));
-                    true
-                }
-                _ => {
-                    conn.stream.queue(&f.raw);
-                    self.relay.push(Expect::Client(Msg::Close));
-                    false
-                }
-            },
-            b'E' => {
-                conn.stream.queue(&f.raw);
-                self.relay.push(Expect::Client(Msg::Execute));
-                self.pool
-                    .stats
-                    .queries
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                false
+                let done = self
+                    .names
+                    .forward(f, conn, &mut self.relay, self.segment_tick)?;
+                Ok(done == Forwarded::Synthetic)
             }
             b'S' => {
                 conn.stream.queue(&f.raw);
                 self.relay.push(Expect::Client(Msg::Sync));
-                false
+                Ok(false)
             }
             b'Q' => {
-                conn.stream.queue(&f.raw);
+                let rewritten = self.rewrite_deallocate(f);
+                let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
+                    return Ok(false);
+                };
+                conn.stream.queue(rewritten.as_deref().unwrap_or(&f.raw));
                 self.relay.push(Expect::Client(Msg::Query));
                 self.pool
                     .stats
                     .queries
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                false
+                Ok(false)
             }
             _ => {
                 // Flush, or a message PostgreSQL itself will judge.
                 conn.stream.queue(&f.raw);
-                false
+                Ok(false)
             }
         }
     }
 
+    /// A Query or unnamed Parse that is exactly `DEALLOCATE name` of one of the client's own
+    /// statements (psycopg sends this when its cache evicts): the message, rewritten to drop
+    /// the server statement the name maps to, so the client sees PostgreSQL's own answer.
+    fn rewrite_deallocate(&mut self, f: &Frame) -> Option<bytes::Bytes> {
+        let text = match f.tag() {
+            b'Q' => query_text(f.body())?,
+            _ => parse_msg(f.body()).filter(|p| p.name.is_empty())?.sql,
+        };
+        if text.len() > 256 {
+            return None;
+        }
+        let name = crate::prepared::sql_deallocate_name(text)?;
+        let conn = self.server.as_mut()?.conn();
+        let server = self
+            .names
+            .deallocate(&name, conn, &mut self.relay, self.segment_tick)?;
+        let mut sql = b"DEALLOCATE \"".to_vec();
+        sql.extend_from_slice(&server);
+        sql.push(b'"');
+        self.relay.pending_dealloc = Some(server);
+        let mut out = bytes::BytesMut::new();
+        match f.tag() {
+            b'Q' => messages::write_msg(&mut out, b'Q', |b| messages::put_cstr(b, &sql)),
+            _ => {
+                let types = parse_msg(f.body()).map(|p| p.types).unwrap_or_default();
+                messages::write_msg(&mut out, b'P', |b| {
+                    messages::put_cstr(b, b"");
+                    messages::put_cstr(b, &sql);
+                    b.extend_from_slice(types);
+                })
+            }
+        }
+        Some(out.freeze())
+    }
+
     /// Runs the tenant guard on statement-carrying messages and records its events.
-    fn decide(&mut self, f: &Frame) -> Result<Verdict, SessionError> {
+    async fn decide(&mut self, f: &Frame) -> Result<Verdict, SessionError> {
         let tag = f.tag();
         let needs_tenant = matches!(self.who.kind, UserKind::App | UserKind::Operator);
         let text = match tag {
@@ -592,25 +604,56 @@ impl Session {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(text),
         };
-        let asker = Asker {
-            kind: self.who.kind,
-            tenant: self.tenant.as_deref(),
-            login: &self.who.login,
-            allow_switch: self.who.allow_switch,
+        let decision = if text.len() > OFFLOAD_INSPECTION {
+            self.check_off_loop(f, text).await
+        } else {
+            let asker = Asker {
+                kind: self.who.kind,
+                tenant: self.tenant.as_deref(),
+                login: &self.who.login,
+                allow_switch: self.who.allow_switch,
+            };
+            self.shared.live().policy.check(asker, &sql)
         };
         let Decision {
             mut verdict,
             events,
             secret,
-            outside_transaction,
-            sql_prepare,
-        } = self.shared.live().policy.check(asker, &sql);
-        if self.phase == Phase::Idle {
-            self.skip_injection = outside_transaction;
+            session_state,
+            session_settings,
+            resets_all,
+            cursors,
+        } = decision;
+        if verdict == Verdict::Forward {
+            if !cursors.is_empty() {
+                self.names.declared(cursors);
+            }
+            for n in session_settings {
+                if !self.pending_reads.contains(&n) {
+                    self.pending_reads.push(n);
+                }
+            }
+            if self.pending_reads.len() + self.prelude.local.len() > MAX_SESSION_SETTINGS {
+                self.pending_reads.clear();
+                verdict = Verdict::Refuse(error::too_many_session_settings(MAX_SESSION_SETTINGS));
+            }
+            self.pending_reset_all |= resets_all;
         }
-        if sql_prepare && self.mode == PoolMode::Transaction && verdict == Verdict::Forward {
-            verdict = Verdict::Refuse(error::sql_prepare_in_transaction_mode());
+        if let Some(what) = session_state {
+            if self.mode == PoolMode::Transaction && verdict == Verdict::Forward {
+                verdict = Verdict::Refuse(error::session_state_in_transaction_mode(what));
+            }
         }
+        self.tainted |= verdict == Verdict::Forward
+            && events.iter().any(|e| {
+                e.action == crate::events::Action::Log
+                    && matches!(
+                        e.kind,
+                        crate::events::EventKind::TenantTamper
+                            | crate::events::EventKind::RoleTamper
+                            | crate::events::EventKind::RlsTamper
+                    )
+            });
         for e in events {
             let mut ev =
                 SecurityEvent::new(e.kind, e.action, &self.subject).statement(&sql, secret);
@@ -623,6 +666,35 @@ impl Session {
             self.shared.events.record(ev);
         }
         Ok(verdict)
+    }
+
+    /// Inspects a large text on the blocking pool, so its size never stalls other sessions on
+    /// the event loop. Fails closed if the inspection cannot finish.
+    async fn check_off_loop(&self, f: &Frame, text: &[u8]) -> Decision {
+        let off = (text.as_ptr() as usize).saturating_sub(f.raw.as_ptr() as usize);
+        let text = f.raw.slice(off..off + text.len());
+        let live = self.shared.live();
+        let who = (
+            self.who.kind,
+            self.tenant.clone(),
+            self.who.login.clone(),
+            self.who.allow_switch,
+        );
+        let checked = tokio::task::spawn_blocking(move || {
+            let sql = String::from_utf8_lossy(&text);
+            let asker = Asker {
+                kind: who.0,
+                tenant: who.1.as_deref(),
+                login: &who.2,
+                allow_switch: who.3,
+            };
+            live.policy.check(asker, &sql)
+        })
+        .await;
+        checked.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "statement inspection failed; refused");
+            Decision::refused(error::refused("a statement that could not be inspected"))
+        })
     }
 
     /// Answers a refused message without the upstream, as PostgreSQL would: ErrorResponse, then
@@ -663,22 +735,6 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// After a failed injection the server discards until Sync: turn the client's terminator
-    /// into that Sync and drop everything else.
-    async fn after_failed_injection(&mut self, tag: u8) -> Result<Flow, SessionError> {
-        let Some(guard) = self.server.as_mut() else {
-            return Ok(Flow::Continue);
-        };
-        let conn = guard.conn();
-        if matches!(tag, b'S' | b'Q' | b'F') {
-            messages::sync(conn.stream.out());
-            self.relay.push(Expect::Client(Msg::Sync));
-            conn.stream.flush().await.map_err(SessionError::Server)?;
-            self.phase = Phase::AwaitRfq;
-        }
-        Ok(Flow::Continue)
-    }
-
     /// A trusted backend's `SET <setting> = 'X'`: validate X and switch, answering locally.
     async fn switch_tenant(&mut self, tag: u8, to: String) -> Result<Flow, SessionError> {
         let live = self.shared.live();
@@ -710,11 +766,7 @@ impl Session {
         )
         .detail(format!("from {:?} to \"{to}\"", self.tenant));
         self.shared.events.record(ev);
-        self.injector = Some(Injector::with_settings(
-            &cfg.tenant.setting,
-            Some(&to),
-            &self.local_settings,
-        ));
+        self.prelude = Prelude::new(&cfg.tenant.setting, Some(&to), &self.prelude.local);
         self.subject.tenant = Some(to.clone());
         if let Ok(mut t) = self.listed.info.tenant.lock() {
             *t = Some(to.clone());
@@ -741,7 +793,6 @@ impl Session {
         let mut buf = conn.stream.take_read_buffer();
         let mut off = 0;
         let mut end = Ok(None);
-        let mut send_sync = false;
         loop {
             let rest = &buf[off..];
             let len = match crate::protocol::frame::complete_frame_len(rest, max) {
@@ -756,21 +807,17 @@ impl Session {
             off += len;
             let outcome = self.relay.on_server(f, conn, &mut self.client);
             if self.relay.has_session_changes() {
-                apply_relay_changes(&mut self.relay, &mut self.statements, &mut self.reported);
+                apply_relay_changes(
+                    &mut self.relay,
+                    &mut self.names.statements,
+                    &mut self.reported,
+                );
             }
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Ready(status) => {
                     end = Ok(Some(Outcome::Ready(status)));
                     break;
-                }
-                Outcome::InjectionFailed => {
-                    crate::metrics::injection_failed();
-                    if self.phase == Phase::AwaitRfq && self.simple_segment {
-                        messages::sync(conn.stream.out());
-                        self.relay.push(Expect::Client(Msg::Sync));
-                        send_sync = true;
-                    }
                 }
                 Outcome::ServerFatal => {
                     end = Ok(Some(Outcome::ServerFatal));
@@ -784,9 +831,6 @@ impl Session {
         }
         buf.advance(off);
         conn.stream.restore_read_buffer(buf);
-        if send_sync {
-            conn.stream.flush().await.map_err(SessionError::Server)?;
-        }
         match end {
             Err(e) => Err(SessionError::Server(StreamError::Frame(e))),
             Ok(Some(Outcome::ServerFatal)) => {
@@ -795,6 +839,10 @@ impl Session {
             }
             Ok(Some(Outcome::Ready(status))) => {
                 self.phase = Phase::Idle;
+                if status == b'I' {
+                    self.names.transaction_ended();
+                    self.carry_settings().await?;
+                }
                 if let Some(t) = self.segment_started.take() {
                     crate::metrics::query_duration(t.elapsed());
                 }
@@ -820,9 +868,38 @@ impl Session {
         }
     }
 
+    /// After a transaction ended: the settings it changed at session level become part of the
+    /// session's identity, with the values PostgreSQL kept (a rolled-back `SET` reads back as
+    /// the old value), so the prelude re-applies them on the next server connections.
+    async fn carry_settings(&mut self) -> Result<(), SessionError> {
+        if std::mem::take(&mut self.pending_reset_all) {
+            self.prelude.reset_to(&self.startup_local);
+        }
+        if self.pending_reads.is_empty() {
+            return Ok(());
+        }
+        let names = std::mem::take(&mut self.pending_reads);
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(());
+        };
+        match inject::read_settings(guard.conn(), &names).await {
+            Ok(values) => self.prelude.update(values),
+            Err(inject::PreludeError::Refused(e)) => {
+                tracing::warn!(code = %e.code, message = %e.message, "could not read back session settings");
+            }
+            Err(inject::PreludeError::Stream(e)) => {
+                tracing::warn!(error = %e, "lost upstream connection");
+                self.server_gone().await;
+                return Err(SessionError::Server(e));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks out an upstream connection and points cancels at it.
     async fn attach(&mut self) -> Result<(), PoolError> {
-        let mut guard = match self.pool.try_checkout() {
+        let identity = self.prelude.identity;
+        let mut guard = match self.pool.try_checkout(identity) {
             Some(g) => g,
             None => {
                 // Waiting (or connecting): a CancelRequest now ends the wait.
@@ -831,13 +908,14 @@ impl Session {
                 tokio::pin!(cancelled);
                 cancelled.as_mut().enable();
                 tokio::select! {
-                    g = self.pool.checkout() => g?,
+                    g = self.pool.checkout(identity) => g?,
                     _ = cancelled => return Err(PoolError::Cancelled),
                 }
             }
         };
         let conn = guard.conn();
         self.cancel.target.attach(conn.pid, conn.secret);
+        self.names.attached();
         self.listed
             .info
             .active
@@ -855,9 +933,12 @@ impl Session {
             .active
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.relay.reset();
-        if let Some(g) = self.server.take() {
+        if let Some(mut g) = self.server.take() {
             if !settled {
                 g.discard();
+            } else if g.conn().dirty {
+                let plan = crate::pool::reset::plan(b'I', true, false);
+                tokio::spawn(crate::pool::reset::reset_and_release(g, plan));
             }
         }
     }
@@ -891,14 +972,19 @@ impl Session {
         SessionError::Client(e)
     }
 
-    /// Leaves nothing dirty behind: cancel what runs, roll back what is open, reset for session
-    /// mode, and only then give the connection back.
+    /// Leaves nothing behind for the next client: waits for this client's forwarded cancels to
+    /// settle (a late one must not hit the next client's query), cancels what still runs, and
+    /// hands the connection to the release policy (`pool::reset`).
     async fn finish(&mut self) {
-        self.cancel.target.detach();
+        let settled = self.cancel.target.settle().await;
         self.client.shutdown().await;
         let Some(mut guard) = self.server.take() else {
             return;
         };
+        if !settled {
+            tokio::spawn(guard.close_gracefully());
+            return;
+        }
         let conn = guard.conn();
         if conn.busy {
             let (pid, secret) = (conn.pid, conn.secret);
@@ -910,42 +996,11 @@ impl Session {
             });
             return;
         }
-        let reset = match (conn.status, self.mode) {
-            (b'I', PoolMode::Transaction) => None,
-            (b'I', PoolMode::Session) => Some("DISCARD ALL"),
-            _ => Some("ROLLBACK"),
-        };
-        if let Some(sql) = reset {
-            tokio::spawn(reset_and_release(guard, sql));
+        let plan =
+            crate::pool::reset::plan(conn.status, conn.dirty, self.mode == PoolMode::Session);
+        if !plan.is_empty() {
+            tokio::spawn(crate::pool::reset::reset_and_release(guard, plan));
         }
-    }
-}
-
-/// Runs `sql` (ROLLBACK or DISCARD ALL) and releases the connection if it ends idle.
-async fn reset_and_release(mut guard: PoolGuard, sql: &'static str) {
-    let conn = guard.conn();
-    messages::query(conn.stream.out(), sql);
-    conn.busy = true;
-    let done = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        conn.stream.flush().await?;
-        loop {
-            let f = conn.stream.read_frame().await?;
-            match f.tag() {
-                b'Z' => {
-                    conn.status = f.body().first().copied().unwrap_or(b'E');
-                    conn.busy = false;
-                    if sql == "DISCARD ALL" {
-                        conn.inject_prepared = false;
-                    }
-                    return Ok::<(), StreamError>(());
-                }
-                _ => continue,
-            }
-        }
-    })
-    .await;
-    if !matches!(done, Ok(Ok(()))) {
-        guard.close_gracefully().await;
     }
 }
 
@@ -961,7 +1016,7 @@ enum Io {
 /// discarded, and tracked parameters the client SET (carried to its next servers).
 fn apply_relay_changes(
     relay: &mut Relay,
-    statements: &mut ClientStatements,
+    statements: &mut crate::prepared::ClientStatements,
     reported: &mut [(usize, String)],
 ) {
     for name in relay.failed_names.drain(..) {
@@ -976,22 +1031,4 @@ fn apply_relay_changes(
             slot.1 = v;
         }
     }
-}
-
-/// Makes sure `def` exists on this connection, re-preparing it (answer swallowed) if not.
-fn ensure_prepared(
-    conn: &mut crate::pool::UpstreamConn,
-    relay: &mut Relay,
-    def: &StatementDef,
-    cap: usize,
-) {
-    if conn.statements.touch(&def.server_name) {
-        return;
-    }
-    for old in conn.statements.insert(def.server_name.clone(), cap) {
-        messages::close_statement(conn.stream.out(), &old);
-        relay.push(Expect::Evict);
-    }
-    def.write_parse(conn.stream.out());
-    relay.push(Expect::Reprepare(def.server_name.clone()));
 }

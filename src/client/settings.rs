@@ -114,11 +114,20 @@ pub fn with_defaults(
         .iter()
         .enumerate()
         .filter_map(|(i, name)| {
-            client
+            let own = client
                 .iter()
                 .find(|(k, _)| k == name)
-                .or_else(|| server.iter().find(|(k, _)| k == name))
-                .map(|(_, v)| (i, v.clone()))
+                .map(|(_, v)| v.clone());
+            // A client that sends no application_name has '' (PostgreSQL's default), not the
+            // name the proxy's own connections carry.
+            let default = || match *name {
+                "application_name" => Some(String::new()),
+                _ => server
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone()),
+            };
+            own.or_else(default).map(|v| (i, v))
         })
         .collect()
 }

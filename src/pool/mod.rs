@@ -5,6 +5,7 @@
 //! `I`, nothing in flight) to the stack and closes anything else, so a dirty connection can
 //! never reach the next tenant.
 
+pub mod reset;
 pub mod upstream;
 
 use std::future::Future;
@@ -201,10 +202,11 @@ impl Pool {
     }
 
     /// A connection right now, without waiting, opening, or reading the clock: a free slot, no
-    /// PAUSE, and a healthy idle connection. `None` means [`Pool::checkout`] must wait or open.
-    pub fn try_checkout(self: &Arc<Self>) -> Option<PoolGuard> {
+    /// PAUSE, and a healthy idle connection, preferably one already carrying `identity` (see
+    /// `tenant::inject`). `None` means [`Pool::checkout`] must wait or open.
+    pub fn try_checkout(self: &Arc<Self>, identity: u64) -> Option<PoolGuard> {
         let permit = self.try_permit()?;
-        let conn = self.pop_idle()?;
+        let conn = self.pop_idle(identity)?;
         Some(self.hand_out(conn, permit, Duration::ZERO))
     }
 
@@ -237,8 +239,9 @@ impl Pool {
         }
     }
 
-    /// Checks out a connection, waiting up to `pool_timeout` for a free slot.
-    pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, PoolError> {
+    /// Checks out a connection, waiting up to `pool_timeout` for a free slot; prefers one
+    /// carrying `identity`.
+    pub async fn checkout(self: &Arc<Self>, identity: u64) -> Result<PoolGuard, PoolError> {
         // Fast path: a free slot and no PAUSE, without arming a timer or reading the clock.
         let fast = self.try_permit();
         let start = fast.is_none().then(Instant::now);
@@ -262,7 +265,7 @@ impl Pool {
             Ok(Err(_)) => return Err(PoolError::Closed),
             Err(_) => return Err(PoolError::Timeout(self.timeout)),
         };
-        let conn = match self.pop_idle() {
+        let conn = match self.pop_idle(identity) {
             Some(c) => c,
             // Boxed: connecting (TCP, TLS, SCRAM) is rare, and its state would otherwise be
             // part of every session's future.
@@ -293,11 +296,18 @@ impl Pool {
         self.server_params.lock().ok().and_then(|p| p.clone())
     }
 
-    /// Takes the most recently used idle connection that is still healthy. (Connections past
-    /// `server_lifetime` are retired at release and by the reaper, not here: no clock read.)
-    fn pop_idle(&self) -> Option<Box<UpstreamConn>> {
+    /// Takes the most recently used idle connection that still carries `identity`, else the
+    /// most recently used one, if healthy. (Connections past `server_lifetime` are retired at
+    /// release and by the reaper, not here: no clock read.)
+    fn pop_idle(&self, identity: u64) -> Option<Box<UpstreamConn>> {
         loop {
-            let mut conn = self.idle.lock().ok()?.pop()?;
+            let mut conn = {
+                let mut idle = self.idle.lock().ok()?;
+                match idle.iter().rposition(|c| c.identity == identity) {
+                    Some(i) => idle.remove(i),
+                    None => idle.pop()?,
+                }
+            };
             if is_quiet(&mut conn) {
                 return Some(conn);
             }

@@ -93,8 +93,14 @@ pub struct UpstreamConn {
     pub created: Instant,
     /// When it was last released (for `idle_timeout`).
     pub last_used: Instant,
-    /// Whether the proxy's injection statement is known to be prepared here.
-    pub inject_prepared: bool,
+    /// The session identity (tenant + settings) whose values this connection carries at
+    /// session level, as confirmed by the server; 0 when unknown (see `tenant::inject`).
+    pub identity: u64,
+    /// Setting names that identity applied (reset when another identity takes over).
+    pub applied_keys: Vec<String>,
+    /// The connection may hold state that outlives a transaction (a cursor, LISTEN, a
+    /// possibly temporary object): it is reset before another client gets it.
+    pub dirty: bool,
     /// Client messages were forwarded and their ReadyForQuery has not arrived yet.
     pub busy: bool,
     /// Server-side prepared statements this connection holds (transaction pooling).
@@ -153,7 +159,9 @@ impl UpstreamConn {
             status: b'I',
             created: Instant::now(),
             last_used: Instant::now(),
-            inject_prepared: false,
+            identity: 0,
+            applied_keys: Vec::new(),
+            dirty: false,
             busy: false,
             statements: Default::default(),
             id,

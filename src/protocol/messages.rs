@@ -179,6 +179,26 @@ pub fn parse(buf: &mut BytesMut, name: &[u8], sql: &[u8], types: &[u32]) {
     });
 }
 
+/// Bind of text parameters (None: NULL) to `statement` into `portal`, text results.
+pub fn bind_params(buf: &mut BytesMut, portal: &[u8], statement: &[u8], params: &[Option<&[u8]>]) {
+    write_msg(buf, b'B', |b| {
+        put_cstr(b, portal);
+        put_cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(params.len() as i16);
+        for p in params {
+            match p {
+                Some(p) => {
+                    b.put_i32(p.len() as i32);
+                    b.put_slice(p);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.put_i16(0);
+    });
+}
+
 /// Bind of text parameters to `statement` into `portal`, text results.
 pub fn bind_text(buf: &mut BytesMut, portal: &[u8], statement: &[u8], params: &[&[u8]]) {
     write_msg(buf, b'B', |b| {

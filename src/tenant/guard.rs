@@ -56,21 +56,54 @@ pub struct Decision {
     pub events: Vec<EventDraft>,
     /// The statement carries a secret: redact it in events.
     pub secret: bool,
-    /// The text must run outside any transaction block (VACUUM, DISCARD ALL, ...): the
-    /// injection cannot precede it. Such statements read no tenant rows.
-    pub outside_transaction: bool,
-    /// A SQL-level `PREPARE`, which transaction pooling cannot honour.
-    pub sql_prepare: bool,
+    /// The first construct in the text that creates state outliving the transaction on the
+    /// server connection (`LISTEN`, `WITH HOLD`, temp objects, session locks and settings,
+    /// SQL-level `PREPARE`/`EXECUTE`); transaction pooling refuses it.
+    pub session_state: Option<&'static str>,
+    /// Settings changed at session level (`SET`, `RESET`, `set_config(…, false)`), which the
+    /// session carries to its next server connections (read back once the transaction ends).
+    pub session_settings: Vec<String>,
+    /// `RESET ALL` or `DISCARD ALL`: the session's settings return to its startup values.
+    pub resets_all: bool,
+    /// Cursors declared (name, `WITH HOLD`).
+    pub cursors: Vec<(String, bool)>,
+}
+
+/// What creates session state, in the order it is reported, with the words used in the error.
+const SESSION_STATE: [(Flags, &str); 6] = [
+    (Flags::SQL_PREPARE, "SQL-level PREPARE"),
+    (Flags::SQL_EXECUTE, "SQL-level EXECUTE"),
+    (Flags::LISTEN, "LISTEN"),
+    (Flags::HOLD_CURSOR, "DECLARE ... WITH HOLD"),
+    (Flags::TEMP_OBJECT, "temporary objects"),
+    (Flags::SESSION_LOCK, "session-level advisory locks"),
+];
+
+fn session_state(flags: Flags) -> Option<&'static str> {
+    SESSION_STATE
+        .iter()
+        .find(|(f, _)| flags.contains(*f))
+        .map(|(_, what)| *what)
 }
 
 impl Decision {
+    /// A refusal with no event of its own (the caller records one if it wants).
+    pub fn refused(err: PgError) -> Self {
+        Decision {
+            verdict: Verdict::Refuse(err),
+            ..Decision::forward()
+        }
+    }
+
     fn forward() -> Self {
         Decision {
             verdict: Verdict::Forward,
             events: Vec::new(),
             secret: false,
-            outside_transaction: false,
-            sql_prepare: false,
+            session_state: None,
+            session_settings: Vec::new(),
+            resets_all: false,
+            cursors: Vec::new(),
         }
     }
 }
@@ -102,8 +135,10 @@ impl Policy {
                         detail: None,
                     }],
                     secret: insp.flags.contains(Flags::CONTAINS_SECRET),
-                    outside_transaction: false,
-                    sql_prepare: insp.flags.contains(Flags::SQL_PREPARE),
+                    session_state: None,
+                    session_settings: Vec::new(),
+                    resets_all: false,
+                    cursors: Vec::new(),
                 };
             }
             UserKind::Admin => return Decision::forward(),
@@ -111,10 +146,10 @@ impl Policy {
         }
         let insp = self.inspect(sql);
         let secret = insp.flags.contains(Flags::CONTAINS_SECRET);
-        let sql_prepare = insp.flags.contains(Flags::SQL_PREPARE);
-        let outside_transaction = insp.statements == 1
-            && (insp.flags.contains(Flags::NO_TXN_BLOCK)
-                || insp.flags.contains(Flags::DISCARD_OR_RESET_ALL));
+        let session_state = session_state(insp.flags);
+        let resets_all = insp.flags.contains(Flags::RESETS_SETTINGS);
+        let session_settings = insp.session_settings;
+        let cursors = insp.cursors;
         let Some(tenant) = who.tenant else {
             return Decision {
                 verdict: Verdict::Refuse(error::no_tenant(&self.setting, who.login)),
@@ -124,8 +159,10 @@ impl Policy {
                     detail: None,
                 }],
                 secret,
-                outside_transaction,
-                sql_prepare,
+                session_state,
+                session_settings,
+                resets_all,
+                cursors,
             };
         };
         let block = self.probe_action == ProbeAction::Block;
@@ -134,10 +171,23 @@ impl Policy {
             verdict: Verdict::Forward,
             events: Vec::new(),
             secret,
-            outside_transaction,
-            sql_prepare,
+            session_state,
+            session_settings,
+            resets_all,
+            cursors,
         };
         for f in &insp.findings {
+            if f.rule == Rule::ReservedName {
+                // The proxy's own namespace: refused whatever `probe_action` says.
+                let name = f.value.clone().unwrap_or_default();
+                d.events.push(EventDraft {
+                    kind: EventKind::StatementProbe,
+                    action: Action::Block,
+                    detail: Some(format!("{} \"{name}\" [{}]", f.detail, rule_name(f.rule))),
+                });
+                d.verdict = Verdict::Refuse(error::no_such_statement(&name));
+                return d;
+            }
             let (kind, what) = match f.rule {
                 Rule::TenantTamper => {
                     if who.allow_switch && insp.statements == 1 && is_plain_set(sql, &f.statement) {
@@ -149,6 +199,7 @@ impl Policy {
                     (EventKind::TenantTamper, f.detail.to_owned())
                 }
                 Rule::RoleTamper => (EventKind::RoleTamper, f.detail.to_owned()),
+                Rule::ReservedName => continue,
                 Rule::RlsTamper => (EventKind::RlsTamper, f.detail.to_owned()),
                 Rule::DoBlock => {
                     if self.allow_do_blocks {
@@ -180,6 +231,9 @@ impl Policy {
             if block && d.verdict == Verdict::Forward {
                 d.verdict = Verdict::Refuse(error::refused(&what));
             }
+        }
+        if insp.flags.contains(Flags::RESET_NOT_LAST) && d.verdict == Verdict::Forward {
+            d.verdict = Verdict::Refuse(error::reset_all_not_last());
         }
         if who.kind == UserKind::Operator && d.verdict == Verdict::Forward {
             d.events.push(EventDraft {
@@ -237,6 +291,7 @@ fn rule_name(r: Rule) -> &'static str {
         Rule::RlsTamper => "row security",
         Rule::DoBlock => "DO block",
         Rule::TenantLiteral => "tenant literal",
+        Rule::ReservedName => "reserved name",
     }
 }
 

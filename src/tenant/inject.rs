@@ -1,93 +1,277 @@
-//! The injection: `set_config('<setting>', '<tenant>', true)` ahead of each transaction.
+//! The injection: the session's tenant (and startup settings) as **session-level** values on the
+//! server connection, set in a transaction of their own before the client's first message.
 //!
-//! The tenant travels as a Bind parameter of a statement the proxy prepares once per upstream
-//! connection, in the same write as the client's first message of the transaction, so there is
-//! no extra round trip and client text is never spliced into SQL. The unnamed statement is not
-//! touched (the client's survives), and only the unnamed portal is used, which cannot hold a
-//! client portal at a transaction's start.
+//! Why session-level, in a prelude of its own, and not `set_config(…, true)` ahead of every
+//! transaction (docs/threat-model.md has the whole argument):
+//! - Snapshot-free: nothing runs in the client's transaction before the client's own first
+//!   statement, so `BEGIN ISOLATION LEVEL …`, `SET TRANSACTION …` and `READ ONLY DEFERRABLE`
+//!   behave exactly as on PostgreSQL.
+//! - Every statement runs under the tenant: the value is committed before the client's
+//!   transaction starts, so `COMMIT; SELECT …` in one Query, `COMMIT AND CHAIN`,
+//!   `ROLLBACK AND CHAIN`, a `COMMIT`/`ROLLBACK` inside a procedure or in the middle of an
+//!   extended-protocol segment all leave it in place. A rollback restores the value at the
+//!   transaction's start, which is this session's own.
+//! - Harmless for the next client: each server connection records which identity (tenant +
+//!   settings) it carries ([`identity`]); a client with another identity gets a prelude first,
+//!   and its own messages are sent only once PostgreSQL has confirmed the prelude (ReadyForQuery
+//!   after CommandComplete, no error). A failed prelude refuses the client's statement.
+//! - Cheaper: a session whose identity the connection already carries pays nothing at all, and
+//!   the pool prefers such connections.
+//!
+//! The values travel as Bind parameters of a statement the proxy parses in the prelude and closes
+//! at its end, so client text is never spliced into SQL and no statement of the proxy's stays on
+//! the connection for a client to find.
 //!
 //! Also here: the "poison" that makes PostgreSQL itself reject a refused statement at exactly
 //! its place in the stream, so protocol semantics (skip to Sync, abort the transaction block)
 //! stay PostgreSQL's own; the relay swaps its syntax error for the proxy's refusal.
 
+use std::hash::{Hash, Hasher};
+
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::messages::{self, ErrorFields};
-use crate::relay::Msg;
 
-/// The proxy's statement name; client names are never allowed to map onto it.
-pub const STATEMENT: &[u8] = b"__tenantgate_set_tenant";
-/// The injected SQL: a parameterised, schema-qualified call (`$3`: is_local).
-pub const SQL: &[u8] = b"SELECT pg_catalog.set_config($1, $2, $3::boolean)";
+/// The prelude's statement: session-level `set_config`; `$2` NULL resets to the default.
+/// Schema-qualified, and its parameter types are given as OIDs (25 = text), so nothing in it
+/// is resolved through a search path a client could change.
+pub const SQL: &[u8] = b"SELECT pg_catalog.set_config($1, $2, false)";
 /// Text that PostgreSQL rejects with a syntax error naming it.
 pub const POISON: &[u8] = b"__tenantgate_refused_statement__";
 
-/// Pre-encoded per-transaction messages for one session: its startup settings (local to the
-/// transaction) and its tenant, each a Bind/Execute of the proxy's statement.
+/// The proxy's prelude statement name: in the reserved namespace, random per process.
+pub fn statement_name() -> &'static [u8] {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("{}set", crate::prepared::server_prefix()))
+        .as_bytes()
+}
+
+/// What one session needs its server connection to carry, as a key: equal keys mean no
+/// prelude. Never 0 (0 marks a connection whose state is unknown).
+pub fn identity(setting: &str, tenant: Option<&str>, local: &[(String, String)]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    setting.hash(&mut h);
+    tenant.hash(&mut h);
+    local.hash(&mut h);
+    h.finish() | 1
+}
+
+/// One session's prelude, pre-encoded, and the identity it establishes.
 #[derive(Debug, Clone)]
-pub struct Injector {
-    /// Bind + Execute for every setting, the tenant last.
-    run: Bytes,
-    /// The messages in `run`, for the relay.
-    msgs: Vec<Msg>,
+pub struct Prelude {
+    /// See [`identity`].
+    pub identity: u64,
+    /// The tenant setting's name.
+    setting: String,
+    /// The tenant (None: reset to the default, for sessions without one).
+    tenant: Option<String>,
+    /// Startup settings that are not tracked reported parameters, applied at session level.
+    pub local: Vec<(String, String)>,
 }
 
-impl Injector {
-    /// The injection of `tenant` under `setting` alone.
-    pub fn new(setting: &str, tenant: &str) -> Injector {
-        Injector::with_settings(setting, Some(tenant), &[])
-    }
-
-    /// The injection of the client's transaction-local startup settings, then the tenant.
-    pub fn with_settings(
-        setting: &str,
-        tenant: Option<&str>,
-        local: &[(String, String)],
-    ) -> Injector {
-        let mut run = BytesMut::new();
-        let mut msgs = Vec::new();
-        for (k, v) in local {
-            msgs.extend_from_slice(&write_set(&mut run, k, v, true));
-        }
-        if let Some(t) = tenant {
-            msgs.extend_from_slice(&write_set(&mut run, setting, t, true));
-        }
-        Injector {
-            run: run.freeze(),
-            msgs,
+impl Prelude {
+    /// The prelude for a session of `tenant` with startup settings `local`.
+    pub fn new(setting: &str, tenant: Option<&str>, local: &[(String, String)]) -> Prelude {
+        Prelude {
+            identity: identity(setting, tenant, local),
+            setting: setting.to_owned(),
+            tenant: tenant.map(str::to_owned),
+            local: local.to_vec(),
         }
     }
 
-    /// Whether there is anything to inject.
-    pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
+    /// Appends the whole prelude: Close + Parse of the statement, one Bind + Execute per value
+    /// (`stale`: tracked reported parameters the connection lacks; `previous`: settings another
+    /// identity applied that this one does not have, reset; then ours; the tenant last), Close,
+    /// Sync. `full` false: only the stale parameters (the identity is already in place).
+    pub fn write(
+        &self,
+        out: &mut BytesMut,
+        stale: &[(&str, &str)],
+        previous: &[String],
+        full: bool,
+    ) {
+        let stmt = statement_name();
+        messages::close_statement(out, stmt);
+        messages::parse(out, stmt, SQL, &[25, 25]);
+        for (k, v) in stale {
+            write_set(out, k, Some(v));
+        }
+        if full {
+            for k in previous {
+                if !self.local.iter().any(|(n, _)| n == k) {
+                    write_set(out, k, None);
+                }
+            }
+            for (k, v) in &self.local {
+                write_set(out, k, Some(v));
+            }
+            write_set(out, &self.setting, self.tenant.as_deref());
+        }
+        messages::close_statement(out, stmt);
+        messages::sync(out);
     }
 
-    /// Appends the per-transaction messages; returns them, whose answers the relay swallows.
-    pub fn write_run(&self, out: &mut BytesMut) -> &[Msg] {
-        out.extend_from_slice(&self.run);
-        &self.msgs
+    /// The setting names this prelude leaves applied on the connection.
+    pub fn applied_keys(&self) -> Vec<String> {
+        self.local.iter().map(|(k, _)| k.clone()).collect()
     }
 }
 
-/// Appends Close + Parse of the proxy's statement (for connections that lack it).
-pub fn write_prepare(out: &mut BytesMut) -> [Msg; 2] {
-    messages::close_statement(out, STATEMENT);
-    messages::parse(out, STATEMENT, SQL, &[25, 25, 25]);
-    [Msg::Close, Msg::Parse(None)]
-}
-
-/// Appends one `set_config(name, value, local)` as Bind + Execute of the proxy's statement.
-pub fn write_set(out: &mut BytesMut, name: &str, value: &str, local: bool) -> [Msg; 2] {
-    let is_local: &[u8] = if local { b"true" } else { b"false" };
-    messages::bind_text(
+/// Appends one `set_config(name, value, false)` as Bind + Execute of the prelude statement.
+fn write_set(out: &mut BytesMut, name: &str, value: Option<&str>) {
+    messages::bind_params(
         out,
         b"",
-        STATEMENT,
-        &[name.as_bytes(), value.as_bytes(), is_local],
+        statement_name(),
+        &[Some(name.as_bytes()), value.map(str::as_bytes)],
     );
     messages::execute(out, b"");
-    [Msg::Bind, Msg::Execute]
+}
+
+/// Why a prelude did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum PreludeError {
+    /// PostgreSQL refused a value (or the statement): the client's message must not run.
+    #[error("{}: {}", .0.code, .0.message)]
+    Refused(ErrorFields),
+    /// The server connection broke.
+    #[error(transparent)]
+    Stream(#[from] crate::protocol::stream::StreamError),
+}
+
+/// Brings `conn` to this session's identity and tracked parameters (`stale`), waiting for the
+/// server's confirmation before anything of the client's is sent (fail closed: a prelude that
+/// did not commit must not be followed by the client's statement). Does nothing when the
+/// connection already carries both.
+pub async fn run_prelude(
+    conn: &mut crate::pool::UpstreamConn,
+    prelude: &Prelude,
+    stale: &[(&str, &str)],
+) -> Result<(), PreludeError> {
+    let full = conn.identity != prelude.identity;
+    if !full && stale.is_empty() {
+        return Ok(());
+    }
+    prelude.write(conn.stream.out(), stale, &conn.applied_keys, full);
+    conn.identity = 0;
+    conn.busy = true;
+    conn.stream.flush().await?;
+    let mut refused = None;
+    loop {
+        let f = conn.stream.read_frame().await?;
+        match f.tag() {
+            b'S' => {
+                if let Some((k, v)) = messages::parameter_status_fields(f.body()) {
+                    conn.set_param(k, v);
+                }
+            }
+            b'E' => {
+                let e = messages::error_fields(f.body());
+                if e.severity == "FATAL" || e.severity == "PANIC" {
+                    return Err(PreludeError::Refused(e));
+                }
+                refused.get_or_insert(e);
+            }
+            b'Z' => {
+                conn.status = f.body().first().copied().unwrap_or(b'E');
+                break;
+            }
+            _ => {}
+        }
+    }
+    conn.busy = false;
+    if let Some(e) = refused {
+        return Err(PreludeError::Refused(e));
+    }
+    if full {
+        conn.identity = prelude.identity;
+        conn.applied_keys = prelude.applied_keys();
+    }
+    Ok(())
+}
+
+/// Reads the current session values of `names` on `conn` (after the client's transaction that
+/// set them ended, so they are what PostgreSQL committed): Parse, one Bind + Execute each,
+/// Close, Sync, as parameters. A name the server does not know reads as None.
+pub async fn read_settings(
+    conn: &mut crate::pool::UpstreamConn,
+    names: &[String],
+) -> Result<Vec<(String, Option<String>)>, PreludeError> {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let stmt = NAME
+        .get_or_init(|| format!("{}get", crate::prepared::server_prefix()))
+        .as_bytes();
+    let out = conn.stream.out();
+    messages::close_statement(out, stmt);
+    messages::parse(
+        out,
+        stmt,
+        b"SELECT pg_catalog.current_setting($1, true)",
+        &[25],
+    );
+    for n in names {
+        messages::bind_params(out, b"", stmt, &[Some(n.as_bytes())]);
+        messages::execute(out, b"");
+    }
+    messages::close_statement(out, stmt);
+    messages::sync(out);
+    conn.busy = true;
+    conn.stream.flush().await?;
+    let mut values = Vec::with_capacity(names.len());
+    let mut refused = None;
+    loop {
+        let f = conn.stream.read_frame().await?;
+        match f.tag() {
+            b'D' => values.push(first_column(f.body())),
+            b'E' => {
+                refused.get_or_insert(messages::error_fields(f.body()));
+            }
+            b'S' => {
+                if let Some((k, v)) = messages::parameter_status_fields(f.body()) {
+                    conn.set_param(k, v);
+                }
+            }
+            b'Z' => {
+                conn.status = f.body().first().copied().unwrap_or(b'E');
+                break;
+            }
+            _ => {}
+        }
+    }
+    conn.busy = false;
+    if let Some(e) = refused {
+        return Err(PreludeError::Refused(e));
+    }
+    Ok(names.iter().cloned().zip(values).collect())
+}
+
+/// The first column of a DataRow as text (None for NULL or a malformed row).
+fn first_column(body: &[u8]) -> Option<String> {
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    let v = body.get(6..6 + len)?;
+    Some(String::from_utf8_lossy(v).into_owned())
+}
+
+impl Prelude {
+    /// Carries settings the client changed at session level (values read back from the server;
+    /// None: the setting is gone, so it is dropped) into this session's identity.
+    pub fn update(&mut self, values: Vec<(String, Option<String>)>) {
+        for (k, v) in values {
+            self.local.retain(|(n, _)| !n.eq_ignore_ascii_case(&k));
+            if let Some(v) = v {
+                self.local.push((k, v));
+            }
+        }
+        self.identity = identity(&self.setting, self.tenant.as_deref(), &self.local);
+    }
+
+    /// Back to the startup settings (`RESET ALL`, `DISCARD ALL`).
+    pub fn reset_to(&mut self, startup: &[(String, String)]) {
+        self.local = startup.to_vec();
+        self.identity = identity(&self.setting, self.tenant.as_deref(), &self.local);
+    }
 }
 
 /// Appends a Query that fails with a syntax error naming [`POISON`].
@@ -105,27 +289,48 @@ pub fn is_poison_error(e: &ErrorFields) -> bool {
     e.code == "42601" && e.message.contains("__tenantgate_refused_statement__")
 }
 
+/// Pre-encoded prelude bytes for benchmarks.
+pub fn encoded(p: &Prelude) -> Bytes {
+    let mut out = BytesMut::new();
+    p.write(&mut out, &[], &[], true);
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn tenant_is_a_parameter_not_sql() {
-        let inj = Injector::new("app.tenant_id", "x'); drop table t; --");
-        let mut out = BytesMut::new();
-        assert_eq!(write_prepare(&mut out).len(), 2);
-        assert_eq!(inj.write_run(&mut out).len(), 2);
+        let p = Prelude::new("app.tenant_id", Some("x'); drop table t; --"), &[]);
+        let text = String::from_utf8_lossy(&encoded(&p)).into_owned();
         // The SQL text is constant; the hostile value only appears as a Bind parameter.
+        assert!(text.contains("SELECT pg_catalog.set_config($1, $2, false)"));
+        assert_eq!(text.matches("drop table").count(), 1);
+        assert!(statement_name().starts_with(crate::tenant::inspect::RESERVED_PREFIX));
+    }
+
+    #[test]
+    fn identities_differ_by_tenant_and_settings() {
+        let a = identity("app.tenant_id", Some("a"), &[]);
+        assert_ne!(a, identity("app.tenant_id", Some("b"), &[]));
+        assert_ne!(a, identity("app.tenant_id", None, &[]));
+        let s = [("search_path".to_owned(), "x".to_owned())];
+        assert_ne!(a, identity("app.tenant_id", Some("a"), &s));
+        assert_eq!(a, identity("app.tenant_id", Some("a"), &[]));
+        assert_ne!(a, 0);
+    }
+
+    #[test]
+    fn prelude_resets_what_the_previous_identity_set() {
+        let p = Prelude::new("app.tenant_id", Some("t"), &[]);
+        let mut out = BytesMut::new();
+        p.write(&mut out, &[], &["search_path".to_owned()], true);
+        let binds = out.iter().filter(|&&b| b == b'B').count();
+        assert!(binds >= 2);
         let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("SELECT pg_catalog.set_config($1, $2, $3::boolean)"));
-        let with = Injector::with_settings(
-            "app.tenant_id",
-            Some("t"),
-            &[("search_path".into(), "a".into())],
-        );
-        let mut run = BytesMut::new();
-        assert_eq!(with.write_run(&mut run).len(), 4);
-        assert_eq!(run[0], b'B');
-        assert!(Injector::with_settings("app.tenant_id", None, &[]).is_empty());
+        assert!(text.contains("search_path"));
+        // Ends with Close + Sync: nothing of the proxy's stays prepared.
+        assert_eq!(&out[out.len() - 5..], &[b'S', 0, 0, 0, 4]);
     }
 }

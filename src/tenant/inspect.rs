@@ -99,7 +99,13 @@ pub enum Rule {
     DoBlock,
     /// A string literal compared with the tenant column; the session decides whose id it is.
     TenantLiteral,
+    /// A SQL-level `PREPARE`/`EXECUTE`/`DEALLOCATE` naming a statement in the proxy's reserved
+    /// namespace ([`RESERVED_PREFIX`]); the finding's value is the name.
+    ReservedName,
 }
+
+/// Prefix of every name the proxy itself prepares upstream; clients may not use it in SQL.
+pub const RESERVED_PREFIX: &[u8] = b"__tg";
 
 impl Rule {
     /// A stable lower-case name, for logs and metrics.
@@ -110,6 +116,7 @@ impl Rule {
             Rule::RlsTamper => "rls_tamper",
             Rule::DoBlock => "do_block",
             Rule::TenantLiteral => "tenant_literal",
+            Rule::ReservedName => "reserved_name",
         }
     }
 }
@@ -141,6 +148,12 @@ pub struct Inspection {
     pub findings: Vec<Finding>,
     /// What kinds of statement the text holds.
     pub flags: Flags,
+    /// Settings the text changes at session level (`SESSION_SET`), by name, so the session can
+    /// carry their values to its next server connections; empty (not allocated) otherwise.
+    pub session_settings: Vec<String>,
+    /// Cursors the text declares (`DECLARE name …`), with whether they are `WITH HOLD`: the
+    /// session lets protocol messages name them as its own portals.
+    pub cursors: Vec<(String, bool)>,
 }
 
 /// A set of statement properties the session acts on.
@@ -170,14 +183,27 @@ impl Flags {
     /// `DISCARD ALL`, `DISCARD PLANS`, `RESET ALL`, `DEALLOCATE [PREPARE] ALL`: harmless,
     /// informational (pools send them).
     pub const DISCARD_OR_RESET_ALL: Flags = Flags(1 << 6);
-    /// `LISTEN`/`UNLISTEN`: session state that breaks under transaction pooling.
+    /// `LISTEN`: session state that breaks under transaction pooling.
     pub const LISTEN: Flags = Flags(1 << 7);
     /// `SET` without `LOCAL`, or `RESET`, of a setting the rules do not guard (e.g.
     /// `search_path`): session state that outlives the transaction. Not set for
     /// `SET TRANSACTION`/`SET CONSTRAINTS`, nor for `RESET ALL`.
     pub const SESSION_SET: Flags = Flags(1 << 8);
+    /// `DECLARE … WITH HOLD`: a cursor that outlives the transaction.
+    pub const HOLD_CURSOR: Flags = Flags(1 << 9);
+    /// `CREATE TEMP|TEMPORARY …` or an object created in `pg_temp`: lives as long as the
+    /// server connection.
+    pub const TEMP_OBJECT: Flags = Flags(1 << 10);
+    /// A session-level advisory lock (`pg_advisory_lock`, `pg_try_advisory_lock` and their
+    /// `_shared` forms): held until unlocked or the server connection ends.
+    pub const SESSION_LOCK: Flags = Flags(1 << 11);
+    /// `RESET ALL` followed by more statements in the same text: those would run without the
+    /// proxy's tenant.
+    pub const RESET_NOT_LAST: Flags = Flags(1 << 12);
+    /// `RESET ALL` or `DISCARD ALL`: every setting returns to the session's startup value.
+    pub const RESETS_SETTINGS: Flags = Flags(1 << 13);
 
-    const NAMES: [(Flags, &'static str); 9] = [
+    const NAMES: [(Flags, &'static str); 14] = [
         (Flags::NO_TXN_BLOCK, "NO_TXN_BLOCK"),
         (Flags::TXN_CONTROL, "TXN_CONTROL"),
         (Flags::SQL_PREPARE, "SQL_PREPARE"),
@@ -187,6 +213,11 @@ impl Flags {
         (Flags::DISCARD_OR_RESET_ALL, "DISCARD_OR_RESET_ALL"),
         (Flags::LISTEN, "LISTEN"),
         (Flags::SESSION_SET, "SESSION_SET"),
+        (Flags::HOLD_CURSOR, "HOLD_CURSOR"),
+        (Flags::TEMP_OBJECT, "TEMP_OBJECT"),
+        (Flags::SESSION_LOCK, "SESSION_LOCK"),
+        (Flags::RESET_NOT_LAST, "RESET_NOT_LAST"),
+        (Flags::RESETS_SETTINGS, "RESETS_SETTINGS"),
     ];
 
     /// No flags.
@@ -282,6 +313,8 @@ fn too_large(len: usize) -> Inspection {
             value: None,
         }],
         flags: Flags::CONTAINS_SECRET,
+        session_settings: Vec::new(),
+        cursors: Vec::new(),
     }
 }
 
@@ -968,6 +1001,15 @@ fn is_text_lit(k: K) -> bool {
     matches!(k, K::Str | K::EStr | K::UStr | K::Dollar)
 }
 
+/// Like [`ident_into`], with an unquoted word folded to lower case, as PostgreSQL folds it.
+fn ident_folded(src: &[u8], t: &Tok, buf: &mut [u8; 64]) -> usize {
+    let n = ident_into(src, t, buf);
+    if t.k == K::Word {
+        buf[..n].make_ascii_lowercase();
+    }
+    n
+}
+
 /// Writes an identifier's name (unquoted, unescaped, truncated; case kept) into `buf`.
 fn ident_into(src: &[u8], t: &Tok, buf: &mut [u8; 64]) -> usize {
     let mut out = Ident64 { buf, n: 0 };
@@ -1430,8 +1472,12 @@ const fn kw_key(w: &[u8]) -> u128 {
 static FILTER: [u64; 32] = word_filter();
 
 const fn word_filter() -> [u64; 32] {
-    const WORDS: [&[u8]; 10] = [
+    const WORDS: [&[u8]; 14] = [
         b"as",
+        b"pg_advisory_lock",
+        b"pg_try_advisory_lock",
+        b"pg_advisory_lock_shared",
+        b"pg_try_advisory_lock_shared",
         b"set",
         b"reset",
         b"update",
@@ -1484,7 +1530,11 @@ mod kk {
     pub const DEALLOCATE: u128 = kw_key(b"deallocate");
     pub const DISCARD: u128 = kw_key(b"discard");
     pub const LISTEN: u128 = kw_key(b"listen");
-    pub const UNLISTEN: u128 = kw_key(b"unlisten");
+    pub const DECLARE: u128 = kw_key(b"declare");
+    pub const TEMP: u128 = kw_key(b"temp");
+    pub const TEMPORARY: u128 = kw_key(b"temporary");
+    pub const GLOBAL: u128 = kw_key(b"global");
+    pub const LOCAL: u128 = kw_key(b"local");
     pub const TABLE: u128 = kw_key(b"table");
     pub const ROLE: u128 = kw_key(b"role");
     pub const USER: u128 = kw_key(b"user");
@@ -1885,6 +1935,8 @@ struct Cx<'a, 'o> {
     o: Opts<'o>,
     depth: u32,
     out: Inspection,
+    /// A top-level `RESET ALL` ended: any further statement gets `RESET_NOT_LAST`.
+    reset_pending: bool,
 }
 
 fn run(src: &[u8], o: Opts<'_>, depth: u32) -> Inspection {
@@ -1893,6 +1945,7 @@ fn run(src: &[u8], o: Opts<'_>, depth: u32) -> Inspection {
         o,
         depth,
         out: Inspection::default(),
+        reset_pending: false,
     };
     let mut lx = Lexer::new(src, o.scs);
     let mut st = Stmt::new();
@@ -1913,6 +1966,9 @@ fn run(src: &[u8], o: Opts<'_>, depth: u32) -> Inspection {
             if st.active {
                 cx.head(&mut st, t, lx.clone(), false);
             } else {
+                if cx.reset_pending {
+                    cx.out.flags |= Flags::RESET_NOT_LAST;
+                }
                 st.active = true;
                 st.start = t.s();
                 st.first = cx.out.findings.len();
@@ -2107,6 +2163,14 @@ impl<'a> Cx<'a, '_> {
             7 if name.eq_ignore_ascii_case(b"ts_stat") => self.dynamic_sql(st, t, lx.clone()),
             8 if name.eq_ignore_ascii_case(b"password") => self.out.flags |= Flags::CONTAINS_SECRET,
             10 if name.eq_ignore_ascii_case(b"set_config") => self.set_config(st, t, lx.clone()),
+            16 | 20 | 23 | 27
+                if name.eq_ignore_ascii_case(b"pg_advisory_lock")
+                    || name.eq_ignore_ascii_case(b"pg_try_advisory_lock")
+                    || name.eq_ignore_ascii_case(b"pg_advisory_lock_shared")
+                    || name.eq_ignore_ascii_case(b"pg_try_advisory_lock_shared") =>
+            {
+                self.out.flags |= Flags::SESSION_LOCK
+            }
             12 | 18 | 26
                 if name.eq_ignore_ascii_case(b"query_to_xml")
                     || name.eq_ignore_ascii_case(b"query_to_xmlschema")
@@ -2164,14 +2228,19 @@ impl<'a> Cx<'a, '_> {
                 self.flag_if(top, yes, Flags::TXN_CONTROL);
             }
             kk::PREPARE => {
-                let f = if self.kw(la.next(), b"transaction") {
+                let name = la.next();
+                let f = if self.kw(name, b"transaction") {
                     Flags::TXN_CONTROL
                 } else {
+                    self.reserved_name(st, name);
                     Flags::SQL_PREPARE
                 };
                 self.flag(top, f);
             }
-            kk::EXECUTE => self.flag(top, Flags::SQL_EXECUTE),
+            kk::EXECUTE => {
+                self.reserved_name(st, la.next());
+                self.flag(top, Flags::SQL_EXECUTE)
+            }
             kk::EXPLAIN => {
                 let mut depth = 0usize;
                 while let Some(x) = la.next() {
@@ -2180,6 +2249,7 @@ impl<'a> Cx<'a, '_> {
                         K::LParen => depth += 1,
                         K::RParen => depth = depth.saturating_sub(1),
                         _ if depth == 0 && self.kw(Some(x), b"execute") => {
+                            self.reserved_name(st, la.next());
                             self.flag(top, Flags::SQL_EXECUTE);
                             break;
                         }
@@ -2195,17 +2265,23 @@ impl<'a> Cx<'a, '_> {
                 }
                 if self.kw(x, b"all") {
                     self.flag(top, Flags::DISCARD_OR_RESET_ALL);
+                } else {
+                    self.reserved_name(st, x);
                 }
             }
             kk::DISCARD => {
                 let x = la.next();
                 if self.kw(x, b"all") {
-                    self.flag(top, Flags::DISCARD_OR_RESET_ALL | Flags::NO_TXN_BLOCK);
+                    self.flag(
+                        top,
+                        Flags::DISCARD_OR_RESET_ALL | Flags::NO_TXN_BLOCK | Flags::RESETS_SETTINGS,
+                    );
                 } else if self.kw(x, b"plans") {
                     self.flag(top, Flags::DISCARD_OR_RESET_ALL);
                 }
             }
-            kk::LISTEN | kk::UNLISTEN => self.flag(top, Flags::LISTEN),
+            kk::LISTEN => self.flag(top, Flags::LISTEN),
+            kk::DECLARE => self.h_declare(la, top),
             _ => {}
         }
         false
@@ -2232,8 +2308,9 @@ impl<'a> Cx<'a, '_> {
             Some(Target::RowSecurity) => (Rule::RlsTamper, "SET row_security"),
             None => {
                 let txn = self.kw(c.first, b"transaction") || self.kw(c.first, b"constraints");
-                if !c.local && !txn {
+                if !c.local && !txn && !self.tracked_setting(&c) {
                     self.flag(top, Flags::SESSION_SET);
+                    self.session_setting(&c);
                 }
                 return;
             }
@@ -2254,9 +2331,11 @@ impl<'a> Cx<'a, '_> {
             Some(Target::RowSecurity) => (Rule::RlsTamper, "RESET row_security"),
             None => {
                 if c.parts == 1 && self.kw(c.first, b"all") {
-                    self.flag(top, Flags::DISCARD_OR_RESET_ALL);
-                } else {
+                    self.flag(top, Flags::DISCARD_OR_RESET_ALL | Flags::RESETS_SETTINGS);
+                    self.reset_pending = top;
+                } else if !self.tracked_setting(&c) {
                     self.flag(top, Flags::SESSION_SET);
+                    self.session_setting(&c);
                 }
                 return;
             }
@@ -2419,6 +2498,14 @@ impl<'a> Cx<'a, '_> {
         if self.kw(t1, b"or") && self.kw(la.next(), b"replace") {
             t1 = la.next();
         }
+        if matches!(key(self.src, t1), kk::GLOBAL | kk::LOCAL) {
+            t1 = la.next();
+        }
+        if (matches!(key(self.src, t1), kk::TEMP | kk::TEMPORARY) || self.names_pg_temp(la.clone()))
+            && !self.on_commit_drop(la.clone())
+        {
+            self.out.flags |= Flags::TEMP_OBJECT;
+        }
         match key(self.src, t1) {
             kk::FUNCTION | kk::PROCEDURE => {
                 self.routine(st, la);
@@ -2499,6 +2586,188 @@ impl<'a> Cx<'a, '_> {
             }
             prev_begin = begin;
         }
+    }
+
+    /// `DECLARE name [BINARY] [ASENSITIVE|INSENSITIVE] [[NO] SCROLL] CURSOR [WITH|WITHOUT HOLD]
+    /// FOR …`: flags a holdable cursor.
+    #[cold]
+    #[inline(never)]
+    fn h_declare(&mut self, la: &mut Lexer<'a>, top: bool) {
+        let name = la.next().filter(|t| is_ident(t.k)).map(|t| {
+            let mut buf = [0u8; 64];
+            let n = ident_folded(self.src, &t, &mut buf);
+            String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
+        });
+        let mut prev_with = false;
+        let mut hold = false;
+        while let Some(t) = la.next() {
+            if t.k == K::Semi || self.kw(Some(t), b"for") {
+                break;
+            }
+            if prev_with && self.kw(Some(t), b"hold") {
+                hold = true;
+                self.flag(top, Flags::HOLD_CURSOR);
+                break;
+            }
+            prev_with = self.kw(Some(t), b"with");
+        }
+        if let Some(name) = name {
+            self.out.cursors.push((name, hold));
+        }
+    }
+
+    /// Whether the rest of a `CREATE` statement says `ON COMMIT DROP` (a temporary table that
+    /// ends with its transaction).
+    #[cold]
+    #[inline(never)]
+    fn on_commit_drop(&self, mut la: Lexer<'a>) -> bool {
+        let mut seen = 0u8;
+        let mut depth = 0usize;
+        while let Some(t) = la.next() {
+            match t.k {
+                K::Semi => return false,
+                K::LParen => depth += 1,
+                K::RParen => depth = depth.saturating_sub(1),
+                _ if depth > 0 => {}
+                _ => {
+                    let want: &[u8] = match seen {
+                        0 => b"on",
+                        1 => b"commit",
+                        _ => b"drop",
+                    };
+                    if self.kw(Some(t), want) {
+                        seen += 1;
+                        if seen == 3 {
+                            return true;
+                        }
+                    } else {
+                        seen = u8::from(self.kw(Some(t), b"on"));
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether the rest of a `CREATE` statement names `pg_temp.` as a schema.
+    #[cold]
+    #[inline(never)]
+    fn names_pg_temp(&self, mut la: Lexer<'a>) -> bool {
+        let mut prev_temp = false;
+        while let Some(t) = la.next() {
+            match t.k {
+                K::Semi => return false,
+                K::Dot if prev_temp => return true,
+                K::Word | K::QIdent | K::UIdent => {
+                    let mut buf = [0u8; 64];
+                    let n = ident_folded(self.src, &t, &mut buf);
+                    prev_temp = buf.get(..n).is_some_and(|w| w == b"pg_temp");
+                }
+                _ => prev_temp = false,
+            }
+        }
+        false
+    }
+
+    /// A statement name after `PREPARE`/`EXECUTE`/`DEALLOCATE`: reports one in the proxy's
+    /// reserved namespace.
+    #[cold]
+    #[inline(never)]
+    fn reserved_name(&mut self, st: &Stmt, t: Option<Tok>) {
+        let Some(t) = t.filter(|t| is_ident(t.k)) else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        let n = ident_folded(self.src, &t, &mut buf);
+        let name = buf.get(..n).unwrap_or_default();
+        if name.starts_with(RESERVED_PREFIX) {
+            let value = Some(String::from_utf8_lossy(name).into_owned());
+            let d = "a prepared statement name reserved by tenantgate";
+            self.push(st, Rule::ReservedName, d, value, t.s()..t.e());
+        }
+    }
+
+    /// Records the setting a session-level `SET`/`RESET` clause names (`SET SESSION
+    /// CHARACTERISTICS` changes the three `default_transaction_*` settings).
+    fn session_setting(&mut self, c: &SetClause) {
+        let Some(first) = c.first else { return };
+        if self.kw(Some(first), b"session") {
+            for n in [
+                "default_transaction_isolation",
+                "default_transaction_read_only",
+                "default_transaction_deferrable",
+            ] {
+                self.out.session_settings.push(n.to_owned());
+            }
+            return;
+        }
+        let mut name = String::new();
+        let mut la = Lexer::new(self.src.get(..c.end).unwrap_or_default(), self.o.scs);
+        la.pos = first.s();
+        while let Some(t) = la.next() {
+            match t.k {
+                K::Dot => name.push('.'),
+                k if is_ident(k) => {
+                    let mut buf = [0u8; 64];
+                    let n = ident_folded(self.src, &t, &mut buf);
+                    name.push_str(&String::from_utf8_lossy(buf.get(..n).unwrap_or_default()));
+                }
+                _ => break,
+            }
+        }
+        if !name.is_empty() {
+            self.out.session_settings.push(name);
+        }
+    }
+
+    /// Whether a `SET` clause names a reported parameter the proxy tracks per session
+    /// (`SET TIME ZONE`, `SET NAMES` and the names in `client::settings::TRACKED`).
+    fn tracked_setting(&self, c: &SetClause) -> bool {
+        if c.parts != 1 {
+            return false;
+        }
+        let Some(first) = c.first else { return false };
+        let mut buf = [0u8; 64];
+        let n = ident_folded(self.src, &first, &mut buf);
+        let name = buf.get(..n).unwrap_or_default();
+        name == b"time"
+            || name == b"names"
+            || crate::client::settings::TRACKED
+                .iter()
+                .any(|t| t.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// After `set_config(name, `: skips the value argument and tells whether the third argument
+    /// is the constant `true` (a transaction-local setting).
+    fn third_arg_is_true(&self, la: &mut Lexer<'a>) -> bool {
+        let mut depth = 0usize;
+        while let Some(t) = la.next() {
+            match t.k {
+                K::LParen => depth += 1,
+                K::RParen if depth == 0 => return false,
+                K::RParen => depth -= 1,
+                K::Semi => return false,
+                K::Comma if depth == 0 => break,
+                _ => {}
+            }
+        }
+        let v = la.next();
+        let yes = match v {
+            Some(v) if v.k == K::Word => self.kw(Some(v), b"true"),
+            Some(v) if is_text_lit(v.k) => {
+                let s = lit_string(self.src, &v).to_ascii_lowercase();
+                matches!(
+                    s.as_str(),
+                    "t" | "tr" | "tru" | "true" | "y" | "ye" | "yes" | "on" | "1"
+                )
+            }
+            _ => false,
+        };
+        let mut n = la.next();
+        if is(n, K::Typecast) {
+            n = skip_type(self.src, la);
+        }
+        yes && is(n, K::RParen)
     }
 
     #[cold]
@@ -2597,7 +2866,13 @@ impl<'a> Cx<'a, '_> {
         decode_lit(self.src, &a, &mut m);
         let span = name.s()..a.e();
         let (rule, detail) = match m.result() {
-            None => return,
+            None => {
+                if !is(after, K::Comma) || !self.third_arg_is_true(&mut la) {
+                    self.out.flags |= Flags::SESSION_SET;
+                    self.out.session_settings.push(lit_string(self.src, &a));
+                }
+                return;
+            }
             Some(Target::Tenant) => {
                 let value = if is(after, K::Comma) {
                     self.literal_arg(&mut la)
@@ -3837,10 +4112,82 @@ mod tests {
             Flags::SQL_DEALLOCATE | Flags::DISCARD_OR_RESET_ALL
         );
         assert_eq!(flags("DISCARD PLANS"), Flags::DISCARD_OR_RESET_ALL);
-        assert_eq!(flags("RESET ALL"), Flags::DISCARD_OR_RESET_ALL);
+        assert_eq!(
+            flags("RESET ALL"),
+            Flags::DISCARD_OR_RESET_ALL | Flags::RESETS_SETTINGS
+        );
         assert_eq!(flags("DISCARD TEMP"), Flags::empty());
         assert_eq!(flags("LISTEN c"), Flags::LISTEN);
-        assert_eq!(flags("UNLISTEN *"), Flags::LISTEN);
+        assert_eq!(flags("UNLISTEN *"), Flags::empty());
+        for sql in [
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "declare c binary no scroll cursor with hold for select 1",
+        ] {
+            assert_eq!(flags(sql), Flags::HOLD_CURSOR, "{sql}");
+        }
+        assert_eq!(
+            flags("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1"),
+            Flags::empty()
+        );
+        assert_eq!(
+            flags("DECLARE c CURSOR FOR SELECT 'with hold'"),
+            Flags::empty()
+        );
+        for sql in [
+            "CREATE TEMP TABLE t (x int)",
+            "create global temporary table t (x int)",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "create table pg_temp.t (x int)",
+            "create function \"pg_temp\".f() returns int language sql as 'select 1'",
+        ] {
+            assert!(flags(sql).contains(Flags::TEMP_OBJECT), "{sql}");
+        }
+        assert!(!flags("CREATE TABLE temps (x int)").contains(Flags::TEMP_OBJECT));
+        assert!(!flags("create temp table c (x int) on commit drop").contains(Flags::TEMP_OBJECT));
+        assert!(
+            flags("create temp table c (x int) on commit delete rows").contains(Flags::TEMP_OBJECT)
+        );
+        for sql in [
+            "SELECT pg_advisory_lock(1)",
+            "select pg_catalog.pg_try_advisory_lock_shared(1, 2)",
+        ] {
+            assert_eq!(flags(sql), Flags::SESSION_LOCK, "{sql}");
+        }
+        assert_eq!(flags("SELECT pg_advisory_xact_lock(1)"), Flags::empty());
+        assert_eq!(flags("SET TimeZone = 'UTC'"), Flags::empty());
+        assert_eq!(flags("SET TIME ZONE 'UTC'"), Flags::empty());
+        assert_eq!(flags("SET NAMES 'UTF8'"), Flags::empty());
+        assert_eq!(
+            flags("select set_config('search_path', 'x', false)"),
+            Flags::SESSION_SET
+        );
+        assert_eq!(
+            flags("select set_config('search_path', lower('X'), $1)"),
+            Flags::SESSION_SET
+        );
+        assert_eq!(
+            flags("select set_config('search_path', concat('a', 'b'), true)"),
+            Flags::empty()
+        );
+        assert_eq!(
+            flags("RESET ALL; SELECT 1"),
+            Flags::DISCARD_OR_RESET_ALL | Flags::RESETS_SETTINGS | Flags::RESET_NOT_LAST
+        );
+        assert_eq!(
+            flags("SELECT 1; RESET ALL"),
+            Flags::DISCARD_OR_RESET_ALL | Flags::RESETS_SETTINGS
+        );
+        assert_eq!(
+            ins("SET search_path = a; set session characteristics as transaction read only; select set_config('Work_Mem', '1MB', false); reset \"App\".x").session_settings,
+            vec![
+                "search_path",
+                "default_transaction_isolation",
+                "default_transaction_read_only",
+                "default_transaction_deferrable",
+                "Work_Mem",
+                "App.x"
+            ]
+        );
         assert_eq!(flags("NOTIFY c"), Flags::empty());
         assert_eq!(flags("SET search_path = x"), Flags::SESSION_SET);
         assert_eq!(flags("RESET search_path"), Flags::SESSION_SET);
@@ -3856,6 +4203,28 @@ mod tests {
             flags("CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END"),
             Flags::empty()
         );
+    }
+
+    #[test]
+    fn names_in_the_proxys_namespace() {
+        for sql in [
+            "EXECUTE __tg_1",
+            "execute \"__tg_abc_set\"('a', 'b')",
+            "DEALLOCATE __TG_x",
+            "deallocate prepare __tg_1",
+            "PREPARE __tg_9 AS SELECT 1",
+            "EXPLAIN (costs off) EXECUTE __tg_2",
+        ] {
+            assert_eq!(rules(sql), vec![Rule::ReservedName], "{sql}");
+        }
+        for sql in [
+            "EXECUTE p",
+            "DEALLOCATE ALL",
+            "EXECUTE \"__TG_1\"",
+            "PREPARE TRANSACTION '__tg'",
+        ] {
+            assert!(rules(sql).is_empty(), "{sql}");
+        }
     }
 
     #[test]
@@ -4104,8 +4473,7 @@ mod tests {
             "INSERT INTO orders (customer_id, total) VALUES ($1, $2) RETURNING id",
             "SELECT \"public\".\"users\".\"id\", \"users\".\"tenant_id\" FROM \"public\".\"users\" WHERE \"users\".\"tenant_id\" = $1",
             "with x as (select * from t where tenant_id = current_setting('app.tenant_id')::uuid) select * from x; select 2",
-            "SET search_path = public; SET statement_timeout = 0; RESET ALL; DISCARD ALL",
-            "select set_config('search_path', 'public', false)",
+            "SET LOCAL search_path = public; RESET ALL; DISCARD ALL",
             "BEGIN; UPDATE t SET v = v + 1 WHERE id = $1; COMMIT",
             "select E'a\\nb', U&'\\0041', $t$x$t$, B'01' /* c */ -- d",
         ] {

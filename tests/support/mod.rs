@@ -14,6 +14,8 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::common;
 
+pub mod raw;
+
 /// Passwords of the proxy's own test users.
 pub const PW: &str = "proxy_pw";
 
