@@ -107,6 +107,13 @@ async fn scram_attempt(p: &TestProxy, user: &str) -> Attempt {
     }
 }
 
+/// Stops the proxy and removes its event log.
+async fn finish(p: TestProxy) {
+    let path = p.events_path.clone();
+    p.stop().await;
+    let _ = std::fs::remove_file(path);
+}
+
 fn failed(user: &str) -> (String, String) {
     (
         "28P01".to_owned(),
@@ -132,7 +139,7 @@ async fn unknown_users_get_a_stable_salt_per_name_shaped_like_a_real_one() {
     assert_eq!(real.error, failed("acme_app"));
     assert_eq!(ghost.error, failed("ghost_app"));
     assert_eq!(other.error, failed("phantom_app"));
-    p.stop().await;
+    finish(p).await;
 }
 
 /// A configured `name` also answers `name.<tenant>` with its own salt; an unknown name must
@@ -147,7 +154,7 @@ async fn a_tenant_suffix_does_not_tell_known_from_unknown() {
     let ghost_suffixed = scram_attempt(&p, "ghost_app.whatever").await;
     assert_eq!(ghost.salt, ghost_suffixed.salt);
     assert_eq!(ghost_suffixed.error, failed("ghost_app.whatever"));
-    p.stop().await;
+    finish(p).await;
 }
 
 /// Through a real driver: an unknown user and a wrong password end in the same error.
@@ -170,7 +177,7 @@ async fn unknown_user_and_wrong_password_fail_alike() {
             failed(user)
         );
     }
-    p.stop().await;
+    finish(p).await;
 }
 
 /// md5 salts are random per attempt for everyone (as in PostgreSQL), so they tell nothing;
@@ -186,7 +193,7 @@ async fn unknown_users_are_asked_for_the_most_common_exchange() {
     assert_eq!((a, b), (5, 5));
     // Random per attempt (a collision of 4 random bytes is out of reach).
     assert_ne!(salt_a, salt_b);
-    p.stop().await;
+    finish(p).await;
 }
 
 /// When most configured users are md5 users, an unknown name is asked for md5 too (before the
@@ -220,5 +227,5 @@ async fn md5_majority_makes_unknown_users_md5_users() {
     // The configured SCRAM users are still asked for SCRAM.
     let (_s, code, _) = startup(&p, "acme_app").await;
     assert_eq!(code, 10);
-    p.stop().await;
+    finish(p).await;
 }
