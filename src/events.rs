@@ -369,7 +369,7 @@ impl EventSink {
         if let Ok(mut l) = self.limiter.lock() {
             l.close(&mut last);
         }
-        let dropped = self.dropped.clone();
+        let (dropped, dropped_total) = (self.dropped.clone(), self.dropped_total.clone());
         let wait = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + limit;
             // The queue may be full while the writer catches up: retry until the deadline.
@@ -389,6 +389,7 @@ impl EventSink {
                 let weight = ev.count.unwrap_or(1);
                 if !send(Msg::Event(Box::new(ev))) {
                     dropped.fetch_add(weight, Ordering::Relaxed);
+                    dropped_total.fetch_add(weight, Ordering::Relaxed);
                 }
             }
             if !send(Msg::Stop) {
