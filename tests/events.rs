@@ -493,3 +493,42 @@ async fn a_probe_flood_is_bounded_counted_and_does_not_silence_other_tenants() {
     assert_eq!(globex.len(), 5, "{globex:?}");
     assert!(globex.iter().all(|e| e["count"].is_null()));
 }
+
+/// Failed logins have no tenant: they share the budget of their client address, so a password
+/// guesser reconnecting for every attempt is bounded too, and every attempt is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_from_one_address_are_bounded_and_counted() {
+    let p = start(Opts {
+        security_extra: "event_window = 3600\nevents_per_tenant = 10\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    // md5 and unknown users (the client's SCRAM key derivation is slow in debug builds).
+    for i in 0..50 {
+        let user = if i % 2 == 0 { "md5_app" } else { "ghost_app" };
+        assert!(p.try_connect(user, &format!("guess{i}")).await.is_err());
+    }
+    let path = p.events_path.clone();
+    p.stop().await;
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "auth_failed")
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        lines
+            .iter()
+            .map(|e| e["count"].as_u64().unwrap_or(1))
+            .sum::<u64>(),
+        50
+    );
+    assert_eq!(
+        lines.len(),
+        11,
+        "the address's 10, then one aggregate: {lines:?}"
+    );
+    assert_eq!(lines[10]["aggregate"], "client");
+    assert_eq!(lines[10]["count"], 40);
+}
