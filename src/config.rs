@@ -279,6 +279,31 @@ pub struct SecurityConfig {
     /// What a posture change for the worse does: `warn` (event, 503 health) or `refuse` (stop).
     #[serde(default)]
     pub on_drift: OnDrift,
+    /// Seconds of one event rate-limit window: per-session and per-tenant budgets reset, and
+    /// the aggregate lines of what exceeded them are written, at the end of each window.
+    #[serde(default = "default_event_window")]
+    pub event_window: f64,
+    /// Probe events one session may write line by line per window; the rest of each kind
+    /// become one aggregate line with their count, so a looping client cannot flood the log.
+    #[serde(default = "default_events_per_session")]
+    pub events_per_session: u32,
+    /// The same budget for all sessions of one tenant together (of one client address for
+    /// sessions without a tenant), so opening many sessions does not multiply it.
+    #[serde(default = "default_events_per_tenant")]
+    pub events_per_tenant: u32,
+    /// Backstop for the whole proxy per window: beyond it every probe event is aggregated by
+    /// kind, bounding the log even when many tenants flood at once.
+    #[serde(default = "default_events_per_window")]
+    pub events_per_window: u32,
+    /// Secret the mock SCRAM salts of unknown users derive from, so the same name always gets
+    /// the same salt. Random per process start when absent; give every instance behind one
+    /// load balancer the same secret, or the varying salts of unknown names tell them apart.
+    pub mock_auth_secret: Option<String>,
+    /// ... or the name of an environment variable holding it.
+    pub mock_auth_secret_env: Option<String>,
+    /// The secret after `mock_auth_secret`/`mock_auth_secret_env` resolution.
+    #[serde(skip)]
+    pub resolved_mock_auth_secret: Option<String>,
 }
 
 impl Default for SecurityConfig {
@@ -289,6 +314,13 @@ impl Default for SecurityConfig {
             allow_do_blocks: false,
             drift_check_interval: default_drift_check_interval(),
             on_drift: OnDrift::default(),
+            event_window: default_event_window(),
+            events_per_session: default_events_per_session(),
+            events_per_tenant: default_events_per_tenant(),
+            events_per_window: default_events_per_window(),
+            mock_auth_secret: None,
+            mock_auth_secret_env: None,
+            resolved_mock_auth_secret: None,
         }
     }
 }
@@ -453,6 +485,18 @@ fn default_event_log() -> String {
 fn default_drift_check_interval() -> f64 {
     300.0
 }
+fn default_event_window() -> f64 {
+    10.0
+}
+fn default_events_per_session() -> u32 {
+    20
+}
+fn default_events_per_tenant() -> u32 {
+    100
+}
+fn default_events_per_window() -> u32 {
+    5_000
+}
 
 /// Seconds from config as a `Duration`, refusing negatives and NaN at validation.
 pub fn secs(v: f64) -> Duration {
@@ -522,11 +566,14 @@ impl Config {
                 "security.drift_check_interval",
                 self.security.drift_check_interval,
             ),
+            ("security.event_window", self.security.event_window),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(invalid(key, "must be a positive number of seconds"));
             }
         }
+
+        self.validate_security_limits()?;
 
         let u = &mut self.upstream;
         if u.pool_size == 0 {
@@ -672,6 +719,37 @@ impl Config {
             if user.allow_switch && user.tenants.is_none() {
                 return Err(invalid(key("allow_switch"), "needs `tenants`"));
             }
+        }
+        Ok(())
+    }
+
+    /// Event budgets must allow at least one line; the mock-auth secret must be long enough
+    /// not to be guessed.
+    fn validate_security_limits(&mut self) -> Result<(), ConfigError> {
+        let sec = &mut self.security;
+        for (key, v) in [
+            ("security.events_per_session", sec.events_per_session),
+            ("security.events_per_tenant", sec.events_per_tenant),
+            ("security.events_per_window", sec.events_per_window),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        sec.resolved_mock_auth_secret = resolve_secret(
+            "security.mock_auth_secret",
+            sec.mock_auth_secret.as_deref(),
+            sec.mock_auth_secret_env.as_deref(),
+        )?;
+        if sec
+            .resolved_mock_auth_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 16)
+        {
+            return Err(invalid(
+                "security.mock_auth_secret",
+                "must be at least 16 characters",
+            ));
         }
         Ok(())
     }

@@ -4,13 +4,24 @@
 //! to stdout, stderr or an append-only file (reopened on SIGHUP for logrotate), so a slow disk
 //! never stalls the event loop that relays sessions. When the queue is full the event is dropped
 //! and counted, and the loss itself is reported as `events_dropped`. At shutdown
-//! [`EventSink::close`] lets the writer finish what is queued.
+//! [`EventSink::close`] writes the open aggregates and lets the writer finish what is queued.
+//!
+//! Probe events pass through [`limit::Limiter`] first: per session, per tenant and per proxy
+//! budgets, beyond which events are counted into aggregate lines instead of written one by one,
+//! so a looping client cannot flood the log, nor the diagnostics (a probe is logged at WARN only
+//! when its line is written).
+
+mod limit;
+
+pub use limit::Limits;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+use limit::{Limiter, Outcome};
 
 use serde::Serialize;
 
@@ -128,6 +139,15 @@ pub struct SecurityEvent {
     /// For aggregated or `events_dropped` events: how many.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// For aggregates: which budget ran out (`repeat`, `session`, `tenant`, `client`, `proxy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<&'static str>,
+    /// For aggregates: `ts` of the first event counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_ts: Option<String>,
+    /// For aggregates: `ts` of the last event counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ts: Option<String>,
 }
 
 impl SecurityEvent {
@@ -142,6 +162,9 @@ impl SecurityEvent {
             sqlstate: None,
             detail: None,
             count: None,
+            aggregate: None,
+            first_ts: None,
+            last_ts: None,
         }
     }
 
@@ -185,21 +208,6 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Identical probe events from one session within this window are written once, then
-/// summarised with a count when the window closes.
-pub const AGGREGATE_WINDOW: Duration = Duration::from_secs(10);
-
-/// A probe event already written in the current window, and how often it repeated since.
-struct Repeats {
-    /// The first event, re-emitted with `count` when the window closes.
-    first: SecurityEvent,
-    /// Repeats after the first.
-    more: AtomicU64,
-}
-
-/// Key of an aggregation window: session, event, action, statement text.
-type AggKey = (String, EventKind, Action, Option<String>);
-
 /// What the writer thread is sent.
 enum Msg {
     /// An event to write.
@@ -215,8 +223,8 @@ enum Msg {
 pub struct EventSink {
     /// Bounded queue to the writer thread.
     tx: SyncSender<Msg>,
-    /// Open aggregation windows for probe events (moka with a TTL).
-    windows: moka::sync::Cache<AggKey, Arc<Repeats>>,
+    /// Rate limits and open aggregates of probe events.
+    limiter: Arc<Mutex<Limiter>>,
     /// Events dropped since the last `events_dropped` report.
     dropped: Arc<AtomicU64>,
     /// Total dropped since start (for metrics).
@@ -257,33 +265,11 @@ pub const ALL_KINDS: [EventKind; 13] = [
 ];
 
 impl EventSink {
-    /// Starts the writer thread for `target` (`stdout`, `stderr` or a file path).
-    pub fn start(target: &str) -> std::io::Result<EventSink> {
+    /// Starts the writer thread for `target` (`stdout`, `stderr` or a file path), with the
+    /// probe event budgets `limits`.
+    pub fn start(target: &str, limits: Limits) -> std::io::Result<EventSink> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let out = Output::open(target)?;
-        let summary_tx = tx.clone();
-        let windows = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(AGGREGATE_WINDOW)
-            .eviction_listener(move |_k, r: Arc<Repeats>, _cause| {
-                let n = r.more.load(Ordering::Relaxed);
-                if n > 0 {
-                    let mut ev = r.first.clone();
-                    ev.ts = now_rfc3339();
-                    ev.count = Some(n);
-                    ev.detail = Some(format!(
-                        "repeated {n} more times within {} s{}",
-                        AGGREGATE_WINDOW.as_secs(),
-                        r.first
-                            .detail
-                            .as_deref()
-                            .map(|d| format!("; {d}"))
-                            .unwrap_or_default()
-                    ));
-                    let _ = summary_tx.try_send(Msg::Event(Box::new(ev)));
-                }
-            })
-            .build();
         let dropped = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicBool::new(false));
         let writer = {
@@ -294,47 +280,44 @@ impl EventSink {
         };
         let sink = EventSink {
             tx,
-            windows: windows.clone(),
+            limiter: Arc::new(Mutex::new(Limiter::new(limits))),
             dropped,
             dropped_total: Arc::new(AtomicU64::new(0)),
             counts: Arc::new(EventCounts::default()),
             reopen,
             writer: Arc::new(Mutex::new(Some(writer))),
         };
-        // Close expired windows so their summaries are written even when no new event comes.
-        let tick_windows = windows;
+        // Close due windows so their aggregates are written even when no new event comes.
+        let ticker = sink.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                tick_windows.run_pending_tasks();
+                let mut lines = Vec::new();
+                if let Ok(mut l) = ticker.limiter.lock() {
+                    l.close_due(Instant::now(), &mut lines);
+                }
+                ticker.send_aggregates(lines);
             }
         });
         Ok(sink)
     }
 
-    /// Queues an event; never waits. A full queue drops it and counts the loss. Repeats of
-    /// the same probe from the same session within [`AGGREGATE_WINDOW`] are counted instead.
+    /// Queues an event; never waits. A full queue drops it and counts the loss. Probe events
+    /// beyond their session's, tenant's or the proxy's budget are counted into an aggregate
+    /// line instead (see [`Limits`]); only written probes are logged at WARN.
     pub fn record(&self, ev: SecurityEvent) {
         self.counts.bump(ev.event);
         if ev.action != Action::Allow && is_probe(ev.event) {
-            let key = (
-                ev.subject.session_id.clone(),
-                ev.event,
-                ev.action,
-                ev.statement.clone(),
-            );
-            if let Some(r) = self.windows.get(&key) {
-                r.more.fetch_add(1, Ordering::Relaxed);
+            let mut closed = Vec::new();
+            let outcome = match self.limiter.lock() {
+                Ok(mut l) => l.admit(&ev, Instant::now(), &mut closed),
+                Err(_) => Outcome::Write,
+            };
+            self.send_aggregates(closed);
+            if outcome == Outcome::Folded {
                 return;
             }
-            self.windows.insert(
-                key,
-                Arc::new(Repeats {
-                    first: ev.clone(),
-                    more: AtomicU64::new(0),
-                }),
-            );
         }
         if ev.action == Action::Block {
             tracing::warn!(
@@ -353,9 +336,23 @@ impl EventSink {
                 "security event"
             );
         }
+        self.send(ev);
+    }
+
+    /// Queues aggregate lines, each with one WARN line of diagnostics.
+    fn send_aggregates(&self, lines: Vec<SecurityEvent>) {
+        for ev in lines {
+            warn_aggregate(&ev);
+            self.send(ev);
+        }
+    }
+
+    /// Queues one line; a full queue counts every event the line stands for as dropped.
+    fn send(&self, ev: SecurityEvent) {
+        let weight = ev.count.unwrap_or(1);
         if self.tx.try_send(Msg::Event(Box::new(ev))).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            self.dropped_total.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(weight, Ordering::Relaxed);
+            self.dropped_total.fetch_add(weight, Ordering::Relaxed);
         }
     }
 
@@ -372,17 +369,36 @@ impl EventSink {
             return;
         };
         let tx = self.tx.clone();
+        // The open aggregates are written too: nothing counted is lost at shutdown.
+        let mut last = Vec::new();
+        if let Ok(mut l) = self.limiter.lock() {
+            l.close(&mut last);
+        }
+        let (dropped, dropped_total) = (self.dropped.clone(), self.dropped_total.clone());
         let wait = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + limit;
             // The queue may be full while the writer catches up: retry until the deadline.
-            loop {
-                match tx.try_send(Msg::Stop) {
-                    Ok(()) | Err(TrySendError::Disconnected(_)) => break,
-                    Err(TrySendError::Full(_)) if Instant::now() < deadline => {
+            let send = |mut msg: Msg| loop {
+                match tx.try_send(msg) {
+                    Ok(()) => return true,
+                    Err(TrySendError::Disconnected(_)) => return false,
+                    Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                        msg = m;
                         std::thread::sleep(Duration::from_millis(5))
                     }
-                    Err(TrySendError::Full(_)) => return,
+                    Err(TrySendError::Full(_)) => return false,
                 }
+            };
+            for ev in last {
+                warn_aggregate(&ev);
+                let weight = ev.count.unwrap_or(1);
+                if !send(Msg::Event(Box::new(ev))) {
+                    dropped.fetch_add(weight, Ordering::Relaxed);
+                    dropped_total.fetch_add(weight, Ordering::Relaxed);
+                }
+            }
+            if !send(Msg::Stop) {
+                return;
             }
             while !handle.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -392,7 +408,19 @@ impl EventSink {
     }
 }
 
-/// Events that are aggregated when repeated.
+/// The one WARN line of diagnostics for an aggregate line.
+fn warn_aggregate(ev: &SecurityEvent) {
+    tracing::warn!(
+        event = ev.event.as_str(),
+        aggregate = ev.aggregate,
+        count = ev.count,
+        session_id = ev.subject.session_id.as_str(),
+        tenant = ev.subject.tenant.as_deref(),
+        "security events aggregated"
+    );
+}
+
+/// Events that are rate-limited and aggregated (refused or logged probes, failed logins).
 fn is_probe(kind: EventKind) -> bool {
     matches!(
         kind,

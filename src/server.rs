@@ -341,11 +341,14 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         )?)),
         _ => None,
     };
-    let events =
-        EventSink::start(&config.security.event_log).map_err(|source| StartError::EventLog {
-            path: config.security.event_log.clone(),
-            source,
-        })?;
+    let events = EventSink::start(
+        &config.security.event_log,
+        crate::events::Limits::from(&config.security),
+    )
+    .map_err(|source| StartError::EventLog {
+        path: config.security.event_log.clone(),
+        source,
+    })?;
     let live = Live::build(config.clone()).await?;
     let t = &config.tenant;
     let directory = t

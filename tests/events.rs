@@ -190,21 +190,33 @@ async fn blocked_set_config_event_and_log_hygiene() {
     p.stop().await;
 }
 
+/// Repeats of one probe are written once, then counted into one `repeat` line when the
+/// window closes (here: at shutdown, so nothing depends on timing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_probes_are_aggregated() {
-    let p = start(Opts::default()).await;
+    let p = start(Opts {
+        security_extra: "event_window = 3600\n".into(),
+        ..Opts::default()
+    })
+    .await;
     let c = p.connect("acme_app").await;
     for _ in 0..50 {
         assert!(c.simple_query("set role postgres").await.is_err());
     }
     let first = p.events_named("role_tamper").await;
     assert_eq!(first.len(), 1, "written once while the window is open");
-    tokio::time::sleep(tenantgate::events::AGGREGATE_WINDOW + std::time::Duration::from_secs(2))
-        .await;
-    let all = p.events_named("role_tamper").await;
+    let path = p.events_path.clone();
+    p.stop().await;
+    let all: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "role_tamper")
+        .collect();
+    let _ = std::fs::remove_file(&path);
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[1]["count"], 49);
-    p.stop().await;
+    assert_eq!(all[1]["aggregate"], "repeat");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,4 +356,179 @@ async fn a_stuck_event_log_does_not_stall_sessions() {
         .unwrap()
         .unwrap();
     let _ = std::fs::remove_file(&fifo);
+}
+
+/// The proxy's diagnostics (tracing output) of this test binary, captured in memory so a test
+/// can count the warnings one session caused. Installed once; spans at INFO so that every line
+/// carries its session's `session_id`.
+fn diagnostics() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || W(sink.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+/// Issue 19.6: one client looping over distinct probes must not flood the event log or the
+/// diagnostics, every event must still be counted, and the flooding tenant's budget must not
+/// suppress another tenant's events.
+///
+/// Measured with this test (5,000 distinct cross-tenant probes from one session, 50 more from
+/// five other sessions of the same tenant, 5 from another tenant):
+/// - before (only identical probes were aggregated): 5,055 `cross_tenant_literal` lines,
+///   2,445,405 bytes of event log; 5,000 WARN lines (2,098,890 bytes) of diagnostics for the
+///   flooding session alone — one of each per probe, whatever the rate.
+/// - after (`events_per_session = 20`, `events_per_tenant = 50`): 57 lines, 27,858 bytes of
+///   event log (counts adding up to all 5,055 events); 21 WARN lines (8,567 bytes) for the
+///   flooding session. Per window the bound is the budgets plus one aggregate line per exceeded
+///   budget and event kind, independent of how many probes are sent.
+///
+/// Fails without the limits: 5,000 lines for the flooding session instead of 21.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_flood_is_bounded_counted_and_does_not_silence_other_tenants() {
+    let diag = diagnostics();
+    let p = start(Opts {
+        // One window for the whole test, so the bounds below are exact counts; the closing
+        // aggregates are written at shutdown.
+        security_extra: "event_window = 3600\nevents_per_session = 20\nevents_per_tenant = 50\n"
+            .into(),
+        ..Opts::default()
+    })
+    .await;
+    let probe = |victim: &str, tag: String| {
+        format!("select * from customers where tenant_id = '{victim}' and name = '{tag}'")
+    };
+    let flood = p.connect("acme_app").await;
+    for i in 0..5000 {
+        let e = flood
+            .simple_query(&probe(GLOBEX.id, format!("flood {i}")))
+            .await
+            .expect_err("blocked");
+        assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
+    }
+    // Five more sessions of the same tenant share its budget.
+    for s in 0..5 {
+        let c = p.connect("acme_app").await;
+        for i in 0..10 {
+            assert!(c
+                .simple_query(&probe(GLOBEX.id, format!("more {s}-{i}")))
+                .await
+                .is_err());
+        }
+    }
+    // Another tenant, after the flood: its events are written line by line.
+    let other = p.connect("globex_app").await;
+    for i in 0..5 {
+        assert!(other
+            .simple_query(&probe(ACME.id, format!("other {i}")))
+            .await
+            .is_err());
+    }
+    let path = p.events_path.clone();
+    p.stop().await;
+    let raw = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let events: Vec<serde_json::Value> = raw
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "cross_tenant_literal")
+        .collect();
+    let weight = |e: &serde_json::Value| e["count"].as_u64().unwrap_or(1);
+    let of = |tenant: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["tenant"] == tenant).collect()
+    };
+    let (acme, globex) = (of(ACME.id), of(GLOBEX.id));
+    let flood_lines: Vec<_> = acme
+        .iter()
+        .filter(|e| e["statement"].as_str().unwrap().contains("'flood "))
+        .collect();
+    let session = flood_lines[0]["session_id"].as_str().unwrap().to_owned();
+    let diag_text = String::from_utf8_lossy(&diag.lock().unwrap()).into_owned();
+    let warning_lines: Vec<&str> = diag_text
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains(&session))
+        .collect();
+    let warnings = warning_lines.len();
+    eprintln!(
+        "flood: {} event lines, {} bytes in the event log; {} warning lines ({} bytes) of the flooding session",
+        events.len(),
+        raw.len(),
+        warnings,
+        warning_lines.iter().map(|l| l.len() + 1).sum::<usize>()
+    );
+
+    // Nothing lost: the lines add up to every event.
+    assert_eq!(acme.iter().map(|e| weight(e)).sum::<u64>(), 5050);
+    assert_eq!(globex.iter().map(|e| weight(e)).sum::<u64>(), 5);
+    // Nothing flooding: the tenant's budget plus one aggregate per budget that ran out.
+    assert!(acme.len() <= 50 + 2, "{} lines for acme", acme.len());
+    assert_eq!(flood_lines.len(), 21, "20 lines, then one aggregate");
+    let agg = flood_lines.iter().find(|e| e["count"].is_u64()).unwrap();
+    assert_eq!(agg["count"], 4980);
+    assert_eq!(agg["aggregate"], "session");
+    assert!(
+        agg["first_ts"].is_string() && agg["last_ts"].is_string(),
+        "{agg}"
+    );
+    assert!(warnings <= 21, "{warnings} warnings for one session");
+    // The other tenant was not silenced by the flood.
+    assert_eq!(globex.len(), 5, "{globex:?}");
+    assert!(globex.iter().all(|e| e["count"].is_null()));
+}
+
+/// Failed logins have no tenant: they share the budget of their client address, so a password
+/// guesser reconnecting for every attempt is bounded too, and every attempt is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_from_one_address_are_bounded_and_counted() {
+    let p = start(Opts {
+        security_extra: "event_window = 3600\nevents_per_tenant = 10\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    // md5 and unknown users (the client's SCRAM key derivation is slow in debug builds).
+    for i in 0..50 {
+        let user = if i % 2 == 0 { "md5_app" } else { "ghost_app" };
+        assert!(p.try_connect(user, &format!("guess{i}")).await.is_err());
+    }
+    let path = p.events_path.clone();
+    p.stop().await;
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "auth_failed")
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        lines
+            .iter()
+            .map(|e| e["count"].as_u64().unwrap_or(1))
+            .sum::<u64>(),
+        50
+    );
+    assert_eq!(
+        lines.len(),
+        11,
+        "the address's 10, then one aggregate: {lines:?}"
+    );
+    assert_eq!(lines[10]["aggregate"], "client");
+    assert_eq!(lines[10]["count"], 40);
 }

@@ -231,7 +231,14 @@ async fn login(
         subject.kind = Some(kind_name(u.kind));
     }
     let cred = user.and_then(|u| live.auth.get(&u.name));
-    let auth = auth::authenticate(&mut start.stream, &login_name, cred.as_deref(), start.tls).await;
+    let auth = auth::authenticate(
+        &mut start.stream,
+        &login_name,
+        cred.as_deref(),
+        live.auth.mock(),
+        start.tls,
+    )
+    .await;
     if let Err(e) = auth {
         let err = match e {
             auth::AuthError::NeedsTls => error::cleartext_needs_tls(&login_name),

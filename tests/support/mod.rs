@@ -32,6 +32,8 @@ pub struct Opts {
     pub server_extra: String,
     /// Extra keys for [upstream].
     pub upstream_extra: String,
+    /// Extra keys for [security].
+    pub security_extra: String,
 }
 
 impl Default for Opts {
@@ -44,6 +46,7 @@ impl Default for Opts {
             extra: String::new(),
             server_extra: String::new(),
             upstream_extra: String::new(),
+            security_extra: String::new(),
         }
     }
 }
@@ -112,6 +115,7 @@ pool_timeout = {pool_timeout}
 [security]
 probe_action = "{probe}"
 event_log = "{events}"
+{security_extra}
 
 {users}
 {extra}
@@ -126,6 +130,7 @@ event_log = "{events}"
         upstream_extra = o.upstream_extra,
         probe = o.probe_action,
         events = events.display(),
+        security_extra = o.security_extra,
         users = users_toml(),
         extra = o.extra,
     )
