@@ -698,6 +698,8 @@ impl Session {
                 &self.subject,
             )
             .detail(format!("switch to \"{to}\" refused"))
+            .statement(&format!("SET {} = '{to}'", cfg.tenant.setting), false)
+            .asked_tenant(&to)
             .sqlstate(err.code);
             self.shared.events.record(ev);
             return self.refuse_locally(tag, err).await;
@@ -708,7 +710,8 @@ impl Session {
             crate::events::Action::Allow,
             &self.subject,
         )
-        .detail(format!("from {:?} to \"{to}\"", self.tenant));
+        .statement(&format!("SET {} = '{to}'", cfg.tenant.setting), false)
+        .switch(self.tenant.as_deref(), &to);
         self.shared.events.record(ev);
         self.injector = Some(Injector::with_settings(
             &cfg.tenant.setting,
