@@ -22,6 +22,13 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
         readable_file("upstream.tls_ca", ca)?;
         crate::tls::upstream_config(UpstreamTls::VerifyFull, Some(ca))
             .map_err(|e| invalid("upstream.tls_ca", without_path(&e.to_string(), ca)))?;
+        if pem_certificates(ca) == 0 {
+            // An empty trust store would refuse every server: say so now, not at connect.
+            return Err(invalid(
+                "upstream.tls_ca",
+                format!("{}: no PEM certificate found", ca.display()),
+            ));
+        }
     }
     event_log_writable(&cfg.security.event_log)
 }
@@ -52,6 +59,14 @@ fn without_path(text: &str, path: &Path) -> String {
     let p = path.display().to_string();
     let reason = text.strip_prefix(&format!("{p}: ")).unwrap_or(text);
     format!("{p}: {reason}")
+}
+
+/// How many PEM certificates `path` holds (0 when it cannot be read or parsed).
+fn pem_certificates(path: &Path) -> usize {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map(|it| it.filter(Result::is_ok).count())
+        .unwrap_or(0)
 }
 
 /// A path that exists, is a regular file and can be read by this user.
