@@ -136,11 +136,9 @@ async fn a_wrong_upstream_password_is_not_reported_as_unreachable() {
         proxy: Some(proxy),
     };
     // Clients: FATAL 08004 saying it is not transient (and not "starting up").
-    let err = p
-        .try_connect("acme_app", PW)
-        .await
-        .err()
-        .expect("refused while the upstream rejects the proxy");
+    let Err(err) = p.try_connect("acme_app", PW).await else {
+        panic!("accepted while the upstream rejects the proxy");
+    };
     let db_err = err.as_db_error().expect("a server error");
     assert_eq!(db_err.code().code(), "08004", "{db_err:?}");
     assert!(db_err.message().contains("rejected"), "{db_err:?}");
