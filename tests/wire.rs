@@ -364,6 +364,8 @@ fn tls_keys() -> String {
     let k = dir.join(format!("tg-key-{n}.pem"));
     std::fs::write(&c, cert.cert.pem()).unwrap();
     std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    support::remove_at_exit(&c);
+    support::remove_at_exit(&k);
     format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"",
         c.display(),

@@ -155,6 +155,36 @@ pub async fn start_on(db: String, o: Opts) -> TestProxy {
     }
 }
 
+/// Files and directories a test created that must outlive a function (a certificate read at
+/// proxy start, a script pgbench reads): removed when the test binary exits, pass or fail.
+pub fn remove_at_exit(path: impl Into<PathBuf>) {
+    static PATHS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        let _ = std::panic::catch_unwind(|| {
+            let paths = match PATHS.lock() {
+                Ok(p) => p.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            for p in paths {
+                if p.is_dir() {
+                    let _ = std::fs::remove_dir_all(&p);
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        });
+    }
+    HOOK.call_once(|| {
+        // SAFETY: `remove_all` is a plain `extern "C" fn()` that does not unwind.
+        unsafe { libc::atexit(remove_all) };
+    });
+    match PATHS.lock() {
+        Ok(mut p) => p.push(path.into()),
+        Err(p) => p.into_inner().push(path.into()),
+    }
+}
+
 /// Every complete line of an event log is a documented event: a known name, an action that
 /// event is written with, the common fields, and no field the schema does not list
 /// (`EventKind::actions`, `EventKind::optional_fields`, docs/security-events.md).
