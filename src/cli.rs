@@ -311,12 +311,27 @@ async fn verify(url: &str, opts: &crate::verify::Options, json: bool) -> i32 {
 
 async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
     let grace = crate::config::secs(cfg.server.shutdown_timeout);
-    let proxy = Proxy::start(cfg).await?;
+    // Before the start-up checks, which can take a while: SIGTERM then stops cleanly.
+    let mut signals = shutdown::Signals::install()?;
+    let start = Proxy::start(cfg);
+    tokio::pin!(start);
+    let proxy = loop {
+        tokio::select! {
+            p = &mut start => break p?,
+            s = signals.next() => match s {
+                Signal::Reload => tracing::info!("SIGHUP during start-up: ignored (the file was just read)"),
+                s => {
+                    tracing::info!(signal = ?s, "stopping during start-up");
+                    return Ok(());
+                }
+            },
+        }
+    };
     let _ = proxy.shared.config_path.set(path.clone());
     let refused = proxy.shared.posture.refused.clone();
     loop {
         let signal = tokio::select! {
-            s = shutdown::next() => s?,
+            s = signals.next() => s,
             _ = refused.cancelled() => {
                 let why = proxy.shared.posture.refusal().unwrap_or_else(|| "RLS posture refused".to_owned());
                 proxy.shutdown(grace).await;
