@@ -662,6 +662,19 @@ fn hash_password_on_a_tty(first: &str, second: &str) -> (Output, String) {
         .expect("tenantgate runs");
     drop(slave);
     let mut stderr = child.stderr.take().expect("stderr");
+    // A binary that never prompts would wait on the terminal forever: a watchdog turns that
+    // hang into a failure (a bound on a bug, not a timing assertion).
+    let (watchdog, done) = std::sync::mpsc::channel::<()>();
+    let pid = child.id() as i32;
+    let guard = std::thread::spawn(move || {
+        if done
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .is_err()
+        {
+            // SAFETY: signals our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
     // Type only once the prompt is shown: echo is off by then.
     let prompt = read_until(&mut stderr, "Password: ");
     assert!(prompt.contains("Password: "), "no prompt: {prompt:?}");
@@ -676,6 +689,8 @@ fn hash_password_on_a_tty(first: &str, second: &str) -> (Output, String) {
     let mut rest = String::new();
     let _ = stderr.read_to_string(&mut rest);
     let mut out = child.wait_with_output().expect("finishes");
+    let _ = watchdog.send(());
+    let _ = guard.join();
     out.stderr = format!("{prompt}{again}{rest}").into_bytes();
     (out, drain(&master))
 }
