@@ -1,5 +1,5 @@
-//! Command line: `serve`, `check-config`, `hash-password`, `verify`, `demo`, and the hidden
-//! `healthcheck` the container image uses (and more as they land).
+//! Command line: `serve`, `check-config`, `hash-password`, `verify`, `demo`, and
+//! `healthcheck`, which the container image uses (and more as they land).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -82,7 +82,6 @@ pub enum Command {
         port: u16,
     },
     /// HTTP GET `url` and exit 0 on a 2xx answer (container HEALTHCHECK without curl).
-    #[command(hide = true)]
     Healthcheck {
         /// `http://host:port/path` (plain HTTP only).
         #[arg(long, default_value = "http://127.0.0.1:9187/health/live")]
