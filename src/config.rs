@@ -529,7 +529,7 @@ impl Config {
 
     /// Parses and validates TOML text; errors carry the line of the key they name.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| locate::parse_error(text, &e))?;
         cfg.validate().map_err(|e| e.located(text))?;
         Ok(cfg)
     }
@@ -783,63 +783,6 @@ fn ordinal(n: usize) -> String {
         _ => "th",
     };
     format!("{n}{suffix}")
-}
-
-/// A TOML or type error, with its line, the key on it, and types in words rather than Rust's
-/// (`expected u16` means nothing to an operator).
-fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let mut message = humane_types(e.message().trim());
-    if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|r| r.strip_suffix('`'))
-    {
-        let table = e
-            .span()
-            .filter(|s| s.start > 0)
-            .map(|s| locate::line_at(text, s.start));
-        return match table {
-            // Inside a table: serde points at the table; say which key it lacks.
-            Some(line) => ConfigError::At {
-                line,
-                source: Box::new(ConfigError::Parse(format!(
-                    "missing required key `{field}` in this table"
-                ))),
-            },
-            // At the top level there is no line to point at: name the section.
-            None => ConfigError::Parse(format!(
-                "missing required section [{field}] (see config.example.toml)"
-            )),
-        };
-    }
-    let Some(span) = e.span() else {
-        return ConfigError::Parse(message);
-    };
-    let line = locate::line_at(text, span.start);
-    if let Some(key) = locate::key_on_line(text, line) {
-        if !message.contains(&format!("`{key}`")) {
-            message = format!("`{key}`: {message}");
-        }
-    }
-    ConfigError::At {
-        line,
-        source: Box::new(ConfigError::Parse(message)),
-    }
-}
-
-/// Rewrites serde's Rust type names in an error message into words.
-fn humane_types(message: &str) -> String {
-    let mut m = message.to_owned();
-    for (rust, words) in [
-        ("expected u16", "expected a whole number from 0 to 65535"),
-        ("expected u32", "expected a whole number (0 or more)"),
-        ("expected u64", "expected a whole number (0 or more)"),
-        ("expected usize", "expected a whole number (0 or more)"),
-        ("expected i64", "expected a whole number"),
-        ("expected f64", "expected a number"),
-    ] {
-        m = m.replace(rust, words);
-    }
-    m
 }
 
 fn resolve_secret(
