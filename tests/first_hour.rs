@@ -898,3 +898,28 @@ fn event_schema_doc_matches_the_code() {
         }
     }
 }
+
+/// The README says `scripts/test` installs the PostgreSQL server (as root or through sudo) and
+/// that `.ci/run` runs exactly `scripts/test`: the scripts must say and do the same.
+#[test]
+fn test_scripts_install_what_the_readme_says() {
+    let deps = std::fs::read_to_string(manifest("scripts/install-test-deps.sh")).expect("script");
+    assert!(
+        deps.contains("pg+=(postgresql)"),
+        "the server is not installed"
+    );
+    assert!(deps.contains("as_root=(sudo)"), "sudo is never used");
+    assert!(deps.contains("say \"installing"), "installs silently");
+    let test = std::fs::read_to_string(manifest("scripts/test")).expect("scripts/test");
+    assert!(test.contains("scripts/install-test-deps.sh"));
+    let ci = std::fs::read_to_string(manifest(".ci/run")).expect(".ci/run");
+    assert!(ci.contains("exec scripts/test"));
+    for script in ["scripts/install-test-deps.sh", "scripts/test", ".ci/run"] {
+        let out = Command::new("bash")
+            .arg("-n")
+            .arg(manifest(script))
+            .output()
+            .expect("bash runs");
+        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    }
+}
