@@ -1,5 +1,5 @@
-//! Command line: `serve`, `check-config`, `hash-password`, `verify`, `demo`, and the hidden
-//! `healthcheck` the container image uses (and more as they land).
+//! Command line: `serve`, `check-config`, `hash-password`, `verify`, `demo`, and
+//! `healthcheck`, which the container image uses (and more as they land).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ use crate::client::auth::{Verifier, SCRAM_ITERATIONS};
 use crate::config::Config;
 use crate::server::Proxy;
 use crate::shutdown::{self, Signal};
+
+mod terminal;
 
 /// tenantgate: a PostgreSQL proxy that injects the tenant into every transaction.
 #[derive(Debug, Parser)]
@@ -30,17 +32,25 @@ pub enum Command {
         /// Path of the TOML configuration.
         #[arg(long, short)]
         config: PathBuf,
+        /// Exit 1 at start if the upstream cannot be reached or rejects the proxy's login,
+        /// instead of retrying in the background (for runs without a supervisor).
+        #[arg(long)]
+        fail_fast: bool,
     },
-    /// Validate a configuration file: exit 0 if valid, 1 with the offending key otherwise.
+    /// Validate a configuration file as `serve` would (every file it names is opened and
+    /// parsed, the event log's directory must be writable); nothing is connected to. Exit 0 if
+    /// valid, 1 with the offending key and line otherwise.
     CheckConfig {
         /// Path of the TOML configuration.
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Read a password on stdin and print a SCRAM-SHA-256 verifier for `[[users]] scram`.
+    /// Print a SCRAM-SHA-256 verifier for `[[users]] scram`. On a terminal the password is
+    /// asked for twice without echo; otherwise stdin is read, and exactly one trailing line
+    /// ending (`\n` or `\r\n`) is removed.
     HashPassword {
-        /// PBKDF2 iterations.
-        #[arg(long, default_value_t = SCRAM_ITERATIONS)]
+        /// PBKDF2 iterations (at least 4096, PostgreSQL's default).
+        #[arg(long, default_value_t = SCRAM_ITERATIONS, value_parser = iterations)]
         iterations: u32,
     },
     /// Check that the database enforces tenant isolation (RLS posture): exit 0 when nothing
@@ -72,7 +82,6 @@ pub enum Command {
         port: u16,
     },
     /// HTTP GET `url` and exit 0 on a 2xx answer (container HEALTHCHECK without curl).
-    #[command(hide = true)]
     Healthcheck {
         /// `http://host:port/path` (plain HTTP only).
         #[arg(long, default_value = "http://127.0.0.1:9187/health/live")]
@@ -83,10 +92,28 @@ pub enum Command {
     },
 }
 
+/// An error and its causes on one line, each cause written once: error types that already
+/// include their source in their message (`cannot listen on …: Address already in use`) would
+/// otherwise print it twice with anyhow's `{:#}`.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if text.contains(&t) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&t);
+    }
+    text
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match Config::load_checked(&config) {
             Ok(_) => {
                 println!("{}: OK", config.display());
                 Ok(0)
@@ -97,20 +124,32 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         },
         Command::HashPassword { iterations } => {
-            let mut input = String::new();
-            std::io::stdin()
-                .read_to_string(&mut input)
-                .context("reading the password from stdin")?;
-            let password = input.strip_suffix('\n').unwrap_or(&input);
-            let password = password.strip_suffix('\r').unwrap_or(password);
+            let password = if terminal::stdin_is_tty() {
+                let first = terminal::prompt_hidden("Password: ")
+                    .context("reading the password from the terminal")?;
+                let second = terminal::prompt_hidden("Enter it again: ")
+                    .context("reading the password from the terminal")?;
+                if first != second {
+                    eprintln!("tenantgate hash-password: the passwords do not match");
+                    return Ok(1);
+                }
+                first
+            } else {
+                let mut input = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .context("reading the password from stdin")?;
+                strip_one_line_ending(&input).to_owned()
+            };
             if password.is_empty() {
-                anyhow::bail!("empty password on stdin");
+                eprintln!("tenantgate hash-password: empty password");
+                return Ok(1);
             }
-            let v = Verifier::derive(
-                password,
-                rand::random::<[u8; 16]>().to_vec(),
-                iterations.max(1),
-            );
+            if password.contains(['\n', '\r']) {
+                eprintln!("tenantgate hash-password: the password contains a line break; give it on one line (exactly one trailing line ending is removed)");
+                return Ok(1);
+            }
+            let v = Verifier::derive(&password, rand::random::<[u8; 16]>().to_vec(), iterations);
             println!("{}", v.to_pg_string());
             Ok(0)
         }
@@ -154,15 +193,64 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .context("starting the runtime")?;
             Ok(rt.block_on(verify(&database_url, &opts, json)))
         }
-        Command::Serve { config } => {
-            let cfg =
-                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+        Command::Serve { config, fail_fast } => {
+            let cfg = match Config::load_checked(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("tenantgate: {}: {e}", config.display());
+                    return Ok(1);
+                }
+            };
             crate::telemetry::init(cfg.server.log_format);
             let rt = runtime(cfg.server.worker_threads).context("starting the runtime")?;
+            if fail_fast {
+                if let Err(e) = rt.block_on(first_login(&cfg)) {
+                    tracing::error!("--fail-fast: {e}");
+                    eprintln!("tenantgate: --fail-fast: {e}");
+                    return Ok(1);
+                }
+            }
             rt.block_on(serve(Arc::new(cfg), config))?;
             Ok(0)
         }
     }
+}
+
+/// `--fail-fast`: one login as the `[upstream]` role before serving; the error says whether
+/// the server refused it (not transient) or could not be reached.
+async fn first_login(cfg: &Config) -> Result<(), String> {
+    let target = crate::verify::Target::from_upstream(&cfg.upstream).map_err(|e| e.to_string())?;
+    match target.connect().await {
+        Ok(session) => {
+            session.close().await;
+            Ok(())
+        }
+        Err(e) => Err(match crate::verify::connect::rejected(&e) {
+            Some(why) => format!("the upstream server rejected tenantgate's login: {why} (not transient: fix the [upstream] credentials)"),
+            None => format!("the upstream is not reachable: {e}"),
+        }),
+    }
+}
+
+/// clap parser for `--iterations`: PostgreSQL's default is the floor; fewer make a stolen
+/// verifier cheap to brute-force.
+fn iterations(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a whole number"))?;
+    if n < SCRAM_ITERATIONS {
+        return Err(format!(
+            "must be at least {SCRAM_ITERATIONS} (PostgreSQL's default); fewer iterations make a leaked verifier cheap to crack"
+        ));
+    }
+    Ok(n)
+}
+
+/// Removes exactly one trailing `\r\n` or `\n` (what `echo` or a text file adds), nothing else.
+fn strip_one_line_ending(s: &str) -> &str {
+    s.strip_suffix("\r\n")
+        .or_else(|| s.strip_suffix('\n'))
+        .unwrap_or(s)
 }
 
 /// The runtime for `serve`: one event loop (`worker_threads = 1`), or a work-stealing pool of
@@ -207,7 +295,11 @@ async fn verify(url: &str, opts: &crate::verify::Options, json: bool) -> i32 {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "status": "error", "error": e.to_string() })
+                    serde_json::json!({
+                        "status": "error",
+                        "error": e.to_string(),
+                        "sqlstate": crate::verify::connect::sqlstate(&e),
+                    })
                 );
             }
             eprintln!("tenantgate verify: {e}");
@@ -218,8 +310,22 @@ async fn verify(url: &str, opts: &crate::verify::Options, json: bool) -> i32 {
 
 async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
     let grace = crate::config::secs(cfg.server.shutdown_timeout);
+    // Before the start-up checks, which can take a while: SIGTERM then stops cleanly.
     let mut signals = shutdown::Signals::install()?;
-    let proxy = Proxy::start(cfg).await?;
+    let start = Proxy::start(cfg);
+    tokio::pin!(start);
+    let proxy = loop {
+        tokio::select! {
+            p = &mut start => break p?,
+            s = signals.next() => match s {
+                Signal::Reload => tracing::info!("SIGHUP during start-up: ignored (the file was just read)"),
+                s => {
+                    tracing::info!(signal = ?s, "stopping during start-up");
+                    return Ok(());
+                }
+            },
+        }
+    };
     let _ = proxy.shared.config_path.set(path.clone());
     let refused = proxy.shared.posture.refused.clone();
     loop {
@@ -336,6 +442,18 @@ fn healthcheck(url: &str, timeout: std::time::Duration) -> Result<String, Health
 #[cfg(test)]
 mod healthcheck_tests {
     use super::*;
+
+    #[test]
+    fn exactly_one_line_ending_is_removed() {
+        assert_eq!(strip_one_line_ending("pw\n"), "pw");
+        assert_eq!(strip_one_line_ending("pw\r\n"), "pw");
+        assert_eq!(strip_one_line_ending("pw\n\n"), "pw\n");
+        assert_eq!(strip_one_line_ending("pw\r"), "pw\r");
+        assert_eq!(strip_one_line_ending("pw "), "pw ");
+        assert!(iterations("4095").is_err());
+        assert!(iterations("0").is_err());
+        assert_eq!(iterations("4096"), Ok(4096));
+    }
 
     #[test]
     fn parses_http_urls() {

@@ -4,7 +4,7 @@
 //! `validate()` resolves secrets (`password_env`), parses verifiers and checks cross-field rules,
 //! so that a config that loads is a config that can run.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::tenant::identity::{validate_tenant_id, TenantFormat};
+
+pub mod duration;
+pub mod listen;
+pub mod locate;
+pub mod preflight;
 
 /// Why a configuration was refused; the message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,36 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An error at a known line of the file (added by [`Config::from_toml`]).
+    #[error("line {line}: {source}")]
+    At {
+        /// 1-based line in the file.
+        line: usize,
+        /// The error itself.
+        source: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key this error is about, when it names one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::At { source, .. } => source.key(),
+            _ => None,
+        }
+    }
+
+    /// Adds the line of the key this error names, when `text` has it.
+    pub fn located(self, text: &str) -> ConfigError {
+        match self.key().and_then(|k| locate::line_of(text, k)) {
+            Some(line) => ConfigError::At {
+                line,
+                source: Box::new(self),
+            },
+            None => self,
+        }
+    }
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -67,9 +102,12 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address clients connect to (like PgBouncer's `listen_addr:listen_port`).
+    /// Address clients connect to (like PgBouncer's `listen_addr:listen_port`): `"*:6432"`,
+    /// `":6432"`, `"host:6432"` (see [`listen`]).
+    #[serde(deserialize_with = "listen::address")]
     pub listen: SocketAddr,
     /// HTTP health/metrics address; off when absent so nothing is exposed by default.
+    #[serde(default, deserialize_with = "listen::opt_address")]
     pub admin_listen: Option<SocketAddr>,
     /// PEM certificate chain; with `tls_key`, SSLRequest is answered with `S`.
     pub tls_cert: Option<PathBuf>,
@@ -85,10 +123,16 @@ pub struct ServerConfig {
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
     /// Seconds a client may take from TCP accept to finishing authentication.
-    #[serde(default = "default_auth_timeout")]
+    #[serde(
+        default = "default_auth_timeout",
+        deserialize_with = "duration::seconds"
+    )]
     pub auth_timeout: f64,
     /// Seconds SIGTERM waits for in-flight transactions before closing them.
-    #[serde(default = "default_shutdown_timeout")]
+    #[serde(
+        default = "default_shutdown_timeout",
+        deserialize_with = "duration::seconds"
+    )]
     pub shutdown_timeout: f64,
     /// Accept PROXY protocol v2 headers from `proxy_trusted` peers (NLB / HAProxy).
     #[serde(default)]
@@ -121,7 +165,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Host name or address of PostgreSQL.
+    /// Host name or address of PostgreSQL, or the directory of its Unix socket (an absolute
+    /// path, as libpq's `host=/var/run/postgresql`): then `<host>/.s.PGSQL.<port>` is used.
     pub host: String,
     /// Port of PostgreSQL.
     #[serde(default = "default_pg_port")]
@@ -141,16 +186,28 @@ pub struct UpstreamConfig {
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Seconds a client waits for a free upstream connection before an error.
-    #[serde(default = "default_pool_timeout")]
+    #[serde(
+        default = "default_pool_timeout",
+        deserialize_with = "duration::seconds"
+    )]
     pub pool_timeout: f64,
     /// Seconds allowed to open and authenticate one upstream connection.
-    #[serde(default = "default_connect_timeout")]
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "duration::seconds"
+    )]
     pub connect_timeout: f64,
     /// Seconds an idle upstream connection may sit unused before it is closed.
-    #[serde(default = "default_idle_timeout")]
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "duration::seconds"
+    )]
     pub idle_timeout: f64,
     /// Seconds after which an upstream connection is retired when next released.
-    #[serde(default = "default_server_lifetime")]
+    #[serde(
+        default = "default_server_lifetime",
+        deserialize_with = "duration::seconds"
+    )]
     pub server_lifetime: f64,
     /// Cap on server-side prepared statements per upstream connection (LRU, transaction mode).
     #[serde(default = "default_max_prepared")]
@@ -194,7 +251,8 @@ pub struct BreakglassConfig {
     /// A small pool: break-glass is rare.
     #[serde(default = "default_breakglass_pool_size")]
     pub pool_size: usize,
-    /// Optional hard cap on a break-glass session's length.
+    /// Optional hard cap on a break-glass session's length (a duration, kept in whole seconds).
+    #[serde(default, deserialize_with = "duration::opt_whole_seconds")]
     pub max_session_seconds: Option<u64>,
     /// The password after resolution.
     #[serde(skip)]
@@ -243,7 +301,10 @@ pub struct TenantConfig {
     /// Optional `$1`-parameterised query mapping a slug to the tenant id, run upstream.
     pub directory_query: Option<String>,
     /// Seconds a directory answer is cached.
-    #[serde(default = "default_directory_ttl")]
+    #[serde(
+        default = "default_directory_ttl",
+        deserialize_with = "duration::seconds"
+    )]
     pub directory_ttl: f64,
 }
 
@@ -274,7 +335,10 @@ pub struct SecurityConfig {
     #[serde(default)]
     pub allow_do_blocks: bool,
     /// Seconds between re-runs of the RLS posture checks: a schema or role can drift after start.
-    #[serde(default = "default_drift_check_interval")]
+    #[serde(
+        default = "default_drift_check_interval",
+        deserialize_with = "duration::seconds"
+    )]
     pub drift_check_interval: f64,
     /// What a posture change for the worse does: `warn` (event, 503 health) or `refuse` (stop).
     #[serde(default)]
@@ -504,20 +568,33 @@ pub fn secs(v: f64) -> Duration {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file (no file it names is opened: see
+    /// [`Config::load_checked`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text)
+        Self::from_toml(&Self::read(path)?)
     }
 
-    /// Parses and validates TOML text.
+    /// What `check-config` and `serve` run: [`Config::load`], then every check `serve` would
+    /// otherwise fail on later, short of connecting ([`preflight`]: TLS files parse, the event
+    /// log is writable). Errors name the key and its line.
+    pub fn load_checked(path: &Path) -> Result<Config, ConfigError> {
+        let text = Self::read(path)?;
+        let cfg = Self::from_toml(&text)?;
+        preflight::check(&cfg).map_err(|e| e.located(&text))?;
+        Ok(cfg)
+    }
+
+    fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Parses and validates TOML text; errors carry the line of the key they name.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        cfg.validate()?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| locate::parse_error(text, &e))?;
+        cfg.validate().map_err(|e| e.located(text))?;
         Ok(cfg)
     }
 
@@ -579,10 +656,28 @@ impl Config {
         if u.pool_size == 0 {
             return Err(invalid("upstream.pool_size", "must be at least 1"));
         }
-        if u.database.is_empty() || u.user.is_empty() || u.host.is_empty() {
+        for (key, value) in [
+            ("upstream.host", &u.host),
+            ("upstream.database", &u.database),
+            ("upstream.user", &u.user),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
+        if u.port == 0 {
+            return Err(invalid("upstream.port", "must be between 1 and 65535"));
+        }
+        if u.host.starts_with('/') && u.tls != UpstreamTls::Disable {
             return Err(invalid(
-                "upstream",
-                "host, database and user must not be empty",
+                "upstream.tls",
+                "a Unix-socket host (a path) is never encrypted: use tls = \"disable\", or a TCP host name for TLS",
+            ));
+        }
+        if !u.host.starts_with('/') && u.host.contains('/') {
+            return Err(invalid(
+                "upstream.host",
+                "a Unix-socket directory must be an absolute path, e.g. \"/var/run/postgresql\"",
             ));
         }
         u.resolved_password = resolve_secret(
@@ -623,7 +718,14 @@ impl Config {
             }
         }
 
-        let mut seen = HashSet::new();
+        if self.users.is_empty() {
+            return Err(invalid(
+                "users",
+                "no [[users]] entry: no client could log in (add at least one; see config.example.toml)",
+            ));
+        }
+        let client_tls = self.server.tls_cert.is_some();
+        let mut seen = HashMap::new();
         let format = self.tenant.format;
         let has_breakglass = self.upstream.breakglass.is_some();
         for (i, user) in self.users.iter().enumerate() {
@@ -631,10 +733,20 @@ impl Config {
             if user.name.is_empty() {
                 return Err(invalid(key("name"), "must not be empty"));
             }
-            if !seen.insert(user.name.clone()) {
+            if let Some(first) = seen.insert(user.name.clone(), i) {
                 return Err(invalid(
                     key("name"),
-                    format!("duplicate user `{}`", user.name),
+                    format!(
+                        "duplicate user `{}` (also users[{first}], the {} [[users]] entry)",
+                        user.name,
+                        ordinal(first + 1)
+                    ),
+                ));
+            }
+            if user.auth == AuthMethod::Password && !client_tls {
+                return Err(invalid(
+                    key("auth"),
+                    "\"password\" (cleartext) is only accepted over TLS, and [server] has no tls_cert/tls_key: this user could never log in; use \"scram-sha-256\" or configure TLS",
                 ));
             }
             match (&user.password, &user.scram) {
@@ -760,6 +872,17 @@ impl Config {
     }
 }
 
+/// `1st`, `2nd`, `3rd`, `4th` … for "the 8th [[users]] entry".
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, r) if r != 11 => "st",
+        (2, r) if r != 12 => "nd",
+        (3, r) if r != 13 => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 fn resolve_secret(
     key: &str,
     inline: Option<&str>,
@@ -797,6 +920,11 @@ mod tests {
     use super::*;
 
     const BASE: &str = r#"
+[[users]]
+name = "base"
+password = "p"
+tenant = "11111111-1111-1111-1111-111111111111"
+
 [server]
 listen = "127.0.0.1:6432"
 [upstream]
@@ -862,7 +990,7 @@ password = "x"
         let text =
             format!("{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\ntenant = \"not-a-uuid\"\n");
         let err = Config::from_toml(&text).unwrap_err();
-        assert!(err.to_string().contains("users[0].tenant"), "{err}");
+        assert!(err.to_string().contains("users[1].tenant"), "{err}");
     }
 
     #[test]
@@ -877,9 +1005,105 @@ password = "x"
             "{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\nauth = \"scram-sha-256\"\ntenant = \"11111111-1111-1111-1111-111111111111\"\n"
         );
         assert_eq!(
-            Config::from_toml(&text).unwrap().users[0].auth,
+            Config::from_toml(&text).unwrap().users[1].auth,
             AuthMethod::ScramSha256
         );
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn durations_are_written_as_humans_write_them() {
+        let c = Config::from_toml(&BASE.replace(
+            "password = \"x\"\n",
+            "password = \"x\"\npool_timeout = \"30s\"\nidle_timeout = \"5m\"\nconnect_timeout = 2\nserver_lifetime = \"1h\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.upstream.pool_timeout, 30.0);
+        assert_eq!(c.upstream.idle_timeout, 300.0);
+        assert_eq!(c.upstream.connect_timeout, 2.0);
+        assert_eq!(c.upstream.server_lifetime, 3600.0);
+        let e = err(&BASE.replace("[server]\n", "[server]\nauth_timeout = \"soon\"\n"));
+        assert!(
+            e.contains("server.auth_timeout") && e.contains("\"30s\""),
+            "{e}"
+        );
+        assert!(e.starts_with("line 8:"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_use_words_not_rust_types() {
+        let e = err(&BASE.replace("user = ", "port = \"five\"\nuser = "));
+        assert!(!e.contains("u16"), "{e}");
+        assert!(
+            e.contains("upstream.port") && e.contains("0 to 65535"),
+            "{e}"
+        );
+        let e = err(&BASE.replace("[server]\n", "[server]\nmax_client_conn = -1\n"));
+        assert!(!e.contains("usize") && e.contains("whole number"), "{e}");
+    }
+
+    #[test]
+    fn missing_section_and_empty_keys_are_named() {
+        let text = BASE.split("[upstream]").next().unwrap();
+        let e = err(text);
+        assert!(e.contains("[upstream]") && !e.starts_with("line 1"), "{e}");
+        let e = err(&BASE.replace("database = \"app\"", "database = \"\""));
+        assert!(
+            e.contains("`upstream.database`") && e.contains("line 11"),
+            "{e}"
+        );
+        let e = err(&BASE.replace("host = \"127.0.0.1\"\n", ""));
+        assert!(e.contains("`host`") && e.starts_with("line 9:"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_user_names_its_line_and_the_first_entry() {
+        let e = err(&format!(
+            "{BASE}\n[[users]]\nname = \"base\"\npassword = \"q\"\ntenant = \"11111111-1111-1111-1111-111111111111\"\n"
+        ));
+        assert!(e.contains("users[1].name") && e.contains("users[0]"), "{e}");
+        assert!(e.starts_with("line 16:"), "{e}");
+    }
+
+    #[test]
+    fn no_users_and_cleartext_without_tls_are_refused() {
+        let text = BASE.split("[server]").nth(1).unwrap();
+        let e = err(&format!("[server]{text}"));
+        assert!(
+            e.contains("`users`") && e.contains("no client could log in"),
+            "{e}"
+        );
+        let e = err(&format!("users = []\n[server]{text}"));
+        assert!(e.contains("no client could log in"), "{e}");
+        let e = err(&BASE.replace(
+            "password = \"p\"\n",
+            "password = \"p\"\nauth = \"password\"\n",
+        ));
+        assert!(e.contains("users[0].auth") && e.contains("TLS"), "{e}");
+    }
+
+    #[test]
+    fn unix_socket_upstream_is_a_path_without_tls() {
+        let c = Config::from_toml(
+            &BASE.replace("127.0.0.1\"\ndatabase", "/var/run/postgresql\"\ndatabase"),
+        )
+        .unwrap();
+        assert_eq!(c.upstream.host, "/var/run/postgresql");
+        let e = err(&BASE.replace(
+            "host = \"127.0.0.1\"\n",
+            "host = \"/var/run/postgresql\"\ntls = \"require\"\n",
+        ));
+        assert!(e.contains("upstream.tls") && e.contains("Unix"), "{e}");
+        let e = err(&BASE.replace("listen = \"127.0.0.1:6432\"", "listen = \"/tmp\""));
+        assert!(
+            e.contains("Unix socket") && e.contains("server.listen"),
+            "{e}"
+        );
+        let c = Config::from_toml(&BASE.replace("127.0.0.1:6432", "*:6432")).unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:6432");
     }
 
     #[test]

@@ -220,6 +220,19 @@ pub fn query_canceled() -> PgError {
     PgError::error("57014", "canceling statement due to user request")
 }
 
+/// The upstream server refuses the proxy's own login (SQLSTATE class 28 or 3D000): not
+/// transient, so the client is told so rather than "starting up". 08004 is PostgreSQL's
+/// "server rejected establishment of connection". The client is not authenticated yet, so the
+/// upstream role's name and the server's text stay in the proxy's log and health endpoint.
+pub fn upstream_login_rejected() -> PgError {
+    PgError::fatal(
+        "08004",
+        "tenantgate: the database server rejected the proxy's login",
+    )
+    .with_detail("The server refused tenantgate's [upstream] credentials (wrong password, role or database). This is not transient: retrying will not help until the proxy's configuration is fixed.")
+    .with_hint("The proxy's log and /health/ready give the server's own message.")
+}
+
 /// The upstream role's posture is not verified yet (unreachable upstream at start).
 pub fn posture_unverified() -> PgError {
     PgError::fatal("57P03", "tenantgate: the database system is starting up")

@@ -82,7 +82,85 @@ impl EventKind {
             EventKind::EventsDropped => "events_dropped",
         }
     }
+
+    /// Every `action` this event is written with. `docs/security-events.md` lists the same
+    /// (a test compares them), and test proxies check every line they wrote against it.
+    pub fn actions(self) -> &'static [Action] {
+        use Action::*;
+        match self {
+            EventKind::AuthFailed | EventKind::NoTenantRefused | EventKind::StatementProbe => {
+                &[Block]
+            }
+            EventKind::TenantTamper
+            | EventKind::RoleTamper
+            | EventKind::RlsTamper
+            | EventKind::CrossTenantLiteral => &[Block, Log],
+            EventKind::TenantSwitch
+            | EventKind::OperatorStatement
+            | EventKind::BreakglassSession
+            | EventKind::BreakglassStatement => &[Allow],
+            // block: a privileged role stopped the start or drift stopped the proxy; log: the
+            // posture failed or worsened; allow: a privileged role let in by allow_privileged.
+            EventKind::UpstreamPosture => &[Block, Log, Allow],
+            EventKind::EventsDropped => &[Log],
+        }
+    }
+
+    /// Optional fields this event may carry besides [`COMMON_FIELDS`] (also documented).
+    pub fn optional_fields(self) -> &'static [&'static str] {
+        match self {
+            EventKind::AuthFailed => &[
+                "sqlstate",
+                "detail",
+                "count",
+                "aggregate",
+                "first_ts",
+                "last_ts",
+            ],
+            EventKind::NoTenantRefused
+            | EventKind::RoleTamper
+            | EventKind::RlsTamper
+            | EventKind::CrossTenantLiteral
+            | EventKind::StatementProbe => &[
+                "statement",
+                "sqlstate",
+                "detail",
+                "count",
+                "aggregate",
+                "first_ts",
+                "last_ts",
+            ],
+            EventKind::TenantTamper => &[
+                "statement",
+                "sqlstate",
+                "detail",
+                "count",
+                "aggregate",
+                "first_ts",
+                "last_ts",
+                "to_tenant",
+            ],
+            EventKind::TenantSwitch => &["statement", "from_tenant", "to_tenant"],
+            EventKind::OperatorStatement | EventKind::BreakglassStatement => &["statement"],
+            EventKind::BreakglassSession | EventKind::UpstreamPosture => &["detail"],
+            EventKind::EventsDropped => &["detail", "count"],
+        }
+    }
 }
+
+/// Fields on every event, always present (null when unknown).
+pub const COMMON_FIELDS: [&str; 10] = [
+    "ts",
+    "event",
+    "action",
+    "session_id",
+    "user",
+    "kind",
+    "tenant",
+    "client_addr",
+    "application_name",
+    "database",
+];
 
 /// What the proxy did about the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -148,6 +226,12 @@ pub struct SecurityEvent {
     /// For aggregates: `ts` of the last event counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_ts: Option<String>,
+    /// `tenant_switch`: the tenant before the switch (null when the session had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_tenant: Option<Option<String>>,
+    /// `tenant_switch` and a refused switch: the tenant asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_tenant: Option<String>,
 }
 
 impl SecurityEvent {
@@ -165,7 +249,22 @@ impl SecurityEvent {
             aggregate: None,
             first_ts: None,
             last_ts: None,
+            from_tenant: None,
+            to_tenant: None,
         }
+    }
+
+    /// A tenant switch's two ends, as fields a SIEM can filter on.
+    pub fn switch(mut self, from: Option<&str>, to: &str) -> Self {
+        self.from_tenant = Some(from.map(str::to_owned));
+        self.to_tenant = Some(to.to_owned());
+        self
+    }
+
+    /// A refused switch: the tenant that was asked for.
+    pub fn asked_tenant(mut self, to: &str) -> Self {
+        self.to_tenant = Some(to.to_owned());
+        self
     }
 
     /// Attaches statement text, truncated to 2 KiB, or a redaction note.
@@ -430,6 +529,7 @@ fn is_probe(kind: EventKind) -> bool {
             | EventKind::RlsTamper
             | EventKind::CrossTenantLiteral
             | EventKind::AuthFailed
+            | EventKind::StatementProbe
     )
 }
 
@@ -444,12 +544,16 @@ impl Output {
         Ok(match target {
             "stdout" => Output::Stdout,
             "stderr" => Output::Stderr,
-            path => Output::File(std::io::BufWriter::new(
+            // 0600: statements and client addresses are for the security team, not for every
+            // local user. Applies when the file is created; an existing file keeps its mode.
+            path => Output::File(std::io::BufWriter::new({
+                use std::os::unix::fs::OpenOptionsExt;
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(path)?,
-            )),
+                    .mode(0o600)
+                    .open(path)?
+            })),
         })
     }
 

@@ -7,7 +7,7 @@ fn main() {
     match tenantgate::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("tenantgate: {e:#}");
+            eprintln!("tenantgate: {}", tenantgate::cli::render_error(&e));
             std::process::exit(2);
         }
     }

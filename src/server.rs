@@ -176,7 +176,7 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Binding the listener failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (server.listen): {source}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -187,7 +187,7 @@ pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     /// The event log cannot be opened.
-    #[error("cannot open event log {path}: {source}")]
+    #[error("cannot open the event log {path} (security.event_log): {source}")]
     EventLog {
         /// The configured target.
         path: String,
@@ -240,9 +240,15 @@ impl Proxy {
         )?;
         match monitor.startup().await {
             Ok(Startup::Verified) => {}
-            Ok(Startup::Deferred(e)) => {
-                tracing::warn!(error = %e, "cannot check the upstream role yet; clients wait until it is verified")
-            }
+            Ok(Startup::Deferred(e)) => match crate::verify::connect::rejected(&e) {
+                Some(why) => tracing::error!(
+                    user = %config.upstream.user,
+                    "the upstream server rejected tenantgate's login: {why}; this is not transient: fix [upstream] user/password/password_env/database (or the server's pg_hba.conf); clients are refused with 08004 until then"
+                ),
+                None => {
+                    tracing::warn!(error = %e, "cannot check the upstream role yet; clients wait until it is verified")
+                }
+            },
             Err(p) => {
                 monitor.refused_at_start(&p);
                 return Err(p.into());
@@ -427,7 +433,11 @@ async fn admit(
             .await
             .is_err()
     {
-        refuse_early(tcp, crate::error::posture_unverified()).await;
+        let err = match shared.posture.rejected() {
+            Some(_) => crate::error::upstream_login_rejected(),
+            None => crate::error::posture_unverified(),
+        };
+        refuse_early(tcp, err).await;
         return None;
     }
     if shared.config.server.proxy_protocol {
@@ -471,6 +481,11 @@ async fn warm_up(pool: Arc<Pool>, shutdown: CancellationToken) {
                 drop(g);
                 return;
             }
+            Err(crate::pool::PoolError::Upstream(e)) if e.is_login_rejection() => {
+                // Not transient: the posture monitor reports it; retry slowly.
+                delay = delay.max(crate::verify::monitor::LOGIN_RETRY);
+                tracing::error!(error = %e, retry_in = ?delay, "the upstream server rejected the pool's login; not transient");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "upstream not reachable yet");
             }
@@ -479,7 +494,7 @@ async fn warm_up(pool: Arc<Pool>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
+        delay = (delay * 2).min(Duration::from_secs(60));
     }
 }
 

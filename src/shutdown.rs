@@ -11,8 +11,9 @@ pub enum Signal {
     Reload,
 }
 
-/// The process's signal handlers, installed once before anything else starts, so a signal
-/// that arrives during start-up is seen (not the default action, which kills the process).
+/// The three signal streams, installed once and kept: a signal that arrives while the proxy
+/// is still starting (or between two waits) is delivered, not lost to the default action that
+/// would kill the process before it drained anything.
 #[cfg(unix)]
 pub struct Signals {
     term: tokio::signal::unix::Signal,
@@ -22,7 +23,7 @@ pub struct Signals {
 
 #[cfg(unix)]
 impl Signals {
-    /// Installs the handlers.
+    /// Installs the handlers (call before the slow part of start-up).
     pub fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
@@ -40,4 +41,18 @@ impl Signals {
             _ = self.hup.recv() => Signal::Reload,
         }
     }
+}
+
+/// Waits for the next signal.
+#[cfg(unix)]
+pub async fn next() -> std::io::Result<Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::select! {
+        _ = term.recv() => Signal::Drain,
+        _ = int.recv() => Signal::Immediate,
+        _ = hup.recv() => Signal::Reload,
+    })
 }

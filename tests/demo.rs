@@ -37,6 +37,12 @@ fn demo_walks_through_isolation_and_exits_zero() {
         // (f) the database's own posture.
         "verify passes for app_user",
         "Walk-through passed",
+        // The admin console, health and metrics can be tried from the demo.
+        "user=pgadmin dbname=tenantgate",
+        "/health/ready",
+        "/metrics",
+        // The verify line shown is the one that was run: password and tenants included.
+        "user=app_user password=app_password dbname=autoshop sslmode=disable\" --tenant 11111111-1111-1111-1111-111111111111 --tenant 22222222",
         "Cleaned up: PostgreSQL stopped",
     ];
     for needle in expect {

@@ -290,6 +290,7 @@ async fn a_stuck_event_log_does_not_stall_sessions() {
     let _ = std::fs::remove_file(&fifo);
     let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    support::remove_at_exit(&fifo);
     // A reader that never reads: the proxy's open succeeds, its writes then block.
     let reader = std::fs::OpenOptions::new()
         .read(true)

@@ -325,6 +325,7 @@ fn sigterm_with_no_clients_exits_promptly() {
     let db = common::fresh_database("sigterm");
     let dir = std::env::temp_dir().join(format!("tg-sigterm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    support::remove_at_exit(&dir);
     let cfg = dir.join("tenantgate.toml");
     let c = common::cluster();
     std::fs::write(
@@ -418,6 +419,7 @@ async fn sighup_reloads_users_and_keeps_connections() {
     let db = common::fresh_database("sighup");
     let dir = std::env::temp_dir().join(format!("tg-sighup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    support::remove_at_exit(&dir);
     let cfg = dir.join("tenantgate.toml");
     let port = support::free_port();
     let base = serve_config(port, &db, &dir, "", "") + &fixed_user("acme_app", common::ACME.id);
@@ -475,6 +477,7 @@ async fn serve_relays_on_one_thread_and_on_a_thread_pool() {
     for workers in [1usize, 0, 3] {
         let dir = std::env::temp_dir().join(format!("tg-workers-{}-{workers}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        support::remove_at_exit(&dir);
         let cfg = dir.join("tenantgate.toml");
         let port = support::free_port();
         let server = format!("worker_threads = {workers}\n");

@@ -298,6 +298,7 @@ async fn pgbench_tenant_script_never_sees_a_wrong_tenant() {
     .await;
     let script = std::env::temp_dir().join(format!("tg-tenant-check-{}.sql", std::process::id()));
     std::fs::write(&script, support::TENANT_CHECK_SCRIPT).unwrap();
+    support::remove_at_exit(&script);
     for mode in ["simple", "extended"] {
         let mut children = Vec::new();
         for t in [ACME, GLOBEX, INITECH] {
@@ -334,6 +335,7 @@ async fn pgbench_tenant_script_prepared_mode() {
     let script =
         std::env::temp_dir().join(format!("tg-tenant-check-prep-{}.sql", std::process::id()));
     std::fs::write(&script, support::TENANT_CHECK_SCRIPT).unwrap();
+    support::remove_at_exit(&script);
     let children: Vec<_> = [ACME, UMBRELLA]
         .into_iter()
         .map(|t| support::pgbench_tenant(&p, t, "prepared", &script, 4, 3))
@@ -404,6 +406,8 @@ async fn tls_server_name_picks_the_tenant() {
     );
     std::fs::write(&c, cert.cert.pem()).unwrap();
     std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    support::remove_at_exit(&c);
+    support::remove_at_exit(&k);
     let p = start(Opts {
         server_extra: format!(
             "tls_cert = \"{}\"\ntls_key = \"{}\"",

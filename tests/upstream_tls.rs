@@ -53,6 +53,7 @@ fn ssl_cluster() -> (tenantgate::pgcluster::PgCluster, std::path::PathBuf) {
     cluster.psql("app", common::SCHEMA_SQL).unwrap();
     let ca_path = std::env::temp_dir().join(format!("tg-upstream-ca-{}.pem", std::process::id()));
     std::fs::write(&ca_path, ca.pem()).unwrap();
+    support::remove_at_exit(&ca_path);
     (cluster, ca_path)
 }
 
@@ -101,6 +102,7 @@ async fn upstream_tls_require_and_verify_full() {
     let wrong = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
     let wrong_path = std::env::temp_dir().join(format!("tg-wrong-ca-{}.pem", std::process::id()));
     std::fs::write(&wrong_path, wrong.cert.pem()).unwrap();
+    support::remove_at_exit(&wrong_path);
     let o = Opts {
         upstream_extra: format!(
             "tls = \"verify-full\"\ntls_ca = \"{}\"\nconnect_timeout = 2",

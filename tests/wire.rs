@@ -160,16 +160,25 @@ async fn copy_in_and_out_move_every_row() {
         out.extend_from_slice(&chunk.unwrap());
     }
     assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 5000);
-    // Simple-protocol COPY through psql both ways.
+    // Simple-protocol COPY through psql both ways, via a file of this process's own.
+    let copy_file =
+        std::env::temp_dir().join(format!("tenantgate-copy-{}.txt", std::process::id()));
     let o = p.psql(
         "acme_app",
-        &["-c", "\\copy copytest to '/tmp/tenantgate-copy.txt'"],
+        &[
+            "-c",
+            &format!("\\copy copytest to '{}'", copy_file.display()),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let o = p.psql(
         "acme_app",
-        &["-c", "\\copy copytest from '/tmp/tenantgate-copy.txt'"],
+        &[
+            "-c",
+            &format!("\\copy copytest from '{}'", copy_file.display()),
+        ],
     );
+    let _ = std::fs::remove_file(&copy_file);
     assert!(o.status.success(), "{}", stderr(&o));
     let n: i64 = c
         .query_one("select count(*) from copytest", &[])
@@ -355,6 +364,8 @@ fn tls_keys() -> String {
     let k = dir.join(format!("tg-key-{n}.pem"));
     std::fs::write(&c, cert.cert.pem()).unwrap();
     std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    support::remove_at_exit(&c);
+    support::remove_at_exit(&k);
     format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"",
         c.display(),

@@ -199,10 +199,17 @@ fn readiness(shared: &Shared) -> (bool, Option<String>) {
         return (false, Some("draining".into()));
     }
     if !shared.posture.verified.is_cancelled() {
-        return (
-            false,
-            Some("the upstream role has not been verified yet".into()),
-        );
+        if let Some(why) = shared.posture.rejected() {
+            return (
+                false,
+                Some(format!("the upstream server rejected tenantgate's login ({why}); this is not transient: fix the [upstream] credentials")),
+            );
+        }
+        let why = match shared.posture.snapshot().error {
+            Some(e) => format!("the upstream role has not been verified yet: {e}"),
+            None => "the upstream role has not been verified yet".into(),
+        };
+        return (false, Some(why));
     }
     (true, None)
 }

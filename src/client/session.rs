@@ -754,6 +754,8 @@ impl Session {
                 &self.subject,
             )
             .detail(format!("switch to \"{to}\" refused"))
+            .statement(&format!("SET {} = '{to}'", cfg.tenant.setting), false)
+            .asked_tenant(&to)
             .sqlstate(err.code);
             self.shared.events.record(ev);
             return self.refuse_locally(tag, err).await;
@@ -764,7 +766,8 @@ impl Session {
             crate::events::Action::Allow,
             &self.subject,
         )
-        .detail(format!("from {:?} to \"{to}\"", self.tenant));
+        .statement(&format!("SET {} = '{to}'", cfg.tenant.setting), false)
+        .switch(self.tenant.as_deref(), &to);
         self.shared.events.record(ev);
         self.prelude = Prelude::new(&cfg.tenant.setting, Some(&to), &self.prelude.local);
         self.subject.tenant = Some(to.clone());

@@ -77,6 +77,13 @@ pub enum UpstreamError {
     Timeout,
 }
 
+impl UpstreamError {
+    /// The server refused the login itself (class 28 or 3D000): not transient.
+    pub fn is_login_rejection(&self) -> bool {
+        matches!(self, UpstreamError::Server(f) if crate::verify::connect::is_login_rejection(&f.code))
+    }
+}
+
 /// A live, authenticated upstream connection.
 pub struct UpstreamConn {
     /// The framed socket.
@@ -212,7 +219,24 @@ pub async fn connect(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamError>
     }
 }
 
+/// The Unix socket of a `host` that is a directory (`/var/run/postgresql`), as libpq does:
+/// `<dir>/.s.PGSQL.<port>`.
+pub fn unix_socket_path(host: &str, port: u16) -> Option<std::path::PathBuf> {
+    host.starts_with('/')
+        .then(|| std::path::Path::new(host).join(format!(".s.PGSQL.{port}")))
+}
+
 async fn connect_inner(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamError> {
+    if let Some(path) = unix_socket_path(&spec.host, spec.port) {
+        // Validation refuses TLS with a socket path, as libpq never encrypts Unix sockets.
+        let unix = tokio::net::UnixStream::connect(&path)
+            .await
+            .map_err(|source| UpstreamError::Connect {
+                addr: path.display().to_string(),
+                source,
+            })?;
+        return startup(Box::new(unix), spec).await;
+    }
     let addr = format!("{}:{}", spec.host, spec.port);
     let mut tcp = TcpStream::connect((spec.host.as_str(), spec.port))
         .await
@@ -244,6 +268,11 @@ async fn connect_inner(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamErro
             Box::new(tls)
         }
     };
+    startup(io, spec).await
+}
+
+/// Startup message, authentication and the server's greeting, over any transport.
+async fn startup(io: BoxStream, spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamError> {
     let mut stream = PqStream::new(
         io,
         BytesMut::new(),
@@ -425,12 +454,15 @@ pub async fn run_batch(
 
 /// Sends a CancelRequest for `(pid, secret)` to the upstream server (best effort).
 pub async fn send_cancel(host: &str, port: u16, pid: i32, secret: i32) -> std::io::Result<()> {
-    let mut tcp = TcpStream::connect((host, port)).await?;
+    let mut io: BoxStream = match unix_socket_path(host, port) {
+        Some(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        None => Box::new(TcpStream::connect((host, port)).await?),
+    };
     let mut buf = BytesMut::new();
     frontend::cancel_request(pid, secret, &mut buf);
-    tcp.write_all(&buf).await?;
+    io.write_all(&buf).await?;
     // The server closes the connection without answering; wait for that briefly.
     let mut sink = [0u8; 1];
-    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut sink)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), io.read(&mut sink)).await;
     Ok(())
 }

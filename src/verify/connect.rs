@@ -133,6 +133,53 @@ impl Target {
     }
 }
 
+/// A connection error as PostgreSQL would word it: `28P01 password authentication failed for
+/// user "app_user"` for a server refusal, else the client-side failure with its causes
+/// (`error connecting to server: failed to lookup address information: …`). tokio-postgres'
+/// own `Display` says only "db error", which hides everything an operator needs.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}", db.code().code(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The server's SQLSTATE, when the server refused (for `verify --json`).
+pub fn sqlstate(e: &VerifyError) -> Option<&str> {
+    match e {
+        VerifyError::Connect(pg) => pg.as_db_error().map(|db| db.code().code()),
+        _ => None,
+    }
+}
+
+/// Whether a SQLSTATE means the server refused the login itself: class 28 (invalid
+/// authorization: wrong password, no pg_hba.conf entry, unknown role) or 3D000 (no such
+/// database). Retrying does not help until the configuration changes.
+pub fn is_login_rejection(code: &str) -> bool {
+    code.starts_with("28") || code == "3D000"
+}
+
+/// `Some(server's words)` when `e` is a login rejection (see [`is_login_rejection`]).
+pub fn rejected(e: &VerifyError) -> Option<String> {
+    match e {
+        VerifyError::Connect(pg) => pg
+            .as_db_error()
+            .filter(|db| is_login_rejection(db.code().code()))
+            .map(|db| format!("{} {}", db.code().code(), db.message())),
+        _ => None,
+    }
+}
+
 /// An open checking connection; [`Session::close`] ends it before returning, so the check
 /// leaves no backend behind (tests count the upstream role's backends).
 pub struct Session {

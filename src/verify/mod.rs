@@ -37,7 +37,7 @@ pub enum VerifyError {
     #[error("TLS: {0}")]
     Tls(String),
     /// Connecting or authenticating failed.
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", connect::describe(.0))]
     Connect(#[source] tokio_postgres::Error),
     /// A check query failed.
     #[error("{what}: {message}")]

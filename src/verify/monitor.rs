@@ -46,6 +46,10 @@ pub struct Snapshot {
     pub result: RunResult,
     /// Why the last run could not complete.
     pub error: Option<String>,
+    /// The server refused the proxy's own login (wrong password, no such role or database):
+    /// its words. Not transient, so health, logs and clients say so instead of "unreachable".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
     /// Failures that appeared in the most recent drift (empty until the posture worsens).
     pub drift: Vec<String>,
     /// When the posture last got worse.
@@ -75,6 +79,7 @@ impl Default for PostureState {
                 time: None,
                 result: RunResult::Pending,
                 error: None,
+                rejected: None,
                 drift: Vec::new(),
                 drift_time: None,
                 runs: 0,
@@ -98,6 +103,14 @@ impl PostureState {
     /// Whether health should be 200: a completed, passing last run.
     pub fn healthy(&self) -> bool {
         self.snapshot().result == RunResult::Pass
+    }
+
+    /// The server's refusal of the proxy's login, while it lasts (see [`Snapshot::rejected`]).
+    pub fn rejected(&self) -> Option<String> {
+        match self.snapshot.read() {
+            Ok(s) => s.rejected.clone(),
+            Err(p) => p.into_inner().rejected.clone(),
+        }
     }
 
     /// Why the proxy stopped itself, if it did.
@@ -145,6 +158,9 @@ pub struct Monitor {
     pub subject: Subject,
 }
 
+/// Time between login attempts while the server rejects the proxy's credentials.
+pub const LOGIN_RETRY: Duration = Duration::from_secs(30);
+
 /// The start-up verdict.
 #[derive(Debug)]
 pub enum Startup {
@@ -189,6 +205,10 @@ impl Monitor {
                 ..Subject::default()
             },
         })
+    }
+
+    fn opts_user(&self) -> &str {
+        self.target.user().unwrap_or("?")
     }
 
     fn event(&self, action: Action, detail: String) {
@@ -258,6 +278,7 @@ impl Monitor {
             s.time = Some(now);
             s.result = RunResult::Error;
             s.error = Some(e.to_string());
+            s.rejected = super::connect::rejected(e);
         });
         crate::metrics::posture_check(None);
     }
@@ -274,6 +295,7 @@ impl Monitor {
             s.report = Some(Arc::new(report));
             s.time = Some(now.clone());
             s.error = None;
+            s.rejected = None;
             s.runs += 1;
             if !drift.is_empty() {
                 s.drift = drift;
@@ -290,7 +312,14 @@ impl Monitor {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
+            delay =
+                (delay * 2)
+                    .min(Duration::from_secs(5))
+                    .max(if self.state.rejected().is_some() {
+                        LOGIN_RETRY
+                    } else {
+                        Duration::ZERO
+                    });
             match self.run_once().await {
                 Ok(report) => {
                     if let Err(p) = self.first_verdict(report) {
@@ -302,8 +331,22 @@ impl Monitor {
                     tracing::info!("upstream role verified; accepting clients");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "RLS posture check deferred: upstream not checkable yet");
                     self.record_error(&e);
+                    match super::connect::rejected(&e) {
+                        Some(why) => {
+                            // Not transient: retrying every few seconds only fills the server's
+                            // log with failed logins. Back off to a minute between attempts.
+                            delay = delay.max(LOGIN_RETRY);
+                            tracing::error!(
+                                user = %self.opts_user(),
+                                retry_in = ?delay,
+                                "the upstream server rejected tenantgate's login: {why}; this is not transient: fix [upstream] user/password/password_env/database (or the server's pg_hba.conf); clients are refused with 08004 until then"
+                            );
+                        }
+                        None => {
+                            tracing::warn!(error = %e, retry_in = ?delay, "RLS posture check deferred: upstream not checkable yet")
+                        }
+                    }
                 }
             }
         }

@@ -162,6 +162,87 @@ pub async fn start_on(db: String, o: Opts) -> TestProxy {
     }
 }
 
+/// Files and directories a test created that must outlive a function (a certificate read at
+/// proxy start, a script pgbench reads): removed when the test binary exits, pass or fail.
+pub fn remove_at_exit(path: impl Into<PathBuf>) {
+    static PATHS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        let _ = std::panic::catch_unwind(|| {
+            let paths = match PATHS.lock() {
+                Ok(p) => p.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            for p in paths {
+                if p.is_dir() {
+                    let _ = std::fs::remove_dir_all(&p);
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        });
+    }
+    HOOK.call_once(|| {
+        // SAFETY: `remove_all` is a plain `extern "C" fn()` that does not unwind.
+        unsafe { libc::atexit(remove_all) };
+    });
+    match PATHS.lock() {
+        Ok(mut p) => p.push(path.into()),
+        Err(p) => p.into_inner().push(path.into()),
+    }
+}
+
+/// Every complete line of an event log is a documented event: a known name, an action that
+/// event is written with, the common fields, and no field the schema does not list
+/// (`EventKind::actions`, `EventKind::optional_fields`, docs/security-events.md).
+pub fn check_event_schema(path: &std::path::Path) {
+    use tenantgate::events::{ALL_KINDS, COMMON_FIELDS};
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("event line is not JSON ({e}): {line}"));
+        let obj = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"));
+        let name = v["event"].as_str().unwrap_or_default();
+        let kind = ALL_KINDS
+            .iter()
+            .find(|k| k.as_str() == name)
+            .unwrap_or_else(|| panic!("undocumented event {name:?}: {line}"));
+        let action = v["action"].as_str().unwrap_or_default();
+        assert!(
+            kind.actions().iter().any(|a| serde_json::to_value(a)
+                .ok()
+                .as_ref()
+                .and_then(|x| x.as_str())
+                == Some(action)),
+            "{name} written with undocumented action {action:?}: {line}"
+        );
+        for f in COMMON_FIELDS {
+            assert!(obj.contains_key(f), "{name} lacks common field {f}: {line}");
+        }
+        for k in obj.keys() {
+            assert!(
+                COMMON_FIELDS.contains(&k.as_str()) || kind.optional_fields().contains(&k.as_str()),
+                "{name} carries undocumented field {k}: {line}"
+            );
+        }
+    }
+}
+
+/// Checks the events written (unless the test already failed) and removes the log, so no
+/// test leaves `tenantgate-events-*.jsonl` behind.
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            check_event_schema(&self.events_path);
+        }
+        let _ = std::fs::remove_file(&self.events_path);
+    }
+}
+
 impl TestProxy {
     /// A libpq key=value connection string through the proxy.
     pub fn url(&self, user: &str, password: &str) -> String {

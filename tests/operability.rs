@@ -1,0 +1,302 @@
+//! Operability against a real PostgreSQL (issue 16): `verify` says what the server said; a
+//! wrong upstream password is reported as what it is (not "unreachable") to clients, health
+//! and `serve --fail-fast`; a Unix-socket upstream works; tenant switches are structured
+//! events; the event log is private and every test proxy removes it.
+
+mod common;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use common::{ACME, GLOBEX, INITECH};
+use support::{Opts, TestProxy, PW};
+use tenantgate::config::Config;
+use tenantgate::server::Proxy;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tenantgate");
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn verify(url: &str, json: bool) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["verify", "--database-url", url]);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.env_remove("RUST_LOG")
+        .output()
+        .expect("tenantgate runs")
+}
+
+fn url(host: &str, user: &str, password: &str, db: &str) -> String {
+    format!(
+        "host={host} port={} user={user} password={password} dbname={db} sslmode=disable connect_timeout=10",
+        common::cluster().port()
+    )
+}
+
+#[test]
+fn verify_shows_the_servers_sqlstate_and_message() {
+    let db = common::fresh_database("verify_errors");
+    let out = verify(&url("127.0.0.1", common::APP_USER, "wrong", &db), false);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("28P01 password authentication failed for user \"app_user\""),
+        "{err}"
+    );
+    let out = verify(&url("127.0.0.1", common::APP_USER, "wrong", &db), true);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["status"], "error");
+    assert_eq!(doc["sqlstate"], "28P01", "{doc}");
+    assert!(doc["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("password authentication failed"));
+
+    let out = verify(
+        &url(
+            "127.0.0.1",
+            common::APP_USER,
+            common::APP_PASSWORD,
+            "no_such_db",
+        ),
+        false,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("3D000") && err.contains("\"no_such_db\" does not exist"),
+        "{err}"
+    );
+
+    let out = verify(
+        &url("no-such-host.invalid", common::APP_USER, "x", &db),
+        false,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!err.contains("db error"), "{err}");
+    assert!(
+        err.contains("error connecting to server: "),
+        "the cause is missing: {err}"
+    );
+}
+
+/// One HTTP/1.0 GET; returns (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("admin connects");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("response");
+    let raw = text(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+fn wrong_password_config(db: &str, events: &std::path::Path) -> String {
+    support::config_toml(
+        db,
+        events,
+        &Opts {
+            server_extra: "admin_listen = \"127.0.0.1:0\"".into(),
+            ..Opts::default()
+        },
+    )
+    .replace(
+        &format!("password = \"{}\"", common::APP_PASSWORD),
+        "password = \"not-the-password\"",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_upstream_password_is_not_reported_as_unreachable() {
+    let db = common::fresh_database("wrong_upstream_pw");
+    let events = std::env::temp_dir().join(format!(
+        "tenantgate-events-wrongpw-{}.jsonl",
+        std::process::id()
+    ));
+    let cfg = Config::from_toml(&wrong_password_config(&db, &events)).expect("config");
+    let proxy = Proxy::start(Arc::new(cfg))
+        .await
+        .expect("starts and keeps retrying");
+    let p = TestProxy {
+        addr: proxy.addr,
+        db,
+        events_path: events,
+        proxy: Some(proxy),
+    };
+    // Clients: FATAL 08004 saying it is not transient (and not "starting up").
+    let Err(err) = p.try_connect("acme_app", PW).await else {
+        panic!("accepted while the upstream rejects the proxy");
+    };
+    let db_err = err.as_db_error().expect("a server error");
+    assert_eq!(db_err.code().code(), "08004", "{db_err:?}");
+    assert!(db_err.message().contains("rejected"), "{db_err:?}");
+    assert!(
+        db_err.detail().unwrap_or("").contains("not transient"),
+        "{db_err:?}"
+    );
+    // Health: not ready, with the server's words.
+    let admin = p.proxy.as_ref().and_then(|x| x.admin_addr).expect("admin");
+    let (status, body) = http_get(admin, "/health/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("28P01") && body.contains("not transient"),
+        "{body}"
+    );
+    p.stop().await;
+}
+
+#[test]
+fn serve_fail_fast_exits_when_the_upstream_rejects_the_login() {
+    let db = common::fresh_database("fail_fast");
+    let dir = std::env::temp_dir().join(format!("tenantgate-failfast-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let config = dir.join("tenantgate.toml");
+    let text_cfg = wrong_password_config(&db, &dir.join("events.jsonl"));
+    std::fs::write(&config, text_cfg).expect("write config");
+    let out = Command::new(BIN)
+        .args(["serve", "--fail-fast", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("tenantgate runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("28P01") && err.contains("not transient"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_upstream_serves_tenants() {
+    let c = common::cluster();
+    let socket_dir = c.data_dir().parent().expect("cluster root").to_owned();
+    assert!(
+        socket_dir.join(format!(".s.PGSQL.{}", c.port())).exists(),
+        "the test cluster has no socket in {}",
+        socket_dir.display()
+    );
+    let db = common::fresh_database("unix_upstream");
+    let events = std::env::temp_dir().join(format!(
+        "tenantgate-events-unix-{}.jsonl",
+        std::process::id()
+    ));
+    let text_cfg = support::config_toml(&db, &events, &Opts::default()).replace(
+        "host = \"127.0.0.1\"",
+        &format!("host = \"{}\"", socket_dir.display()),
+    );
+    let cfg = Config::from_toml(&text_cfg).expect("config");
+    let proxy = Proxy::start(Arc::new(cfg)).await.expect("starts");
+    let p = TestProxy {
+        addr: proxy.addr,
+        db,
+        events_path: events,
+        proxy: Some(proxy),
+    };
+    let client = p.connect("acme_app").await;
+    let n: i64 = client
+        .query_one("select count(*) from customers", &[])
+        .await
+        .expect("query over the Unix socket")
+        .get(0);
+    assert_eq!(n, ACME.customers);
+    // The backend really came over the socket (no client address).
+    let unix_backends = c
+        .psql(
+            "postgres",
+            &format!(
+                "select count(*) from pg_stat_activity where datname = '{}' and usename = 'app_user' and client_addr is null",
+                p.db
+            ),
+        )
+        .expect("pg_stat_activity");
+    assert!(
+        unix_backends.trim().parse::<i64>().unwrap_or(0) >= 1,
+        "{unix_backends}"
+    );
+    drop(client);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_switches_are_structured_events() {
+    let p = support::start(Opts {
+        extra: format!(
+            "[[users]]\nname = \"backend\"\npassword = \"{PW}\"\ntenants = [\"{}\", \"{}\"]\nallow_switch = true\n",
+            ACME.id, GLOBEX.id
+        ),
+        ..Opts::default()
+    })
+    .await;
+    // A backend on acme switches to globex and back; initech is outside its list.
+    let c = p.connect(&format!("backend.{}", ACME.id)).await;
+    c.batch_execute(&format!("SET app.tenant_id = '{}'", GLOBEX.id))
+        .await
+        .expect("switch");
+    c.batch_execute(&format!("SET app.tenant_id = '{}'", ACME.id))
+        .await
+        .expect("switch");
+    assert!(c
+        .batch_execute(&format!("SET app.tenant_id = '{}'", INITECH.id))
+        .await
+        .is_err());
+    let switches = p.events_named("tenant_switch").await;
+    assert_eq!(switches.len(), 2, "{switches:?}");
+    assert_eq!(switches[0]["from_tenant"], ACME.id, "{}", switches[0]);
+    assert_eq!(switches[0]["to_tenant"], GLOBEX.id);
+    assert_eq!(switches[1]["from_tenant"], GLOBEX.id);
+    assert_eq!(switches[1]["to_tenant"], ACME.id);
+    for s in &switches {
+        assert!(s.get("detail").is_none(), "debug text in {s}");
+        assert!(
+            s["statement"]
+                .as_str()
+                .unwrap_or("")
+                .contains("SET app.tenant_id"),
+            "{s}"
+        );
+    }
+    let refused = p.events_named("tenant_tamper").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["to_tenant"], INITECH.id);
+    assert!(
+        refused[0]["statement"]
+            .as_str()
+            .unwrap_or("")
+            .contains(INITECH.id),
+        "{}",
+        refused[0]
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_is_private_and_removed_with_its_test_proxy() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = support::start(Opts::default()).await;
+    let c = p.connect("acme_app").await;
+    assert!(c.simple_query("set role postgres").await.is_err());
+    assert_eq!(p.events_named("role_tamper").await.len(), 1);
+    let mode = std::fs::metadata(&p.events_path)
+        .expect("event log exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "event log mode {:o}", mode & 0o777);
+    let path = p.events_path.clone();
+    drop(c);
+    p.stop().await;
+    assert!(!path.exists(), "{} left behind", path.display());
+}
