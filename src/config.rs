@@ -265,9 +265,24 @@ pub struct SecurityConfig {
     /// Seconds between re-runs of the RLS posture checks: a schema or role can drift after start.
     #[serde(default = "default_drift_check_interval")]
     pub drift_check_interval: f64,
-    /// What a posture change for the worse does: `warn` (event, 503 health) or `refuse` (stop).
+    /// What a posture change for the worse does besides closing the gate: `warn` (event, 503
+    /// health, new sessions refused until fixed) or `refuse` (stop the proxy).
     #[serde(default)]
     pub on_drift: OnDrift,
+    /// Start even though the upstream role can create functions, procedures, triggers or views
+    /// (TEMPORARY on the database, CREATE on a schema, owned code or tables): such code can call
+    /// `set_config` at run time, where no inspection sees it. Never the default.
+    #[serde(default)]
+    pub allow_object_creation: bool,
+    /// Serve clients while `verify`'s catalog checks fail (a table without RLS, a policy that
+    /// does not read the tenant): a migration window only. By default such a posture refuses
+    /// every new session with FATAL 57P03 until it is fixed.
+    #[serde(default)]
+    pub serve_unprotected: bool,
+    /// Count unique and foreign keys that do not include the tenant column as failures (and so,
+    /// unless `serve_unprotected`, refuse to serve) instead of warnings.
+    #[serde(default)]
+    pub require_tenant_keys: bool,
 }
 
 impl Default for SecurityConfig {
@@ -278,6 +293,9 @@ impl Default for SecurityConfig {
             allow_do_blocks: false,
             drift_check_interval: default_drift_check_interval(),
             on_drift: OnDrift::default(),
+            allow_object_creation: false,
+            serve_unprotected: false,
+            require_tenant_keys: false,
         }
     }
 }
@@ -718,6 +736,20 @@ password = "x"
         assert_eq!(c.security.drift_check_interval, 300.0);
         assert_eq!(c.security.on_drift, OnDrift::Warn);
         assert!(!c.upstream.allow_privileged);
+        assert!(!c.security.allow_object_creation);
+        assert!(!c.security.serve_unprotected);
+        assert!(!c.security.require_tenant_keys);
+    }
+
+    #[test]
+    fn posture_opt_outs_parse() {
+        let c = Config::from_toml(&format!(
+            "{BASE}\n[security]\nallow_object_creation = true\nserve_unprotected = true\nrequire_tenant_keys = true\n"
+        ))
+        .unwrap();
+        assert!(c.security.allow_object_creation);
+        assert!(c.security.serve_unprotected);
+        assert!(c.security.require_tenant_keys);
     }
 
     #[test]

@@ -191,7 +191,7 @@ fn verify_passes_on_the_sound_schema() {
     let doc = json_of(&out);
     assert_eq!(doc["status"], "pass");
     assert_eq!(doc["database"]["user"], "app_user");
-    assert_eq!(doc["checks"].as_array().map(Vec::len), Some(7));
+    assert_eq!(doc["checks"].as_array().map(Vec::len), Some(9));
     for key in [
         "role",
         "rls_forced",
@@ -200,6 +200,8 @@ fn verify_passes_on_the_sound_schema() {
         "cross_tenant",
         "null_tenant",
         "risks",
+        "object_creation",
+        "tenant_keys",
     ] {
         assert_eq!(
             check(&doc, key)["status"],
@@ -585,7 +587,28 @@ async fn drift_turns_health_503_and_records_an_event() {
         metrics.contains("tenantgate_posture_drift_total"),
         "{metrics}"
     );
-    // on_drift = "warn": still serving.
+    // on_drift = "warn": the process keeps running, but the gate is closed: no new session
+    // while the database does not enforce isolation, and readiness says why.
+    let (status, ready) = http_json(admin, "/health/ready");
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("public.vehicles")),
+        "{ready}"
+    );
+    let err = p
+        .try_connect("acme_app", support::PW)
+        .await
+        .expect_err("a new session while the posture fails");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    // Repaired: healthy and serving again.
+    superuser_sql(&db, "ALTER TABLE vehicles FORCE ROW LEVEL SECURITY");
+    wait_for("health 200", || {
+        (http_get(admin, "/health/tenant-security").0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(admin, "/health/ready").0, 200);
     let client = p.connect("acme_app").await;
     assert_eq!(
         client
@@ -596,12 +619,6 @@ async fn drift_turns_health_503_and_records_an_event() {
         common::ACME.customers
     );
     drop(client);
-    // Repaired: healthy again.
-    superuser_sql(&db, "ALTER TABLE vehicles FORCE ROW LEVEL SECURITY");
-    wait_for("health 200", || {
-        (http_get(admin, "/health/tenant-security").0 == 200).then_some(())
-    })
-    .await;
     p.stop().await;
 }
 

@@ -919,6 +919,7 @@ impl Walk {
             column: self.config.tenant.column.clone(),
             tenants: TENANTS.iter().map(|t| t.id.to_owned()).collect(),
             scope: crate::verify::Scope::Full,
+            strict_keys: true,
         };
         println!(
             "    $ tenantgate verify --database-url \"host=127.0.0.1 port={} user={} dbname={DATABASE}\"",
