@@ -180,10 +180,10 @@ fn revoke(f: &CreationFacts, privilege: &str, on: &str, object: &str, grantee: &
         quote(grantee)
     };
     let on = on.to_ascii_uppercase();
-    let mut fix = format!("REVOKE {privilege} ON {on} {object} FROM {target};");
+    let mut fix = format!("`REVOKE {privilege} ON {on} {object} FROM {target};`");
     if grantee != "PUBLIC" && grantee != f.user {
         fix.push_str(&format!(
-            " (or REVOKE {} FROM {};)",
+            " (or `REVOKE {} FROM {};`)",
             quote(grantee),
             quote(&f.user)
         ));
@@ -318,7 +318,7 @@ pub fn check(f: &CreationFacts) -> Check {
                 Status::Fail,
                 format!("role {owner}"),
                 format!(
-                    "{} {} more objects in this database; fix them all: REASSIGN OWNED BY {} TO {};",
+                    "{} {} more objects in this database; fix them all: `REASSIGN OWNED BY {} TO {};`",
                     owner_words(f, owner),
                     objects.len() - OWNED_LISTED,
                     quote(owner),

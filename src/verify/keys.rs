@@ -149,9 +149,9 @@ pub fn check(facts: &Facts, column: &str, strict: bool) -> Check {
                 let qn = quote_ident(&k.name);
                 let c = cols(&k.columns);
                 let fix = match k.kind {
-                    'p' => format!("ALTER TABLE {qt} DROP CONSTRAINT {qn}, ADD CONSTRAINT {qn} PRIMARY KEY ({tcol}, {c}); (re-point the foreign keys that reference it first)"),
-                    'u' => format!("ALTER TABLE {qt} DROP CONSTRAINT {qn}, ADD CONSTRAINT {qn} UNIQUE ({tcol}, {c});"),
-                    'i' => format!("DROP INDEX {}.{qn}; CREATE UNIQUE INDEX {qn} ON {qt} ({tcol}, {c});", quote_ident(&t.schema)),
+                    'p' => format!("`ALTER TABLE {qt} DROP CONSTRAINT {qn}, ADD CONSTRAINT {qn} PRIMARY KEY ({tcol}, {c});` (re-point the foreign keys that reference it first)"),
+                    'u' => format!("`ALTER TABLE {qt} DROP CONSTRAINT {qn}, ADD CONSTRAINT {qn} UNIQUE ({tcol}, {c});`"),
+                    'i' => format!("`DROP INDEX {}.{qn}; CREATE UNIQUE INDEX {qn} ON {qt} ({tcol}, {c});`", quote_ident(&t.schema)),
                     _ => format!("add `{tcol} WITH =` to exclusion constraint {qn}"),
                 };
                 findings.push(Finding::new(
@@ -193,7 +193,7 @@ pub fn check(facts: &Facts, column: &str, strict: bool) -> Check {
                 fix.push_str(&format!("ALTER TABLE {rt} ADD UNIQUE ({tcol}, {theirs}); "));
             }
             fix.push_str(&format!(
-                "ALTER TABLE {qt} DROP CONSTRAINT {qn}, ADD CONSTRAINT {qn} FOREIGN KEY ({tcol}, {mine}) REFERENCES {rt} ({tcol}, {theirs}); (keep its ON DELETE / ON UPDATE actions)"
+                "`ALTER TABLE {qt} DROP CONSTRAINT {qn}, ADD CONSTRAINT {qn} FOREIGN KEY ({tcol}, {mine}) REFERENCES {rt} ({tcol}, {theirs});` (keep its ON DELETE / ON UPDATE actions)"
             ));
             findings.push(Finding::new(
                 bad,

@@ -30,6 +30,8 @@ pub struct Opts {
     pub server_extra: String,
     /// Extra keys for [upstream].
     pub upstream_extra: String,
+    /// Extra keys for [security] (e.g. a test that needs a weaker posture says so here).
+    pub security_extra: String,
 }
 
 impl Default for Opts {
@@ -42,6 +44,7 @@ impl Default for Opts {
             extra: String::new(),
             server_extra: String::new(),
             upstream_extra: String::new(),
+            security_extra: String::new(),
         }
     }
 }
@@ -110,6 +113,7 @@ pool_timeout = {pool_timeout}
 [security]
 probe_action = "{probe}"
 event_log = "{events}"
+{security_extra}
 
 {users}
 {extra}
@@ -124,6 +128,7 @@ event_log = "{events}"
         upstream_extra = o.upstream_extra,
         probe = o.probe_action,
         events = events.display(),
+        security_extra = o.security_extra,
         users = users_toml(),
         extra = o.extra,
     )
