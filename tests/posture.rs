@@ -137,7 +137,10 @@ async fn start_with(
             events_path: events,
             proxy: Some(proxy),
         }),
-        Err(e) => Err(e.to_string()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&events);
+            Err(e.to_string())
+        }
     }
 }
 
@@ -433,6 +436,7 @@ fn serve_exits_non_zero_with_a_superuser_upstream() {
     }
     let out = child.wait_with_output().expect("output");
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&events);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -678,6 +682,7 @@ async fn unreachable_upstream_defers_the_check_and_is_not_ready() {
     assert_eq!(doc["status"], "unknown");
     assert_eq!(doc["last_drift_check"]["result"], "error");
     proxy.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_file(&events);
 }
 
 // ---------------------------------------------------------------------------------------------

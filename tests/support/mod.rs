@@ -264,6 +264,13 @@ impl TestProxy {
     }
 }
 
+/// Tests leave nothing in the temp dir: the event log goes with the proxy.
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.events_path);
+    }
+}
+
 /// psql from the cluster's bindir if present, else PATH.
 pub fn psql_bin() -> PathBuf {
     let p = common::cluster().bindir().join("psql");
