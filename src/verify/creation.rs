@@ -52,7 +52,8 @@ pub struct CreationFacts {
     pub user: String,
     /// `current_database()`, quoted.
     pub database: String,
-    /// A role to hand ownership to in the suggested fixes: the bootstrap superuser.
+    /// A role to hand ownership to in the suggested fixes: the database's owner when the role
+    /// cannot use it (the admin user of a managed service), else the bootstrap superuser.
     pub new_owner: String,
     /// Privileges to create code, with where they come from.
     pub grants: Vec<Grant>,
@@ -123,7 +124,10 @@ pub async fn gather(client: &Client) -> Result<CreationFacts, VerifyError> {
     let row = client
         .query_one(
             "SELECT r.rolsuper, current_user::text, quote_ident(current_database()), \
-                    quote_ident(pg_get_userbyid(10)) FROM pg_roles r WHERE r.rolname = current_user",
+                    quote_ident(CASE WHEN pg_has_role(current_user, d.datdba, 'MEMBER') \
+                                     THEN pg_get_userbyid(10) ELSE pg_get_userbyid(d.datdba) END) \
+               FROM pg_roles r, pg_database d \
+              WHERE r.rolname = current_user AND d.datname = current_database()",
             &[],
         )
         .await

@@ -225,7 +225,7 @@ pub fn check(facts: &Facts, column: &str, strict: bool) -> Check {
             if strict {
                 ""
             } else {
-                " (warning; [security] require_tenant_keys = true makes it a failure)"
+                " (a warning; `verify --require-tenant-keys` or [security] require_tenant_keys = true make it a failure)"
             }
         )
     };
