@@ -170,8 +170,12 @@ END
 $$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO app_user, tenant_admin;
+-- The tenants list is read-only to the application: its unique id and slug would answer 23505
+-- to an insert naming another tenant's slug (an existence oracle, like the keys above).
+GRANT SELECT ON tenants TO app_user;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenants TO tenant_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE
-    ON tenants, customers, vehicles, services, appointments
+    ON customers, vehicles, services, appointments
     TO app_user, tenant_admin;
 GRANT USAGE, SELECT
     ON SEQUENCE customers_id_seq, vehicles_id_seq, services_id_seq, appointments_id_seq

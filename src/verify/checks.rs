@@ -1,5 +1,6 @@
-//! The catalog checks (1 role, 2 RLS enabled and forced, 3 policies, 7 risks), judged from
-//! [`Facts`] alone: pure, so every verdict can be unit-tested with hand-built facts.
+//! The catalog checks (1 role, 2 RLS enabled and forced, 3 policies, 7 risks; 8 object
+//! creation and 9 keys live in `creation.rs` and `keys.rs`), judged from [`Facts`] alone: pure,
+//! so every verdict can be unit-tested with hand-built facts.
 
 use super::catalog::{Facts, PolicyFacts, TableFacts};
 use super::policy::{classify, ExprFacts};
