@@ -223,12 +223,13 @@ async fn verify(url: &str, opts: &crate::verify::Options, json: bool) -> i32 {
 
 async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
     let grace = crate::config::secs(cfg.server.shutdown_timeout);
+    let mut signals = shutdown::Signals::install()?;
     let proxy = Proxy::start(cfg).await?;
     let _ = proxy.shared.config_path.set(path.clone());
     let refused = proxy.shared.posture.refused.clone();
     loop {
         let signal = tokio::select! {
-            s = shutdown::next() => s?,
+            s = signals.next() => s,
             _ = refused.cancelled() => {
                 let why = proxy.shared.posture.refusal().unwrap_or_else(|| "RLS posture refused".to_owned());
                 proxy.shutdown(grace).await;

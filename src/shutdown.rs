@@ -11,16 +11,37 @@ pub enum Signal {
     Reload,
 }
 
-/// Waits for the next signal.
+/// The signal streams, installed once before start-up: a SIGTERM that arrives while the proxy
+/// is still starting (building pools, checking the posture) is then a clean drain, not the
+/// default disposition killing the process.
 #[cfg(unix)]
-pub async fn next() -> std::io::Result<Signal> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::select! {
-        _ = term.recv() => Signal::Drain,
-        _ = int.recv() => Signal::Immediate,
-        _ = hup.recv() => Signal::Reload,
-    })
+pub struct Signals {
+    /// SIGTERM.
+    term: tokio::signal::unix::Signal,
+    /// SIGINT.
+    int: tokio::signal::unix::Signal,
+    /// SIGHUP.
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    /// Installs the handlers (needs a runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next signal (one delivered since `install` counts).
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Drain,
+            _ = self.int.recv() => Signal::Immediate,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
 }

@@ -420,6 +420,22 @@ mod tests {
     }
 
     #[test]
+    fn owning_the_database_or_a_schema_names_the_alter_owner() {
+        let mut f = facts();
+        f.grants.push(grant("database", "app", "OWNER", "app_user"));
+        f.grants
+            .push(grant("schema", "public", "OWNER", "pg_database_owner"));
+        let c = check(&f);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.findings[0]
+            .message
+            .contains("`ALTER DATABASE app OWNER TO postgres;`"));
+        assert!(c.findings[1]
+            .message
+            .contains("`ALTER SCHEMA public OWNER TO postgres;`"));
+    }
+
+    #[test]
     fn owned_code_is_named_with_its_alter() {
         let mut f = facts();
         f.owned.push(Owned {
