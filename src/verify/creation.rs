@@ -208,16 +208,19 @@ fn via(f: &CreationFacts, grantee: &str) -> String {
 fn owner_words(f: &CreationFacts, owner: &str) -> String {
     if owner == f.user {
         format!("{owner} owns")
+    } else if owner == "pg_database_owner" {
+        format!("{owner} (that is {}, the database's owner) owns", f.user)
     } else {
         format!("{owner} (of which {} is a member) owns", f.user)
     }
 }
 
 fn owner_fix(f: &CreationFacts, alter: &str, object: &str, owner: &str) -> String {
-    let mut fix = format!("ALTER {alter} {object} OWNER TO {};", f.new_owner);
-    if owner != f.user {
+    let mut fix = format!("`ALTER {alter} {object} OWNER TO {};`", f.new_owner);
+    // pg_database_owner's only member is the database's owner: no membership to revoke.
+    if owner != f.user && owner != "pg_database_owner" {
         fix.push_str(&format!(
-            " (or REVOKE {} FROM {};)",
+            " (or `REVOKE {} FROM {};`)",
             quote(owner),
             quote(&f.user)
         ));
@@ -433,6 +436,7 @@ mod tests {
         assert!(c.findings[1]
             .message
             .contains("`ALTER SCHEMA public OWNER TO postgres;`"));
+        assert!(!c.findings[1].message.contains("REVOKE"));
     }
 
     #[test]
