@@ -1102,3 +1102,71 @@ async fn keys_without_the_tenant_are_reported_with_composite_sql() {
     drop(acme);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_creation_granted_after_start_closes_the_gate_like_any_drift() {
+    let db = common::fresh_database("drift_temp");
+    let p = start_app(&db, admin_opts(), "drift_check_interval = 0.3")
+        .await
+        .expect("hardened start");
+    let admin = admin_addr(&p);
+    assert_eq!(http_get(admin, "/health/ready").0, 200);
+    superuser_sql(&db, &format!("GRANT TEMPORARY ON DATABASE {db} TO PUBLIC"));
+    let ready = wait_for("ready 503", || {
+        let (status, doc) = http_json(admin, "/health/ready");
+        (status == 503).then_some(doc)
+    })
+    .await;
+    assert!(
+        ready["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("object_creation") && r.contains("REVOKE TEMPORARY")),
+        "{ready}"
+    );
+    let err = p
+        .try_connect("acme_app", support::PW)
+        .await
+        .expect_err("no new session while the role can create code");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    superuser_sql(
+        &db,
+        &format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
+    );
+    wait_for("ready 200", || {
+        (http_get(admin, "/health/ready").0 == 200).then_some(())
+    })
+    .await;
+    drop(p.connect("acme_app").await);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_tenant_keys_refuses_sessions_on_a_single_column_key() {
+    let db = common::fresh_database("strict_keys");
+    superuser_sql(
+        &db,
+        "ALTER TABLE customers ADD CONSTRAINT customers_email_key UNIQUE (email)",
+    );
+    // A warning by default: serving.
+    let p = start_app(&db, Opts::default(), "").await.expect("starts");
+    drop(p.connect("acme_app").await);
+    p.stop().await;
+    // Required: the key is a failure, and the gate is closed.
+    let p = start_app(&db, admin_opts(), "require_tenant_keys = true")
+        .await
+        .expect("starts, gated");
+    let (status, ready) = http_json(admin_addr(&p), "/health/ready");
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("customers_email_key")),
+        "{ready}"
+    );
+    let err = p
+        .try_connect("acme_app", support::PW)
+        .await
+        .expect_err("gated");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    p.stop().await;
+}
