@@ -71,6 +71,9 @@ pub enum Command {
         /// Print one JSON document instead of the table.
         #[arg(long)]
         json: bool,
+        /// Count unique and foreign keys without the tenant column as failures (check 9).
+        #[arg(long)]
+        require_tenant_keys: bool,
     },
     /// Start a throwaway PostgreSQL and a proxy, and walk through tenant isolation.
     Demo {
@@ -180,12 +183,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             tenant_column,
             tenants,
             json,
+            require_tenant_keys,
         } => {
             let opts = crate::verify::Options {
                 setting,
                 column: tenant_column,
                 tenants,
                 scope: crate::verify::Scope::Full,
+                strict_keys: require_tenant_keys,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -340,7 +340,8 @@ pub struct SecurityConfig {
         deserialize_with = "duration::seconds"
     )]
     pub drift_check_interval: f64,
-    /// What a posture change for the worse does: `warn` (event, 503 health) or `refuse` (stop).
+    /// What a posture change for the worse does besides closing the gate: `warn` (event, 503
+    /// health, new sessions refused until fixed) or `refuse` (stop the proxy).
     #[serde(default)]
     pub on_drift: OnDrift,
     /// Seconds of one event rate-limit window: per-session and per-tenant budgets reset, and
@@ -368,6 +369,20 @@ pub struct SecurityConfig {
     /// The secret after `mock_auth_secret`/`mock_auth_secret_env` resolution.
     #[serde(skip)]
     pub resolved_mock_auth_secret: Option<String>,
+    /// Start even though the upstream role can create functions, procedures, triggers or views
+    /// (TEMPORARY on the database, CREATE on a schema, owned code or tables): such code can call
+    /// `set_config` at run time, where no inspection sees it. Never the default.
+    #[serde(default)]
+    pub allow_object_creation: bool,
+    /// Serve clients while `verify`'s catalog checks fail (a table without RLS, a policy that
+    /// does not read the tenant): a migration window only. By default such a posture refuses
+    /// every new session with FATAL 57P03 until it is fixed.
+    #[serde(default)]
+    pub serve_unprotected: bool,
+    /// Count unique and foreign keys that do not include the tenant column as failures (and so,
+    /// unless `serve_unprotected`, refuse to serve) instead of warnings.
+    #[serde(default)]
+    pub require_tenant_keys: bool,
 }
 
 impl Default for SecurityConfig {
@@ -385,6 +400,9 @@ impl Default for SecurityConfig {
             mock_auth_secret: None,
             mock_auth_secret_env: None,
             resolved_mock_auth_secret: None,
+            allow_object_creation: false,
+            serve_unprotected: false,
+            require_tenant_keys: false,
         }
     }
 }
@@ -944,6 +962,20 @@ password = "x"
         assert_eq!(c.security.drift_check_interval, 300.0);
         assert_eq!(c.security.on_drift, OnDrift::Warn);
         assert!(!c.upstream.allow_privileged);
+        assert!(!c.security.allow_object_creation);
+        assert!(!c.security.serve_unprotected);
+        assert!(!c.security.require_tenant_keys);
+    }
+
+    #[test]
+    fn posture_opt_outs_parse() {
+        let c = Config::from_toml(&format!(
+            "{BASE}\n[security]\nallow_object_creation = true\nserve_unprotected = true\nrequire_tenant_keys = true\n"
+        ))
+        .unwrap();
+        assert!(c.security.allow_object_creation);
+        assert!(c.security.serve_unprotected);
+        assert!(c.security.require_tenant_keys);
     }
 
     #[test]

@@ -238,3 +238,14 @@ pub fn posture_unverified() -> PgError {
     PgError::fatal("57P03", "tenantgate: the database system is starting up")
         .with_detail("The upstream role has not been verified as NOSUPERUSER NOBYPASSRLS yet; the upstream may be unreachable.")
 }
+
+/// FATAL 57P03 while the RLS posture check fails: serving would not keep tenants apart. The
+/// findings go to the log and `/health/ready`, not to a client that has not authenticated.
+pub fn posture_unprotected() -> PgError {
+    PgError::fatal(
+        "57P03",
+        "tenantgate: the database system is not accepting connections",
+    )
+    .with_detail("The database does not enforce tenant isolation (the RLS posture check fails); connections are refused until it is fixed.")
+    .with_hint("Run `tenantgate verify`; the proxy log and /health/ready name the failing checks.")
+}

@@ -5,8 +5,9 @@
 //! back off instead of spinning. Sessions are tracked so SIGTERM can drain them.
 //!
 //! Before accepting, the upstream role's RLS posture is checked (`verify::monitor`): a role that
-//! bypasses RLS stops the start unless `allow_privileged`; when the upstream cannot be checked
-//! yet, the accept loop waits until it has been. The admin listener and drift monitor start here.
+//! bypasses RLS or can create code stops the start unless overridden; when the upstream cannot
+//! be checked yet, the accept loop waits until it has been; while the posture fails, every new
+//! session is refused (the gate). The admin listener and drift monitor start here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::events::EventSink;
 use crate::pool::{Pool, PoolLimits, UpstreamSpec};
 use crate::tenant::directory::Directory;
 use crate::tenant::guard::Policy;
-use crate::verify::monitor::{Monitor, PostureState, Privileged, Startup};
+use crate::verify::monitor::{Monitor, PostureState, Refused, Startup};
 
 /// State shared by every session.
 pub struct Shared {
@@ -197,9 +198,9 @@ pub enum StartError {
     /// A configured verifier is invalid.
     #[error("{0}")]
     Auth(#[from] crate::client::auth::VerifierError),
-    /// The upstream role can bypass RLS and `allow_privileged` is not set.
+    /// The upstream role can bypass RLS or create code, and no override is set.
     #[error(transparent)]
-    Privileged(#[from] Privileged),
+    Refused(#[from] Refused),
     /// The posture checks cannot be set up (upstream TLS settings).
     #[error("posture checks: {0}")]
     Posture(#[from] crate::verify::VerifyError),
@@ -438,6 +439,12 @@ async fn admit(
             None => crate::error::posture_unverified(),
         };
         refuse_early(tcp, err).await;
+        return None;
+    }
+    // Fail closed: no session while the database does not enforce isolation (the reason is
+    // logged and on /health/ready, not told to an unauthenticated client).
+    if shared.posture.gate().is_some() {
+        refuse_early(tcp, crate::error::posture_unprotected()).await;
         return None;
     }
     if shared.config.server.proxy_protocol {

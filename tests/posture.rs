@@ -194,7 +194,7 @@ fn verify_passes_on_the_sound_schema() {
     let doc = json_of(&out);
     assert_eq!(doc["status"], "pass");
     assert_eq!(doc["database"]["user"], "app_user");
-    assert_eq!(doc["checks"].as_array().map(Vec::len), Some(7));
+    assert_eq!(doc["checks"].as_array().map(Vec::len), Some(9));
     for key in [
         "role",
         "rls_forced",
@@ -203,6 +203,8 @@ fn verify_passes_on_the_sound_schema() {
         "cross_tenant",
         "null_tenant",
         "risks",
+        "object_creation",
+        "tenant_keys",
     ] {
         assert_eq!(
             check(&doc, key)["status"],
@@ -589,7 +591,28 @@ async fn drift_turns_health_503_and_records_an_event() {
         metrics.contains("tenantgate_posture_drift_total"),
         "{metrics}"
     );
-    // on_drift = "warn": still serving.
+    // on_drift = "warn": the process keeps running, but the gate is closed: no new session
+    // while the database does not enforce isolation, and readiness says why.
+    let (status, ready) = http_json(admin, "/health/ready");
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("public.vehicles")),
+        "{ready}"
+    );
+    let err = p
+        .try_connect("acme_app", support::PW)
+        .await
+        .expect_err("a new session while the posture fails");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    // Repaired: healthy and serving again.
+    superuser_sql(&db, "ALTER TABLE vehicles FORCE ROW LEVEL SECURITY");
+    wait_for("health 200", || {
+        (http_get(admin, "/health/tenant-security").0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(admin, "/health/ready").0, 200);
     let client = p.connect("acme_app").await;
     assert_eq!(
         client
@@ -600,12 +623,6 @@ async fn drift_turns_health_503_and_records_an_event() {
         common::ACME.customers
     );
     drop(client);
-    // Repaired: healthy again.
-    superuser_sql(&db, "ALTER TABLE vehicles FORCE ROW LEVEL SECURITY");
-    wait_for("health 200", || {
-        (http_get(admin, "/health/tenant-security").0 == 200).then_some(())
-    })
-    .await;
     p.stop().await;
 }
 
@@ -666,4 +683,490 @@ async fn unreachable_upstream_defers_the_check_and_is_not_ready() {
     assert_eq!(doc["last_drift_check"]["result"], "error");
     proxy.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_file(&events);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Code the upstream role can create (check 8), the serving gate, keys across tenants (check 9).
+// ---------------------------------------------------------------------------------------------
+
+/// Starts the proxy as `app_user` with extra `[security]` keys; the error text when refused.
+async fn start_app(db: &str, o: Opts, security: &str) -> Result<TestProxy, String> {
+    start_with(
+        db.to_owned(),
+        common::APP_USER,
+        common::APP_PASSWORD,
+        o,
+        security,
+    )
+    .await
+}
+
+async fn refused(db: &str) -> String {
+    match start_app(db, Opts::default(), "").await {
+        Ok(p) => {
+            p.stop().await;
+            panic!("the proxy started although app_user can create code in {db}");
+        }
+        Err(e) => e,
+    }
+}
+
+/// A role name unique to this test run (roles are cluster-wide; tests share the cluster).
+fn role_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_is_refused_when_the_role_can_create_code_naming_the_revoke() {
+    let db = common::fresh_database("create_code");
+    // The hardened clone starts.
+    start_app(&db, Opts::default(), "")
+        .await
+        .unwrap_or_else(|e| panic!("the hardened schema should start: {e}"))
+        .stop()
+        .await;
+
+    // PostgreSQL's default: TEMPORARY on the database for PUBLIC (pg_temp functions).
+    superuser_sql(&db, &format!("GRANT TEMPORARY ON DATABASE {db} TO PUBLIC"));
+    let err = refused(&db).await;
+    assert!(
+        err.contains("TEMPORARY on database")
+            && err.contains("granted to PUBLIC")
+            && err.contains(&format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC;"))
+            && err.contains("allow_object_creation"),
+        "{err}"
+    );
+    superuser_sql(
+        &db,
+        &format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
+    );
+
+    // CREATE on a schema, granted to the role itself.
+    superuser_sql(
+        &db,
+        "CREATE SCHEMA scratch; GRANT USAGE, CREATE ON SCHEMA scratch TO app_user",
+    );
+    let err = refused(&db).await;
+    assert!(
+        err.contains("CREATE on schema scratch")
+            && err.contains("REVOKE CREATE ON SCHEMA scratch FROM \"app_user\";"),
+        "{err}"
+    );
+    superuser_sql(&db, "REVOKE CREATE ON SCHEMA scratch FROM app_user");
+
+    // CREATE on public through a role app_user is a member of.
+    let writers = role_name("writers");
+    superuser_sql(
+        &db,
+        &format!(
+            "CREATE ROLE {writers} NOLOGIN; GRANT CREATE ON SCHEMA public TO {writers}; \
+             GRANT {writers} TO app_user"
+        ),
+    );
+    let err = refused(&db).await;
+    assert!(
+        err.contains(&format!("{writers}, of which app_user is a member"))
+            && err.contains(&format!("REVOKE \"{writers}\" FROM \"app_user\";")),
+        "{err}"
+    );
+    superuser_sql(
+        &db,
+        &format!("REVOKE {writers} FROM app_user; REVOKE CREATE ON SCHEMA public FROM {writers}"),
+    );
+
+    // Owning a function (ALTER FUNCTION … SET app.tenant_id) and a tenant table.
+    superuser_sql(
+        &db,
+        "CREATE FUNCTION public.report() RETURNS bigint LANGUAGE sql AS 'select count(*) from customers'; \
+         ALTER FUNCTION public.report() OWNER TO app_user; \
+         ALTER TABLE vehicles OWNER TO app_user",
+    );
+    let err = refused(&db).await;
+    assert!(
+        err.contains("ALTER FUNCTION public.report() OWNER TO")
+            && err.contains("ALTER TABLE public.vehicles OWNER TO")
+            && err.contains("row-level security"),
+        "{err}"
+    );
+    superuser_sql(
+        &db,
+        &format!(
+            "REASSIGN OWNED BY app_user TO {}",
+            common::cluster().superuser()
+        ),
+    );
+
+    // Fixed: starts again.
+    start_app(&db, Opts::default(), "")
+        .await
+        .unwrap_or_else(|e| panic!("the repaired schema should start: {e}"))
+        .stop()
+        .await;
+}
+
+/// Creates a `pg_temp` PL/pgSQL function whose text never says `set_config` (it builds the
+/// name at run time), switches to `victim` with it, and counts customers: what a hostile app
+/// does with TEMPORARY. One simple Query, so one transaction under the injected tenant.
+const TEMP_FUNCTION_ATTACK: &str = "\
+    CREATE FUNCTION pg_temp.sw(t text) RETURNS text LANGUAGE plpgsql AS $f$ \
+    DECLARE r text; BEGIN \
+      EXECUTE format('select %s(%L, %L, true)', 'set_' || 'config', 'app.' || 'tenant_id', t) INTO r; \
+      RETURN r; END $f$; \
+    SELECT pg_temp.sw('VICTIM'); \
+    SELECT count(*)::text FROM customers";
+
+fn attack_sql(victim: &str) -> String {
+    TEMP_FUNCTION_ATTACK.replace("VICTIM", victim)
+}
+
+fn last_value(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Option<String> {
+    msgs.iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_allow_object_creation_a_pg_temp_function_reads_another_tenant() {
+    let db = common::fresh_database("temp_attack");
+    // Not hardened: PostgreSQL's default TEMPORARY for PUBLIC.
+    superuser_sql(&db, &format!("GRANT TEMPORARY ON DATABASE {db} TO PUBLIC"));
+
+    // `verify` reports it as a failure, with the fix.
+    let out = verify(&db, &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let c = check(&json_of(&out), "object_creation").clone();
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c.to_string()
+            .contains(&format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC;")),
+        "{c}"
+    );
+
+    let o = Opts {
+        pool_mode: "session",
+        ..Opts::default()
+    };
+    let p = start_app(&db, o, "allow_object_creation = true")
+        .await
+        .unwrap_or_else(|e| panic!("allow_object_creation should start: {e}"));
+    let ev = p.events_named("upstream_posture").await;
+    assert!(
+        ev.iter().any(|e| e["action"] == "allow"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("TEMPORARY") && d.contains("allow_object_creation"))),
+        "{ev:?}"
+    );
+    // The attack the check exists for: acme reads globex's customers.
+    let acme = p.connect("acme_app").await;
+    let msgs = acme
+        .simple_query(&attack_sql(common::GLOBEX.id))
+        .await
+        .expect("the pg_temp function runs");
+    assert_eq!(
+        last_value(&msgs).as_deref(),
+        Some(common::GLOBEX.customers.to_string().as_str()),
+        "acme_app read globex's customers through a pg_temp function"
+    );
+    drop(acme);
+    p.stop().await;
+
+    // Hardened (the default set-up): the same statement cannot create the function.
+    superuser_sql(
+        &db,
+        &format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
+    );
+    let p = start_app(
+        &db,
+        Opts {
+            pool_mode: "session",
+            ..Opts::default()
+        },
+        "",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("hardened start: {e}"));
+    let acme = p.connect("acme_app").await;
+    let err = acme
+        .simple_query(&attack_sql(common::GLOBEX.id))
+        .await
+        .expect_err("no TEMPORARY, no pg_temp function");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let n: i64 = acme
+        .query_one("select count(*) from customers", &[])
+        .await
+        .expect("still serving")
+        .get(0);
+    assert_eq!(n, common::ACME.customers);
+    drop(acme);
+    p.stop().await;
+}
+
+/// A tenant table without RLS holding one globex row, readable by app_user.
+fn unprotected_invoices(db: &str) {
+    superuser_sql(
+        db,
+        &format!(
+            "CREATE TABLE invoices (tenant_id uuid NOT NULL, id bigint NOT NULL, amount int, \
+                                    PRIMARY KEY (tenant_id, id)); \
+             INSERT INTO invoices VALUES ('{}', 1, 4200); \
+             GRANT SELECT ON invoices TO app_user",
+            common::GLOBEX.id
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprotected_table_refuses_clients_until_it_is_fixed() {
+    let db = common::fresh_database("unprotected");
+    unprotected_invoices(&db);
+    let p = start_app(&db, admin_opts(), "drift_check_interval = 0.3")
+        .await
+        .unwrap_or_else(|e| panic!("schema failures do not stop the start: {e}"));
+    let admin = admin_addr(&p);
+    let (status, ready) = http_json(admin, "/health/ready");
+    assert_eq!(status, 503, "{ready}");
+    let reason = ready["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("public.invoices")
+            && reason.contains("not enabled")
+            && reason.contains("serve_unprotected"),
+        "{ready}"
+    );
+    assert_eq!(http_get(admin, "/health/tenant-security").0, 503);
+    let err = p
+        .try_connect("acme_app", support::PW)
+        .await
+        .expect_err("no session while a tenant table is unprotected");
+    let db_err = err.as_db_error().expect("a FATAL from the proxy");
+    assert_eq!(db_err.code().code(), "57P03", "{err}");
+    assert!(
+        db_err.message().contains("not accepting connections")
+            && db_err.detail().is_some_and(|d| d.contains("tenant isolation"))
+            // Unauthenticated clients are not told the schema.
+            && !format!("{db_err:?}").contains("invoices"),
+        "{db_err:?}"
+    );
+    let ev = p.events_named("upstream_posture").await;
+    assert!(
+        ev.iter().any(|e| e["action"] == "block"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("public.invoices"))),
+        "{ev:?}"
+    );
+
+    // Fixed by the operator: the monitor sees it and the gate opens.
+    superuser_sql(
+        &db,
+        "ALTER TABLE invoices ENABLE ROW LEVEL SECURITY; ALTER TABLE invoices FORCE ROW LEVEL SECURITY; \
+         CREATE POLICY tenant_isolation ON invoices \
+           USING (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid) \
+           WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)",
+    );
+    wait_for("ready 200", || {
+        (http_get(admin, "/health/ready").0 == 200).then_some(())
+    })
+    .await;
+    let acme = p.connect("acme_app").await;
+    let n: i64 = acme
+        .query_one("select count(*) from invoices", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(n, 0, "globex's invoice is not acme's");
+    drop(acme);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_unprotected_serves_and_shows_why_it_is_not_the_default() {
+    let db = common::fresh_database("serve_unprotected");
+    unprotected_invoices(&db);
+    let p = start_app(&db, admin_opts(), "serve_unprotected = true")
+        .await
+        .expect("starts");
+    let admin = admin_addr(&p);
+    let (status, ready) = http_json(admin, "/health/ready");
+    assert_eq!(status, 200, "{ready}");
+    // The posture still fails, and says so.
+    assert_eq!(http_get(admin, "/health/tenant-security").0, 503);
+    let ev = p.events_named("upstream_posture").await;
+    assert!(
+        ev.iter().any(|e| e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("serve_unprotected"))),
+        "{ev:?}"
+    );
+    // A fixed-tenant user reads another tenant's row: the leak the default refuses to serve.
+    let acme = p.connect("acme_app").await;
+    let tenant: String = acme
+        .query_one("select tenant_id::text from invoices", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(tenant, common::GLOBEX.id);
+    drop(acme);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_without_the_tenant_are_reported_with_composite_sql() {
+    let db = common::fresh_database("keys");
+    // A naive table: single-column primary key, a foreign key on customers (id) alone.
+    superuser_sql(
+        &db,
+        "ALTER TABLE customers ADD CONSTRAINT customers_id_key UNIQUE (id); \
+         CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES tenants (id), \
+                              customer_id bigint REFERENCES customers (id)); \
+         CREATE INDEX ON orders (tenant_id); \
+         ALTER TABLE orders ENABLE ROW LEVEL SECURITY; ALTER TABLE orders FORCE ROW LEVEL SECURITY; \
+         CREATE POLICY tenant_isolation ON orders \
+           USING (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid) \
+           WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid); \
+         GRANT SELECT, INSERT, DELETE ON orders TO app_user",
+    );
+    let out = verify(&db, &["--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning by default: {}",
+        text(&out.stdout)
+    );
+    let keys = check(&json_of(&out), "tenant_keys").clone();
+    assert_eq!(keys["status"], "warn", "{keys}");
+    let s = keys.to_string();
+    for want in [
+        "public.orders/orders_pkey",
+        "PRIMARY KEY (\\\"tenant_id\\\", \\\"id\\\")",
+        "public.orders/orders_customer_id_fkey",
+        "FOREIGN KEY (\\\"tenant_id\\\", \\\"customer_id\\\") REFERENCES public.customers (\\\"tenant_id\\\", \\\"id\\\")",
+        "public.customers/customers_id_key",
+        "23505",
+    ] {
+        assert!(s.contains(want), "{want} missing from {keys}");
+    }
+    // The demo tables pass: only the naive ones are listed.
+    assert!(!s.contains("public.vehicles/"), "{keys}");
+    let out = verify(&db, &["--json", "--require-tenant-keys"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+
+    // The oracle the finding describes, and the composite keys that close it (one session).
+    let p = start_app(&db, Opts::default(), "").await.expect("starts");
+    let acme = p.connect("acme_app").await;
+    let globex_customer: i64 = {
+        let c = common::cluster();
+        let (su, conn) = tokio_postgres::connect(
+            &c.conn_str(c.superuser(), c.superuser_password(), &db),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("superuser connects");
+        tokio::spawn(conn);
+        su.query_one(
+            "select min(id) from customers where tenant_id = $1::text::uuid",
+            &[&common::GLOBEX.id],
+        )
+        .await
+        .expect("globex customer")
+        .get(0)
+    };
+    // Naive foreign key: referencing globex's customer succeeds, so acme learns it exists.
+    acme.execute(
+        &format!(
+            "insert into orders (id, tenant_id, customer_id) values (1, '{}', {globex_customer})",
+            common::ACME.id
+        ),
+        &[],
+    )
+    .await
+    .expect("the naive foreign key accepts another tenant's customer");
+    // Composite foreign key (the demo schema's vehicles): 23503, as for an id that does not exist.
+    let err = acme
+        .execute(
+            &format!(
+                "insert into vehicles (tenant_id, customer_id, make, model, model_year, plate) \
+                 values ('{}', {globex_customer}, 'x', 'y', 2020, 'Z')",
+                common::ACME.id
+            ),
+            &[],
+        )
+        .await
+        .expect_err("a vehicle cannot point at globex's customer");
+    assert_eq!(err.code().map(|c| c.code()), Some("23503"), "{err}");
+    drop(acme);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_creation_granted_after_start_closes_the_gate_like_any_drift() {
+    let db = common::fresh_database("drift_temp");
+    let p = start_app(&db, admin_opts(), "drift_check_interval = 0.3")
+        .await
+        .expect("hardened start");
+    let admin = admin_addr(&p);
+    assert_eq!(http_get(admin, "/health/ready").0, 200);
+    superuser_sql(&db, &format!("GRANT TEMPORARY ON DATABASE {db} TO PUBLIC"));
+    let ready = wait_for("ready 503", || {
+        let (status, doc) = http_json(admin, "/health/ready");
+        (status == 503).then_some(doc)
+    })
+    .await;
+    assert!(
+        ready["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("object_creation") && r.contains("REVOKE TEMPORARY")),
+        "{ready}"
+    );
+    let err = p
+        .try_connect("acme_app", support::PW)
+        .await
+        .expect_err("no new session while the role can create code");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    superuser_sql(
+        &db,
+        &format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
+    );
+    wait_for("ready 200", || {
+        (http_get(admin, "/health/ready").0 == 200).then_some(())
+    })
+    .await;
+    drop(p.connect("acme_app").await);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_tenant_keys_refuses_sessions_on_a_single_column_key() {
+    let db = common::fresh_database("strict_keys");
+    superuser_sql(
+        &db,
+        "ALTER TABLE customers ADD CONSTRAINT customers_email_key UNIQUE (email)",
+    );
+    // A warning by default: serving.
+    let p = start_app(&db, Opts::default(), "").await.expect("starts");
+    drop(p.connect("acme_app").await);
+    p.stop().await;
+    // Required: the key is a failure, and the gate is closed.
+    let p = start_app(&db, admin_opts(), "require_tenant_keys = true")
+        .await
+        .expect("starts, gated");
+    let (status, ready) = http_json(admin_addr(&p), "/health/ready");
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("customers_email_key")),
+        "{ready}"
+    );
+    let err = p
+        .try_connect("acme_app", support::PW)
+        .await
+        .expect_err("gated");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    p.stop().await;
 }

@@ -224,7 +224,7 @@ pub fn tenant_security<'a>(snap: &'a Snapshot, ctx: &'a Context<'a>) -> TenantSe
             runs: snap.runs,
             interval_seconds: ctx.interval_seconds,
             on_drift: ctx.on_drift,
-            scope: "catalog checks 1, 2, 3, 7",
+            scope: "catalog checks 1, 2, 3, 7, 8, 9",
         },
         checks: report
             .map(|r| r.checks.iter().map(check_view).collect())

@@ -2,7 +2,8 @@
 //!
 //! Off unless configured, and it answers only four GET paths:
 //! - `/health/live`: the process is up (always 200);
-//! - `/health/ready`: 200 once the upstream role is verified and while not draining, else 503;
+//! - `/health/ready`: 200 once the upstream role is verified, while the posture passes (or
+//!   `serve_unprotected`) and while not draining, else 503 with the reason;
 //! - `/health/tenant-security`: the RLS posture from the last check (200 healthy, 503 not);
 //! - `/metrics`: Prometheus text from `metrics-exporter-prometheus`.
 //!
@@ -209,6 +210,9 @@ fn readiness(shared: &Shared) -> (bool, Option<String>) {
             Some(e) => format!("the upstream role has not been verified yet: {e}"),
             None => "the upstream role has not been verified yet".into(),
         };
+        return (false, Some(why));
+    }
+    if let Some(why) = shared.posture.gate() {
         return (false, Some(why));
     }
     (true, None)

@@ -958,6 +958,7 @@ impl Walk {
             column: self.config.tenant.column.clone(),
             tenants: TENANTS.iter().map(|t| t.id.to_owned()).collect(),
             scope: crate::verify::Scope::Full,
+            strict_keys: true,
         };
         println!("    $ {}", verify_command(self.config.upstream.port));
         let report = crate::verify::run_target(&target, &opts).await?;

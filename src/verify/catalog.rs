@@ -41,6 +41,9 @@ pub struct PrivilegedRole {
 /// One table that has the tenant column or row-level security.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TableFacts {
+    /// Its oid, to match keys and constraints (not shown).
+    #[serde(skip)]
+    pub oid: u32,
     /// `schema.table`, quoted only where needed for display.
     pub name: String,
     /// The schema.
@@ -112,6 +115,10 @@ pub struct Facts {
     pub tables: Vec<TableFacts>,
     /// Risky functions.
     pub functions: Vec<FunctionFacts>,
+    /// What the role can create or alter (check 8).
+    pub creation: super::creation::CreationFacts,
+    /// Unique and foreign keys of the tenant tables (check 9).
+    pub keys: Vec<super::keys::KeyFacts>,
 }
 
 impl Facts {
@@ -234,6 +241,7 @@ pub async fn gather(client: &Client, column: &str, setting: &str) -> Result<Fact
         let table: String = r.get(2);
         oids.push(oid);
         tables.push(TableFacts {
+            oid,
             name: display_name(&schema, &table),
             schema,
             table,
@@ -283,10 +291,19 @@ pub async fn gather(client: &Client, column: &str, setting: &str) -> Result<Fact
             sets_setting: r.get(4),
         });
     }
+    let creation = super::creation::gather(client).await?;
+    let tenant_oids: Vec<u32> = tables
+        .iter()
+        .filter(|t| t.tenant_column)
+        .map(|t| t.oid)
+        .collect();
+    let keys = super::keys::gather(client, &tenant_oids).await?;
     Ok(Facts {
         role,
         tables,
         functions,
+        creation,
+        keys,
     })
 }
 

@@ -1,5 +1,6 @@
-//! The catalog checks (1 role, 2 RLS enabled and forced, 3 policies, 7 risks), judged from
-//! [`Facts`] alone: pure, so every verdict can be unit-tested with hand-built facts.
+//! The catalog checks (1 role, 2 RLS enabled and forced, 3 policies, 7 risks; 8 object
+//! creation and 9 keys live in `creation.rs` and `keys.rs`), judged from [`Facts`] alone: pure,
+//! so every verdict can be unit-tested with hand-built facts.
 
 use super::catalog::{Facts, PolicyFacts, TableFacts};
 use super::policy::{classify, ExprFacts};
@@ -327,13 +328,16 @@ pub fn risks(facts: &Facts, column: &str, setting: &str) -> Check {
     Check::new(7, "risks", "risks", summary, findings)
 }
 
-/// Checks 1, 2, 3 and 7: everything judged from the catalogs.
-pub fn catalog_checks(facts: &Facts, setting: &str, column: &str) -> Vec<Check> {
+/// Checks 1, 2, 3, 7, 8 and 9: everything judged from the catalogs. `strict_keys` makes
+/// check 9's findings failures instead of warnings.
+pub fn catalog_checks(facts: &Facts, setting: &str, column: &str, strict_keys: bool) -> Vec<Check> {
     vec![
         role(facts),
         rls_forced(facts, column),
         policies(facts, setting),
         risks(facts, column, setting),
+        super::creation::check(&facts.creation),
+        super::keys::check(facts, column, strict_keys),
     ]
 }
 
@@ -382,7 +386,7 @@ mod tests {
                 ..RoleFacts::default()
             },
             tables,
-            functions: Vec::new(),
+            ..Facts::default()
         }
     }
 
@@ -394,7 +398,7 @@ mod tests {
             true,
             vec![policy("iso", "ALL", Some(SOUND), Some(SOUND))],
         )]);
-        for c in catalog_checks(&f, S, "tenant_id") {
+        for c in catalog_checks(&f, S, "tenant_id", false) {
             assert_eq!(c.status, Status::Pass, "{c:?}");
         }
     }

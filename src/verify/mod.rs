@@ -9,14 +9,19 @@
 //! 4. fail-closed probe: without a tenant, every such table shows 0 rows ([`probe`]);
 //! 5. cross-tenant probe: as each tenant, no other tenant's row is visible;
 //! 6. rows with a NULL tenant column;
-//! 7. risks: SECURITY DEFINER functions that call `set_config`, unindexed tenant columns.
+//! 7. risks: SECURITY DEFINER functions that call `set_config`, unindexed tenant columns;
+//! 8. the role can create or alter no code: TEMPORARY/CREATE, TRIGGER, ownership ([`creation`]);
+//! 9. unique and foreign keys of tenant tables include the tenant column ([`keys`]).
 //!
-//! Checks 1, 2, 3 and 7 read only the catalogs ([`Scope::Catalog`], what the drift monitor
-//! and `/health/tenant-security` run); 4, 5 and 6 read the tables ([`Scope::Full`], `verify`).
+//! Checks 1, 2, 3, 7, 8 and 9 read only the catalogs ([`Scope::Catalog`], what start-up, the
+//! drift monitor and `/health/tenant-security` run); 4, 5 and 6 read the tables
+//! ([`Scope::Full`], `verify`).
 
 pub mod catalog;
 pub mod checks;
 pub mod connect;
+pub mod creation;
+pub mod keys;
 pub mod monitor;
 pub mod policy;
 pub mod probe;
@@ -71,12 +76,14 @@ pub struct Options {
     pub tenants: Vec<String>,
     /// Catalog checks only, or the probes too.
     pub scope: Scope,
+    /// Check 9's findings are failures rather than warnings.
+    pub strict_keys: bool,
 }
 
 /// Runs the checks of `opts.scope` on an open connection.
 pub async fn run(client: &Client, opts: &Options) -> Result<Report, VerifyError> {
     let facts = catalog::gather(client, &opts.column, &opts.setting).await?;
-    let mut all = checks::catalog_checks(&facts, &opts.setting, &opts.column);
+    let mut all = checks::catalog_checks(&facts, &opts.setting, &opts.column, opts.strict_keys);
     match opts.scope {
         Scope::Full => {
             all.push(probe::fail_closed(client, &facts, &opts.setting).await?);

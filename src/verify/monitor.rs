@@ -1,15 +1,26 @@
-//! The proxy's side of the posture checks: the start-up refusal, the drift monitor, and the
-//! latest result that `/health/tenant-security` and `/metrics` report.
+//! The proxy's side of the posture checks: the start-up refusal, the serving gate, the drift
+//! monitor, and the latest result that `/health/tenant-security` and `/metrics` report.
 //!
-//! At start the catalog checks ([`Scope::Catalog`]) run as the `[upstream]` role. A role that
-//! can bypass RLS stops the start unless `[upstream] allow_privileged = true` (then its findings
-//! are downgraded to warnings and an `upstream_posture` event records the override). When the
-//! upstream cannot be reached at start the verdict is deferred: the monitor retries, and the
-//! accept loop waits for [`PostureState::verified`] before taking clients. Afterwards the same
-//! checks re-run every `[security] drift_check_interval`; a failure that was not there before is
-//! drift: an event, health 503, a metric, and with `on_drift = "refuse"` the proxy stops.
+//! At start the catalog checks ([`Scope::Catalog`]) run as the `[upstream]` role. Two kinds of
+//! failure stop the start, because the role itself defeats isolation: a role that can bypass
+//! RLS (check 1; override `[upstream] allow_privileged`) and a role that can create or alter
+//! code (check 8; override `[security] allow_object_creation`). An override downgrades those
+//! findings to warnings and records an `upstream_posture` event.
+//!
+//! Every other failure (a table without forced RLS, a policy that does not read the tenant)
+//! closes the *gate*: the proxy runs, `/health/ready` answers 503 with the reason, and every
+//! new session is refused with FATAL 57P03 until a later run passes, at start as after drift.
+//! `[security] serve_unprotected = true` keeps serving meanwhile (a migration window).
+//!
+//! When the upstream cannot be reached at start the verdict is deferred: the monitor retries,
+//! and the accept loop waits for [`PostureState::verified`] before taking clients. Afterwards
+//! the same checks re-run every `[security] drift_check_interval` (at most every
+//! [`GATED_RECHECK`] while the gate is closed, so a fix is seen soon); a failure that was not
+//! there before is drift: an event, health 503, a metric, the gate closes, and with
+//! `on_drift = "refuse"` the proxy stops.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -69,7 +80,12 @@ pub struct PostureState {
     pub refused: CancellationToken,
     /// Why it stopped.
     refusal: RwLock<Option<String>>,
+    /// `[security] serve_unprotected`: failures do not close the gate.
+    serve_unprotected: AtomicBool,
 }
+
+/// How often the checks re-run while the gate is closed, when the configured interval is longer.
+pub const GATED_RECHECK: Duration = Duration::from_secs(10);
 
 impl Default for PostureState {
     fn default() -> Self {
@@ -87,6 +103,7 @@ impl Default for PostureState {
             verified: CancellationToken::new(),
             refused: CancellationToken::new(),
             refusal: RwLock::new(None),
+            serve_unprotected: AtomicBool::new(false),
         }
     }
 }
@@ -110,6 +127,31 @@ impl PostureState {
         match self.snapshot.read() {
             Ok(s) => s.rejected.clone(),
             Err(p) => p.into_inner().rejected.clone(),
+        }
+    }
+
+    /// Why sessions are refused now: the last completed run failed (after the configured
+    /// overrides) and `serve_unprotected` is off. `None` while serving is allowed.
+    pub fn gate(&self) -> Option<String> {
+        if self.serve_unprotected.load(Ordering::Relaxed) {
+            return None;
+        }
+        let g = match self.snapshot.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let report = g.report.as_ref().filter(|r| r.failed())?;
+        Some(format!(
+            "tenant isolation is not enforced by the database ({}); new sessions are refused until this is fixed or [security] serve_unprotected = true",
+            report.failures().join("; ")
+        ))
+    }
+
+    /// Whether the last completed run failed.
+    fn failing(&self) -> bool {
+        match self.snapshot.read() {
+            Ok(g) => g.report.as_ref().is_some_and(|r| r.failed()),
+            Err(p) => p.into_inner().report.as_ref().is_some_and(|r| r.failed()),
         }
     }
 
@@ -148,6 +190,10 @@ pub struct Monitor {
     pub events: EventSink,
     /// `[upstream] allow_privileged`.
     pub allow_privileged: bool,
+    /// `[security] allow_object_creation`.
+    pub allow_object_creation: bool,
+    /// `[security] serve_unprotected`.
+    pub serve_unprotected: bool,
     /// `[security] on_drift`.
     pub on_drift: OnDrift,
     /// `[security] drift_check_interval`.
@@ -170,10 +216,38 @@ pub enum Startup {
     Deferred(VerifyError),
 }
 
-/// Why the start was refused: the message names the role and the flag.
+/// Why the start was refused: the message names the role, the privilege or flag, the fix,
+/// and the key that overrides it.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}; refusing to start (a role that bypasses row-level security defeats tenant injection; set [upstream] allow_privileged = true to override)")]
-pub struct Privileged(pub String);
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// The role findings that stop a start, and how to override them.
+struct Blocker {
+    /// The check's key.
+    key: &'static str,
+    /// Why it matters, for the refusal message.
+    why: &'static str,
+    /// The override.
+    key_name: &'static str,
+    /// What allowing it gives up, for the `allow` event.
+    allowed: &'static str,
+}
+
+const BLOCKERS: [Blocker; 2] = [
+    Blocker {
+        key: "role",
+        why: "a role that bypasses row-level security defeats tenant injection",
+        key_name: "[upstream] allow_privileged",
+        allowed: "row-level security does not protect tenants",
+    },
+    Blocker {
+        key: "object_creation",
+        why: "code the upstream role creates can call set_config at run time, where the proxy cannot see it, and switch tenant",
+        key_name: "[security] allow_object_creation",
+        allowed: "code the role creates can switch tenant behind the proxy",
+    },
+];
 
 impl Monitor {
     /// Builds the monitor for `config` (TLS settings are validated here).
@@ -184,6 +258,9 @@ impl Monitor {
         shutdown: CancellationToken,
     ) -> Result<Monitor, VerifyError> {
         let u = &config.upstream;
+        state
+            .serve_unprotected
+            .store(config.security.serve_unprotected, Ordering::Relaxed);
         Ok(Monitor {
             target: Target::from_upstream(u)?,
             opts: Options {
@@ -191,10 +268,13 @@ impl Monitor {
                 column: config.tenant.column.clone(),
                 tenants: Vec::new(),
                 scope: Scope::Catalog,
+                strict_keys: config.security.require_tenant_keys,
             },
             state,
             events,
             allow_privileged: u.allow_privileged,
+            allow_object_creation: config.security.allow_object_creation,
+            serve_unprotected: config.security.serve_unprotected,
             on_drift: config.security.on_drift,
             interval: secs(config.security.drift_check_interval),
             shutdown,
@@ -222,8 +302,8 @@ impl Monitor {
         super::run_target(&self.target, &self.opts).await
     }
 
-    /// The start-up check: refuses a privileged role, records the baseline.
-    pub async fn startup(&self) -> Result<Startup, Privileged> {
+    /// The start-up check: refuses a role that defeats isolation, records the baseline.
+    pub async fn startup(&self) -> Result<Startup, Refused> {
         match self.run_once().await {
             Ok(report) => {
                 self.first_verdict(report)?;
@@ -237,35 +317,65 @@ impl Monitor {
     }
 
     /// Records the start-up refusal as an `upstream_posture` event (`action: block`).
-    pub fn refused_at_start(&self, p: &Privileged) {
+    pub fn refused_at_start(&self, p: &Refused) {
         self.event(Action::Block, p.0.clone());
     }
 
-    /// Judges the first completed report: refuse, or allow (with an event) and keep it.
-    fn first_verdict(&self, mut report: Report) -> Result<(), Privileged> {
-        let role_failures = privileged_findings(&report);
-        if !role_failures.is_empty() {
-            let detail = role_failures.join("; ");
-            if !self.allow_privileged {
-                return Err(Privileged(detail));
-            }
-            self.event(
-                Action::Allow,
-                format!("{detail}; allowed by [upstream] allow_privileged = true: row-level security does not protect tenants"),
-            );
-            downgrade_role(&mut report);
+    /// Whether the operator overrode this blocker.
+    fn overridden(&self, b: &Blocker) -> bool {
+        match b.key {
+            "role" => self.allow_privileged,
+            _ => self.allow_object_creation,
         }
+    }
+
+    /// Downgrades the failures the operator chose to accept.
+    fn apply_overrides(&self, report: &mut Report) {
+        for b in BLOCKERS.iter().filter(|b| self.overridden(b)) {
+            downgrade(report, b.key, b.key_name);
+        }
+    }
+
+    /// Judges the first completed report: refuse, or allow (with an event) and keep it.
+    fn first_verdict(&self, mut report: Report) -> Result<(), Refused> {
+        let mut refusals = Vec::new();
+        for b in &BLOCKERS {
+            let failures = failing_findings(&report, b.key);
+            if failures.is_empty() {
+                continue;
+            }
+            let detail = failures.join("; ");
+            if self.overridden(b) {
+                self.event(
+                    Action::Allow,
+                    format!("{detail}; allowed by {} = true: {}", b.key_name, b.allowed),
+                );
+            } else {
+                refusals.push(format!(
+                    "{detail}; refusing to start ({}; set {} = true to override)",
+                    b.why, b.key_name
+                ));
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(Refused(refusals.join("; and ")));
+        }
+        self.apply_overrides(&mut report);
         if report.failed() {
-            let f = report.failures();
-            tracing::warn!(
-                failures = f.len(),
-                "RLS posture fails at start: {}",
-                f.join("; ")
-            );
-            self.event(
-                Action::Log,
-                format!("posture fails at start: {}", f.join("; ")),
-            );
+            let f = report.failures().join("; ");
+            if self.serve_unprotected {
+                tracing::warn!("RLS posture fails at start; serving anyway ([security] serve_unprotected = true): {f}");
+                self.event(
+                    Action::Allow,
+                    format!("posture fails at start: {f}; serving anyway: [security] serve_unprotected = true"),
+                );
+            } else {
+                tracing::error!("RLS posture fails at start; refusing clients (FATAL 57P03) until it is fixed: {f}");
+                self.event(
+                    Action::Block,
+                    format!("posture fails at start: {f}; refusing new sessions until fixed"),
+                );
+            }
         }
         self.accept(report, Vec::new());
         self.state.verified.cancel();
@@ -328,7 +438,7 @@ impl Monitor {
                         self.state.refuse(p.to_string(), &self.shutdown);
                         return;
                     }
-                    tracing::info!("upstream role verified; accepting clients");
+                    tracing::info!("upstream role verified");
                 }
                 Err(e) => {
                     self.record_error(&e);
@@ -351,8 +461,13 @@ impl Monitor {
             }
         }
         loop {
+            let wait = if self.state.gate().is_some() {
+                self.interval.min(GATED_RECHECK)
+            } else {
+                self.interval
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.shutdown.cancelled() => return,
             }
             self.drift_check().await;
@@ -372,9 +487,8 @@ impl Monitor {
                 return;
             }
         };
-        if self.allow_privileged {
-            downgrade_role(&mut report);
-        }
+        self.apply_overrides(&mut report);
+        let was_failing = self.state.failing();
         let before: BTreeSet<String> = self
             .state
             .snapshot()
@@ -388,43 +502,61 @@ impl Monitor {
             tracing::info!("RLS posture improved: {}", better.join("; "));
         }
         let refuse = !worse.is_empty() && self.on_drift == OnDrift::Refuse;
+        let gate = !self.serve_unprotected;
         if !worse.is_empty() {
             crate::metrics::posture_drift();
-            let detail = format!("posture worsened: {}", worse.join("; "));
+            let consequence = if refuse {
+                "stopping (on_drift = \"refuse\")"
+            } else if gate {
+                "refusing new sessions until fixed"
+            } else {
+                "still serving ([security] serve_unprotected = true)"
+            };
+            let detail = format!("posture worsened: {}; {consequence}", worse.join("; "));
             tracing::warn!("RLS {detail}");
-            self.event(if refuse { Action::Block } else { Action::Log }, detail);
+            self.event(
+                if refuse || gate {
+                    Action::Block
+                } else {
+                    Action::Log
+                },
+                detail,
+            );
         }
         let why = format!(
             "RLS posture drift with on_drift = \"refuse\": {}",
             worse.join("; ")
         );
+        let now_failing = report.failed();
         self.accept(report, worse);
         if refuse {
             tracing::error!("{why}; stopping");
             self.state.refuse(why, &self.shutdown);
+        } else if gate && was_failing && !now_failing {
+            tracing::info!("RLS posture passes again; accepting new sessions");
         }
     }
 }
 
-/// Check 1's failing messages: the role (or a role it reaches) bypasses RLS.
-pub fn privileged_findings(report: &Report) -> Vec<String> {
+/// The failing messages of one check (`role`: the role or a role it reaches bypasses RLS;
+/// `object_creation`: it can create code).
+pub fn failing_findings(report: &Report, key: &str) -> Vec<String> {
     report
         .checks
         .iter()
-        .filter(|c| c.key == "role")
+        .filter(|c| c.key == key)
         .flat_map(|c| c.findings.iter())
         .filter(|f| f.status == Status::Fail)
         .map(|f| f.message.clone())
         .collect()
 }
 
-/// With `allow_privileged`, check 1's failures become warnings (the operator chose them).
-pub fn downgrade_role(report: &mut Report) {
-    for c in report.checks.iter_mut().filter(|c| c.key == "role") {
+/// With an override, a check's failures become warnings (the operator chose them).
+pub fn downgrade(report: &mut Report, key: &str, override_key: &str) {
+    for c in report.checks.iter_mut().filter(|c| c.key == key) {
         for f in c.findings.iter_mut().filter(|f| f.status == Status::Fail) {
             f.status = Status::Warn;
-            f.message
-                .push_str(" (allowed by [upstream] allow_privileged)");
+            f.message.push_str(&format!(" (allowed by {override_key})"));
         }
     }
     report.restatus();
@@ -445,26 +577,37 @@ mod tests {
             },
             ..Facts::default()
         };
-        let c = checks::catalog_checks(&facts, "app.tenant_id", "tenant_id");
+        let c = checks::catalog_checks(&facts, "app.tenant_id", "tenant_id", false);
         Report::new(Scope::Catalog, "app.tenant_id", "tenant_id", facts, c)
     }
 
     #[test]
     fn privileged_role_is_named_and_can_be_downgraded() {
         let mut r = report(true);
-        let f = privileged_findings(&r);
+        let f = failing_findings(&r, "role");
         assert_eq!(f.len(), 1);
         assert!(f[0].contains("postgres") && f[0].contains("rolsuper"));
         assert!(r.failed());
-        downgrade_role(&mut r);
+        downgrade(&mut r, "role", "[upstream] allow_privileged");
         assert!(!r.failed());
-        assert!(privileged_findings(&r).is_empty());
-        assert!(privileged_findings(&report(false)).is_empty());
+        assert!(failing_findings(&r, "role").is_empty());
+        assert!(failing_findings(&report(false), "role").is_empty());
     }
 
     #[test]
-    fn refusal_message_names_the_override() {
-        let p = Privileged("role postgres has rolsuper".into());
-        assert!(p.to_string().contains("allow_privileged"));
+    fn the_gate_closes_on_a_failing_report_unless_serving_unprotected() {
+        let state = PostureState::default();
+        assert!(
+            state.gate().is_none(),
+            "no report yet: the verified token gates instead"
+        );
+        state.update(|s| s.report = Some(Arc::new(report(true))));
+        let why = state.gate().expect("a failing report closes the gate");
+        assert!(
+            why.contains("rolsuper") && why.contains("serve_unprotected"),
+            "{why}"
+        );
+        state.serve_unprotected.store(true, Ordering::Relaxed);
+        assert!(state.gate().is_none());
     }
 }

@@ -79,7 +79,7 @@ impl Finding {
 /// One numbered check of the list.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// 1 to 7, as in the docs.
+    /// 1 to 9, as in the docs.
     pub id: u8,
     /// Stable machine name, e.g. `rls_forced`.
     pub key: &'static str,
@@ -135,7 +135,7 @@ impl Check {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// Catalog checks only (1, 2, 3, 7): cheap, no data read; the drift monitor's subset.
+    /// Catalog checks only (1, 2, 3, 7, 8, 9): cheap, no data read; the drift monitor's subset.
     Catalog,
     /// Everything, including the probes that read tables (4, 5, 6): `tenantgate verify`.
     Full,

@@ -168,6 +168,16 @@ pub fn fresh_database(prefix: &str) -> String {
     cluster()
         .create_database(&name, Some(TEMPLATE_DB))
         .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    // Database ACLs are not copied from the template: harden the clone as schema.sql does.
+    cluster()
+        .psql(
+            "postgres",
+            &format!(
+                "REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC; \
+                 GRANT CONNECT ON DATABASE {name} TO {APP_USER}, {TENANT_ADMIN}"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("hardening database {name}: {e}"));
     name
 }
 

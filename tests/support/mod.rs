@@ -32,7 +32,7 @@ pub struct Opts {
     pub server_extra: String,
     /// Extra keys for [upstream].
     pub upstream_extra: String,
-    /// Extra keys for [security].
+    /// Extra keys for [security] (e.g. a test that needs a weaker posture says so here).
     pub security_extra: String,
 }
 
@@ -344,6 +344,13 @@ impl TestProxy {
         if let Some(p) = self.proxy.take() {
             p.shutdown(Duration::from_secs(2)).await;
         }
+    }
+}
+
+/// Tests leave nothing in the temp dir: the event log goes with the proxy.
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.events_path);
     }
 }
 
