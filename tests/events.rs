@@ -205,15 +205,13 @@ async fn repeated_probes_are_aggregated() {
     }
     let first = p.events_named("role_tamper").await;
     assert_eq!(first.len(), 1, "written once while the window is open");
-    let path = p.events_path.clone();
-    p.stop().await;
-    let all: Vec<serde_json::Value> = std::fs::read_to_string(&path)
-        .unwrap()
+    let all: Vec<serde_json::Value> = p
+        .stop()
+        .await
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|e: &serde_json::Value| e["event"] == "role_tamper")
         .collect();
-    let _ = std::fs::remove_file(&path);
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[1]["count"], 49);
     assert_eq!(all[1]["aggregate"], "repeat");
@@ -443,10 +441,7 @@ async fn a_probe_flood_is_bounded_counted_and_does_not_silence_other_tenants() {
             .await
             .is_err());
     }
-    let path = p.events_path.clone();
-    p.stop().await;
-    let raw = std::fs::read_to_string(&path).unwrap();
-    let _ = std::fs::remove_file(&path);
+    let raw = p.stop().await;
     let events: Vec<serde_json::Value> = raw
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -509,15 +504,13 @@ async fn failed_logins_from_one_address_are_bounded_and_counted() {
         let user = if i % 2 == 0 { "md5_app" } else { "ghost_app" };
         assert!(p.try_connect(user, &format!("guess{i}")).await.is_err());
     }
-    let path = p.events_path.clone();
-    p.stop().await;
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
-        .unwrap()
+    let lines: Vec<serde_json::Value> = p
+        .stop()
+        .await
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|e: &serde_json::Value| e["event"] == "auth_failed")
         .collect();
-    let _ = std::fs::remove_file(&path);
     assert_eq!(
         lines
             .iter()

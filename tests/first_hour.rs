@@ -465,6 +465,7 @@ fn every_commented_key_in_the_example_is_accepted() {
         }
         let mut out_lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
         let mut env = Vec::new();
+        let mut replaces_password = false;
         for (j, line) in out_lines.iter_mut().enumerate().take(i).skip(start) {
             let uncommented = lines[j].trim_start().trim_start_matches("# ").to_owned();
             let key = uncommented
@@ -473,15 +474,16 @@ fn every_commented_key_in_the_example_is_accepted() {
                 .unwrap_or("")
                 .trim()
                 .to_owned();
-            if key == "password_env" {
+            if key.ends_with("_env") {
                 let var = uncommented.split('"').nth(1).unwrap_or("").to_owned();
                 env.push(var);
+                replaces_password |= key == "password_env";
             }
             tried.push(key);
             *line = uncommented;
         }
         // password_env replaces the inline password of the same section.
-        if env.len() == 1 {
+        if replaces_password {
             if let Some(p) = (0..start)
                 .rev()
                 .find(|&j| out_lines[j].starts_with("password = "))

@@ -517,7 +517,6 @@ mod tests {
             .mock()
             .clone();
         assert_eq!(m.method, AuthMethod::Md5);
-        assert_eq!(db("").mock().method, AuthMethod::ScramSha256);
     }
 
     #[test]

@@ -155,35 +155,7 @@ pub async fn run_prelude(
     }
     prelude.write(conn.stream.out(), stale, &conn.applied_keys, full);
     conn.identity = 0;
-    conn.busy = true;
-    conn.stream.flush().await?;
-    let mut refused = None;
-    loop {
-        let f = conn.stream.read_frame().await?;
-        match f.tag() {
-            b'S' => {
-                if let Some((k, v)) = messages::parameter_status_fields(f.body()) {
-                    conn.set_param(k, v);
-                }
-            }
-            b'E' => {
-                let e = messages::error_fields(f.body());
-                if e.severity == "FATAL" || e.severity == "PANIC" {
-                    return Err(PreludeError::Refused(e));
-                }
-                refused.get_or_insert(e);
-            }
-            b'Z' => {
-                conn.status = f.body().first().copied().unwrap_or(b'E');
-                break;
-            }
-            _ => {}
-        }
-    }
-    conn.busy = false;
-    if let Some(e) = refused {
-        return Err(PreludeError::Refused(e));
-    }
+    exchange(conn, |_| {}).await?;
     if full {
         conn.identity = prelude.identity;
         conn.applied_keys = prelude.applied_keys();
@@ -216,21 +188,36 @@ pub async fn read_settings(
     }
     messages::close_statement(out, stmt);
     messages::sync(out);
+    let mut values = Vec::with_capacity(names.len());
+    exchange(conn, |row| values.push(first_column(row))).await?;
+    Ok(names.iter().cloned().zip(values).collect())
+}
+
+/// Sends what the proxy queued on `conn` and reads through its ReadyForQuery, keeping the
+/// connection's parameters current and handing each DataRow body to `row`. The first error
+/// (all of the batch is then rolled back) is the result.
+async fn exchange(
+    conn: &mut crate::pool::UpstreamConn,
+    mut row: impl FnMut(&[u8]),
+) -> Result<(), PreludeError> {
     conn.busy = true;
     conn.stream.flush().await?;
-    let mut values = Vec::with_capacity(names.len());
     let mut refused = None;
     loop {
         let f = conn.stream.read_frame().await?;
         match f.tag() {
-            b'D' => values.push(first_column(f.body())),
-            b'E' => {
-                refused.get_or_insert(messages::error_fields(f.body()));
-            }
+            b'D' => row(f.body()),
             b'S' => {
                 if let Some((k, v)) = messages::parameter_status_fields(f.body()) {
                     conn.set_param(k, v);
                 }
+            }
+            b'E' => {
+                let e = messages::error_fields(f.body());
+                if e.severity == "FATAL" || e.severity == "PANIC" {
+                    return Err(PreludeError::Refused(e));
+                }
+                refused.get_or_insert(e);
             }
             b'Z' => {
                 conn.status = f.body().first().copied().unwrap_or(b'E');
@@ -240,10 +227,10 @@ pub async fn read_settings(
         }
     }
     conn.busy = false;
-    if let Some(e) = refused {
-        return Err(PreludeError::Refused(e));
+    match refused {
+        Some(e) => Err(PreludeError::Refused(e)),
+        None => Ok(()),
     }
-    Ok(names.iter().cloned().zip(values).collect())
 }
 
 /// The first column of a DataRow as text (None for NULL or a malformed row).

@@ -340,17 +340,13 @@ impl TestProxy {
     }
 
     /// Stops the proxy.
-    pub async fn stop(mut self) {
+    /// Stops the proxy; returns its whole event log (aggregates flushed at shutdown included),
+    /// read before the log is removed with the proxy.
+    pub async fn stop(mut self) -> String {
         if let Some(p) = self.proxy.take() {
             p.shutdown(Duration::from_secs(2)).await;
         }
-    }
-}
-
-/// Tests leave nothing in the temp dir: the event log goes with the proxy.
-impl Drop for TestProxy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.events_path);
+        std::fs::read_to_string(&self.events_path).unwrap_or_default()
     }
 }
 
