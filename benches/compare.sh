@@ -3,12 +3,14 @@
 #
 # Starts an ephemeral PostgreSQL (initdb/pg_ctl as the `postgres` OS user), loads the demo schema
 # and `pgbench -i`, starts PgBouncer (transaction mode) and a release build of tenantgate
-# (transaction mode, a fixed-tenant user, so every transaction is injected and every statement
-# inspected) with the same pool size, then runs pgbench against the three targets in
+# (transaction mode, a fixed-tenant user, so every statement is inspected and every transaction
+# runs under the tenant; the tenant is set by a prelude only when a server connection does not
+# carry it yet, see docs/threat-model.md) with the same pool size, then runs pgbench against the three targets in
 # alternating rounds (direct, PgBouncer, tenantgate, direct, ...) and prints median TPS,
 # average / p50 / p99 latency (from pgbench --log) and the ratios. It also measures the RSS of
-# both proxies holding 10,000 idle authenticated clients, the cost of the injection (fixed-tenant
-# user vs a break-glass user, which is not injected), and optionally profiles tenantgate.
+# both proxies holding 10,000 idle authenticated clients, the cost of tenant enforcement
+# (fixed-tenant user vs a break-glass user, which is neither inspected nor injected), PostgreSQL's
+# own CPU per transaction next to the proxy's, and optionally profiles tenantgate.
 #
 #   benches/compare.sh                 # full matrix: -S and TPC-B x simple/extended/prepared x 1/16/64/256
 #   benches/compare.sh --quick         # the key cells, shorter runs
@@ -182,6 +184,17 @@ wait_port() {
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 # CPU (user+system, clock ticks) and context switches of a process, all threads.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU (user+system, clock ticks) of PostgreSQL's backends: live children of the postmaster plus
+# what the postmaster reaped (cutime+cstime), so backends that exit during a run still count.
+pg_cpu_ticks() {
+  local total c t
+  total=$(awk '{print $16 + $17}' "/proc/$PG_PID/stat")
+  for c in $(cat /proc/"$PG_PID"/task/*/children 2>/dev/null); do
+    t=$(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
 ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/{s += $2} END{print s + 0}'; }
 
 PGPORT=$(free_port)
@@ -321,7 +334,7 @@ seen=$(PGPASSWORD=$pass "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$port" -U "$user" 
   echo "# pgbench = $("$PGBENCH" --version)"
   echo "# pool = $POOL, scale = $SCALE, rounds = $ROUNDS, duration = ${DURATION}s, -j min(2, clients), tenantgate worker_threads = $WORKERS"
   echo "# load_before = $(cut -d' ' -f1-3 /proc/loadavg)"
-  printf 'group\tcell\ttarget\tround\ttps\tfailed\tavg_us\tp50_us\tp99_us\trc\tproxy_cpu_us_per_txn\tproxy_ctxsw_per_txn\n'
+  printf 'group\tcell\ttarget\tround\ttps\tfailed\tavg_us\tp50_us\tp99_us\trc\tproxy_cpu_us_per_txn\tproxy_ctxsw_per_txn\tpg_cpu_us_per_txn\n'
 } >"$RESULTS"
 
 # One pgbench run; appends a row to results.tsv.
@@ -337,13 +350,18 @@ run_pgbench() {
   [ "$group" = warmup ] || args+=(--log "--log-prefix=$prefix")
   local ppid=""
   case "$target" in tenantgate|breakglass) ppid=$TG_PID ;; pgbouncer) ppid=$PB_PID ;; esac
-  local c0=0 s0=0
+  local c0=0 s0=0 g0
   [ -n "$ppid" ] && { c0=$(cpu_ticks "$ppid"); s0=$(ctx_switches "$ppid"); }
+  g0=$(pg_cpu_ticks)
   local rc=0
   PGPASSWORD=$pass "$PGBENCH" "${args[@]}" bench >"$prefix.out" 2>&1 || rc=$?
   [ "$group" = warmup ] && { rm -f "$prefix".*; return 0; }
-  local ncpu=nan nsw=nan n
+  local ncpu=nan nsw=nan npg=nan n g1
+  g1=$(pg_cpu_ticks)
   n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$prefix.out" | head -1)
+  if [ "${n:-0}" -gt 0 ]; then
+    npg=$(python3 -c "import os; print(round(($g1 - $g0) * 1e6 / os.sysconf('SC_CLK_TCK') / $n, 2))")
+  fi
   if [ -n "$ppid" ] && [ "${n:-0}" -gt 0 ]; then
     local c1 s1
     c1=$(cpu_ticks "$ppid"); s1=$(ctx_switches "$ppid")
@@ -359,10 +377,11 @@ run_pgbench() {
     cp "$prefix.out" "$OUT/failed-$group-${cell//:/-}-$target-$round.out"
     log "  $target: pgbench exited $rc (output kept in $OUT)"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$cell" "$target" "$round" \
-    "${tps:-0}" "${failed:-0}" "$avg" "$p50" "$p99" "$rc" "$ncpu" "$nsw" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$cell" "$target" "$round" \
+    "${tps:-0}" "${failed:-0}" "$avg" "$p50" "$p99" "$rc" "$ncpu" "$nsw" "$npg" >>"$RESULTS"
   local cpu_note=""
   [ "$ncpu" != nan ] && cpu_note=" proxy_cpu=${ncpu}us/txn"
+  cpu_note="$cpu_note pg_cpu=${npg}us/txn"
   log "  $target r$round: tps=${tps:-?} p50=${p50}us p99=${p99}us failed=${failed:-0}$cpu_note"
   rm -f "$prefix".[0-9]* "$prefix.out"
 }

@@ -5,7 +5,7 @@
   pgbench_stats.py summary RESULTS.tsv    -> markdown tables (medians over rounds, ratios)
 
 RESULTS.tsv columns: group cell target round tps failed avg_us p50_us p99_us rc
-                     proxy_cpu_us_per_txn proxy_ctxsw_per_txn
+                     proxy_cpu_us_per_txn proxy_ctxsw_per_txn pg_cpu_us_per_txn
 """
 
 import glob
@@ -68,7 +68,8 @@ def summary(path):
             tps, failed, avg, p50, p99, rc = float(p[4]), int(p[5]), float(p[6]), float(p[7]), float(p[8]), int(p[9])
             cpu = float(p[10]) if len(p) > 10 else float("nan")
             sw = float(p[11]) if len(p) > 11 else float("nan")
-            rows[(group, cell, target)].append((tps, failed, avg, p50, p99, rc, cpu, sw))
+            pg = float(p[12]) if len(p) > 12 else float("nan")
+            rows[(group, cell, target)].append((tps, failed, avg, p50, p99, rc, cpu, sw, pg))
             seen = cells.setdefault(group, OrderedDict()).setdefault(cell, [])
             if target not in seen:
                 seen.append(target)
@@ -88,6 +89,7 @@ def summary(path):
             "spread": (min(x[0] for x in r), max(x[0] for x in r)),
             "cpu": med([x[6] for x in r]),
             "sw": med([x[7] for x in r]),
+            "pg": med([x[8] for x in r]),
         }
 
     out = []
@@ -98,11 +100,11 @@ def summary(path):
                 if t not in targets:
                     targets.append(t)
         if group == "matrix":
-            out.append("| cell | target | median TPS (min–max) | avg lat ms | p50 ms | p99 ms | failed | proxy CPU µs/txn | proxy ctx sw/txn | rounds |")
-            out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            out.append("| cell | target | median TPS (min–max) | avg lat ms | p50 ms | p99 ms | failed | proxy CPU µs/txn | PostgreSQL CPU µs/txn | proxy ctx sw/txn | rounds |")
+            out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         else:
-            out.append(f"| {group} cell | target | median TPS (min–max) | avg lat ms | p50 ms | p99 ms | failed | proxy CPU µs/txn | proxy ctx sw/txn | rounds |")
-            out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            out.append(f"| {group} cell | target | median TPS (min–max) | avg lat ms | p50 ms | p99 ms | failed | proxy CPU µs/txn | PostgreSQL CPU µs/txn | proxy ctx sw/txn | rounds |")
+            out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for cell in gcells:
             for t in targets:
                 a = agg((group, cell, t))
@@ -112,7 +114,7 @@ def summary(path):
                 out.append(
                     f"| {cell} | {t} | {fmt(a['tps'])} ({fmt(a['spread'][0])}–{fmt(a['spread'][1])}) | "
                     f"{fmt(a['avg'] / 1000, 3)} | {fmt(a['p50'] / 1000, 3)} | {fmt(a['p99'] / 1000, 3)} | "
-                    f"{a['failed']}{err} | {fmt(a['cpu'], 1)} | {fmt(a['sw'], 2)} | {a['rounds']} |"
+                    f"{a['failed']}{err} | {fmt(a['cpu'], 1)} | {fmt(a['pg'], 1)} | {fmt(a['sw'], 2)} | {a['rounds']} |"
                 )
         out.append("")
         if group == "matrix":
