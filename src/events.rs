@@ -35,6 +35,9 @@ pub enum EventKind {
     RlsTamper,
     /// A statement naming another tenant's id.
     CrossTenantLiteral,
+    /// A statement reaching catalog views or functions that expose other sessions of the
+    /// shared upstream role, large objects or activity statistics, or `EXPLAIN ANALYZE`.
+    CatalogProbe,
     /// A trusted backend switched tenant.
     TenantSwitch,
     /// An operator ran a statement.
@@ -59,6 +62,7 @@ impl EventKind {
             EventKind::RoleTamper => "role_tamper",
             EventKind::RlsTamper => "rls_tamper",
             EventKind::CrossTenantLiteral => "cross_tenant_literal",
+            EventKind::CatalogProbe => "catalog_probe",
             EventKind::TenantSwitch => "tenant_switch",
             EventKind::OperatorStatement => "operator_statement",
             EventKind::BreakglassSession => "breakglass_session",
@@ -236,13 +240,14 @@ impl EventCounts {
 }
 
 /// Every event kind, in declaration order (matches `EventCounts` indexes).
-pub const ALL_KINDS: [EventKind; 12] = [
+pub const ALL_KINDS: [EventKind; 13] = [
     EventKind::AuthFailed,
     EventKind::NoTenantRefused,
     EventKind::TenantTamper,
     EventKind::RoleTamper,
     EventKind::RlsTamper,
     EventKind::CrossTenantLiteral,
+    EventKind::CatalogProbe,
     EventKind::TenantSwitch,
     EventKind::OperatorStatement,
     EventKind::BreakglassSession,
@@ -396,6 +401,7 @@ fn is_probe(kind: EventKind) -> bool {
             | EventKind::RoleTamper
             | EventKind::RlsTamper
             | EventKind::CrossTenantLiteral
+            | EventKind::CatalogProbe
             | EventKind::AuthFailed
     )
 }
