@@ -348,7 +348,7 @@ pub const SQL_FUNCTIONS: [(&str, &[SqlArgs]); 6] = [
 ];
 
 /// Every function known to run SQL text from an argument, old and new, for the catalog test.
-pub const ALL_SQL_FUNCTIONS: [&str; 11] = [
+pub const ALL_SQL_FUNCTIONS: [&str; 10] = [
     "query_to_xml",
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
@@ -359,7 +359,6 @@ pub const ALL_SQL_FUNCTIONS: [&str; 11] = [
     "crosstab3",
     "crosstab4",
     "connectby",
-    "dblink",
 ];
 
 /// Looks up a function of [`SQL_FUNCTIONS`] (ASCII case-insensitive).
