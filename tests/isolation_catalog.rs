@@ -130,7 +130,11 @@ async fn pg_stat_activity_never_shows_another_tenants_query() {
     )
     .await
     .unwrap();
-    assert_eq!(rows.len(), 1, "the monitor reads pg_stat_activity: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        1,
+        "the monitor reads pg_stat_activity: {rows:?}"
+    );
     globex.batch_execute("commit").await.unwrap();
     done(p).await;
 }
@@ -168,7 +172,9 @@ async fn another_tenants_backend_cannot_be_cancelled_or_terminated() {
     )
     .await;
     // Globex's transaction is alive and still its own.
-    let rows = simple(&globex, "select count(*) from customers").await.unwrap();
+    let rows = simple(&globex, "select count(*) from customers")
+        .await
+        .unwrap();
     assert_eq!(rows, vec![GLOBEX.customers.to_string()]);
     globex.batch_execute("commit").await.unwrap();
     assert!(!events_for(&p, "catalog_probe", "pg_terminate_backend")
@@ -207,7 +213,10 @@ async fn large_objects_of_the_shared_role_are_refused() {
     assert!(!p.events_named("catalog_probe").await.is_empty());
     // Still there: nothing reached the server.
     let left = common::cluster()
-        .psql(&p.db, &format!("select count(*) from pg_largeobject_metadata where oid = {oid}"))
+        .psql(
+            &p.db,
+            &format!("select count(*) from pg_largeobject_metadata where oid = {oid}"),
+        )
         .unwrap();
     assert_eq!(left.trim(), "1");
     common::cluster()
@@ -291,14 +300,21 @@ async fn ts_rewrite_cannot_run_hidden_sql() {
         "select ''a''::tsquery, ''b''::tsquery from (select set_config(''app.tenant_id'', ''{}'', true)) s",
         GLOBEX.id
     );
-    for f in ["ts_rewrite", "pg_catalog.ts_rewrite", "\"ts_rewrite\"", "TS_REWRITE"] {
+    for f in [
+        "ts_rewrite",
+        "pg_catalog.ts_rewrite",
+        "\"ts_rewrite\"",
+        "TS_REWRITE",
+    ] {
         let sql = format!(
             "select {f}('a'::tsquery, '{hidden}'); select string_agg(name, ',') from customers"
         );
         let m = refused(&acme, &sql, "42501", None).await;
         assert!(!m.contains("globex"), "{m}");
     }
-    assert!(!events_for(&p, "tenant_tamper", "ts_rewrite").await.is_empty());
+    assert!(!events_for(&p, "tenant_tamper", "ts_rewrite")
+        .await
+        .is_empty());
     // A harmless rewrite query still works.
     let rows = simple(
         &acme,
@@ -326,7 +342,9 @@ async fn other_spellings_of_another_tenant_id_are_probes() {
         let sql = format!("select count(*) from customers where tenant_id = '{spelling}'");
         refused(&acme, &sql, "42501", None).await;
         assert!(
-            !events_for(&p, "cross_tenant_literal", &spelling).await.is_empty(),
+            !events_for(&p, "cross_tenant_literal", &spelling)
+                .await
+                .is_empty(),
             "{spelling}"
         );
     }
@@ -366,7 +384,10 @@ async fn unsafe_client_encodings_are_refused_at_startup_and_in_set() {
         "select set_config('client_encoding', 'UHC', false)",
     ] {
         let m = refused(&acme, sql, "22023", None).await;
-        assert!(m.starts_with("invalid value for parameter \"client_encoding\""), "{m}");
+        assert!(
+            m.starts_with("invalid value for parameter \"client_encoding\""),
+            "{m}"
+        );
     }
     simple(&acme, "set client_encoding = 'UTF8'")
         .await
@@ -433,7 +454,8 @@ async fn deny_lists_cover_the_servers_catalogs() {
     // 1. Functions whose C implementation reports on other backends, large objects or
     //    activity statistics (by their C symbol: pgstatfuncs.c, be-fsstubs.c, lockfuncs.c,
     //    signalfuncs.c, dbsize.c, mcxtfuncs.c, prepare.c, portalmem.c, twophase.c).
-    let funcs = q("select distinct proname from pg_proc where pronamespace = 'pg_catalog'::regnamespace and (
+    let funcs = q(
+        "select distinct proname from pg_proc where pronamespace = 'pg_catalog'::regnamespace and (
             prosrc like 'pg\\_stat\\_get\\_%' or prosrc like 'be\\_lo\\_%' or prosrc like 'lo\\_%'
             or prosrc in ('pg_lock_status', 'pg_blocking_pids', 'pg_safe_snapshot_blocking_pids',
                 'pg_isolation_test_session_is_blocked', 'pg_cancel_backend', 'pg_terminate_backend',
@@ -441,13 +463,20 @@ async fn deny_lists_cover_the_servers_catalogs() {
                 'pg_prepared_statement', 'pg_cursor', 'pg_prepared_xact', 'pg_listening_channels',
                 'pg_notification_queue_usage', 'pg_relation_size', 'pg_total_relation_size',
                 'pg_table_size', 'pg_indexes_size', 'pg_database_size_oid', 'pg_database_size_name',
-                'pg_tablespace_size_oid', 'pg_tablespace_size_name', 'pg_stat_get_activity'))");
-    assert!(funcs.len() > 100, "catalog query found too little: {funcs:?}");
+                'pg_tablespace_size_oid', 'pg_tablespace_size_name', 'pg_stat_get_activity'))",
+    );
+    assert!(
+        funcs.len() > 100,
+        "catalog query found too little: {funcs:?}"
+    );
     let missing: Vec<&String> = funcs
         .iter()
         .filter(|f| catalog_object(f.as_bytes(), true).is_none())
         .collect();
-    assert!(missing.is_empty(), "pg_proc functions not refused: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "pg_proc functions not refused: {missing:?}"
+    );
     // 2. Every view built on them (system_views.sql), and every pg_stat*/pg_statio* view.
     let views = q("select viewname from pg_views where schemaname = 'pg_catalog' and (
             definition ~ '(pg_stat_get_|pg_lock_status|pg_prepared_statement|pg_cursor|pg_prepared_xact|pg_get_backend_memory_contexts|pg_largeobject)'
@@ -456,13 +485,21 @@ async fn deny_lists_cover_the_servers_catalogs() {
     // Reviewed and allowed: pg_stats and pg_stats_ext* filter themselves by row security
     // (has_column_privilege and row_security_active in the view); pg_seclabels only joins
     // pg_largeobject for the object's name in security labels (empty without a label provider).
-    let reviewed_views = ["pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_seclabels"];
+    let reviewed_views = [
+        "pg_stats",
+        "pg_stats_ext",
+        "pg_stats_ext_exprs",
+        "pg_seclabels",
+    ];
     let missing: Vec<&String> = views
         .iter()
         .filter(|v| !reviewed_views.contains(&v.as_str()))
         .filter(|v| catalog_object(v.as_bytes(), false).is_none())
         .collect();
-    assert!(missing.is_empty(), "pg_catalog views not refused: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "pg_catalog views not refused: {missing:?}"
+    );
     for t in ["pg_largeobject", "pg_largeobject_metadata"] {
         assert_eq!(
             catalog_object(t.as_bytes(), false).map(|o| o.exposure),
@@ -477,7 +514,12 @@ async fn deny_lists_cover_the_servers_catalogs() {
             or exists (select 1 from unnest(proargnames) a where a ~* '(query|sql|stmt|statement)$'
                 and proargtypes[array_position(proargnames, a) - 1] = 'text'::regtype)");
     // Reviewed: these take a "query" argument that is not SQL text run in this session.
-    let reviewed = ["to_tsquery", "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery"];
+    let reviewed = [
+        "to_tsquery",
+        "plainto_tsquery",
+        "phraseto_tsquery",
+        "websearch_to_tsquery",
+    ];
     eprintln!(
         "SQL-running functions in pg_proc: {sql_funcs:?}; refused backend/statistics functions: {}",
         funcs.len()
