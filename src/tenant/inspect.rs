@@ -2313,6 +2313,7 @@ impl<'a> Cx<'a, '_> {
             let (rule, detail) = body_finding(hit, do_block);
             self.push(st, rule, detail, None, t.s()..t.e());
         }
+        self.body_catalog(st, t, &text);
     }
 
     #[cold]
@@ -3062,6 +3063,58 @@ impl<'a> Cx<'a, '_> {
             None => {
                 let d = "set_config of client_encoding with a non-constant value";
                 self.push(st, Rule::UnsafeEncoding, d, None, span)
+            }
+        }
+    }
+
+    /// A function or `DO` body (SQL or PL/pgSQL, which lexes alike) that reaches a refused
+    /// catalog object, runs `EXPLAIN ANALYZE`, switches to an unsafe client encoding or calls a
+    /// SQL-running function: reported like the same text at top level. Only bodies that mention
+    /// one of the names are lexed a second time.
+    fn body_catalog(&mut self, st: &Stmt, t: &Tok, text: &[u8]) {
+        const HINTS: [&[u8]; 14] = [
+            b"pg_",
+            b"lo_",
+            b"loread",
+            b"lowrite",
+            b"reltuples",
+            b"relpages",
+            b"relall",
+            b"analy",
+            b"encoding",
+            b"names",
+            b"ts_rewrite",
+            b"crosstab",
+            b"connectby",
+            b"pgstat",
+        ];
+        self.body_catalog_at(st, t, text, &HINTS, 0);
+    }
+
+    /// `body_catalog` on `text` and, like `scan_body`, on the string literals nested in it
+    /// (`EXECUTE 'explain analyze …'`), up to `MAX_BODY_DEPTH` levels.
+    fn body_catalog_at(&mut self, st: &Stmt, t: &Tok, text: &[u8], hints: &[&[u8]], depth: u32) {
+        if depth >= MAX_BODY_DEPTH
+            || self.depth + 1 >= MAX_DYNAMIC_DEPTH
+            || !hints.iter().any(|h| contains_ci(text, h))
+        {
+            return;
+        }
+        let mut lx = Lexer::new(text, self.o.scs);
+        while let Some(x) = lx.next() {
+            if is_text_lit(x.k) {
+                let inner = lit_bytes(text, &x);
+                self.body_catalog_at(st, t, &inner, hints, depth + 1);
+            }
+        }
+        let sub = run(text, self.o, self.depth + 1);
+        for f in sub.findings {
+            let keep = matches!(
+                f.rule,
+                Rule::UnsafeEncoding | Rule::OtherSessions | Rule::LargeObject | Rule::Statistics
+            ) || (f.rule == Rule::TenantTamper && f.detail.starts_with("dynamic SQL"));
+            if keep {
+                self.push(st, f.rule, f.detail, f.value, t.s()..t.e());
             }
         }
     }
@@ -4681,6 +4734,38 @@ mod catalog_tests {
         ] {
             assert!(found(sql).is_empty(), "{sql}: {:?}", found(sql));
         }
+    }
+
+    #[test]
+    fn function_and_do_bodies_are_searched() {
+        for (sql, rule) in [
+            (
+                "create function f() returns setof text language sql as $$ select query from pg_stat_activity $$",
+                Rule::OtherSessions,
+            ),
+            (
+                "create function f() returns void language plpgsql as $$ begin perform pg_cancel_backend(1); end $$",
+                Rule::OtherSessions,
+            ),
+            (
+                "do $$ begin execute 'explain analyze select 1'; end $$",
+                Rule::Statistics,
+            ),
+            (
+                "create procedure p() language sql as 'select lo_get(1)'",
+                Rule::LargeObject,
+            ),
+            (
+                "do $$ begin set client_encoding = 'sjis'; end $$",
+                Rule::UnsafeEncoding,
+            ),
+        ] {
+            assert!(has(sql, rule), "{sql}: {:?}", found(sql));
+        }
+        let sql = "create function f() returns tsquery language sql as $$ select ts_rewrite('a'::tsquery, 'select set_config(''app.tenant_id'', ''x'', true)') $$";
+        assert!(has(sql, Rule::TenantTamper), "{sql}");
+        let sql = "create function f(a int) returns int language sql as $$ select a + 1 $$";
+        assert!(found(sql).is_empty());
     }
 
     #[test]
