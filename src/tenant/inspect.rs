@@ -43,6 +43,14 @@
 //! * SQL text passed to functions that run it in the same session (`query_to_xml`,
 //!   `query_to_xmlschema`, `query_to_xml_and_xmlschema`, `ts_stat`) is inspected as SQL; a
 //!   non-literal query fails closed.
+//! * Catalog objects that expose other sessions of the shared upstream role, large objects
+//!   and activity statistics (`pg_stat_activity`, `pg_cancel_backend`, `lo_get`,
+//!   `pg_stat_user_tables`, `reltuples` …; the tables and their derivation are in
+//!   `catalog.rs`), as names in any spelling, as string literals naming them
+//!   (`'pg_locks'::regclass`), and in function and `DO` bodies; `EXPLAIN ANALYZE` in every
+//!   option spelling; `SET client_encoding`/`SET NAMES`/`set_config('client_encoding', …)` to
+//!   an encoding whose multi-byte characters can contain ASCII bytes; and the SQL text passed
+//!   to `ts_rewrite(tsquery, text)` and `tablefunc`'s `crosstab*` (`connectby` fails closed).
 //! * String literals compared with the tenant column by `=`, `<>`, `!=`, `IN (…)`, `NOT IN`,
 //!   `IS [NOT] DISTINCT FROM`, `= ANY (ARRAY[…])` and `= ANY ('{…}')`, in either operand order,
 //!   through `::type`, `CAST(… AS type)` and `type '…'`. An `UPDATE … SET tenant_id = '…'` is
