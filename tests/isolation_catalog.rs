@@ -398,6 +398,34 @@ async fn unsafe_client_encodings_are_refused_at_startup_and_in_set() {
     done(p).await;
 }
 
+/// The backstop: an encoding change the inspector cannot see (here inside a function someone
+/// else created) ends the session when the server reports it, and the server connection is
+/// never reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_reported_unsafe_encoding_ends_the_session() {
+    let p = proxy().await;
+    common::cluster()
+        .psql(
+            &p.db,
+            "create function public.switch_encoding() returns text language sql as \
+             $$ select set_config('client_encoding', 'SJIS', false) $$",
+        )
+        .unwrap();
+    let acme = p.connect("acme_app").await;
+    let err = simple(&acme, "select public.switch_encoding()")
+        .await
+        .expect_err("the session ends");
+    let db = err.as_db_error().expect("a FATAL from the proxy");
+    assert_eq!(db.code().code(), "22023");
+    assert!(db.message().contains("client_encoding"), "{}", db.message());
+    assert!(acme.is_closed() || simple(&acme, "select 1").await.is_err());
+    // Whoever comes next gets a clean UTF8 connection.
+    let next = p.connect("acme_app").await;
+    let rows = simple(&next, "show client_encoding").await.unwrap();
+    assert_eq!(rows, vec!["UTF8".to_owned()]);
+    done(p).await;
+}
+
 /// The desynchronisation itself, with raw bytes (no driver sends them): `0x95 0x5C` is one
 /// character in SJIS, and a replacement character plus a backslash to a UTF-8 reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
