@@ -453,11 +453,11 @@ async fn sjis_bytes_cannot_hide_statements() {
     .await
     .unwrap();
     let (set, attack) = outcome;
-    assert_eq!(set.error.as_deref(), Some("22023"), "SET refused: {set:?}");
     assert!(
         attack.rows.iter().all(|r| !r.contains("globex")),
         "foreign rows: {attack:?}"
     );
+    assert_eq!(set.error.as_deref(), Some("22023"), "SET refused: {set:?}");
     assert!(attack.error.is_some(), "{attack:?}");
     done(p).await;
 }
