@@ -231,7 +231,7 @@ pub struct EventSink {
 
 /// Counters of recorded events by name.
 #[derive(Debug, Default)]
-pub struct EventCounts(pub [AtomicU64; 12]);
+pub struct EventCounts(pub [AtomicU64; ALL_KINDS.len()]);
 
 impl EventCounts {
     fn bump(&self, kind: EventKind) {

@@ -64,6 +64,8 @@ async fn ssl_in_use(p: &support::TestProxy) -> bool {
         .unwrap()
         .get(0);
     assert_eq!(n, common::ACME.customers);
+    // pg_stat_ssl shows every backend of the shared role: only a monitoring user may read it.
+    let c = p.connect("monitor_app").await;
     c.query_one(
         "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
         &[],

@@ -318,7 +318,7 @@ async fn sslmode_require_works_and_require_tls_refuses_plaintext() {
     })
     .await;
     let url = format!(
-        "host=127.0.0.1 port={} user=acme_app dbname={} sslmode=require",
+        "host=127.0.0.1 port={} user=monitor_app dbname={} sslmode=require",
         p.addr.port(),
         p.db
     );

@@ -2970,6 +2970,34 @@ impl<'a> Cx<'a, '_> {
 /// Why an unsafe client encoding is a finding.
 const ENCODING_DETAIL: &str = "a client encoding that hides statements from the inspector";
 
+/// Whether `text` contains any of `hints` (lower-case ASCII, starting with a letter), ASCII
+/// case-insensitively, in one pass: only bytes that start some hint are compared further.
+fn mentions(text: &[u8], hints: &[&[u8]]) -> bool {
+    let mut firsts = [0u64; 4];
+    for h in hints {
+        if let Some(&c) = h.first() {
+            firsts[usize::from(c >> 6)] |= 1 << (c & 63);
+        }
+    }
+    for (i, &b) in text.iter().enumerate() {
+        let c = b | 0x20;
+        if (firsts[usize::from(c >> 6)] >> (c & 63)) & 1 == 0 {
+            continue;
+        }
+        let rest = text.get(i..).unwrap_or_default();
+        let hit = hints.iter().any(|h| {
+            h.first() == Some(&c)
+                && rest
+                    .get(..h.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(h))
+        });
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
 /// Compares a decoded literal with `client_encoding` without allocating.
 struct EncodingName(Ci<'static>);
 
@@ -3102,9 +3130,7 @@ impl<'a> Cx<'a, '_> {
     /// `body_catalog` on `text` and, like `scan_body`, on the string literals nested in it
     /// (`EXECUTE 'explain analyze …'`), up to `MAX_BODY_DEPTH` levels.
     fn body_catalog_at(&mut self, st: &Stmt, t: &Tok, text: &[u8], hints: &[&[u8]], depth: u32) {
-        if depth >= MAX_BODY_DEPTH
-            || self.depth + 1 >= MAX_DYNAMIC_DEPTH
-            || !hints.iter().any(|h| contains_ci(text, h))
+        if depth >= MAX_BODY_DEPTH || self.depth + 1 >= MAX_DYNAMIC_DEPTH || !mentions(text, hints)
         {
             return;
         }
@@ -3132,9 +3158,7 @@ impl<'a> Cx<'a, '_> {
     #[inline(always)]
     fn catalog_literal(&mut self, st: &mut Stmt, t: Tok) {
         let raw = self.src.get(t.s()..t.e()).unwrap_or_default();
-        if raw.len() <= 300
-            && (contains_ci(raw, b"pg") || contains_ci(raw, b"lo") || contains_ci(raw, b"rel"))
-        {
+        if raw.len() <= 300 && mentions(raw, &[b"pg", b"lo", b"rel"]) {
             self.catalog_literal_slow(st, t);
         }
     }
@@ -4741,6 +4765,26 @@ mod catalog_tests {
             "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2",
         ] {
             assert!(found(sql).is_empty(), "{sql}: {:?}", found(sql));
+        }
+    }
+
+    #[test]
+    fn mentions_matches_contains_ci() {
+        let hints: [&[u8]; 3] = [b"pg_", b"loread", b"analy"];
+        for text in [
+            "",
+            "p",
+            "pg",
+            "PG_",
+            "xxPg_yy",
+            "select LOREAD(1)",
+            "explain Analyse",
+            "pgx lorea",
+            "p\u{e9}g_",
+            "\u{ff}pg_",
+        ] {
+            let want = hints.iter().any(|h| contains_ci(text.as_bytes(), h));
+            assert_eq!(mentions(text.as_bytes(), &hints), want, "{text:?}");
         }
     }
 

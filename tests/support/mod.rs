@@ -79,6 +79,11 @@ pub fn users_toml() -> String {
     s.push_str(&format!(
         "[[users]]\nname = \"alice\"\npassword = \"{PW}\"\nkind = \"operator\"\ntenants = \"*\"\n\n"
     ));
+    // A trusted monitoring login (may read pg_stat_activity, pg_stat_ssl, statistics).
+    s.push_str(&format!(
+        "[[users]]\nname = \"monitor_app\"\npassword = \"{PW}\"\ntenant = \"{}\"\nallow_catalog_monitoring = true\n\n",
+        common::ACME.id
+    ));
     s.push_str(&format!(
         "[[users]]\nname = \"md5_app\"\npassword = \"{PW}\"\nauth = \"md5\"\ntenant = \"{}\"\n\n",
         common::ACME.id
