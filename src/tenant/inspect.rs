@@ -2970,8 +2970,10 @@ impl<'a> Cx<'a, '_> {
 /// Why an unsafe client encoding is a finding.
 const ENCODING_DETAIL: &str = "a client encoding that hides statements from the inspector";
 
-/// Whether `text` contains any of `hints` (lower-case ASCII, starting with a letter), ASCII
-/// case-insensitively, in one pass: only bytes that start some hint are compared further.
+/// Whether a word of `text` starts with one of `hints` (lower-case ASCII, starting with a
+/// letter), ASCII case-insensitively, in one pass: only word starts whose first letter starts
+/// some hint are compared further. Every name the catalog rules look for is a word (or starts
+/// one after a quote or a dot).
 fn mentions(text: &[u8], hints: &[&[u8]]) -> bool {
     let mut firsts = [0u64; 4];
     for h in hints {
@@ -2979,9 +2981,12 @@ fn mentions(text: &[u8], hints: &[&[u8]]) -> bool {
             firsts[usize::from(c >> 6)] |= 1 << (c & 63);
         }
     }
+    let mut in_word = false;
     for (i, &b) in text.iter().enumerate() {
+        let was = in_word;
+        in_word = class(b) & (C_IDS | C_IDC) != 0;
         let c = b | 0x20;
-        if (firsts[usize::from(c >> 6)] >> (c & 63)) & 1 == 0 {
+        if was || (firsts[usize::from(c >> 6)] >> (c & 63)) & 1 == 0 {
             continue;
         }
         let rest = text.get(i..).unwrap_or_default();
@@ -3108,7 +3113,7 @@ impl<'a> Cx<'a, '_> {
     /// SQL-running function: reported like the same text at top level. Only bodies that mention
     /// one of the names are lexed a second time.
     fn body_catalog(&mut self, st: &Stmt, t: &Tok, text: &[u8]) {
-        const HINTS: [&[u8]; 14] = [
+        const HINTS: [&[u8]; 15] = [
             b"pg_",
             b"lo_",
             b"loread",
@@ -3118,6 +3123,7 @@ impl<'a> Cx<'a, '_> {
             b"relall",
             b"analy",
             b"encoding",
+            b"client_encoding",
             b"names",
             b"ts_rewrite",
             b"crosstab",
@@ -4776,15 +4782,22 @@ mod catalog_tests {
             "p",
             "pg",
             "PG_",
-            "xxPg_yy",
+            "xx Pg_yy",
             "select LOREAD(1)",
             "explain Analyse",
             "pgx lorea",
-            "p\u{e9}g_",
-            "\u{ff}pg_",
+            "'pg_locks'",
+            "a.pg_x",
+            "\"pg_x\"",
         ] {
             let want = hints.iter().any(|h| contains_ci(text.as_bytes(), h));
             assert_eq!(mentions(text.as_bytes(), &hints), want, "{text:?}");
+        }
+        for text in ["xpg_", "p\u{e9}g_", "\u{ff}pg_", "_pg_", "$pg_", "9pg_"] {
+            assert!(
+                !mentions(text.as_bytes(), &hints),
+                "not a word start: {text:?}"
+            );
         }
     }
 
