@@ -90,6 +90,7 @@ async fn upstream_tls_require_and_verify_full() {
     ] {
         let o = Opts {
             upstream_extra: format!("tls = \"{mode}\"\n{extra}"),
+            extra: support::monitor_user_toml(),
             ..Opts::default()
         };
         let p = start_custom(&o, host, port).await;

@@ -314,6 +314,7 @@ async fn plaintext_after_ssl_request_is_refused() {
 async fn sslmode_require_works_and_require_tls_refuses_plaintext() {
     let p = start(Opts {
         server_extra: format!("{}\nrequire_tls = true", tls_keys()),
+        extra: support::monitor_user_toml(),
         ..Opts::default()
     })
     .await;
