@@ -34,6 +34,8 @@ fn policy() -> Policy {
         format: TenantFormat::Uuid,
         probe_action: ProbeAction::Block,
         allow_do_blocks: false,
+        catalog_monitors: Vec::new(),
+        user_names: Vec::new(),
     }
 }
 

@@ -452,6 +452,13 @@ pub struct UserConfig {
     /// Whether an intercepted `SET <setting>` may switch among `tenants` (trusted backends).
     #[serde(default)]
     pub allow_switch: bool,
+    /// A trusted monitoring login (`app` or `operator` only): may read the catalog views and
+    /// functions that expose other sessions of the shared upstream role and activity
+    /// statistics (`pg_stat_activity`, `pg_locks`, `pg_stat_user_tables`, `EXPLAIN ANALYZE` …),
+    /// which every other session is refused because they show other tenants' queries and
+    /// activity.
+    #[serde(default)]
+    pub allow_catalog_monitoring: bool,
 }
 
 /// Password exchange for a user.
@@ -845,6 +852,14 @@ impl Config {
                         ));
                     }
                 }
+            }
+            if user.allow_catalog_monitoring
+                && !matches!(user.kind, UserKind::App | UserKind::Operator)
+            {
+                return Err(invalid(
+                    key("allow_catalog_monitoring"),
+                    "only applies to `app` and `operator` users (others are not inspected)",
+                ));
             }
             if user.allow_switch && user.tenants.is_none() {
                 return Err(invalid(key("allow_switch"), "needs `tenants`"));

@@ -46,6 +46,9 @@ pub enum EventKind {
     RlsTamper,
     /// A statement naming another tenant's id.
     CrossTenantLiteral,
+    /// A statement reaching catalog views or functions that expose other sessions of the
+    /// shared upstream role, large objects or activity statistics, or `EXPLAIN ANALYZE`.
+    CatalogProbe,
     /// A trusted backend switched tenant.
     TenantSwitch,
     /// An operator ran a statement.
@@ -73,6 +76,7 @@ impl EventKind {
             EventKind::RoleTamper => "role_tamper",
             EventKind::RlsTamper => "rls_tamper",
             EventKind::CrossTenantLiteral => "cross_tenant_literal",
+            EventKind::CatalogProbe => "catalog_probe",
             EventKind::TenantSwitch => "tenant_switch",
             EventKind::OperatorStatement => "operator_statement",
             EventKind::BreakglassSession => "breakglass_session",
@@ -88,9 +92,10 @@ impl EventKind {
     pub fn actions(self) -> &'static [Action] {
         use Action::*;
         match self {
-            EventKind::AuthFailed | EventKind::NoTenantRefused | EventKind::StatementProbe => {
-                &[Block]
-            }
+            EventKind::AuthFailed
+            | EventKind::NoTenantRefused
+            | EventKind::StatementProbe
+            | EventKind::CatalogProbe => &[Block],
             EventKind::TenantTamper
             | EventKind::RoleTamper
             | EventKind::RlsTamper
@@ -121,7 +126,8 @@ impl EventKind {
             | EventKind::RoleTamper
             | EventKind::RlsTamper
             | EventKind::CrossTenantLiteral
-            | EventKind::StatementProbe => &[
+            | EventKind::StatementProbe
+            | EventKind::CatalogProbe => &[
                 "statement",
                 "sqlstate",
                 "detail",
@@ -347,13 +353,14 @@ impl EventCounts {
 }
 
 /// Every event kind, in declaration order (matches `EventCounts` indexes).
-pub const ALL_KINDS: [EventKind; 13] = [
+pub const ALL_KINDS: [EventKind; 14] = [
     EventKind::AuthFailed,
     EventKind::NoTenantRefused,
     EventKind::TenantTamper,
     EventKind::RoleTamper,
     EventKind::RlsTamper,
     EventKind::CrossTenantLiteral,
+    EventKind::CatalogProbe,
     EventKind::TenantSwitch,
     EventKind::OperatorStatement,
     EventKind::BreakglassSession,
@@ -528,6 +535,7 @@ fn is_probe(kind: EventKind) -> bool {
             | EventKind::RoleTamper
             | EventKind::RlsTamper
             | EventKind::CrossTenantLiteral
+            | EventKind::CatalogProbe
             | EventKind::AuthFailed
             | EventKind::StatementProbe
     )

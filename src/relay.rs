@@ -155,6 +155,18 @@ impl Relay {
             // Asynchronous messages may arrive at any time.
             b'S' => {
                 if let Some((k, v)) = parameter_status_fields(f.body()) {
+                    if k == "client_encoding" {
+                        if let Some(c) = crate::tenant::catalog::unsafe_client_encoding(&v) {
+                            // The inspector could no longer see where statements end: never
+                            // read another client message on this session (see catalog.rs).
+                            tracing::warn!(client_encoding = %v, "server switched to an unsafe client encoding; session ended");
+                            let err = crate::tenant::catalog::encoding_refused(&v, c);
+                            PgError::fatal(err.code, err.message)
+                                .with_detail(err.detail.unwrap_or_default())
+                                .encode(client.out());
+                            return Outcome::ServerFatal;
+                        }
+                    }
                     if head_is_client && crate::client::settings::tracked(&k).is_some() {
                         self.param_changes.push((k.clone(), v.clone()));
                     }

@@ -84,6 +84,13 @@ impl Live {
             format: t.format,
             probe_action: config.security.probe_action,
             allow_do_blocks: config.security.allow_do_blocks,
+            catalog_monitors: config
+                .users
+                .iter()
+                .filter(|u| u.allow_catalog_monitoring)
+                .map(|u| u.name.clone())
+                .collect(),
+            user_names: config.users.iter().map(|u| u.name.clone()).collect(),
         };
         Ok(Live {
             config,

@@ -59,13 +59,36 @@ fn logins() -> Vec<Login> {
     ]
 }
 
+/// The scripts check the proxy's statement names in `pg_prepared_statements`, which app
+/// sessions are refused (it shows other clients' statements on a pooled server connection):
+/// they log in as monitoring users (`allow_catalog_monitoring = true`) of the same tenants,
+/// `acme_app` as `acme_mon`, `shared_app.<id>` as `shared_mon.<id>`.
+fn script_users_toml() -> String {
+    let mut s = String::new();
+    for t in [ACME, GLOBEX] {
+        s.push_str(&format!(
+            "[[users]]\nname = \"{}_mon\"\npassword = \"{PW}\"\ntenant = \"{}\"\nallow_catalog_monitoring = true\n\n",
+            t.slug, t.id
+        ));
+    }
+    s.push_str(&format!(
+        "[[users]]\nname = \"shared_mon\"\npassword = \"{PW}\"\ntenants = \"*\"\nallow_catalog_monitoring = true\n\n"
+    ));
+    s
+}
+
+/// The login a script uses for `l` (see `script_users_toml`).
+fn script_user(l: &Login) -> String {
+    l.user.replacen("_app", "_mon", 1)
+}
+
 /// `TG_TENANTS` for the scripts.
 fn tenants_json() -> String {
     let list: Vec<serde_json::Value> = logins()
         .iter()
         .map(|l| {
             serde_json::json!({
-                "user": l.user,
+                "user": script_user(l),
                 "id": l.tenant.id,
                 "slug": l.tenant.slug,
                 "customers": l.tenant.customers,
@@ -136,6 +159,7 @@ async fn run_driver_with(driver: &str, program: &str, args: &[String], temporary
     init_logging();
     let o = Opts {
         pool_size: POOL_SIZE,
+        extra: script_users_toml(),
         ..Opts::default()
     };
     let p = if temporary {

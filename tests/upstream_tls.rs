@@ -65,6 +65,8 @@ async fn ssl_in_use(p: &support::TestProxy) -> bool {
         .unwrap()
         .get(0);
     assert_eq!(n, common::ACME.customers);
+    // pg_stat_ssl shows every backend of the shared role: only a monitoring user may read it.
+    let c = p.connect("monitor_app").await;
     c.query_one(
         "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
         &[],
@@ -89,6 +91,7 @@ async fn upstream_tls_require_and_verify_full() {
     ] {
         let o = Opts {
             upstream_extra: format!("tls = \"{mode}\"\n{extra}"),
+            extra: support::monitor_user_toml(),
             ..Opts::default()
         };
         let p = start_custom(&o, host, port).await;

@@ -323,11 +323,12 @@ async fn plaintext_after_ssl_request_is_refused() {
 async fn sslmode_require_works_and_require_tls_refuses_plaintext() {
     let p = start(Opts {
         server_extra: format!("{}\nrequire_tls = true", tls_keys()),
+        extra: support::monitor_user_toml(),
         ..Opts::default()
     })
     .await;
     let url = format!(
-        "host=127.0.0.1 port={} user=acme_app dbname={} sslmode=require",
+        "host=127.0.0.1 port={} user=monitor_app dbname={} sslmode=require",
         p.addr.port(),
         p.db
     );

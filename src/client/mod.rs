@@ -306,12 +306,7 @@ async fn login(
             s
         }
         Err(forbidden) => {
-            let err = error::refused(&format!("setting \"{}\" at connect", forbidden.name))
-                .with_detail("the connection was refused");
-            let err = PgError {
-                severity: crate::protocol::messages::Severity::Fatal,
-                ..err
-            };
+            let err = forbidden.error();
             shared.events.record(
                 SecurityEvent::new(forbidden.event, Action::Block, &subject)
                     .sqlstate(err.code)

@@ -8,7 +8,10 @@
 //! leaking to other clients. Settings that would change who the session is or weaken RLS are
 //! refused at connect.
 
+use crate::error;
 use crate::events::EventKind;
+use crate::protocol::messages::{PgError, Severity};
+use crate::tenant::catalog::{encoding_refused, unsafe_client_encoding};
 use crate::tenant::identity::{parse_options, TenantRequest, TenantSource};
 
 /// Reported parameters a client may set and the proxy keeps in sync, in PostgreSQL's spelling.
@@ -48,6 +51,24 @@ pub struct Forbidden {
     pub name: String,
     /// The tamper event it is.
     pub event: EventKind,
+    /// For a refused `client_encoding`: the value asked for.
+    pub encoding: Option<String>,
+}
+
+impl Forbidden {
+    /// The FATAL the client receives: PostgreSQL's own wording for a bad `client_encoding`
+    /// value (22023), else tenantgate's 42501 refusal.
+    pub fn error(&self) -> PgError {
+        let err = match &self.encoding {
+            Some(v) => encoding_refused(v, unsafe_client_encoding(v).unwrap_or("multi-byte")),
+            None => error::refused(&format!("setting \"{}\" at connect", self.name))
+                .with_detail("the connection was refused"),
+        };
+        PgError {
+            severity: Severity::Fatal,
+            ..err
+        }
+    }
 }
 
 /// The canonical spelling of a tracked parameter, if `name` is one.
@@ -88,7 +109,22 @@ pub fn classify(
             _ => None,
         };
         if let Some(event) = event {
-            return Err(Forbidden { name: k, event });
+            return Err(Forbidden {
+                name: k,
+                event,
+                encoding: None,
+            });
+        }
+        // The inspector reads bytes as UTF-8: a client encoding in which a quote or backslash
+        // byte can be the tail of a multi-byte character (SJIS, BIG5, GBK, …) would let a
+        // string literal swallow statements PostgreSQL then runs (PGCLIENTENCODING arrives here
+        // as the `client_encoding` startup parameter, `-c client_encoding=…` through options).
+        if lower == "client_encoding" && unsafe_client_encoding(&v).is_some() {
+            return Err(Forbidden {
+                name: k,
+                event: EventKind::TenantTamper,
+                encoding: Some(v),
+            });
         }
         match tracked(&k) {
             Some(name) => set(&mut out.reported, name, v),
@@ -180,6 +216,33 @@ mod tests {
                 .event,
             EventKind::RlsTamper
         );
+    }
+
+    #[test]
+    fn unsafe_client_encodings_are_refused_at_connect() {
+        for params in [
+            vec![p("client_encoding", "SJIS")],
+            vec![p("client_encoding", "shift_jis")],
+            vec![p("options", "-c client_encoding=BIG5")],
+            vec![p("options", "--client-encoding=gbk")],
+            vec![p("options", "-cclient_encoding=WIN932")],
+            vec![p("CLIENT_ENCODING", "uhc")],
+        ] {
+            let f = classify(&params, "app.tenant_id").unwrap_err();
+            assert_eq!(f.event, EventKind::TenantTamper, "{params:?}");
+            let e = f.error();
+            assert_eq!(e.code, "22023");
+            assert_eq!(e.severity, Severity::Fatal);
+            assert!(e
+                .message
+                .starts_with("invalid value for parameter \"client_encoding\""));
+        }
+        for v in ["UTF8", "utf-8", "EUC_JP", "LATIN1", "SQL_ASCII"] {
+            assert!(
+                classify(&[p("client_encoding", v)], "app.tenant_id").is_ok(),
+                "{v}"
+            );
+        }
     }
 
     #[test]

@@ -296,6 +296,14 @@ async fn startup(io: BoxStream, spec: &UpstreamSpec) -> Result<UpstreamConn, Ups
         match f.tag() {
             b'S' => {
                 if let Some((k, v)) = parameter_status_fields(f.body()) {
+                    if k == "client_encoding"
+                        && crate::tenant::catalog::unsafe_client_encoding(&v).is_some()
+                    {
+                        // Never pool a connection the inspector cannot read (see catalog.rs).
+                        return Err(UpstreamError::Protocol(format!(
+                            "server reported client_encoding {v}, which tenantgate refuses"
+                        )));
+                    }
                     conn.set_param(k, v);
                 }
             }

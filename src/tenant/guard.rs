@@ -7,8 +7,9 @@ use crate::config::{ProbeAction, UserKind};
 use crate::error;
 use crate::events::{Action, EventKind};
 use crate::protocol::messages::PgError;
-use crate::tenant::identity::{canonical, validate_tenant_id, TenantFormat};
-use crate::tenant::inspect::{inspect, Flags, InspectOptions, Inspection, Rule};
+use crate::tenant::catalog::{encoding_refused, unsafe_client_encoding};
+use crate::tenant::identity::{literal_tenant, TenantFormat};
+use crate::tenant::inspect::{inspect, Finding, Flags, InspectOptions, Inspection, Rule};
 
 /// The policy knobs, from `[tenant]` and `[security]`.
 #[derive(Debug, Clone)]
@@ -23,6 +24,13 @@ pub struct Policy {
     pub probe_action: ProbeAction,
     /// Whether `DO` blocks are allowed for app/operator users.
     pub allow_do_blocks: bool,
+    /// Configured users (`[[users]] name`) with `allow_catalog_monitoring = true`: trusted
+    /// monitoring logins that may read the catalog views and functions exposing other sessions
+    /// and statistics. Every other app or operator session is refused them.
+    pub catalog_monitors: Vec<String>,
+    /// Every configured user name, to resolve a login (`name` or `name.tenant`) to its user the
+    /// way the handshake does.
+    pub user_names: Vec<String>,
 }
 
 /// An event the session should record for this statement.
@@ -176,6 +184,7 @@ impl Policy {
             resets_all,
             cursors,
         };
+        let monitor = self.is_catalog_monitor(who.login);
         for f in &insp.findings {
             if f.rule == Rule::ReservedName {
                 // The proxy's own namespace: refused whatever `probe_action` says.
@@ -187,6 +196,12 @@ impl Policy {
                 });
                 d.verdict = Verdict::Refuse(error::no_such_statement(&name));
                 return d;
+            }
+            if catalog_rule(f.rule) {
+                if let Some(ev) = self.catalog_finding(f, monitor, &mut d) {
+                    d.events.push(ev);
+                }
+                continue;
             }
             let (kind, what) = match f.rule {
                 Rule::TenantTamper => {
@@ -210,12 +225,16 @@ impl Policy {
                         "a DO block (its body could call set_config)".to_owned(),
                     )
                 }
+                Rule::UnsafeEncoding
+                | Rule::OtherSessions
+                | Rule::LargeObject
+                | Rule::Statistics => continue,
                 Rule::TenantLiteral => {
                     let Some(v) = &f.value else { continue };
-                    if validate_tenant_id(self.format, v).is_err()
-                        || canonical(self.format, v) == tenant
-                    {
-                        continue;
+                    // Every spelling the server's input function accepts names a tenant.
+                    match literal_tenant(self.format, v) {
+                        Some(id) if id != tenant => {}
+                        _ => continue,
                     }
                     (
                         EventKind::CrossTenantLiteral,
@@ -292,6 +311,78 @@ fn rule_name(r: Rule) -> &'static str {
         Rule::DoBlock => "DO block",
         Rule::TenantLiteral => "tenant literal",
         Rule::ReservedName => "reserved name",
+        Rule::UnsafeEncoding => "client encoding",
+        Rule::OtherSessions => "other sessions",
+        Rule::LargeObject => "large object",
+        Rule::Statistics => "statistics",
+    }
+}
+
+/// The catalog-derived rules: always refused (they are not a heuristic about whose data a
+/// statement names, so `probe_action = "log"` does not apply), each with PostgreSQL's wording.
+fn catalog_rule(r: Rule) -> bool {
+    matches!(
+        r,
+        Rule::UnsafeEncoding | Rule::OtherSessions | Rule::LargeObject | Rule::Statistics
+    )
+}
+
+/// The hint on every catalog refusal.
+const CATALOG_HINT: &str = "tenantgate refuses catalog views and functions that expose other sessions of the shared upstream role, large objects and activity statistics; a monitoring user needs allow_catalog_monitoring = true.";
+
+impl Policy {
+    /// Whether `login` (as sent: `name` or `name.tenant`) is a configured catalog monitor.
+    /// Resolved like the handshake's `resolve_user`: the exact name first, then the first
+    /// `name.` prefix that names a configured user.
+    fn is_catalog_monitor(&self, login: &str) -> bool {
+        if self.catalog_monitors.is_empty() {
+            return false;
+        }
+        let user = if self.user_names.iter().any(|u| u == login) {
+            Some(login)
+        } else {
+            login
+                .match_indices('.')
+                .map(|(i, _)| login.get(..i).unwrap_or_default())
+                .find(|name| self.user_names.iter().any(|u| u == name))
+        };
+        user.is_some_and(|u| self.catalog_monitors.iter().any(|m| m == u))
+    }
+
+    /// The event (and the refusal, set on `d`) for a catalog-derived finding.
+    fn catalog_finding(&self, f: &Finding, monitor: bool, d: &mut Decision) -> Option<EventDraft> {
+        let refusal = match (f.rule, &f.value) {
+            (Rule::UnsafeEncoding, Some(v)) => {
+                let canonical = unsafe_client_encoding(v).unwrap_or("multi-byte");
+                encoding_refused(v, canonical)
+            }
+            (Rule::UnsafeEncoding, None) => error::refused(f.detail),
+            _ if monitor => return None,
+            (_, Some(name)) => PgError::error(
+                error::INSUFFICIENT_PRIVILEGE,
+                format!("permission denied for {} {name}", f.detail),
+            )
+            .with_hint(CATALOG_HINT),
+            (_, None) => error::refused(f.detail).with_hint(
+                "EXPLAIN ANALYZE reports rows that row security removed, which counts other tenants' rows; use EXPLAIN without ANALYZE.",
+            ),
+        };
+        let (kind, what) = match (f.rule, &f.value) {
+            (Rule::UnsafeEncoding, Some(v)) => {
+                (EventKind::TenantTamper, format!("{} ({v})", f.detail))
+            }
+            (Rule::UnsafeEncoding, None) => (EventKind::TenantTamper, f.detail.to_owned()),
+            (_, Some(name)) => (EventKind::CatalogProbe, format!("{} {name}", f.detail)),
+            (_, None) => (EventKind::CatalogProbe, f.detail.to_owned()),
+        };
+        if d.verdict == Verdict::Forward || matches!(d.verdict, Verdict::Switch(_)) {
+            d.verdict = Verdict::Refuse(refusal);
+        }
+        Some(EventDraft {
+            kind,
+            action: Action::Block,
+            detail: Some(format!("{what} [{}]", rule_name(f.rule))),
+        })
     }
 }
 
@@ -309,6 +400,8 @@ mod tests {
             format: TenantFormat::Uuid,
             probe_action: action,
             allow_do_blocks: false,
+            catalog_monitors: vec!["mon".into()],
+            user_names: vec!["app".into(), "mon".into(), "mon.x".into()],
         }
     }
 
@@ -394,5 +487,115 @@ mod tests {
         };
         let d = p.check(who, &format!("SET app.tenant_id = '{B}'"));
         assert_eq!(d.verdict, Verdict::Switch(B.into()));
+    }
+
+    #[test]
+    fn uuid_spellings_of_another_tenant_are_probes() {
+        let p = policy(ProbeAction::Block);
+        for other in [
+            "{22222222-2222-2222-2222-222222222222}",
+            "22222222222222222222222222222222",
+            "2222-2222-2222-2222-2222-2222-2222-2222",
+            "{22222222222222222222222222222222}",
+        ] {
+            let d = p.check(
+                app(Some(A)),
+                &format!("select * from t where tenant_id = '{other}'"),
+            );
+            assert_eq!(d.events[0].kind, EventKind::CrossTenantLiteral, "{other}");
+            assert!(matches!(d.verdict, Verdict::Refuse(_)), "{other}");
+        }
+        let own = "{11111111111111111111111111111111}";
+        let d = p.check(
+            app(Some(A)),
+            &format!("select * from t where tenant_id = '{own}'"),
+        );
+        assert_eq!(
+            d.verdict,
+            Verdict::Forward,
+            "own tenant in another spelling"
+        );
+        let upper = B.to_ascii_uppercase();
+        let d = p.check(
+            app(Some(A)),
+            &format!("select * from t where tenant_id = '{upper}'"),
+        );
+        assert_eq!(d.events[0].kind, EventKind::CrossTenantLiteral);
+    }
+
+    #[test]
+    fn catalog_probes_are_refused_unless_monitoring_is_allowed() {
+        // Refused even in log mode: these are not guesses about whose id a literal is.
+        let p = policy(ProbeAction::Log);
+        let d = p.check(app(Some(A)), "select query from pg_stat_activity");
+        let Verdict::Refuse(e) = &d.verdict else {
+            panic!("{d:?}")
+        };
+        assert_eq!(e.code, "42501");
+        assert_eq!(e.message, "permission denied for view pg_stat_activity");
+        assert!(e.hint.as_deref().unwrap_or_default().contains("tenantgate"));
+        assert_eq!(d.events[0].kind, EventKind::CatalogProbe);
+        assert_eq!(d.events[0].action, Action::Block);
+        let d = p.check(app(Some(A)), "select pg_cancel_backend(42)");
+        assert!(
+            matches!(&d.verdict, Verdict::Refuse(e) if e.message == "permission denied for function pg_cancel_backend")
+        );
+        let d = p.check(app(Some(A)), "explain analyze select * from t");
+        assert!(matches!(&d.verdict, Verdict::Refuse(e) if e.code == "42501"));
+        for login in ["mon", "mon.11111111-1111-1111-1111-111111111111"] {
+            let who = Asker {
+                login,
+                ..app(Some(A))
+            };
+            let d = p.check(
+                who,
+                "select query from pg_stat_activity; explain analyze select 1",
+            );
+            assert_eq!(d.verdict, Verdict::Forward, "{login}");
+            assert!(d.events.is_empty());
+        }
+        // `mon.x` is a configured user of its own, not `mon` with tenant `x`.
+        let who = Asker {
+            login: "mon.x",
+            ..app(Some(A))
+        };
+        assert!(matches!(
+            p.check(who, "table pg_locks").verdict,
+            Verdict::Refuse(_)
+        ));
+        let who = Asker {
+            login: "monitor",
+            ..app(Some(A))
+        };
+        assert!(matches!(
+            p.check(who, "table pg_locks").verdict,
+            Verdict::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn unsafe_client_encodings_get_postgres_wording() {
+        let p = policy(ProbeAction::Log);
+        // A trusted switcher's plain SET of client_encoding is never a tenant switch.
+        let who = Asker {
+            allow_switch: true,
+            login: "mon",
+            ..app(Some(A))
+        };
+        let d = p.check(who, "SET client_encoding = 'Shift_JIS'");
+        let Verdict::Refuse(e) = &d.verdict else {
+            panic!("{d:?}")
+        };
+        assert_eq!(e.code, "22023");
+        assert_eq!(
+            e.message,
+            "invalid value for parameter \"client_encoding\": \"Shift_JIS\""
+        );
+        assert!(e.detail.as_deref().unwrap_or_default().contains("SJIS"));
+        assert_eq!(d.events[0].kind, EventKind::TenantTamper);
+        assert_eq!(
+            p.check(app(Some(A)), "set names 'utf8'").verdict,
+            Verdict::Forward
+        );
     }
 }

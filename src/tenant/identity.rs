@@ -57,6 +57,63 @@ pub fn is_uuid(s: &str) -> bool {
         })
 }
 
+/// The canonical (8-4-4-4-12, lower-case) form of any text PostgreSQL's `uuid_in` accepts, or
+/// `None` if it would reject it.
+///
+/// Why: probe detection compares literals with the session's tenant, and `uuid_in` accepts more
+/// than the canonical spelling. This follows `string_to_uuid` in `src/backend/utils/adt/uuid.c`:
+/// an optional `{` (then a closing `}` is required), 32 hex digits in either case, a `-`
+/// optionally after any group of four digits except the last, nothing else (no whitespace).
+/// So `{2222…}`, the 32-digit form, `2222-2222-…` and upper case all name the same tenant.
+pub fn uuid_input(s: &str) -> Option<String> {
+    let mut b = s.as_bytes();
+    let braces = b.first() == Some(&b'{');
+    if braces {
+        b = b.get(1..)?;
+    }
+    let mut hex = [0u8; 32];
+    let mut i = 0;
+    for byte in 0..16 {
+        for slot in hex.get_mut(byte * 2..byte * 2 + 2)? {
+            let c = *b.get(i)?;
+            if !c.is_ascii_hexdigit() {
+                return None;
+            }
+            *slot = c.to_ascii_lowercase();
+            i += 1;
+        }
+        if b.get(i) == Some(&b'-') && byte % 2 == 1 && byte < 15 {
+            i += 1;
+        }
+    }
+    if braces {
+        if b.get(i) != Some(&b'}') {
+            return None;
+        }
+        i += 1;
+    }
+    if i != b.len() {
+        return None;
+    }
+    let mut out = String::with_capacity(36);
+    for (n, c) in hex.iter().enumerate() {
+        if matches!(n, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        out.push(char::from(*c));
+    }
+    Some(out)
+}
+
+/// The tenant a literal names, as the server would read it: for UUIDs every spelling `uuid_in`
+/// accepts, canonicalised; for slugs the text itself if it is a valid slug.
+pub fn literal_tenant(format: TenantFormat, s: &str) -> Option<String> {
+    match format {
+        TenantFormat::Uuid => uuid_input(s),
+        TenantFormat::Slug => is_slug(s).then(|| s.to_owned()),
+    }
+}
+
 /// `[a-z0-9][a-z0-9_-]{0,62}`.
 pub fn is_slug(s: &str) -> bool {
     let b = s.as_bytes();
@@ -288,6 +345,37 @@ pub fn parse_options(options: &str) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_uuid_in_spelling_is_canonicalised() {
+        let c = "22222222-2222-2222-2222-22222222abcd";
+        for s in [
+            "22222222-2222-2222-2222-22222222abcd",
+            "22222222-2222-2222-2222-22222222ABCD",
+            "{22222222-2222-2222-2222-22222222abcd}",
+            "2222222222222222222222222222abcd",
+            "{2222222222222222222222222222abcd}",
+            "2222-2222-2222-2222-2222-2222-2222-abcd",
+            "{2222-2222-2222-2222-2222-2222-2222-abcd}",
+            "22222222-22222222-22222222-2222abcd",
+        ] {
+            assert_eq!(uuid_input(s).as_deref(), Some(c), "{s}");
+            assert_eq!(literal_tenant(TenantFormat::Uuid, s).as_deref(), Some(c));
+        }
+        for s in [
+            "",
+            "{22222222-2222-2222-2222-22222222abcd",
+            "22222222-2222-2222-2222-22222222abcd}",
+            " 22222222-2222-2222-2222-22222222abcd",
+            "22222222-2222-2222-2222-22222222abcd-",
+            "2222222-22222-2222-2222-22222222abcd",
+            "22222222--2222-2222-2222-2222222abcd",
+            "22222222-2222-2222-2222-22222222abcg",
+            "22222222-2222-2222-2222-22222222abcd0",
+        ] {
+            assert_eq!(uuid_input(s), None, "{s:?}");
+        }
+    }
+
     const A: &str = "11111111-1111-1111-1111-111111111111";
     const B: &str = "22222222-2222-2222-2222-222222222222";
 
@@ -301,6 +389,7 @@ mod tests {
             tenant: tenant.map(str::to_owned),
             tenants,
             allow_switch: false,
+            allow_catalog_monitoring: false,
         }
     }
 

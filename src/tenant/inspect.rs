@@ -43,6 +43,14 @@
 //! * SQL text passed to functions that run it in the same session (`query_to_xml`,
 //!   `query_to_xmlschema`, `query_to_xml_and_xmlschema`, `ts_stat`) is inspected as SQL; a
 //!   non-literal query fails closed.
+//! * Catalog objects that expose other sessions of the shared upstream role, large objects
+//!   and activity statistics (`pg_stat_activity`, `pg_cancel_backend`, `lo_get`,
+//!   `pg_stat_user_tables`, `reltuples` …; the tables and their derivation are in
+//!   `catalog.rs`), as names in any spelling, as string literals naming them
+//!   (`'pg_locks'::regclass`), and in function and `DO` bodies; `EXPLAIN ANALYZE` in every
+//!   option spelling; `SET client_encoding`/`SET NAMES`/`set_config('client_encoding', …)` to
+//!   an encoding whose multi-byte characters can contain ASCII bytes; and the SQL text passed
+//!   to `ts_rewrite(tsquery, text)` and `tablefunc`'s `crosstab*` (`connectby` fails closed).
 //! * String literals compared with the tenant column by `=`, `<>`, `!=`, `IN (…)`, `NOT IN`,
 //!   `IS [NOT] DISTINCT FROM`, `= ANY (ARRAY[…])` and `= ANY ('{…}')`, in either operand order,
 //!   through `::type`, `CAST(… AS type)` and `type '…'`. An `UPDATE … SET tenant_id = '…'` is
@@ -74,6 +82,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::{BitAnd, BitOr, BitOrAssign, Range};
 
+use super::catalog;
+
 /// Options the session passes; all comparisons of names are ASCII case-insensitive.
 #[derive(Clone, Copy, Debug)]
 pub struct InspectOptions<'a> {
@@ -102,6 +112,19 @@ pub enum Rule {
     /// A SQL-level `PREPARE`/`EXECUTE`/`DEALLOCATE` naming a statement in the proxy's reserved
     /// namespace ([`RESERVED_PREFIX`]); the finding's value is the name.
     ReservedName,
+    /// A client encoding in which quotes and backslashes can hide inside multi-byte characters
+    /// (`SET client_encoding`, `SET NAMES`, `set_config('client_encoding', …)`). `value`: the
+    /// encoding as written, `None` when it is not a constant.
+    UnsafeEncoding,
+    /// A catalog view or function exposing other sessions of the shared upstream role (their
+    /// queries, locks, prepared statements, cursors) or signalling them. `detail`: the object
+    /// kind (`view`, `function`, …), `value`: its name.
+    OtherSessions,
+    /// Large-object functions and tables. `detail` and `value` as for `OtherSessions`.
+    LargeObject,
+    /// Statistics that reveal other tenants' rows or activity (`pg_stat_*`, sizes,
+    /// `reltuples`), and `EXPLAIN ANALYZE` (`value` `None`). `detail` as for `OtherSessions`.
+    Statistics,
 }
 
 /// Prefix of every name the proxy itself prepares upstream; clients may not use it in SQL.
@@ -117,6 +140,10 @@ impl Rule {
             Rule::DoBlock => "do_block",
             Rule::TenantLiteral => "tenant_literal",
             Rule::ReservedName => "reserved_name",
+            Rule::UnsafeEncoding => "unsafe_encoding",
+            Rule::OtherSessions => "other_sessions",
+            Rule::LargeObject => "large_object",
+            Rule::Statistics => "statistics",
         }
     }
 }
@@ -2095,7 +2122,11 @@ impl<'a> Cx<'a, '_> {
         let first = w.first().map_or(0, |c| c | 0x20);
         let col = self.o.column;
         let maybe_col = w.len() == col.len() && col.first().is_some_and(|c| c | 0x20 == first);
-        if !maybe_col && !st.routine && !special_word(first, w.len()) {
+        if !maybe_col
+            && !st.routine
+            && !special_word(first, w.len())
+            && !catalog::maybe_catalog_word(w)
+        {
             return prev;
         }
         if w.len() > MAX_IDENT {
@@ -2180,12 +2211,16 @@ impl<'a> Cx<'a, '_> {
             }
             _ => {}
         }
+        if catalog::maybe_catalog_word(name) {
+            self.catalog_name(st, t, name, lx);
+        }
     }
 
     fn literal(&mut self, st: &mut Stmt, t: Tok, lx: &Lexer<'a>) {
         if !st.lit_off && !self.o.column.is_empty() && t.s() >= st.fwd_hi {
             self.literal_column(st, t, lx.clone());
         }
+        self.catalog_literal(st, t);
         if self
             .src
             .get(t.s()..t.e())
@@ -2242,6 +2277,7 @@ impl<'a> Cx<'a, '_> {
                 self.flag(top, Flags::SQL_EXECUTE)
             }
             kk::EXPLAIN => {
+                self.explain_analyze(st, t, la.clone());
                 let mut depth = 0usize;
                 while let Some(x) = la.next() {
                     match x.k {
@@ -2364,6 +2400,7 @@ impl<'a> Cx<'a, '_> {
             let (rule, detail) = body_finding(hit, do_block);
             self.push(st, rule, detail, None, t.s()..t.e());
         }
+        self.body_catalog(st, t, &text);
     }
 
     #[cold]
@@ -2867,6 +2904,7 @@ impl<'a> Cx<'a, '_> {
         let span = name.s()..a.e();
         let (rule, detail) = match m.result() {
             None => {
+                self.set_config_encoding(st, name, &a, after, &mut la.clone());
                 if !is(after, K::Comma) || !self.third_arg_is_true(&mut la) {
                     self.out.flags |= Flags::SESSION_SET;
                     self.out.session_settings.push(lit_string(self.src, &a));
@@ -3195,6 +3233,431 @@ impl<'a> Cx<'a, '_> {
                 }
             }
             None => self.emit(st, t),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catalog-derived rules: client encodings, functions that run SQL text, catalog objects that
+// expose other sessions, large objects or statistics, and EXPLAIN ANALYZE (`catalog.rs` holds
+// the tables and how they were derived).
+// ---------------------------------------------------------------------------------------------
+
+/// Why an unsafe client encoding is a finding.
+const ENCODING_DETAIL: &str = "a client encoding that hides statements from the inspector";
+
+/// Whether a word of `text` starts with one of `hints` (lower-case ASCII, starting with a
+/// letter), ASCII case-insensitively, in one pass: only word starts whose first letter starts
+/// some hint are compared further. Every name the catalog rules look for is a word (or starts
+/// one after a quote or a dot).
+fn mentions(text: &[u8], hints: &[&[u8]]) -> bool {
+    let mut firsts = [0u64; 4];
+    for h in hints {
+        if let Some(&c) = h.first() {
+            firsts[usize::from(c >> 6)] |= 1 << (c & 63);
+        }
+    }
+    let mut in_word = false;
+    for (i, &b) in text.iter().enumerate() {
+        let was = in_word;
+        in_word = class(b) & (C_IDS | C_IDC) != 0;
+        let c = b | 0x20;
+        if was || (firsts[usize::from(c >> 6)] >> (c & 63)) & 1 == 0 {
+            continue;
+        }
+        let rest = text.get(i..).unwrap_or_default();
+        let hit = hints.iter().any(|h| {
+            h.first() == Some(&c)
+                && rest
+                    .get(..h.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(h))
+        });
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
+/// Compares a decoded literal with `client_encoding` without allocating.
+struct EncodingName(Ci<'static>);
+
+impl Sink for EncodingName {
+    fn put(&mut self, c: u8) {
+        self.0.put(c);
+    }
+}
+
+/// One argument of a call, as far as the SQL-function rule needs it.
+#[derive(Clone, Copy)]
+struct Arg {
+    /// The argument is one text literal (optionally cast).
+    lit: Option<Tok>,
+    /// The argument is one number.
+    num: bool,
+}
+
+/// At most this many arguments are classified; later ones fail closed.
+const MAX_ARGS: usize = 8;
+/// At most this many tokens are read looking for the end of an argument list.
+const MAX_ARG_TOKENS: usize = 4096;
+
+impl<'a> Cx<'a, '_> {
+    /// A word or identifier that passed `catalog::maybe_catalog_word`.
+    #[cold]
+    #[inline(never)]
+    fn catalog_name(&mut self, st: &mut Stmt, t: Tok, name: &[u8], lx: &Lexer<'a>) {
+        let call = is(lx.clone().next(), K::LParen);
+        if let Some(o) = catalog::catalog_object(name, call) {
+            let rule = match o.exposure {
+                catalog::Exposure::OtherSessions => Rule::OtherSessions,
+                catalog::Exposure::LargeObjects => Rule::LargeObject,
+                catalog::Exposure::Statistics => Rule::Statistics,
+            };
+            let value = String::from_utf8_lossy(name).to_ascii_lowercase();
+            return self.push(st, rule, o.kind.as_str(), Some(value), t.s()..t.e());
+        }
+        if call {
+            if let Some(spec) = catalog::sql_function(name) {
+                return self.sql_function(st, t, spec, lx.clone());
+            }
+        }
+        if st.prev & (P_SET | P_PART) == 0 {
+            return;
+        }
+        let mut la = lx.clone();
+        if name.eq_ignore_ascii_case(b"client_encoding") {
+            let op = la.next();
+            if op_is(self.src, op, &[b"="]) || self.kw(op, b"to") {
+                self.encoding_value(st, t, &mut la);
+            }
+        } else if name.eq_ignore_ascii_case(b"names") && st.prev & P_SET != 0 {
+            self.encoding_value(st, t, &mut la);
+        }
+    }
+
+    /// The value of `SET client_encoding = …` or `SET NAMES …`.
+    fn encoding_value(&mut self, st: &Stmt, head: Tok, la: &mut Lexer<'a>) {
+        let Some(v) = la.next() else { return };
+        let text = match v.k {
+            k if is_text_lit(k) => lit_string(self.src, &v),
+            K::Word | K::QIdent | K::UIdent => {
+                let mut buf = [0u8; 64];
+                let n = ident_into(self.src, &v, &mut buf);
+                String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
+            }
+            _ => return,
+        };
+        if catalog::unsafe_client_encoding(&text).is_some() {
+            let span = head.s()..v.e();
+            self.push(st, Rule::UnsafeEncoding, ENCODING_DETAIL, Some(text), span);
+        }
+    }
+
+    /// `set_config(<literal>, …)` of a setting the other rules do not guard: `client_encoding`.
+    fn set_config_encoding(
+        &mut self,
+        st: &Stmt,
+        name: Tok,
+        setting: &Tok,
+        after: Option<Tok>,
+        la: &mut Lexer<'a>,
+    ) {
+        if !is(after, K::Comma) {
+            return;
+        }
+        let mut m = EncodingName(Ci::new(b"client_encoding"));
+        decode_lit(self.src, setting, &mut m);
+        if !m.0.done() {
+            return;
+        }
+        let span = name.s()..setting.e();
+        match self.literal_arg(la) {
+            Some(v) if catalog::unsafe_client_encoding(&v).is_some() => {
+                self.push(st, Rule::UnsafeEncoding, ENCODING_DETAIL, Some(v), span)
+            }
+            Some(_) => {}
+            None => {
+                let d = "set_config of client_encoding with a non-constant value";
+                self.push(st, Rule::UnsafeEncoding, d, None, span)
+            }
+        }
+    }
+
+    /// A function or `DO` body (SQL or PL/pgSQL, which lexes alike) that reaches a refused
+    /// catalog object, runs `EXPLAIN ANALYZE`, switches to an unsafe client encoding or calls a
+    /// SQL-running function: reported like the same text at top level. Only bodies that mention
+    /// one of the names are lexed a second time.
+    fn body_catalog(&mut self, st: &Stmt, t: &Tok, text: &[u8]) {
+        const HINTS: [&[u8]; 15] = [
+            b"pg_",
+            b"lo_",
+            b"loread",
+            b"lowrite",
+            b"reltuples",
+            b"relpages",
+            b"relall",
+            b"analy",
+            b"encoding",
+            b"client_encoding",
+            b"names",
+            b"ts_rewrite",
+            b"crosstab",
+            b"connectby",
+            b"pgstat",
+        ];
+        self.body_catalog_at(st, t, text, &HINTS, 0);
+    }
+
+    /// `body_catalog` on `text` and, like `scan_body`, on the string literals nested in it
+    /// (`EXECUTE 'explain analyze …'`), up to `MAX_BODY_DEPTH` levels.
+    fn body_catalog_at(&mut self, st: &Stmt, t: &Tok, text: &[u8], hints: &[&[u8]], depth: u32) {
+        if depth >= MAX_BODY_DEPTH || self.depth + 1 >= MAX_DYNAMIC_DEPTH || !mentions(text, hints)
+        {
+            return;
+        }
+        let mut lx = Lexer::new(text, self.o.scs);
+        while let Some(x) = lx.next() {
+            if is_text_lit(x.k) {
+                let inner = lit_bytes(text, &x);
+                self.body_catalog_at(st, t, &inner, hints, depth + 1);
+            }
+        }
+        let sub = run(text, self.o, self.depth + 1);
+        for f in sub.findings {
+            let keep = matches!(
+                f.rule,
+                Rule::UnsafeEncoding | Rule::OtherSessions | Rule::LargeObject | Rule::Statistics
+            ) || (f.rule == Rule::TenantTamper && f.detail.starts_with("dynamic SQL"));
+            if keep {
+                self.push(st, f.rule, f.detail, f.value, t.s()..t.e());
+            }
+        }
+    }
+
+    /// `'pg_stat_activity'::regclass`, `to_regproc('pg_cancel_backend')` and the like: a string
+    /// literal that names a refused object.
+    #[inline(always)]
+    fn catalog_literal(&mut self, st: &mut Stmt, t: Tok) {
+        let raw = self.src.get(t.s()..t.e()).unwrap_or_default();
+        if raw.len() <= 300 && mentions(raw, &[b"pg", b"lo", b"rel"]) {
+            self.catalog_literal_slow(st, t);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn catalog_literal_slow(&mut self, st: &mut Stmt, t: Tok) {
+        let text = lit_string(self.src, &t);
+        if let Some((name, o)) = catalog::catalog_object_in_text(&text) {
+            let rule = match o.exposure {
+                catalog::Exposure::OtherSessions => Rule::OtherSessions,
+                catalog::Exposure::LargeObjects => Rule::LargeObject,
+                catalog::Exposure::Statistics => Rule::Statistics,
+            };
+            self.push(st, rule, o.kind.as_str(), Some(name), t.s()..t.e());
+        }
+    }
+
+    /// `EXPLAIN ANALYZE`, `EXPLAIN ANALYSE`, `EXPLAIN VERBOSE ANALYZE`, `EXPLAIN (ANALYZE)`,
+    /// `EXPLAIN (ANALYZE true|on|1|'on')`, `EXPLAIN ("analyze")`: the plan with row counts the
+    /// executor saw, including rows row security removed. `ANALYZE false|off|0` is plain EXPLAIN.
+    #[cold]
+    #[inline(never)]
+    fn explain_analyze(&mut self, st: &mut Stmt, head: Tok, mut la: Lexer<'a>) {
+        let is_analyze = |cx: &Self, t: Tok| -> bool {
+            let mut buf = [0u8; 64];
+            let n = ident_into(cx.src, &t, &mut buf);
+            let w = buf.get(..n).unwrap_or_default();
+            is_ident(t.k)
+                && (w.eq_ignore_ascii_case(b"analyze") || w.eq_ignore_ascii_case(b"analyse"))
+        };
+        let mut t = la.next();
+        if !is(t, K::LParen) {
+            // Old syntax: EXPLAIN [ANALYZE] [VERBOSE], accepted here in any order.
+            while let Some(x) = t {
+                if x.k == K::Word && is_analyze(self, x) {
+                    let d = "EXPLAIN ANALYZE";
+                    return self.push(st, Rule::Statistics, d, None, head.s()..x.e());
+                }
+                if !self.kw(t, b"verbose") {
+                    return;
+                }
+                t = la.next();
+            }
+            return;
+        }
+        let mut depth = 1usize;
+        let mut at_name = true;
+        // An ANALYZE option whose value has not been seen yet.
+        let mut pending: Option<Tok> = None;
+        for _ in 0..MAX_ARG_TOKENS {
+            let Some(x) = la.next() else { break };
+            match x.k {
+                K::Semi => break,
+                K::LParen => depth += 1,
+                K::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                K::Comma if depth == 1 => {
+                    if let Some(p) = pending.take() {
+                        self.push(
+                            st,
+                            Rule::Statistics,
+                            "EXPLAIN ANALYZE",
+                            None,
+                            head.s()..p.e(),
+                        );
+                    }
+                    at_name = true;
+                    continue;
+                }
+                _ if depth == 1 && at_name && is_analyze(self, x) => pending = Some(x),
+                _ if depth == 1 && pending.is_some() => {
+                    let off = match x.k {
+                        K::Word => self.kw(Some(x), b"false") || self.kw(Some(x), b"off"),
+                        K::Num => self.src.get(x.s()..x.e()) == Some(b"0"),
+                        k if is_text_lit(k) => {
+                            let v = lit_string(self.src, &x);
+                            v.eq_ignore_ascii_case("false") || v.eq_ignore_ascii_case("off")
+                        }
+                        _ => false,
+                    };
+                    if off {
+                        pending = None;
+                    }
+                }
+                _ => {}
+            }
+            at_name = false;
+        }
+        if let Some(p) = pending {
+            self.push(
+                st,
+                Rule::Statistics,
+                "EXPLAIN ANALYZE",
+                None,
+                head.s()..p.e(),
+            );
+        }
+    }
+
+    /// A call of a function that runs SQL text from its arguments (`ts_rewrite(q, 'SELECT …')`,
+    /// `crosstab('SELECT …')`): each such argument is inspected as SQL; a non-constant one
+    /// fails closed.
+    #[cold]
+    #[inline(never)]
+    fn sql_function(
+        &mut self,
+        st: &mut Stmt,
+        name: Tok,
+        spec: &[catalog::SqlArgs],
+        mut la: Lexer<'a>,
+    ) {
+        let non_constant = "dynamic SQL with a non-constant query";
+        if !is(la.next(), K::LParen) {
+            return;
+        }
+        let mut args = [Arg {
+            lit: None,
+            num: false,
+        }; MAX_ARGS];
+        let mut arity = 0usize;
+        let mut depth = 0usize;
+        let mut cur: (Option<Tok>, usize) = (None, 0);
+        let mut closed = false;
+        let mut finish =
+            |cur: &mut (Option<Tok>, usize), arity: &mut usize, second: Option<Tok>| {
+                if let Some(slot) = args.get_mut(*arity) {
+                    let first = cur.0;
+                    let one = cur.1 == 1 || is(second, K::Typecast);
+                    *slot = Arg {
+                        lit: first.filter(|f| is_text_lit(f.k) && one),
+                        num: first.is_some_and(|f| f.k == K::Num) && cur.1 == 1,
+                    };
+                }
+                *arity += 1;
+                *cur = (None, 0);
+            };
+        let mut second: Option<Tok> = None;
+        for _ in 0..MAX_ARG_TOKENS {
+            let Some(x) = la.next() else { break };
+            match x.k {
+                K::LParen | K::LBrack => depth += 1,
+                K::RParen if depth == 0 => {
+                    if cur.1 > 0 {
+                        finish(&mut cur, &mut arity, second);
+                    }
+                    closed = true;
+                    break;
+                }
+                K::RParen | K::RBrack => depth = depth.saturating_sub(1),
+                K::Comma if depth == 0 => {
+                    finish(&mut cur, &mut arity, second);
+                    second = None;
+                    continue;
+                }
+                K::Semi => break,
+                _ => {}
+            }
+            if cur.1 == 0 {
+                cur.0 = Some(x);
+            } else if cur.1 == 1 {
+                second = Some(x);
+            }
+            cur.1 += 1;
+        }
+        if !closed || arity > MAX_ARGS {
+            return self.push(
+                st,
+                Rule::TenantTamper,
+                non_constant,
+                None,
+                name.s()..name.e(),
+            );
+        }
+        let args = args.get(..arity).unwrap_or_default();
+        for a in spec {
+            let sql: Vec<usize> = match *a {
+                catalog::SqlArgs::At { n, arity: want } => {
+                    if want.is_some_and(|w| w != arity) || n >= arity {
+                        continue;
+                    }
+                    vec![n]
+                }
+                catalog::SqlArgs::AllText(want) if want == arity => (0..arity)
+                    .filter(|i| args.get(*i).is_some_and(|a| !a.num))
+                    .collect(),
+                catalog::SqlArgs::AllText(_) => continue,
+                catalog::SqlArgs::Pasted => {
+                    let d = "a function that builds SQL from its arguments";
+                    return self.push(st, Rule::TenantTamper, d, None, name.s()..name.e());
+                }
+            };
+            for i in sql {
+                let Some(lit) = args.get(i).and_then(|a| a.lit) else {
+                    return self.push(
+                        st,
+                        Rule::TenantTamper,
+                        non_constant,
+                        None,
+                        name.s()..name.e(),
+                    );
+                };
+                if self.depth + 1 >= MAX_DYNAMIC_DEPTH {
+                    let d = "dynamic SQL nested too deeply";
+                    return self.push(st, Rule::TenantTamper, d, None, lit.s()..lit.e());
+                }
+                let text = lit_bytes(self.src, &lit);
+                let sub = run(&text, self.o, self.depth + 1);
+                self.out.flags |= sub.flags & Flags::CONTAINS_SECRET;
+                for f in sub.findings {
+                    self.push(st, f.rule, f.detail, f.value, lit.s()..lit.e());
+                }
+            }
         }
     }
 }
@@ -4482,6 +4945,295 @@ mod tests {
             let after = alloc_count::count();
             assert!(i.findings.is_empty(), "{sql:?}");
             assert_eq!(after - before, 0, "{sql:?} allocated");
+        }
+    }
+}
+
+/// The catalog-derived rules, every spelling (kept apart from `tests` to ease merging).
+#[cfg(test)]
+mod catalog_tests {
+    use super::*;
+
+    const OPTS: InspectOptions<'static> = InspectOptions {
+        setting: "app.tenant_id",
+        tenant_column: "tenant_id",
+        standard_conforming_strings: true,
+    };
+
+    fn found(sql: &str) -> Vec<(Rule, Option<String>)> {
+        inspect(sql, &OPTS)
+            .findings
+            .into_iter()
+            .map(|f| (f.rule, f.value))
+            .collect()
+    }
+
+    fn has(sql: &str, rule: Rule) -> bool {
+        found(sql).iter().any(|(r, _)| *r == rule)
+    }
+
+    #[test]
+    fn unsafe_client_encodings_in_every_spelling() {
+        for sql in [
+            "SET client_encoding = 'SJIS'",
+            "set client_encoding to sjis",
+            "SET SESSION client_encoding TO 'Shift_JIS'",
+            "SET LOCAL client_encoding = \"BIG5\"",
+            "set \"client_encoding\" = 'gbk'",
+            "SET CLIENT_ENCODING = 'win932'",
+            "set names 'UHC'",
+            "SET NAMES johab",
+            "select 1; SET client_encoding = E'GB18030'",
+            "select set_config('client_encoding', 'SJIS', false)",
+            "select pg_catalog.set_config('CLIENT_ENCODING', 'windows-936', true)",
+            "ALTER ROLE app SET client_encoding = 'SJIS'",
+            "ALTER DATABASE app SET client_encoding TO 'BIG5'",
+            "create function f() returns int language sql set client_encoding = 'sjis' as 'select 1'",
+            "select query_to_xml('set client_encoding = ''sjis''', true, true, '')",
+        ] {
+            assert!(has(sql, Rule::UnsafeEncoding), "{sql}");
+        }
+        assert_eq!(
+            found("select set_config('client_encoding', current_setting('x'), false)"),
+            vec![(Rule::UnsafeEncoding, None)],
+            "a non-constant value fails closed"
+        );
+        for sql in [
+            "SET client_encoding = 'UTF8'",
+            "SET NAMES 'utf8'",
+            "set client_encoding to default",
+            "reset client_encoding",
+            "show client_encoding",
+            "select set_config('client_encoding', 'EUC_JP', false)",
+            "select 'SJIS' as names",
+            "update t set names = 'sjis'",
+        ] {
+            assert!(!has(sql, Rule::UnsafeEncoding), "{sql}");
+        }
+    }
+
+    #[test]
+    fn sql_running_functions_are_inspected() {
+        let tamper = "select set_config(''app.tenant_id'', ''x'', true)";
+        for sql in [
+            format!("select ts_rewrite('a'::tsquery, '{tamper}')"),
+            format!("select pg_catalog.ts_rewrite(to_tsquery('a'), '{tamper}'::text)"),
+            format!("select \"ts_rewrite\"('a', '{tamper}')"),
+            format!("select TS_REWRITE('a', '{tamper}')"),
+            format!("select * from crosstab('{tamper}')"),
+            format!("select * from crosstab('select 1', '{tamper}')"),
+            format!("select * from crosstab3('{tamper}')"),
+        ] {
+            assert!(has(&sql, Rule::TenantTamper), "{sql}");
+        }
+        for sql in [
+            "select ts_rewrite('a'::tsquery, q)",
+            "select ts_rewrite('a'::tsquery, 'select ' || 'x')",
+            "select ts_rewrite('a', $1)",
+            "select * from connectby('t', 'id', 'parent', '1', 0)",
+            "select * from crosstab(format('select %s', 1))",
+        ] {
+            assert!(has(sql, Rule::TenantTamper), "fails closed: {sql}");
+        }
+        for sql in [
+            "select ts_rewrite('a'::tsquery, 'b'::tsquery, 'c'::tsquery)",
+            "select ts_rewrite('a'::tsquery, 'select q, s from aliases')",
+            "select * from crosstab('select 1', 3)",
+        ] {
+            assert!(found(sql).is_empty(), "{sql}: {:?}", found(sql));
+        }
+        let other = "select ts_rewrite('a'::tsquery, 'select t, s from pg_stat_activity')";
+        assert!(has(other, Rule::OtherSessions));
+    }
+
+    #[test]
+    fn catalog_objects_in_every_spelling() {
+        let os = |n: &str| (Rule::OtherSessions, Some(n.to_owned()));
+        for (sql, want) in [
+            ("select * from pg_stat_activity", os("pg_stat_activity")),
+            (
+                "SELECT query FROM PG_CATALOG.PG_STAT_ACTIVITY",
+                os("pg_stat_activity"),
+            ),
+            ("select * from \"pg_stat_activity\"", os("pg_stat_activity")),
+            (
+                "select * from pg_catalog.\"pg_stat_activity\"",
+                os("pg_stat_activity"),
+            ),
+            (
+                "select * from U&\"pg_stat_activit\\0079\"",
+                os("pg_stat_activity"),
+            ),
+            ("table pg_stat_activity", os("pg_stat_activity")),
+            (
+                "select (pg_stat_get_activity(null)).query",
+                os("pg_stat_get_activity"),
+            ),
+            (
+                "select pg_stat_get_backend_activity(1)",
+                os("pg_stat_get_backend_activity"),
+            ),
+            (
+                "select * from pg_stat_progress_vacuum",
+                os("pg_stat_progress_vacuum"),
+            ),
+            ("select * from pg_stat_ssl", os("pg_stat_ssl")),
+            ("select * from pg_locks", os("pg_locks")),
+            ("select pg_blocking_pids(1)", os("pg_blocking_pids")),
+            ("select pg_cancel_backend(123)", os("pg_cancel_backend")),
+            (
+                "select pg_catalog.pg_terminate_backend(123)",
+                os("pg_terminate_backend"),
+            ),
+            (
+                "select * from pg_prepared_statements",
+                os("pg_prepared_statements"),
+            ),
+            ("select * from pg_cursors", os("pg_cursors")),
+            ("select * from pg_prepared_xacts", os("pg_prepared_xacts")),
+            (
+                "select 'pg_stat_activity'::regclass",
+                os("pg_stat_activity"),
+            ),
+            ("select to_regclass('pg_catalog.pg_locks')", os("pg_locks")),
+            (
+                "select 'pg_cancel_backend(int)'::regprocedure",
+                os("pg_cancel_backend"),
+            ),
+            (
+                "select count(*) from pg_stat_statements",
+                os("pg_stat_statements"),
+            ),
+        ] {
+            let f = found(sql);
+            assert!(f.contains(&want), "{sql}: {f:?}");
+        }
+        for sql in [
+            "select lo_get(16384)",
+            "select loread(lo_open(16384, 262144), 100)",
+            "SELECT LOWRITE(0, 'x')",
+            "select * from pg_largeobject_metadata",
+            "select data from pg_catalog.pg_largeobject",
+            "select lo_import('/etc/passwd')",
+        ] {
+            assert!(has(sql, Rule::LargeObject), "{sql}");
+        }
+        for sql in [
+            "select n_tup_ins from pg_stat_user_tables",
+            "select * from pg_statio_user_tables",
+            "select pg_stat_get_tuples_inserted('t'::regclass)",
+            "select pg_relation_size('customers')",
+            "select pg_total_relation_size('customers')",
+            "select reltuples from pg_class where relname = 'customers'",
+            "select c.relpages from pg_class c",
+            "select * from pgstattuple('customers')",
+        ] {
+            assert!(has(sql, Rule::Statistics), "{sql}");
+        }
+        for sql in [
+            "select * from customers",
+            "select lower(name) from customers where location = 'x' for update",
+            "select relname from pg_class",
+            "select * from pg_stats where tablename = 'customers'",
+            "select pg_backend_pid()",
+            "select 'hello' as greeting, 'release' as r",
+            "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2",
+        ] {
+            assert!(found(sql).is_empty(), "{sql}: {:?}", found(sql));
+        }
+    }
+
+    #[test]
+    fn mentions_matches_contains_ci() {
+        let hints: [&[u8]; 3] = [b"pg_", b"loread", b"analy"];
+        for text in [
+            "",
+            "p",
+            "pg",
+            "PG_",
+            "xx Pg_yy",
+            "select LOREAD(1)",
+            "explain Analyse",
+            "pgx lorea",
+            "'pg_locks'",
+            "a.pg_x",
+            "\"pg_x\"",
+        ] {
+            let want = hints.iter().any(|h| contains_ci(text.as_bytes(), h));
+            assert_eq!(mentions(text.as_bytes(), &hints), want, "{text:?}");
+        }
+        for text in ["xpg_", "p\u{e9}g_", "\u{ff}pg_", "_pg_", "$pg_", "9pg_"] {
+            assert!(
+                !mentions(text.as_bytes(), &hints),
+                "not a word start: {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn function_and_do_bodies_are_searched() {
+        for (sql, rule) in [
+            (
+                "create function f() returns setof text language sql as $$ select query from pg_stat_activity $$",
+                Rule::OtherSessions,
+            ),
+            (
+                "create function f() returns void language plpgsql as $$ begin perform pg_cancel_backend(1); end $$",
+                Rule::OtherSessions,
+            ),
+            (
+                "do $$ begin execute 'explain analyze select 1'; end $$",
+                Rule::Statistics,
+            ),
+            (
+                "create procedure p() language sql as 'select lo_get(1)'",
+                Rule::LargeObject,
+            ),
+            (
+                "do $$ begin set client_encoding = 'sjis'; end $$",
+                Rule::UnsafeEncoding,
+            ),
+        ] {
+            assert!(has(sql, rule), "{sql}: {:?}", found(sql));
+        }
+        let sql = "create function f() returns tsquery language sql as $$ select ts_rewrite('a'::tsquery, 'select set_config(''app.tenant_id'', ''x'', true)') $$";
+        assert!(has(sql, Rule::TenantTamper), "{sql}");
+        let sql = "create function f(a int) returns int language sql as $$ select a + 1 $$";
+        assert!(found(sql).is_empty());
+    }
+
+    #[test]
+    fn explain_analyze_in_every_spelling() {
+        for sql in [
+            "EXPLAIN ANALYZE select * from t",
+            "explain analyse select 1",
+            "EXPLAIN VERBOSE ANALYZE select 1",
+            "EXPLAIN ANALYZE VERBOSE select 1",
+            "explain (analyze) select 1",
+            "explain (ANALYZE true) select 1",
+            "explain (analyse on) select 1",
+            "explain (analyze 1) select 1",
+            "explain (analyze 'on') select 1",
+            "explain (costs off, analyze) select 1",
+            "explain (format json, analyze, buffers) select 1",
+            "explain (\"analyze\") select 1",
+            "explain (analyze false, analyze true) select 1",
+            "select 1; explain analyze select 2",
+            "select query_to_xml('explain analyze select 1', true, true, '')",
+        ] {
+            assert_eq!(found(sql), vec![(Rule::Statistics, None)], "{sql}");
+        }
+        for sql in [
+            "explain select 1",
+            "explain verbose select 1",
+            "explain (analyze false) select 1",
+            "explain (analyze off, costs on) select 1",
+            "explain (analyze 0) select 1",
+            "explain (analyze 'false') select 1",
+            "explain (costs off) select analyze from t",
+            "analyze customers",
+        ] {
+            assert!(found(sql).is_empty(), "{sql}: {:?}", found(sql));
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Tenant enforcement: who the tenant is, the guard that inspects SQL, and the injection.
 
+pub mod catalog;
 pub mod directory;
 pub mod guard;
 pub mod identity;

@@ -91,6 +91,16 @@ pub fn users_toml() -> String {
     s
 }
 
+/// A trusted monitoring login, `monitor_app` (ACME), for `Opts::extra`: may read
+/// `pg_stat_activity`, `pg_stat_ssl` and statistics, which app sessions are refused. Kept out
+/// of `users_toml` so every other test's proxy derives one verifier less at start.
+pub fn monitor_user_toml() -> String {
+    format!(
+        "[[users]]\nname = \"monitor_app\"\npassword = \"{PW}\"\ntenant = \"{}\"\nallow_catalog_monitoring = true\n\n",
+        common::ACME.id
+    )
+}
+
 /// Builds the TOML config for a proxy on `db`.
 pub fn config_toml(db: &str, events: &std::path::Path, o: &Opts) -> String {
     let c = common::cluster();
