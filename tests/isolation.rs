@@ -292,6 +292,16 @@ async fn session_settings_follow_their_client_and_no_other() {
             .round(1)
             .await;
         assert!(codes(&got).is_empty());
+        if mode == "transaction" {
+            // The next client of the server connection, right after: none of it.
+            let mut b = raw(&p, "globex_app").await;
+            let got = b
+                .query("show statement_timeout; show default_transaction_isolation")
+                .round(1)
+                .await;
+            assert_eq!(rows(&got), ["0", "read committed"], "{mode}");
+            b.close_conn().await;
+        }
         let want = ["1234ms", "repeatable read", "8MB", "3"];
         let show = "show statement_timeout; show default_transaction_isolation; show work_mem; show extra_float_digits";
         assert_eq!(rows(&a.query(show).round(1).await), want, "{mode}");

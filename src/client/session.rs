@@ -885,7 +885,15 @@ impl Session {
         let Some(guard) = self.server.as_mut() else {
             return Ok(());
         };
-        match inject::read_settings(guard.conn(), &names).await {
+        let conn = guard.conn();
+        // The connection now carries these at session level: whoever gets it next with another
+        // identity has them reset by its prelude.
+        for n in &names {
+            if !conn.applied_keys.contains(n) {
+                conn.applied_keys.push(n.clone());
+            }
+        }
+        match inject::read_settings(conn, &names).await {
             Ok(values) => self.prelude.update(values),
             Err(inject::PreludeError::Refused(e)) => {
                 tracing::warn!(code = %e.code, message = %e.message, "could not read back session settings");
