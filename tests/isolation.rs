@@ -32,6 +32,13 @@ async fn names(r: &mut Raw) -> Vec<String> {
     )
 }
 
+/// GLOBEX uses the (only) server connection first, so a value left behind would be GLOBEX's.
+async fn globex_first(p: &TestProxy) {
+    let mut g = raw(p, "globex_app").await;
+    only("globex", &names(&mut g).await);
+    g.close_conn().await;
+}
+
 /// The `statement_probe` lines of an event log (an aggregate line stands for `count` events).
 fn probe_events(log: String) -> Vec<serde_json::Value> {
     log.lines()
@@ -332,10 +339,7 @@ async fn session_settings_follow_their_client_and_no_other() {
 async fn every_statement_after_a_transaction_boundary_runs_under_the_tenant() {
     for mode in ["transaction", "session"] {
         let p = start(pool_of_one(mode)).await;
-        // GLOBEX uses the connection first, so a value left behind would be GLOBEX's.
-        let mut g = raw(&p, "globex_app").await;
-        only("globex", &names(&mut g).await);
-        g.close_conn().await;
+        globex_first(&p).await;
 
         let mut a = raw(&p, "acme_app").await;
         for sql in [
@@ -390,9 +394,7 @@ async fn every_statement_after_a_transaction_boundary_runs_under_the_tenant() {
 async fn isolation_levels_work_as_on_postgresql() {
     for mode in ["transaction", "session"] {
         let p = start(pool_of_one(mode)).await;
-        let mut g = raw(&p, "globex_app").await;
-        only("globex", &names(&mut g).await);
-        g.close_conn().await;
+        globex_first(&p).await;
         let mut a = raw(&p, "acme_app").await;
         for (sql, want) in [
             (

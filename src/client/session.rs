@@ -483,61 +483,44 @@ impl Session {
     /// portal names go through the session's namespace. Returns whether a synthetic answer may
     /// be ready for the client.
     fn forward(&mut self, f: &Frame) -> Result<bool, Refusal> {
-        let Some(guard) = self.server.as_mut() else {
+        let tag = f.tag();
+        let rewritten = match tag {
+            b'Q' | b'P' => self.rewrite_deallocate(f),
+            _ => None,
+        };
+        if matches!(tag, b'Q' | b'E') {
+            self.pool
+                .stats
+                .queries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
             return Ok(false);
         };
-        let conn = guard.conn();
-        match f.tag() {
-            b'P' | b'B' | b'D' | b'E' | b'C' => {
-                if f.tag() == b'E' {
-                    self.pool
-                        .stats
-                        .queries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                if f.tag() == b'P' {
-                    if let Some(rewritten) = self.rewrite_deallocate(f) {
-                        let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
-                            return Ok(false);
-                        };
-                        conn.stream.queue(&rewritten);
-                        self.names.parsed_unnamed();
-                        self.relay.push(Expect::Client(Msg::Parse(None)));
-                        return Ok(false);
-                    }
-                }
-                let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
-                    return Ok(false);
-                };
+        match (tag, rewritten) {
+            (b'P', Some(r)) => {
+                conn.stream.queue(&r);
+                self.names.parsed_unnamed();
+                self.relay.push(Expect::Client(Msg::Parse(None)));
+            }
+            (b'P' | b'B' | b'D' | b'E' | b'C', _) => {
                 let done = self
                     .names
                     .forward(f, conn, &mut self.relay, self.segment_tick)?;
-                Ok(done == Forwarded::Synthetic)
+                return Ok(done == Forwarded::Synthetic);
             }
-            b'S' => {
+            (b'S', _) => {
                 conn.stream.queue(&f.raw);
                 self.relay.push(Expect::Client(Msg::Sync));
-                Ok(false)
             }
-            b'Q' => {
-                let rewritten = self.rewrite_deallocate(f);
-                let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
-                    return Ok(false);
-                };
-                conn.stream.queue(rewritten.as_deref().unwrap_or(&f.raw));
+            (b'Q', r) => {
+                conn.stream.queue(r.as_deref().unwrap_or(&f.raw));
                 self.relay.push(Expect::Client(Msg::Query));
-                self.pool
-                    .stats
-                    .queries
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(false)
             }
-            _ => {
-                // Flush, or a message PostgreSQL itself will judge.
-                conn.stream.queue(&f.raw);
-                Ok(false)
-            }
+            // Flush, or a message PostgreSQL itself will judge.
+            _ => conn.stream.queue(&f.raw),
         }
+        Ok(false)
     }
 
     /// A Query or unnamed Parse that is exactly `DEALLOCATE name` of one of the client's own
