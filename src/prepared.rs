@@ -16,8 +16,9 @@
 //! skipped after an error changes nothing.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{Bytes, BytesMut};
 
@@ -37,38 +38,45 @@ pub fn server_prefix() -> &'static str {
 }
 
 /// A statement as the client defined it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct StatementDef {
     /// Server-side name, unique in this process.
     pub server_name: Bytes,
-    /// The SQL text.
-    pub sql: Bytes,
+    /// The SQL text, shared with every other definition of the same text.
+    pub text: Arc<Text>,
     /// The raw parameter-type section of the Parse (count + OIDs).
     pub types: Bytes,
 }
 
 impl StatementDef {
-    /// A definition under a fresh server-side name.
-    pub fn new(sql: &[u8], types: &[u8]) -> StatementDef {
+    /// A definition of `text` under a fresh server-side name.
+    pub fn new(text: Arc<Text>, types: &[u8]) -> StatementDef {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         StatementDef {
             server_name: Bytes::from(format!("{}{n:x}", server_prefix())),
-            sql: Bytes::copy_from_slice(sql),
+            text,
             types: Bytes::copy_from_slice(types),
         }
     }
 
-    /// Bytes this definition holds (the per-client budget counts them).
+    /// Bytes this definition holds apart from its (shared) text: what the process-wide budget
+    /// counts per definition.
+    pub fn own_size(&self) -> usize {
+        self.types.len() + self.server_name.len() + 64
+    }
+
+    /// Bytes as the client sees them, text included: what the per-client cap counts, so a
+    /// client's allowance does not depend on what other sessions happen to share.
     pub fn size(&self) -> usize {
-        self.sql.len() + self.types.len() + self.server_name.len() + 64
+        self.text.sql.len() + self.own_size()
     }
 
     /// Appends a Parse of this statement under its server name.
     pub fn write_parse(&self, out: &mut BytesMut) {
         messages::write_msg(out, b'P', |b| {
             messages::put_cstr(b, &self.server_name);
-            messages::put_cstr(b, &self.sql);
+            messages::put_cstr(b, &self.text.sql);
             b.extend_from_slice(&self.types);
         });
     }
@@ -85,12 +93,54 @@ pub enum Limit {
     Total(usize),
 }
 
-/// Bytes of statement text held by every session of the process, against one budget, so many
-/// clients at their own caps cannot together exhaust the proxy's memory.
+/// Texts at least this long are stored once for the whole process. Shorter ones are copied:
+/// hashing and the table entry would cost more than the copy saves.
+pub const SHARE_MIN: usize = 1024;
+
+/// One statement text as the proxy stores it. Definitions of the same text, in any session,
+/// hold the same `Text`; its bytes leave the budget when the last of them is gone.
+#[derive(Debug)]
+pub struct Text {
+    /// The bytes of the statement as the client sent them.
+    pub sql: Bytes,
+    /// Key in the budget's table of shared texts (None: not shared).
+    shared: Option<u64>,
+    budget: Option<Arc<Budget>>,
+}
+
+impl Text {
+    /// A text outside any budget (tests, and definitions the proxy makes for itself).
+    pub fn unshared(sql: &[u8]) -> Arc<Text> {
+        Arc::new(Text {
+            sql: Bytes::copy_from_slice(sql),
+            shared: None,
+            budget: None,
+        })
+    }
+}
+
+impl Drop for Text {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(self.sql.len());
+            if let Some(key) = self.shared {
+                b.prune(key);
+            }
+        }
+    }
+}
+
+/// Statement text held by every session of the process, against one budget, so many clients
+/// at their own caps cannot together exhaust the proxy's memory; identical long texts are
+/// stored once (400 names for one 1 MiB text cost 1 MiB, not 400).
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicU64,
     max: usize,
+    /// Shared texts by hash of their bytes; a bucket lists every live text with that hash.
+    texts: Mutex<HashMap<u64, Vec<Weak<Text>>>>,
+    /// Randomly keyed, so a client cannot aim texts at one bucket.
+    hasher: RandomState,
 }
 
 impl Budget {
@@ -99,12 +149,77 @@ impl Budget {
         Arc::new(Budget {
             used: AtomicU64::new(0),
             max,
+            texts: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
         })
     }
 
     /// Bytes in use now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed) as usize
+    }
+
+    /// The stored text equal to `sql`: an existing one when a long text is already held,
+    /// otherwise a new one counted against the budget.
+    pub fn intern(self: &Arc<Self>, sql: &[u8]) -> Result<Arc<Text>, Limit> {
+        if sql.len() < SHARE_MIN {
+            return self.store(sql, None);
+        }
+        let key = self.hasher.hash_one(sql);
+        // Texts upgraded but not matched are dropped after the lock is released: dropping the
+        // last reference runs `Text::drop`, which takes the lock itself.
+        let mut others = Vec::new();
+        let found = {
+            let texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
+            texts.get(&key).and_then(|bucket| {
+                bucket.iter().filter_map(Weak::upgrade).find_map(|t| {
+                    if t.sql[..] == *sql {
+                        Some(t)
+                    } else {
+                        others.push(t);
+                        None
+                    }
+                })
+            })
+        };
+        drop(others);
+        match found {
+            Some(t) => Ok(t),
+            None => {
+                let t = self.store(sql, Some(key))?;
+                let mut texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
+                texts.entry(key).or_default().push(Arc::downgrade(&t));
+                Ok(t)
+            }
+        }
+    }
+
+    fn store(self: &Arc<Self>, sql: &[u8], shared: Option<u64>) -> Result<Arc<Text>, Limit> {
+        if !self.take(sql.len()) {
+            return Err(Limit::Total(self.max));
+        }
+        Ok(Arc::new(Text {
+            sql: Bytes::copy_from_slice(sql),
+            shared,
+            budget: Some(self.clone()),
+        }))
+    }
+
+    /// Drops the table entries of texts that are gone.
+    fn prune(&self, key: u64) {
+        let mut texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = texts.get_mut(&key) {
+            bucket.retain(|w| w.strong_count() > 0);
+            if bucket.is_empty() {
+                texts.remove(&key);
+            }
+        }
+    }
+
+    /// Distinct shared texts held now.
+    pub fn shared_texts(&self) -> usize {
+        let texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
+        texts.values().map(Vec::len).sum()
     }
 
     fn take(&self, n: usize) -> bool {
@@ -127,9 +242,12 @@ impl Budget {
 pub struct ClientStatements {
     /// By client-chosen name.
     map: HashMap<Bytes, Arc<StatementDef>>,
-    /// Sum of the definitions' sizes.
+    /// Sum of the definitions' sizes, texts included (the per-client cap).
     bytes: usize,
-    /// The process-wide budget these bytes count against (None: unbounded, for tests).
+    /// Sum of the definitions' own sizes (what this set holds of the budget; texts are
+    /// counted by their [`Text`]).
+    own: usize,
+    /// The process-wide budget (None: unbounded, for tests).
     budget: Option<Arc<Budget>>,
 }
 
@@ -145,7 +263,16 @@ impl ClientStatements {
         ClientStatements {
             map: HashMap::new(),
             bytes: 0,
+            own: 0,
             budget: Some(budget),
+        }
+    }
+
+    /// The stored text for a new definition (shared when another session holds it already).
+    pub fn text(&self, sql: &[u8]) -> Result<Arc<Text>, Limit> {
+        match &self.budget {
+            Some(b) => b.intern(sql),
+            None => Ok(Text::unshared(sql)),
         }
     }
 
@@ -173,36 +300,41 @@ impl ClientStatements {
     /// Defines `name`, if the process-wide budget has room.
     pub fn insert(&mut self, name: Bytes, def: Arc<StatementDef>) -> Result<(), Limit> {
         if let Some(b) = &self.budget {
-            if !b.take(def.size()) {
+            if !b.take(def.own_size()) {
                 return Err(Limit::Total(b.max));
             }
         }
         self.bytes += def.size();
+        self.own += def.own_size();
         if let Some(old) = self.map.insert(name, def) {
-            self.release(old.size());
+            self.release(&old);
         }
         Ok(())
     }
 
-    fn release(&mut self, n: usize) {
-        self.bytes -= n;
+    fn release(&mut self, def: &StatementDef) {
+        self.bytes -= def.size();
+        self.own -= def.own_size();
         if let Some(b) = &self.budget {
-            b.give(n);
+            b.give(def.own_size());
         }
     }
 
     /// Forgets `name` (Close, DEALLOCATE, or a Parse that failed upstream); returns it.
     pub fn remove(&mut self, name: &[u8]) -> Option<Arc<StatementDef>> {
         let old = self.map.remove(name)?;
-        self.release(old.size());
+        self.release(&old);
         Some(old)
     }
 
     /// Forgets everything (DEALLOCATE ALL / DISCARD ALL).
     pub fn clear(&mut self) {
         self.map.clear();
-        let n = self.bytes;
-        self.release(n);
+        if let Some(b) = &self.budget {
+            b.give(self.own);
+        }
+        self.bytes = 0;
+        self.own = 0;
     }
 
     /// Number of statements.
@@ -466,8 +598,8 @@ mod tests {
 
     #[test]
     fn every_parse_gets_its_own_name_in_the_reserved_namespace() {
-        let a = StatementDef::new(b"select $1", &[0, 1, 0, 0, 0, 23]);
-        let b = StatementDef::new(b"select $1", &[0, 1, 0, 0, 0, 23]);
+        let a = StatementDef::new(Text::unshared(b"select $1"), &[0, 1, 0, 0, 0, 23]);
+        let b = StatementDef::new(Text::unshared(b"select $1"), &[0, 1, 0, 0, 0, 23]);
         assert_ne!(a.server_name, b.server_name);
         assert!(a
             .server_name
@@ -518,22 +650,59 @@ mod tests {
     fn client_caps() {
         let budget = Budget::new(1000);
         let mut c = ClientStatements::with_budget(budget.clone());
-        let d = Arc::new(StatementDef::new(b"select 1", &[0, 0]));
+        let d = Arc::new(StatementDef::new(c.text(b"select 1").unwrap(), &[0, 0]));
         assert!(c.admits(d.size(), 1, 1 << 20).is_ok());
         c.insert(Bytes::from_static(b"a"), d.clone()).unwrap();
         assert_eq!(budget.used(), d.size());
         assert_eq!(c.admits(d.size(), 1, 1 << 20), Err(Limit::Count(1)));
         assert_eq!(c.admits(1 << 21, 10, 1 << 20), Err(Limit::Bytes(1 << 20)));
-        let big = Arc::new(StatementDef::new(&[b'x'; 2000], &[0, 0]));
-        assert_eq!(
-            c.insert(Bytes::from_static(b"b"), big),
-            Err(Limit::Total(1000))
-        );
+        assert_eq!(c.text(&[b'x'; 2000]).err(), Some(Limit::Total(1000)));
         c.remove(b"a");
         assert_eq!(c.bytes, 0);
         c.insert(Bytes::from_static(b"a"), d).unwrap();
         drop(c);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn identical_long_texts_are_stored_once_for_the_process() {
+        let budget = Budget::new(10 * SHARE_MIN);
+        let long = vec![b'x'; 4 * SHARE_MIN];
+        let mut a = ClientStatements::with_budget(budget.clone());
+        let mut b = ClientStatements::with_budget(budget.clone());
+        let mut defs = Vec::new();
+        for i in 0..3 {
+            let c = if i == 1 { &mut b } else { &mut a };
+            let d = Arc::new(StatementDef::new(c.text(&long).unwrap(), &[0, 0]));
+            c.insert(Bytes::from(format!("s{i}")), d.clone()).unwrap();
+            defs.push(d);
+        }
+        // One copy of the text; three definitions, each with its own server name.
+        assert!(Arc::ptr_eq(&defs[0].text, &defs[2].text));
+        assert_eq!(budget.shared_texts(), 1);
+        assert_eq!(budget.used(), long.len() + 3 * defs[0].own_size());
+        // The per-client cap still counts the text in full for each name.
+        assert_eq!(a.bytes, 2 * defs[0].size());
+        // A different text of the same length is its own entry; short texts are not shared.
+        let other = c_text(&a, &[b'y'; 4 * SHARE_MIN]);
+        assert!(!Arc::ptr_eq(&other, &defs[0].text));
+        assert_eq!(budget.shared_texts(), 2);
+        drop(other);
+        let s1 = c_text(&a, b"select 1");
+        let s2 = c_text(&a, b"select 1");
+        assert!(!Arc::ptr_eq(&s1, &s2));
+        drop((s1, s2));
+        // The text leaves the budget and the table with its last definition.
+        drop(defs);
+        drop(a);
+        assert_eq!(budget.shared_texts(), 1);
+        drop(b);
+        assert_eq!(budget.shared_texts(), 0);
+        assert_eq!(budget.used(), 0);
+    }
+
+    fn c_text(c: &ClientStatements, sql: &[u8]) -> Arc<Text> {
+        c.text(sql).unwrap()
     }
 
     #[test]

@@ -196,7 +196,11 @@ impl Namespace {
                 probe: None,
             });
         }
-        let def = Arc::new(StatementDef::new(pm.sql, pm.types));
+        let text = self.statements.text(pm.sql).map_err(|limit| Refusal {
+            error: error::too_many_statements(limit),
+            probe: None,
+        })?;
+        let def = Arc::new(StatementDef::new(text, pm.types));
         if let Err(limit) = self
             .statements
             .admits(def.size(), self.caps.count, self.caps.bytes)
