@@ -63,6 +63,9 @@ pub enum Expect {
     /// The proxy re-preparing a client statement on this connection: swallow ParseComplete;
     /// an error is the client's (its statement no longer parses here).
     Reprepare(Bytes),
+    /// The proxy re-parsing the client's unnamed statement on this connection: swallow
+    /// ParseComplete; an error is the client's.
+    ReprepareUnnamed,
     /// The proxy closing an evicted statement: swallow.
     Evict(Bytes),
     /// No server answer: send these bytes to the client when reached.
@@ -202,6 +205,7 @@ impl Relay {
                 conn.statements.confirm(server.clone());
                 (true, false)
             }
+            (b'1', Expect::ReprepareUnnamed) => (true, false),
             (b'2', Expect::Client(Msg::Bind(_))) => (true, true),
             (b'3', Expect::Client(Msg::Close)) => (true, true),
             (b'3', Expect::Evict(server)) => {

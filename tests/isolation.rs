@@ -497,6 +497,72 @@ async fn statements_behave_as_freshly_prepared_ones_do() {
     p.stop().await;
 }
 
+/// The unnamed statement outlives its Sync, as on PostgreSQL (psycopg's `prepare(b"")` then
+/// `exec_prepared(b"")` in a later round trip), whichever server connection the next round trip
+/// lands on, and it is always the client's own: another tenant's unnamed statement on the same
+/// connection in between is never what it binds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_outlives_its_sync_and_stays_the_clients_own() {
+    for mode in ["transaction", "session"] {
+        let p = start(pool_of_one(mode)).await;
+        let mut a = raw(&p, "acme_app").await;
+        let got = a
+            .parse("", "select name from customers order by name limit 1")
+            .sync()
+            .round(1)
+            .await;
+        assert!(codes(&got).is_empty(), "{mode}: {got:?}");
+        if mode == "transaction" {
+            // GLOBEX parses its own unnamed statement on the same (only) connection.
+            let mut b = raw(&p, "globex_app").await;
+            let got = b
+                .parse("", "select 'globex-planted'::text")
+                .sync()
+                .round(1)
+                .await;
+            assert!(codes(&got).is_empty(), "{got:?}");
+            b.close_conn().await;
+        }
+        for _ in 0..2 {
+            let got = a.bind("", "", &[]).execute("").sync().round(1).await;
+            assert!(codes(&got).is_empty(), "{mode}: {got:?}");
+            let r = rows(&got);
+            assert_eq!(r.len(), 1, "{mode}: {got:?}");
+            only("acme", &r);
+        }
+        // A simple Query drops the unnamed statement, as PostgreSQL does.
+        assert!(codes(&a.query("select 1").round(1).await).is_empty());
+        let got = a.bind("", "", &[]).execute("").sync().round(1).await;
+        assert_eq!(codes(&got), vec!["26000".to_string()], "{mode}");
+        a.close_conn().await;
+        p.stop().await;
+    }
+}
+
+/// A cursor declared in SQL is a portal the client may name in protocol messages (psycopg
+/// describes its server-side cursors that way), in both modes; another client's is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_declared_in_sql_can_be_described_over_the_protocol() {
+    for mode in ["transaction", "session"] {
+        let p = start(pool_of_one(mode)).await;
+        let mut a = raw(&p, "acme_app").await;
+        let got = a
+            .query("begin;\n declare cur cursor for select * from generate_series(1,10) foo;\n")
+            .round(1)
+            .await;
+        assert!(codes(&got).is_empty(), "{mode}: {got:?}");
+        let got = a.describe(b'P', "cur").sync().round(1).await;
+        assert!(codes(&got).is_empty(), "{mode}: {got:?}");
+        assert!(got.iter().any(|m| m.tag == b'T'), "{mode}: {got:?}");
+        assert!(codes(&a.query("commit").round(1).await).is_empty());
+        // The transaction ended: the cursor is gone, as on PostgreSQL.
+        let got = a.describe(b'P', "cur").sync().round(1).await;
+        assert_eq!(codes(&got), vec!["34000".to_string()], "{mode}");
+        a.close_conn().await;
+        p.stop().await;
+    }
+}
+
 // ----- the proxy's view of the server never diverges (side-channel issue, items 1–2) -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

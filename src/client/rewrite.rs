@@ -19,6 +19,11 @@ use crate::protocol::messages::{self, parse_msg, split_bind, split_target, PgErr
 use crate::protocol::Frame;
 use crate::relay::{Expect, Msg, Relay};
 
+/// Longest unnamed statement kept for re-parsing on another server connection: bounds the
+/// memory per session; a longer one can be bound only on the connection it was parsed on
+/// (26000 elsewhere, as before).
+pub const UNNAMED_KEEP: usize = 64 * 1024;
+
 /// Per-session caps and the per-connection statement cap.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
@@ -55,6 +60,10 @@ pub struct Namespace {
     pub statements: ClientStatements,
     /// The client parsed the unnamed statement on the attached connection.
     unnamed_statement: bool,
+    /// The client's unnamed statement (text, parameter types), re-parsed on a connection the
+    /// client did not parse it on: PostgreSQL keeps it until the next unnamed Parse or Query,
+    /// across transactions, so a client may Bind it in a later round trip.
+    unnamed_text: Option<(Bytes, Bytes)>,
     /// The client bound the unnamed portal in the current transaction.
     unnamed_portal: bool,
     /// Named portals the client bound in the current transaction.
@@ -71,6 +80,7 @@ impl Namespace {
         Namespace {
             statements: ClientStatements::with_budget(budget),
             unnamed_statement: false,
+            unnamed_text: None,
             unnamed_portal: false,
             portals: Vec::new(),
             cursors: Vec::new(),
@@ -180,6 +190,7 @@ impl Namespace {
         if pm.name.is_empty() {
             conn.stream.queue(&f.raw);
             self.unnamed_statement = true;
+            self.keep_unnamed(pm.sql, pm.types);
             relay.push(Expect::Client(Msg::Parse(None)));
             return Ok(Forwarded::Upstream);
         }
@@ -238,6 +249,16 @@ impl Namespace {
     ) -> Result<Option<Bytes>, Refusal> {
         if name.is_empty() {
             if self.unnamed_statement {
+                return Ok(None);
+            }
+            if let Some((sql, types)) = &self.unnamed_text {
+                messages::write_msg(conn.stream.out(), b'P', |b| {
+                    messages::put_cstr(b, b"");
+                    messages::put_cstr(b, sql);
+                    b.extend_from_slice(types);
+                });
+                relay.push(Expect::ReprepareUnnamed);
+                self.unnamed_statement = true;
                 return Ok(None);
             }
             return Err(Refusal {
@@ -305,6 +326,9 @@ impl Namespace {
             }
             _ => return Err(malformed()),
         };
+        if kind == b'S' && name.is_empty() {
+            self.unnamed_text = None;
+        }
         if forward {
             if kind == b'S' {
                 self.unnamed_statement = false;
@@ -319,9 +343,32 @@ impl Namespace {
         Ok(Forwarded::Synthetic)
     }
 
-    /// The client's unnamed Parse was rewritten by the session (and forwarded).
+    /// The client's unnamed Parse was rewritten by the session (and forwarded); it is not
+    /// re-parsed elsewhere (a `DEALLOCATE` runs once).
     pub fn parsed_unnamed(&mut self) {
         self.unnamed_statement = true;
+        self.unnamed_text = None;
+    }
+
+    /// A simple Query was sent: PostgreSQL drops the unnamed statement with it, so there is
+    /// nothing to re-parse on another connection.
+    pub fn query_sent(&mut self) {
+        self.unnamed_text = None;
+    }
+
+    /// Keeps the unnamed statement for re-parsing, copying it only when it changed (drivers
+    /// repeat one text) and only up to [`UNNAMED_KEEP`] bytes.
+    fn keep_unnamed(&mut self, sql: &[u8], types: &[u8]) {
+        if sql.len() > UNNAMED_KEEP {
+            self.unnamed_text = None;
+            return;
+        }
+        if let Some((s, t)) = &self.unnamed_text {
+            if s[..] == *sql && t[..] == *types {
+                return;
+            }
+        }
+        self.unnamed_text = Some((Bytes::copy_from_slice(sql), Bytes::copy_from_slice(types)));
     }
 
     /// A client `DEALLOCATE name` of one of its statements: forgets the name and returns the

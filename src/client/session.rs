@@ -137,6 +137,9 @@ pub struct Session {
     pending_reads: Vec<String>,
     /// The current transaction ran `RESET ALL` / `DISCARD ALL`.
     pending_reset_all: bool,
+    /// Cursors the message being handled declares: recorded once it is forwarded, after the
+    /// connection is attached (attaching starts a new transaction's portal list).
+    declared: Vec<(String, bool)>,
     /// A tamper was let through (`probe_action = "log"`): the server connection's settings and
     /// role can no longer be trusted, so it gets the prelude and the reset again.
     tainted: bool,
@@ -215,6 +218,7 @@ impl Session {
             startup_local,
             pending_reads: Vec::new(),
             pending_reset_all: false,
+            declared: Vec::new(),
         }
     }
 
@@ -359,6 +363,10 @@ impl Session {
             }
             self.phase = Phase::InSegment;
             self.segment_started = crate::metrics::timing_enabled().then(Instant::now);
+        }
+        let declared = std::mem::take(&mut self.declared);
+        if verdict == Verdict::Forward && !declared.is_empty() {
+            self.names.declared(declared);
         }
         let refusal = match verdict {
             Verdict::Refuse(err) => Some(err),
@@ -514,6 +522,7 @@ impl Session {
                 self.relay.push(Expect::Client(Msg::Sync));
             }
             (b'Q', r) => {
+                self.names.query_sent();
                 conn.stream.queue(r.as_deref().unwrap_or(&f.raw));
                 self.relay.push(Expect::Client(Msg::Query));
             }
@@ -561,6 +570,7 @@ impl Session {
     /// Runs the tenant guard on statement-carrying messages and records its events.
     async fn decide(&mut self, f: &Frame) -> Result<Verdict, SessionError> {
         let tag = f.tag();
+        self.declared.clear();
         let needs_tenant = matches!(self.who.kind, UserKind::App | UserKind::Operator);
         let text = match tag {
             b'Q' => query_text(f.body()),
@@ -608,9 +618,7 @@ impl Session {
             cursors,
         } = decision;
         if verdict == Verdict::Forward {
-            if !cursors.is_empty() {
-                self.names.declared(cursors);
-            }
+            self.declared = cursors;
             for n in session_settings {
                 if !self.pending_reads.contains(&n) {
                     self.pending_reads.push(n);
