@@ -257,6 +257,9 @@ impl Session {
             if self.client.has_pending_writes() {
                 self.client.flush().await.map_err(SessionError::Client)?;
             }
+            if self.phase == Phase::Idle {
+                self.client.release_large_read_buffer();
+            }
             let read_client = dispatch || self.client.buffered_len() < HOLD_LIMIT;
             let deadline = self.deadline;
             let server = self.server.as_mut().map(|g| &mut g.conn().stream);

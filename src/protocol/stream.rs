@@ -44,7 +44,14 @@ pub struct PqStream {
     /// How much room to make before a read: small for idle clients, doubled (up to
     /// [`MAX_READ_CHUNK`]) whenever a read fills all the room it had.
     read_chunk: usize,
+    /// The read buffer grew past [`KEEP_BUFFER`] for a large message: drop it once it is
+    /// empty, so an idle connection does not keep the largest message it ever sent.
+    oversized: bool,
 }
+
+/// Buffers larger than this are freed once empty instead of kept for reuse: a one-off large
+/// message (a 1 MiB statement) must not cost its size for the rest of the session.
+const KEEP_BUFFER: usize = 256 * 1024;
 
 /// Room made for the first read of a client stream: a short query fits, and 10,000 idle
 /// clients cost 5 MiB of read buffers rather than 20.
@@ -70,6 +77,7 @@ impl PqStream {
             wbuf: BytesMut::new(),
             max_message,
             read_chunk: read_chunk.clamp(MIN_READ_ROOM, MAX_READ_CHUNK),
+            oversized: false,
         }
     }
 
@@ -131,6 +139,7 @@ impl PqStream {
     pub async fn fill(&mut self) -> Result<usize, StreamError> {
         if self.rbuf.capacity() - self.rbuf.len() < MIN_READ_ROOM {
             self.rbuf.reserve(self.rbuf.len().max(self.read_chunk));
+            self.oversized |= self.rbuf.capacity() > KEEP_BUFFER;
         }
         let room = self.rbuf.capacity() - self.rbuf.len();
         let n = self.io.read_buf(&mut self.rbuf).await?;
@@ -149,6 +158,16 @@ impl PqStream {
     pub fn release_write_buffer(&mut self) {
         if self.wbuf.is_empty() {
             self.wbuf = BytesMut::new();
+        }
+    }
+
+    /// Frees the read buffer if a large message grew it and it is empty now (call when the
+    /// peer is idle). Cheap when there is nothing to do.
+    #[inline]
+    pub fn release_large_read_buffer(&mut self) {
+        if self.oversized && self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+            self.oversized = false;
         }
     }
 
@@ -173,7 +192,11 @@ impl PqStream {
     pub async fn flush(&mut self) -> Result<(), StreamError> {
         if !self.wbuf.is_empty() {
             self.io.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+            if self.wbuf.capacity() > KEEP_BUFFER {
+                self.wbuf = BytesMut::new();
+            } else {
+                self.wbuf.clear();
+            }
         }
         self.io.flush().await?;
         Ok(())
