@@ -217,6 +217,42 @@ async fn repeated_probes_are_aggregated() {
     assert_eq!(all[1]["aggregate"], "repeat");
 }
 
+/// The session remembers Parse texts it forwarded as plain, per tenant: after a switch, the
+/// text that named the old tenant (its own then) names another tenant and is a probe again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_statement_is_judged_again_after_a_tenant_switch() {
+    let p = start(Opts {
+        extra: format!(
+            "[[users]]\nname = \"backend\"\npassword = \"{PW}\"\ntenants = [\"{}\", \"{}\"]\nallow_switch = true\n",
+            ACME.id, GLOBEX.id
+        ),
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let c = p.connect(&format!("backend.{}", ACME.id)).await;
+    let sql = format!(
+        "select count(*) from customers where tenant_id = '{}'",
+        ACME.id
+    );
+    for _ in 0..3 {
+        let n: i64 = c.query_one(sql.as_str(), &[]).await.unwrap().get(0);
+        assert_eq!(n, ACME.customers);
+    }
+    c.batch_execute(&format!("SET app.tenant_id = '{}'", GLOBEX.id))
+        .await
+        .unwrap();
+    let e = c
+        .query_one(sql.as_str(), &[])
+        .await
+        .expect_err("a probe now");
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
+    let ev = p.events_named("cross_tenant_literal").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["tenant"], GLOBEX.id);
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_backend_switches_tenant_by_intercepted_set() {
     let p = start(Opts {

@@ -423,7 +423,8 @@ async fn sighup_reloads_users_and_keeps_connections() {
     let cfg = dir.join("tenantgate.toml");
     let port = support::free_port();
     let base = serve_config(port, &db, &dir, "", "") + &fixed_user("acme_app", common::ACME.id);
-    std::fs::write(&cfg, &base).unwrap();
+    // acme_app starts as a catalog-monitoring user; the reload below takes that away.
+    std::fs::write(&cfg, base.clone() + "allow_catalog_monitoring = true\n").unwrap();
     let mut child = spawn_serve(&cfg);
     let url = |user: &str| serve_url(port, &db, user);
     let first = connect_when_up(&url("acme_app")).await;
@@ -432,6 +433,15 @@ async fn sighup_reloads_users_and_keeps_connections() {
             .await
             .is_err()
     );
+    // A statement the session parses again and again: decided once, remembered (the
+    // per-session memory of plain Parse texts), and decided afresh after the reload.
+    let stats = "select count(*) from pg_stat_user_tables";
+    for _ in 0..3 {
+        first
+            .query_one(stats, &[])
+            .await
+            .expect("monitoring allowed");
+    }
     let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     // Add a user and reload.
     std::fs::write(&cfg, base + &fixed_user("globex_app", common::GLOBEX.id)).unwrap();
@@ -447,7 +457,16 @@ async fn sighup_reloads_users_and_keeps_connections() {
         .unwrap()
         .get(0);
     assert_eq!(n, common::GLOBEX.customers);
-    // The connection opened before the reload still works.
+    // The connection opened before the reload still works, under the new policy.
+    let refused = first
+        .query_one(stats, &[])
+        .await
+        .expect_err("monitoring revoked");
+    assert_eq!(
+        refused.as_db_error().map(|e| e.code().code()),
+        Some("42501"),
+        "{refused:?}"
+    );
     let n: i64 = first
         .query_one("select count(*) from customers", &[])
         .await
@@ -551,13 +570,41 @@ fn fixed_user(name: &str, tenant: &str) -> String {
 }
 
 /// Starts `tenantgate serve` on `cfg` (stderr discarded).
-fn spawn_serve(cfg: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"))
-        .args(["serve", "--config"])
-        .arg(cfg)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn_serve(cfg: &std::path::Path) -> Served {
+    Served(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"))
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A `serve` child that is killed if the test ends without stopping it (a failed assertion),
+/// so no proxy outlives its test.
+struct Served(std::process::Child);
+
+impl std::ops::Deref for Served {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// A libpq URL for `user` on a `serve` child.

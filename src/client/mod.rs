@@ -8,6 +8,7 @@ pub mod registry;
 pub mod rewrite;
 pub mod session;
 pub mod settings;
+pub mod verdicts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -140,6 +140,8 @@ pub struct Session {
     /// Cursors the message being handled declares: recorded once it is forwarded, after the
     /// connection is attached (attaching starts a new transaction's portal list).
     declared: Vec<(String, bool)>,
+    /// Parse texts already forwarded as plain under the current policy and tenant.
+    verdicts: crate::client::verdicts::ForwardCache,
     /// A tamper was let through (`probe_action = "log"`): the server connection's settings and
     /// role can no longer be trusted, so it gets the prelude and the reset again.
     tainted: bool,
@@ -219,6 +221,7 @@ impl Session {
             pending_reads: Vec::new(),
             pending_reset_all: false,
             declared: Vec::new(),
+            verdicts: Default::default(),
         }
     }
 
@@ -603,13 +606,23 @@ impl Session {
         let decision = if text.len() > OFFLOAD_INSPECTION {
             self.check_off_loop(f, text).await
         } else {
-            let asker = Asker {
-                kind: self.who.kind,
-                tenant: self.tenant.as_deref(),
-                login: &self.who.login,
-                allow_switch: self.who.allow_switch,
-            };
-            self.shared.live().policy.check(asker, &sql)
+            let live = self.shared.live();
+            let tenant = self.tenant.as_deref();
+            if tag == b'P' && self.verdicts.hit(&live, tenant, text) {
+                Decision::forward()
+            } else {
+                let asker = Asker {
+                    kind: self.who.kind,
+                    tenant,
+                    login: &self.who.login,
+                    allow_switch: self.who.allow_switch,
+                };
+                let d = live.policy.check(asker, &sql);
+                if tag == b'P' {
+                    self.verdicts.remember(&live, tenant, text, &d);
+                }
+                d
+            }
         };
         let Decision {
             mut verdict,

@@ -77,6 +77,18 @@ pub struct Decision {
     pub cursors: Vec<(String, bool)>,
 }
 
+impl Decision {
+    /// Forwarded with nothing else to do: no event, no session state, settings or cursors.
+    pub fn is_plain_forward(&self) -> bool {
+        self.verdict == Verdict::Forward
+            && self.events.is_empty()
+            && self.session_state.is_none()
+            && self.session_settings.is_empty()
+            && !self.resets_all
+            && self.cursors.is_empty()
+    }
+}
+
 /// What creates session state, in the order it is reported, with the words used in the error.
 const SESSION_STATE: [(Flags, &str); 6] = [
     (Flags::SQL_PREPARE, "SQL-level PREPARE"),
@@ -103,7 +115,8 @@ impl Decision {
         }
     }
 
-    fn forward() -> Self {
+    /// Forward, nothing to record.
+    pub fn forward() -> Self {
         Decision {
             verdict: Verdict::Forward,
             events: Vec::new(),
