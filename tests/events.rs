@@ -217,10 +217,9 @@ async fn repeated_probes_are_aggregated() {
     assert_eq!(all[1]["aggregate"], "repeat");
 }
 
-/// The session remembers Parse texts it forwarded as plain, per tenant: after a switch, the
-/// text that named the old tenant (its own then) names another tenant and is a probe again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_remembered_statement_is_judged_again_after_a_tenant_switch() {
+/// A proxy with a trusted backend user that may switch between ACME and GLOBEX, connected as
+/// ACME over a pool of one.
+async fn switching_backend() -> (support::TestProxy, tokio_postgres::Client) {
     let p = start(Opts {
         extra: format!(
             "[[users]]\nname = \"backend\"\npassword = \"{PW}\"\ntenants = [\"{}\", \"{}\"]\nallow_switch = true\n",
@@ -231,6 +230,14 @@ async fn a_remembered_statement_is_judged_again_after_a_tenant_switch() {
     })
     .await;
     let c = p.connect(&format!("backend.{}", ACME.id)).await;
+    (p, c)
+}
+
+/// The session remembers Parse texts it forwarded as plain, per tenant: after a switch, the
+/// text that named the old tenant (its own then) names another tenant and is a probe again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_statement_is_judged_again_after_a_tenant_switch() {
+    let (p, c) = switching_backend().await;
     let sql = format!(
         "select count(*) from customers where tenant_id = '{}'",
         ACME.id
@@ -255,16 +262,7 @@ async fn a_remembered_statement_is_judged_again_after_a_tenant_switch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_backend_switches_tenant_by_intercepted_set() {
-    let p = start(Opts {
-        extra: format!(
-            "[[users]]\nname = \"backend\"\npassword = \"{PW}\"\ntenants = [\"{}\", \"{}\"]\nallow_switch = true\n",
-            ACME.id, GLOBEX.id
-        ),
-        pool_size: 1,
-        ..Opts::default()
-    })
-    .await;
-    let c = p.connect(&format!("backend.{}", ACME.id)).await;
+    let (p, c) = switching_backend().await;
     let n: i64 = c
         .query_one("select count(*) from customers", &[])
         .await
