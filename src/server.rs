@@ -153,7 +153,7 @@ impl Shared {
 
 /// The first setting that differs between `old` and `new` and cannot change without a restart.
 pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 11] = [
         ("server.listen", new.server.listen != old.server.listen),
         (
             "server.worker_threads",
@@ -173,6 +173,11 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         ("tenant.setting", new.tenant.setting != old.tenant.setting),
         ("tenant.column", new.tenant.column != old.tenant.column),
         ("tenant.format", new.tenant.format != old.tenant.format),
+        // Whether signing is on decides what the posture checks demand of the policies.
+        (
+            "tenant.signing_key_file",
+            new.tenant.signing_key_file != old.tenant.signing_key_file,
+        ),
     ];
     checks
         .into_iter()
