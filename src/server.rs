@@ -143,9 +143,15 @@ impl Shared {
             Err(p) => *p.into_inner() = Arc::new(live),
         }
         self.events.reopen();
+        let signing_key = new
+            .tenant
+            .resolved_signing_keys
+            .as_deref()
+            .map(|k| k.current().id().to_owned());
         tracing::info!(
             users = new.users.len(),
             pool_size = new.upstream.pool_size,
+            signing_key,
             "configuration reloaded"
         );
     }
@@ -245,12 +251,21 @@ impl Proxy {
             let _ = crate::metrics::install();
         }
         let shared = Arc::new(build_shared(config.clone()).await?);
-        let monitor = Monitor::new(
+        let mut monitor = Monitor::new(
             &config,
             shared.posture.clone(),
             shared.events.clone(),
             shared.shutdown.clone(),
         )?;
+        if config.tenant.signing_key_file.is_some() {
+            let live = Arc::downgrade(&shared);
+            monitor.signing_key = Some(Arc::new(move || {
+                let shared = live.upgrade()?;
+                let l = shared.live();
+                let keys = l.config.tenant.resolved_signing_keys.as_deref()?;
+                Some(keys.current().clone())
+            }));
+        }
         match monitor.startup().await {
             Ok(Startup::Verified) => {}
             Ok(Startup::Deferred(e)) => match crate::verify::connect::rejected(&e) {

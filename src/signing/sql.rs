@@ -215,8 +215,11 @@ pub fn remove_key(key_id: &str) -> String {
 
 /// The policy rewrite the README and `verify` suggest: `ALTER POLICY` to the signed form.
 pub fn policy_rewrite(table: &str, policy: &str, column: &str) -> String {
-    let e = format!("{column} = (SELECT {}::text)::uuid", super::FUNCTION);
-    format!("ALTER POLICY {policy} ON {table} USING ({e}) WITH CHECK ({e});")
+    let e = format!("{column} = (SELECT {})::uuid", super::FUNCTION);
+    format!(
+        "ALTER POLICY {} ON {table} USING ({e}) WITH CHECK ({e});",
+        ident(policy)
+    )
 }
 
 #[cfg(test)]
