@@ -149,11 +149,16 @@ async fn apply(url: Option<&str>, sql: &str) -> Result<(), InstallError> {
         InstallError::Usage("--database-url is required unless --print is given".into())
     })?;
     let session = Target::from_url(url)?.connect().await?;
-    let done = session
+    // Its own Query: the SQL's transaction must start after the default changed.
+    let writable = session
         .client
-        .batch_execute(&format!("SET default_transaction_read_only = off;\n{sql}"))
-        .await
-        .map_err(|e| VerifyError::query("applying the signing SQL", e));
+        .batch_execute("SET default_transaction_read_only = off")
+        .await;
+    let done = match writable {
+        Ok(()) => session.client.batch_execute(sql).await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| VerifyError::query("applying the signing SQL", e));
     session.close().await;
     done?;
     Ok(())
