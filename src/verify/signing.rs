@@ -307,3 +307,86 @@ pub fn check(f: &SigningFacts) -> Check {
 fn ident(s: &str) -> String {
     crate::verify::catalog::quote_ident(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sound() -> SigningFacts {
+        SigningFacts {
+            user: "app_user".into(),
+            function: Some(FunctionFacts {
+                owner: "tenantgate_owner".into(),
+                security_definer: true,
+                pinned_search_path: true,
+                role_is_owner: false,
+                executable: true,
+            }),
+            table: Some(TableFacts {
+                owner: "tenantgate_owner".into(),
+                role_is_owner: false,
+                readable: false,
+            }),
+            schema_owner: Some(("tenantgate_owner".into(), false)),
+            schema_create: false,
+            probe: Some(("k1".into(), true, false)),
+        }
+    }
+
+    #[test]
+    fn a_sound_installation_passes() {
+        let c = check(&sound());
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        let mut f = sound();
+        f.probe = None;
+        assert_eq!(check(&f).status, Status::Pass);
+    }
+
+    #[test]
+    fn every_way_to_forge_or_break_it_fails() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut SigningFacts)>)> = vec![
+            ("missing function", Box::new(|f| f.function = None)),
+            ("missing table", Box::new(|f| f.table = None)),
+            (
+                "not security definer",
+                Box::new(|f| f.function.as_mut().expect("f").security_definer = false),
+            ),
+            (
+                "no search_path",
+                Box::new(|f| f.function.as_mut().expect("f").pinned_search_path = false),
+            ),
+            (
+                "owns the function",
+                Box::new(|f| f.function.as_mut().expect("f").role_is_owner = true),
+            ),
+            (
+                "reads the keys",
+                Box::new(|f| f.table.as_mut().expect("t").readable = true),
+            ),
+            (
+                "member of the key owner",
+                Box::new(|f| f.table.as_mut().expect("t").role_is_owner = true),
+            ),
+            (
+                "owns the schema",
+                Box::new(|f| f.schema_owner = Some(("app_user".into(), true))),
+            ),
+            (
+                "refuses the key",
+                Box::new(|f| f.probe = Some(("k1".into(), false, false))),
+            ),
+            (
+                "ignores the pid",
+                Box::new(|f| f.probe = Some(("k1".into(), true, true))),
+            ),
+        ];
+        for (what, change) in cases {
+            let mut f = sound();
+            change(&mut f);
+            assert_eq!(check(&f).status, Status::Fail, "{what}");
+        }
+        let mut f = sound();
+        f.schema_create = true;
+        assert_eq!(check(&f).status, Status::Warn);
+    }
+}
