@@ -344,7 +344,8 @@ mod tests {
 
     #[test]
     fn every_way_to_forge_or_break_it_fails() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut SigningFacts)>)> = vec![
+        type Change = Box<dyn Fn(&mut SigningFacts)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("missing function", Box::new(|f| f.function = None)),
             ("missing table", Box::new(|f| f.table = None)),
             (
