@@ -51,7 +51,7 @@ TG_BIN="${TG_BIN:-}"
 TENANT="11111111-1111-1111-1111-111111111111"
 
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
   cat <<EOF
 
 Options:
@@ -247,6 +247,24 @@ as_pg "$PGBENCH" -i -q -s "$SCALE" -h "$WORK" -p "$PGPORT" -U postgres bench >"$
 psql_su -d bench -c "GRANT SELECT, INSERT, UPDATE ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO app_user, tenant_admin" \
   -c "VACUUM ANALYZE" -c "CHECKPOINT"
 
+# The same schema in a database of its own for the signed tenantgate (copied before anything
+# connects to `bench`): `signing install` as the superuser (Unix socket), then the policies
+# moved to tenantgate.current_tenant().
+if [ "$SKIP_TENANT" = 0 ]; then
+  psql_su -d postgres -c "CREATE DATABASE bench_signed TEMPLATE bench"
+  "$TG_BIN" signing install --database-url "host=$WORK port=$PGPORT user=postgres dbname=bench_signed sslmode=disable" \
+    --key-file "$WORK/signing.keys" 2>"$WORK/signing-install.log" \
+    || { cat "$WORK/signing-install.log" >&2; die "signing install failed"; }
+  {
+    echo "BEGIN;"
+    for t in tenants:id customers:tenant_id vehicles:tenant_id services:tenant_id appointments:tenant_id; do
+      tbl=${t%%:*} col=${t##*:}
+      echo "ALTER POLICY tenant_isolation ON $tbl USING ($col = (SELECT tenantgate.current_tenant())::uuid) WITH CHECK ($col = (SELECT tenantgate.current_tenant())::uuid);"
+    done
+    echo "COMMIT;"
+  } | psql_su -d bench_signed >/dev/null
+fi
+
 # ------------------------------------------------------------------ PgBouncer
 cat >"$WORK/pgbouncer.ini" <<EOF
 [databases]
@@ -323,22 +341,8 @@ TG_PID=$!
 wait_port "$TGPORT" || { cat "$WORK/tenantgate.log" >&2; die "tenantgate did not start"; }
 
 # ------------------------------------------------------------------ tenantgate, signed
-# The same schema in its own database with signed tenant context: `signing install` as the
-# superuser (Unix socket), the policies moved to tenantgate.current_tenant(), and a second
-# tenantgate with [tenant] signing_key_file.
+# A second tenantgate on bench_signed with [tenant] signing_key_file.
 if [ "$SKIP_TENANT" = 0 ]; then
-  psql_su -d postgres -c "CREATE DATABASE bench_signed TEMPLATE bench"
-  "$TG_BIN" signing install --database-url "host=$WORK port=$PGPORT user=postgres dbname=bench_signed sslmode=disable" \
-    --key-file "$WORK/signing.keys" 2>"$WORK/signing-install.log" \
-    || { cat "$WORK/signing-install.log" >&2; die "signing install failed"; }
-  {
-    echo "BEGIN;"
-    for t in tenants:id customers:tenant_id vehicles:tenant_id services:tenant_id appointments:tenant_id; do
-      tbl=${t%%:*} col=${t##*:}
-      echo "ALTER POLICY tenant_isolation ON $tbl USING ($col = (SELECT tenantgate.current_tenant())::uuid) WITH CHECK ($col = (SELECT tenantgate.current_tenant())::uuid);"
-    done
-    echo "COMMIT;"
-  } | psql_su -d bench_signed >/dev/null
   sed -e "s/^listen = .*/listen = \"127.0.0.1:$TSPORT\"/" \
       -e 's/^database = "bench"/database = "bench_signed"/' \
       -e "s#^event_log = .*#event_log = \"$WORK/events-signed.jsonl\"#" \

@@ -188,7 +188,7 @@ async fn the_sql_function_accepts_the_proxys_signature_and_nothing_else() {
         &db,
         "select prosrc from pg_proc where proname = 'current_tenant'",
     );
-    assert!(src.contains("hmac(m.msg, k.secret"), "pgcrypto HMAC: {src}");
+    assert!(src.contains("hmac(msg, k.secret"), "pgcrypto HMAC: {src}");
     accepts_exactly_the_proxys_signatures(&db, &keys, "pgcrypto hmac()").await;
 
     // Rotation: a new key signs; the old one still verifies until it is removed.
