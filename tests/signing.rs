@@ -615,6 +615,21 @@ async fn signed_posture_fails_raw_policies_and_a_role_that_can_read_the_keys() {
     migrate_policies(&db);
     let r = verify::run_target(&target, &opts).await.expect("verify");
     assert!(!r.failed(), "{:?}", r.failures());
+    // The full run's cross-tenant probe signs each tenant as the proxy would: it sees each
+    // tenant's own rows, and no other tenant's.
+    let full = verify::Options {
+        scope: Scope::Full,
+        tenants: vec![ACME.id.into(), GLOBEX.id.into()],
+        ..opts.clone()
+    };
+    let r = verify::run_target(&target, &full).await.expect("verify");
+    let c = r
+        .checks
+        .iter()
+        .find(|c| c.key == "cross_tenant")
+        .expect("check 5");
+    assert_eq!(c.status, Status::Pass, "{c:?}");
+    assert!(c.summary.contains("signed"), "{}", c.summary);
     // TEMPORARY (code creation) is only a warning with signing on.
     superuser_sql(
         &db,

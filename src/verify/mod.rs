@@ -107,8 +107,15 @@ pub async fn run(client: &Client, opts: &Options) -> Result<Report, VerifyError>
         Scope::Full => {
             all.push(probe::fail_closed(client, &facts, &opts.setting).await?);
             all.push(
-                probe::cross_tenant(client, &facts, &opts.setting, &opts.column, &opts.tenants)
-                    .await?,
+                probe::cross_tenant(
+                    client,
+                    &facts,
+                    &opts.setting,
+                    &opts.column,
+                    &opts.tenants,
+                    opts.signing_key.as_ref().filter(|_| opts.signed),
+                )
+                .await?,
             );
             all.push(probe::null_tenant(client, &facts, &opts.column).await?);
         }
