@@ -127,6 +127,10 @@ impl Shared {
             tracing::error!(key, "reload refused: this setting changes only on restart; keeping the previous configuration");
             return;
         }
+        if let Err(why) = self.new_signing_key_works(&new).await {
+            tracing::error!(error = %why, "reload refused; keeping the previous configuration and signing key");
+            return;
+        }
         let live = match Live::build(new.clone()).await {
             Ok(l) => l,
             Err(e) => {
@@ -154,6 +158,54 @@ impl Shared {
             signing_key,
             "configuration reloaded"
         );
+    }
+}
+
+impl Shared {
+    /// Fails closed on a rotated signing key the database does not accept (a key added to the
+    /// file but not yet to `tenantgate.signing_keys`, e.g. `signing install --print` not run):
+    /// signing with it would make every tenant see no rows. Asks the database, as the upstream
+    /// role, to verify a signature made with the new key for that backend. Nothing to do when
+    /// the signing key did not change.
+    async fn new_signing_key_works(&self, new: &Config) -> Result<(), String> {
+        let Some(key) = new
+            .tenant
+            .resolved_signing_keys
+            .as_deref()
+            .map(crate::signing::KeyRing::current)
+        else {
+            return Ok(());
+        };
+        let old = self.live();
+        let old_id = old
+            .config
+            .tenant
+            .resolved_signing_keys
+            .as_deref()
+            .map(|k| k.current().id().to_owned());
+        if old_id.as_deref() == Some(key.id()) {
+            return Ok(());
+        }
+        let target = crate::verify::Target::from_upstream(&new.upstream)
+            .map_err(|e| format!("cannot check signing key {}: {e}", key.id()))?;
+        let session = target
+            .connect()
+            .await
+            .map_err(|e| format!("cannot check signing key {}: {e}", key.id()))?;
+        let facts =
+            crate::verify::signing::gather(&session.client, &new.tenant.setting, Some(key)).await;
+        session.close().await;
+        match facts {
+            Ok(f) if matches!(f.probe, Some((_, true, false))) => {
+                tracing::info!(key = key.id(), "new signing key accepted by the database");
+                Ok(())
+            }
+            Ok(_) => Err(format!(
+                "the database does not accept signatures of the new key {} (add it to tenantgate.signing_keys first: `tenantgate signing install --key-file …`)",
+                key.id()
+            )),
+            Err(e) => Err(format!("cannot check signing key {}: {e}", key.id())),
+        }
     }
 }
 

@@ -548,6 +548,32 @@ async fn a_rotated_key_is_used_after_sighup_and_a_bad_file_keeps_the_old_one() {
     );
     assert!(!sig[0].starts_with(&format!("{old}:")), "{sig:?}");
 
+    // A new key the database does not know (added to the file only, as `--print` does before
+    // its SQL is run) is refused on reload: signing with it would hide every row.
+    let current = KeyRing::load(&keys)
+        .expect("keys")
+        .current()
+        .id()
+        .to_owned();
+    let mut print = request(&db, &keys);
+    print.add_key = true;
+    print.print = true;
+    install::install(&print)
+        .await
+        .expect("add a key to the file only");
+    shared.reload(&cfg_path).await;
+    let sig = rows(
+        &before
+            .query("select current_setting('tenantgate.signature')")
+            .round(1)
+            .await,
+    );
+    assert!(sig[0].starts_with(&format!("{current}:")), "{sig:?}");
+    assert_eq!(
+        rows(&before.query("select name from customers").round(1).await).len(),
+        ACME.customers as usize
+    );
+
     // A key file others can read is refused on reload: the proxy keeps signing with its key.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).expect("chmod");
