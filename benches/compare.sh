@@ -11,6 +11,11 @@
 # both proxies holding 10,000 idle authenticated clients, the cost of tenant enforcement
 # (fixed-tenant user vs a break-glass user, which is neither inspected nor injected), PostgreSQL's
 # own CPU per transaction next to the proxy's, and optionally profiles tenantgate.
+# The tenant group compares a tenant-scoped workload (RLS-filtered point selects on the demo
+# schema's customers) through tenantgate with and without signed tenant context, and through
+# PgBouncer with the application setting the tenant itself: `set_config(…, true)` in the same
+# Query as the statement (pgbouncer_q), and as its own round trip in BEGIN … COMMIT
+# (pgbouncer_txn).
 #
 #   benches/compare.sh                 # full matrix: -S and TPC-B x simple/extended/prepared x 1/16/64/256
 #   benches/compare.sh --quick         # the key cells, shorter runs
@@ -39,12 +44,14 @@ KEEP=0
 PROFILE=0
 SKIP_MATRIX=0
 SKIP_INJECT=0
+SKIP_TENANT=0
+TENANT_CELLS="tenant:simple:16 tenant:simple:1"
 HOLD=0
 TG_BIN="${TG_BIN:-}"
 TENANT="11111111-1111-1111-1111-111111111111"
 
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
   cat <<EOF
 
 Options:
@@ -59,6 +66,8 @@ Options:
   --idle N            idle clients for the RSS measurement (default 10000; 0 skips)
   --skip-matrix       only the idle-client and injection measurements
   --skip-inject       no fixed-tenant vs break-glass comparison
+  --skip-tenant       no tenant-scoped workload (signed vs unsigned vs PgBouncer + set_config)
+  --tenant-cells "…"  cells of the tenant group (default "tenant:simple:16 tenant:simple:1")
   --profile           perf-record tenantgate during one -S -M simple -c 16 run (perf.data kept in --out)
   --hold              after set-up and warm-up, print the three targets and wait (Ctrl-C cleans up):
                       for profiling by hand (perf, valgrind, strace)
@@ -80,6 +89,8 @@ while [ $# -gt 0 ]; do
     --idle) IDLE="$2"; shift ;;
     --skip-matrix) SKIP_MATRIX=1 ;;
     --skip-inject) SKIP_INJECT=1 ;;
+    --skip-tenant) SKIP_TENANT=1 ;;
+    --tenant-cells) TENANT_CELLS="$2"; shift ;;
     --profile) PROFILE=1 ;;
     --hold) HOLD=1 ;;
     --out) OUT="$2"; shift ;;
@@ -145,7 +156,7 @@ RESULTS="$OUT/results.tsv"
 WORK=$(mktemp -d /tmp/tg-compare.XXXXXX)
 chmod 755 "$WORK"
 chown postgres:postgres "$WORK"
-PG_PID="" PB_PID="" TG_PID="" HOLD_SLEEP=""
+PG_PID="" PB_PID="" TG_PID="" TS_PID="" HOLD_SLEEP=""
 
 as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 
@@ -153,6 +164,7 @@ cleanup() {
   local rc=$?
   set +e
   [ -n "$TG_PID" ] && kill "$TG_PID" 2>/dev/null && wait "$TG_PID" 2>/dev/null
+  [ -n "$TS_PID" ] && kill "$TS_PID" 2>/dev/null && wait "$TS_PID" 2>/dev/null
   [ -n "$PB_PID" ] && kill "$PB_PID" 2>/dev/null && wait "$PB_PID" 2>/dev/null
   [ -n "$HOLD_SLEEP" ] && kill "$HOLD_SLEEP" 2>/dev/null
   if [ -n "$PG_PID" ] && [ -d "$WORK/pgdata" ]; then
@@ -200,6 +212,7 @@ ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/
 PGPORT=$(free_port)
 PBPORT=$(free_port)
 TGPORT=$(free_port)
+TSPORT=$(free_port)
 
 # ------------------------------------------------------------------ PostgreSQL
 log "initdb in $WORK/pgdata (port $PGPORT)"
@@ -233,6 +246,24 @@ as_pg "$PGBENCH" -i -q -s "$SCALE" -h "$WORK" -p "$PGPORT" -U postgres bench >"$
   || { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
 psql_su -d bench -c "GRANT SELECT, INSERT, UPDATE ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO app_user, tenant_admin" \
   -c "VACUUM ANALYZE" -c "CHECKPOINT"
+
+# The same schema in a database of its own for the signed tenantgate (copied before anything
+# connects to `bench`): `signing install` as the superuser (Unix socket), then the policies
+# moved to tenantgate.current_tenant().
+if [ "$SKIP_TENANT" = 0 ]; then
+  psql_su -d postgres -c "CREATE DATABASE bench_signed TEMPLATE bench"
+  "$TG_BIN" signing install --database-url "host=$WORK port=$PGPORT user=postgres dbname=bench_signed sslmode=disable" \
+    --key-file "$WORK/signing.keys" 2>"$WORK/signing-install.log" \
+    || { cat "$WORK/signing-install.log" >&2; die "signing install failed"; }
+  {
+    echo "BEGIN;"
+    for t in tenants:id customers:tenant_id vehicles:tenant_id services:tenant_id appointments:tenant_id; do
+      tbl=${t%%:*} col=${t##*:}
+      echo "ALTER POLICY tenant_isolation ON $tbl USING ($col = (SELECT tenantgate.current_tenant())::uuid) WITH CHECK ($col = (SELECT tenantgate.current_tenant())::uuid);"
+    done
+    echo "COMMIT;"
+  } | psql_su -d bench_signed >/dev/null
+fi
 
 # ------------------------------------------------------------------ PgBouncer
 cat >"$WORK/pgbouncer.ini" <<EOF
@@ -309,21 +340,50 @@ RUST_LOG="${RUST_LOG:-warn}" "$TG_BIN" serve -c "$WORK/tenantgate.toml" >"$WORK/
 TG_PID=$!
 wait_port "$TGPORT" || { cat "$WORK/tenantgate.log" >&2; die "tenantgate did not start"; }
 
-target_conn() { # target -> "port user password"
+# ------------------------------------------------------------------ tenantgate, signed
+# A second tenantgate on bench_signed with [tenant] signing_key_file.
+if [ "$SKIP_TENANT" = 0 ]; then
+  sed -e "s/^listen = .*/listen = \"127.0.0.1:$TSPORT\"/" \
+      -e 's/^database = "bench"/database = "bench_signed"/' \
+      -e "s#^event_log = .*#event_log = \"$WORK/events-signed.jsonl\"#" \
+      "$WORK/tenantgate.toml" >"$WORK/tenantgate-signed.toml"
+  printf '\n[tenant]\nsigning_key_file = "%s"\n' "$WORK/signing.keys" >>"$WORK/tenantgate-signed.toml"
+  "$TG_BIN" check-config -c "$WORK/tenantgate-signed.toml" >/dev/null || die "tenantgate rejected the signed config"
+  RUST_LOG="${RUST_LOG:-warn}" "$TG_BIN" serve -c "$WORK/tenantgate-signed.toml" >"$WORK/tenantgate-signed.log" 2>&1 &
+  TS_PID=$!
+  wait_port "$TSPORT" || { cat "$WORK/tenantgate-signed.log" >&2; die "signed tenantgate did not start"; }
+  # The tenant-scoped scripts: the proxies inject the tenant; through PgBouncer the application
+  # sets it, in the statement's own Query or as its own round trip in an explicit transaction.
+  printf '\\set id random(1, 3)\nSELECT name FROM customers WHERE id = :id;\n' >"$WORK/tenant-proxy.sql"
+  printf "\\\\set id random(1, 3)\nSELECT set_config('app.tenant_id', '%s', true) \\\\; SELECT name FROM customers WHERE id = :id;\n" \
+    "$TENANT" >"$WORK/tenant-pb-q.sql"
+  printf "\\\\set id random(1, 3)\nBEGIN;\nSELECT set_config('app.tenant_id', '%s', true);\nSELECT name FROM customers WHERE id = :id;\nCOMMIT;\n" \
+    "$TENANT" >"$WORK/tenant-pb-txn.sql"
+fi
+
+target_conn() { # target -> "port user password database"
   case "$1" in
-    direct) echo "$PGPORT app_user app_password" ;;
-    pgbouncer) echo "$PBPORT app_user app_password" ;;
-    tenantgate) echo "$TGPORT app app_password" ;;
-    breakglass) echo "$TGPORT admin admin_password" ;;
+    direct) echo "$PGPORT app_user app_password bench" ;;
+    pgbouncer|pgbouncer_q|pgbouncer_txn) echo "$PBPORT app_user app_password bench" ;;
+    tenantgate) echo "$TGPORT app app_password bench" ;;
+    signed) echo "$TSPORT app app_password bench_signed" ;;
+    breakglass) echo "$TGPORT admin admin_password bench" ;;
     *) die "unknown target $1" ;;
   esac
 }
 
 # Sanity: the proxy injects the tenant; PgBouncer and direct see none.
-read -r port user pass <<<"$(target_conn tenantgate)"
-seen=$(PGPASSWORD=$pass "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$port" -U "$user" -d bench \
+read -r port user pass db <<<"$(target_conn tenantgate)"
+seen=$(PGPASSWORD=$pass "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$port" -U "$user" -d "$db" \
   -c "SELECT current_setting('app.tenant_id', true)")
 [ "$seen" = "$TENANT" ] || die "tenantgate did not inject the tenant (saw '$seen')"
+if [ "$SKIP_TENANT" = 0 ]; then
+  # Signed: the policies see the tenant only through a valid signature; acme has 3 customers.
+  read -r port user pass db <<<"$(target_conn signed)"
+  seen=$(PGPASSWORD=$pass "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$port" -U "$user" -d "$db" \
+    -c "SELECT count(*) FROM customers")
+  [ "$seen" = 3 ] || die "the signed tenantgate does not see its tenant's rows (saw '$seen')"
+fi
 
 {
   echo "# date = $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -340,21 +400,32 @@ seen=$(PGPASSWORD=$pass "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$port" -U "$user" 
 # One pgbench run; appends a row to results.tsv.
 run_pgbench() {
   local group=$1 cell=$2 target=$3 round=$4 dur=$5
-  local script mode clients port user pass
+  local script mode clients port user pass db
   IFS=: read -r script mode clients <<<"$cell"
-  read -r port user pass <<<"$(target_conn "$target")"
+  read -r port user pass db <<<"$(target_conn "$target")"
   local jobs=$(( clients < 2 ? clients : 2 ))
   local prefix="$WORK/log-$group-${cell//:/-}-$target-$round"
   local args=(-n -M "$mode" -c "$clients" -j "$jobs" -T "$dur" -h 127.0.0.1 -p "$port" -U "$user")
   [ "$script" = select ] && args+=(-S)
+  if [ "$script" = tenant ]; then
+    case "$target" in
+      pgbouncer_q) args+=(-f "$WORK/tenant-pb-q.sql") ;;
+      pgbouncer_txn) args+=(-f "$WORK/tenant-pb-txn.sql") ;;
+      *) args+=(-f "$WORK/tenant-proxy.sql") ;;
+    esac
+  fi
   [ "$group" = warmup ] || args+=(--log "--log-prefix=$prefix")
   local ppid=""
-  case "$target" in tenantgate|breakglass) ppid=$TG_PID ;; pgbouncer) ppid=$PB_PID ;; esac
+  case "$target" in
+    tenantgate|breakglass) ppid=$TG_PID ;;
+    signed) ppid=$TS_PID ;;
+    pgbouncer|pgbouncer_q|pgbouncer_txn) ppid=$PB_PID ;;
+  esac
   local c0=0 s0=0 g0
   [ -n "$ppid" ] && { c0=$(cpu_ticks "$ppid"); s0=$(ctx_switches "$ppid"); }
   g0=$(pg_cpu_ticks)
   local rc=0
-  PGPASSWORD=$pass "$PGBENCH" "${args[@]}" bench >"$prefix.out" 2>&1 || rc=$?
+  PGPASSWORD=$pass "$PGBENCH" "${args[@]}" "$db" >"$prefix.out" 2>&1 || rc=$?
   [ "$group" = warmup ] && { rm -f "$prefix".*; return 0; }
   local ncpu=nan nsw=nan npg=nan n g1
   g1=$(pg_cpu_ticks)
@@ -441,6 +512,19 @@ if [ "$SKIP_INJECT" = 0 ]; then
     for round in $(seq 1 "$ROUNDS"); do
       log "injection $cell round $round/$ROUNDS"
       for t in tenantgate breakglass; do run_pgbench inject "$cell" "$t" "$round" "$DURATION"; done
+    done
+  done
+fi
+
+# ------------------------------------------------------------------ tenant-scoped workload
+if [ "$SKIP_TENANT" = 0 ]; then
+  for t in signed pgbouncer_q; do run_pgbench warmup tenant:simple:16 "$t" 0 3; done
+  for cell in $TENANT_CELLS; do
+    for round in $(seq 1 "$ROUNDS"); do
+      log "tenant $cell round $round/$ROUNDS"
+      for t in tenantgate signed pgbouncer_q pgbouncer_txn; do
+        run_pgbench tenant "$cell" "$t" "$round" "$DURATION"
+      done
     done
   done
 fi

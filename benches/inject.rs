@@ -132,7 +132,18 @@ fn inject_bench(c: &mut Criterion) {
     g.bench_function("prelude/write", |b| {
         b.iter(|| {
             out.clear();
-            prelude.write(&mut out, &[], &[], true);
+            prelude.write(&mut out, &[], &[], true, 4242);
+            out.len()
+        })
+    });
+    // The same prelude with signing on: one more Bind/Execute and one HMAC-SHA-256.
+    let mut signed = Prelude::new(SETTING, Some(TENANT), &[]);
+    let key = tenantgate::signing::SigningKey::new("bench", [7; 32]);
+    signed.set_signing(key.as_ref());
+    g.bench_function("prelude/write_signed", |b| {
+        b.iter(|| {
+            out.clear();
+            signed.write(&mut out, &[], &[], true, black_box(4242));
             out.len()
         })
     });
@@ -181,7 +192,7 @@ fn inject_bench(c: &mut Criterion) {
                     let d = p.check(asker(kind), &sql);
                     upstream_out.clear();
                     if kind == UserKind::App && conn.identity != prelude.identity {
-                        prelude.write(&mut upstream_out, &[], &[], true);
+                        prelude.write(&mut upstream_out, &[], &[], true, 4242);
                     }
                     upstream_out.extend_from_slice(&f.raw);
                     relay.push(Expect::Client(Msg::Query));

@@ -306,6 +306,15 @@ pub struct TenantConfig {
         deserialize_with = "duration::seconds"
     )]
     pub directory_ttl: f64,
+    /// Signed tenant context (`crate::signing`): the key file (`<key id> <64 hex digits>` per
+    /// line, the last signs; mode 0600). With it, every prelude also sets
+    /// `tenantgate.signature`, and policies that read `tenantgate.current_tenant()` cannot be
+    /// fooled by SQL that sets the tenant setting. Re-read on SIGHUP (key rotation); the path
+    /// itself changes only on restart.
+    pub signing_key_file: Option<PathBuf>,
+    /// The keys of `signing_key_file`, read and checked by `validate`.
+    #[serde(skip)]
+    pub resolved_signing_keys: Option<std::sync::Arc<crate::signing::KeyRing>>,
 }
 
 impl Default for TenantConfig {
@@ -317,6 +326,8 @@ impl Default for TenantConfig {
             sni_suffix: None,
             directory_query: None,
             directory_ttl: default_directory_ttl(),
+            signing_key_file: None,
+            resolved_signing_keys: None,
         }
     }
 }
@@ -724,12 +735,26 @@ impl Config {
             )?;
         }
 
-        let t = &self.tenant;
+        let t = &mut self.tenant;
         if !is_guc_name(&t.setting) {
             return Err(invalid(
                 "tenant.setting",
                 "must be a custom setting name like `app.tenant_id`",
             ));
+        }
+        if t.setting
+            .eq_ignore_ascii_case(crate::signing::SIGNATURE_SETTING)
+        {
+            return Err(invalid(
+                "tenant.setting",
+                "tenantgate.signature is reserved for the signature of the tenant context",
+            ));
+        }
+        if let Some(path) = &t.signing_key_file {
+            // Fail closed: signing configured but no usable key refuses the configuration.
+            let keys = crate::signing::KeyRing::load(path)
+                .map_err(|e| invalid("tenant.signing_key_file", e.to_string()))?;
+            t.resolved_signing_keys = Some(std::sync::Arc::new(keys));
         }
         if t.column.is_empty() {
             return Err(invalid("tenant.column", "must not be empty"));

@@ -20,6 +20,8 @@
 //! - [`tls`]: rustls configurations for both sides.
 //! - [`client`]: handshake, authentication, tenant choice, the per-session loop.
 //! - [`tenant`]: tenant identity, the SQL guard, the injection.
+//! - [`signing`]: signed tenant context (the key file, the HMAC the prelude sets, the SQL of
+//!   `tenantgate signing install`).
 //! - [`pool`]: upstream connections and the checkout guard.
 //! - [`prepared`]: named prepared statements under transaction pooling.
 //! - [`relay`]: server-to-client forwarding, swallowing the proxy's own responses.
@@ -50,6 +52,7 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod signing;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;

@@ -127,6 +127,10 @@ impl Shared {
             tracing::error!(key, "reload refused: this setting changes only on restart; keeping the previous configuration");
             return;
         }
+        if let Err(why) = self.new_signing_key_works(&new).await {
+            tracing::error!(error = %why, "reload refused; keeping the previous configuration and signing key");
+            return;
+        }
         let live = match Live::build(new.clone()).await {
             Ok(l) => l,
             Err(e) => {
@@ -143,17 +147,71 @@ impl Shared {
             Err(p) => *p.into_inner() = Arc::new(live),
         }
         self.events.reopen();
+        let signing_key = new
+            .tenant
+            .resolved_signing_keys
+            .as_deref()
+            .map(|k| k.current().id().to_owned());
         tracing::info!(
             users = new.users.len(),
             pool_size = new.upstream.pool_size,
+            signing_key,
             "configuration reloaded"
         );
     }
 }
 
+impl Shared {
+    /// Fails closed on a rotated signing key the database does not accept (a key added to the
+    /// file but not yet to `tenantgate.signing_keys`, e.g. `signing install --print` not run):
+    /// signing with it would make every tenant see no rows. Asks the database, as the upstream
+    /// role, to verify a signature made with the new key for that backend. Nothing to do when
+    /// the signing key did not change.
+    async fn new_signing_key_works(&self, new: &Config) -> Result<(), String> {
+        let Some(key) = new
+            .tenant
+            .resolved_signing_keys
+            .as_deref()
+            .map(crate::signing::KeyRing::current)
+        else {
+            return Ok(());
+        };
+        let old = self.live();
+        let old_id = old
+            .config
+            .tenant
+            .resolved_signing_keys
+            .as_deref()
+            .map(|k| k.current().id().to_owned());
+        if old_id.as_deref() == Some(key.id()) {
+            return Ok(());
+        }
+        let target = crate::verify::Target::from_upstream(&new.upstream)
+            .map_err(|e| format!("cannot check signing key {}: {e}", key.id()))?;
+        let session = target
+            .connect()
+            .await
+            .map_err(|e| format!("cannot check signing key {}: {e}", key.id()))?;
+        let facts =
+            crate::verify::signing::gather(&session.client, &new.tenant.setting, Some(key)).await;
+        session.close().await;
+        match facts {
+            Ok(f) if matches!(f.probe, Some((_, true, false))) => {
+                tracing::info!(key = key.id(), "new signing key accepted by the database");
+                Ok(())
+            }
+            Ok(_) => Err(format!(
+                "the database does not accept signatures of the new key {} (add it to tenantgate.signing_keys first: `tenantgate signing install --key-file …`)",
+                key.id()
+            )),
+            Err(e) => Err(format!("cannot check signing key {}: {e}", key.id())),
+        }
+    }
+}
+
 /// The first setting that differs between `old` and `new` and cannot change without a restart.
 pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 11] = [
         ("server.listen", new.server.listen != old.server.listen),
         (
             "server.worker_threads",
@@ -173,6 +231,11 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         ("tenant.setting", new.tenant.setting != old.tenant.setting),
         ("tenant.column", new.tenant.column != old.tenant.column),
         ("tenant.format", new.tenant.format != old.tenant.format),
+        // Whether signing is on decides what the posture checks demand of the policies.
+        (
+            "tenant.signing_key_file",
+            new.tenant.signing_key_file != old.tenant.signing_key_file,
+        ),
     ];
     checks
         .into_iter()
@@ -240,12 +303,21 @@ impl Proxy {
             let _ = crate::metrics::install();
         }
         let shared = Arc::new(build_shared(config.clone()).await?);
-        let monitor = Monitor::new(
+        let mut monitor = Monitor::new(
             &config,
             shared.posture.clone(),
             shared.events.clone(),
             shared.shutdown.clone(),
         )?;
+        if config.tenant.signing_key_file.is_some() {
+            let live = Arc::downgrade(&shared);
+            monitor.signing_key = Some(Arc::new(move || {
+                let shared = live.upgrade()?;
+                let l = shared.live();
+                let keys = l.config.tenant.resolved_signing_keys.as_deref()?;
+                Some(keys.current().clone())
+            }));
+        }
         match monitor.startup().await {
             Ok(Startup::Verified) => {}
             Ok(Startup::Deferred(e)) => match crate::verify::connect::rejected(&e) {

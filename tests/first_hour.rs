@@ -408,6 +408,11 @@ fn example_under(root: &TempDir) -> String {
         cert.cert.pem(),
     )
     .expect("write");
+    // The signing key file, as `tenantgate signing install` writes it (mode 0600).
+    let key = tenantgate::signing::SigningKey::generate("k1").expect("key id");
+    tenantgate::signing::KeyRing::single(key)
+        .write(&root.path("etc/tenantgate/signing.keys"))
+        .expect("key file");
     example
         .replace("\"/var/log/", &format!("\"{}/var/log/", root.0.display()))
         .replace(
@@ -515,6 +520,7 @@ fn every_commented_key_in_the_example_is_accepted() {
         "tls_ca",
         "sni_suffix",
         "directory_query",
+        "signing_key_file",
     ] {
         assert!(tried.iter().any(|k| k == key), "{key} not tried: {tried:?}");
     }

@@ -143,6 +143,18 @@ def summary(path):
                 out.append("|---|---|---:|---:|")
                 out.extend(proto)
                 out.append("")
+        elif group == "tenant":
+            # Signed vs unsigned, and both against what applications do without the proxy.
+            pairs = [("signed", "tenantgate"), ("signed", "pgbouncer_q"), ("tenantgate", "pgbouncer_q"),
+                     ("signed", "pgbouncer_txn"), ("tenantgate", "pgbouncer_txn")]
+            out.append("| tenant cell | ratio (TPS) | value | p50 difference µs |")
+            out.append("|---|---|---:|---:|")
+            for cell in gcells:
+                for a_name, b_name in pairs:
+                    a, b = agg((group, cell, a_name)), agg((group, cell, b_name))
+                    if a and b and b["tps"] > 0:
+                        out.append(f"| {cell} | {a_name} / {b_name} | {fmt(a['tps'] / b['tps'], 3)} | {fmt(a['p50'] - b['p50'])} |")
+            out.append("")
         elif len(targets) == 2:
             a_name, b_name = targets
             out.append(f"| {group} cell | {a_name} / {b_name} (TPS) | p50 {a_name} − {b_name} µs |")

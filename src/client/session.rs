@@ -183,7 +183,8 @@ impl Session {
             UserKind::App | UserKind::Operator => p.tenant.as_deref(),
             _ => None,
         };
-        let prelude = Prelude::new(&p.shared.config.tenant.setting, tenant, &p.settings.local);
+        let mut prelude = Prelude::new(&p.shared.config.tenant.setting, tenant, &p.settings.local);
+        prelude.set_signing(signing_key(&p.shared).as_ref());
         let startup_local = p.settings.local.clone();
         let budget = p.shared.statement_budget.clone();
         let defaults = p.pool.server_params().unwrap_or_default();
@@ -447,6 +448,14 @@ impl Session {
         self.segment_tick = conn.statements.now();
         if conn.status != b'I' {
             return Ok(None);
+        }
+        if self.shared.config.tenant.signing_key_file.is_some() {
+            // A SIGHUP may have rotated the key: sign with the newest before this transaction
+            // (no copy unless the key changed).
+            let live = self.shared.live();
+            let keys = live.config.tenant.resolved_signing_keys.as_deref();
+            self.prelude
+                .set_signing(keys.map(crate::signing::KeyRing::current));
         }
         let stale: Vec<(&str, &str)> = self
             .reported
@@ -777,6 +786,7 @@ impl Session {
         .switch(self.tenant.as_deref(), &to);
         self.shared.events.record(ev);
         self.prelude = Prelude::new(&cfg.tenant.setting, Some(&to), &self.prelude.local);
+        self.prelude.set_signing(signing_key(&self.shared).as_ref());
         self.subject.tenant = Some(to.clone());
         if let Ok(mut t) = self.listed.info.tenant.lock() {
             *t = Some(to.clone());
@@ -1020,6 +1030,14 @@ impl Session {
             tokio::spawn(crate::pool::reset::reset_and_release(guard, plan));
         }
     }
+}
+
+/// The key new signatures use, from the live (reloadable) configuration; None when signing is
+/// off.
+fn signing_key(shared: &Shared) -> Option<crate::signing::SigningKey> {
+    let live = shared.live();
+    let keys = live.config.tenant.resolved_signing_keys.as_deref()?;
+    Some(keys.current().clone())
 }
 
 /// What woke the loop.

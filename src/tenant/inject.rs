@@ -22,6 +22,11 @@
 //! at its end, so client text is never spliced into SQL and no statement of the proxy's stays on
 //! the connection for a client to find.
 //!
+//! With signing on (`crate::signing`), the prelude also sets `tenantgate.signature` to the
+//! HMAC of the tenant for this connection's backend pid, just before the tenant. The key id is
+//! part of the identity, so after a key rotation (SIGHUP) every connection is signed again with
+//! the new key before its next transaction.
+//!
 //! Also here: the "poison" that makes PostgreSQL itself reject a refused statement at exactly
 //! its place in the stream, so protocol semantics (skip to Sync, abort the transaction block)
 //! stay PostgreSQL's own; the relay swaps its syntax error for the proxy's refusal.
@@ -31,6 +36,7 @@ use std::hash::{Hash, Hasher};
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::messages::{self, ErrorFields};
+use crate::signing::{SigningKey, SIGNATURE_SETTING};
 
 /// The prelude's statement: session-level `set_config`; `$2` NULL resets to the default.
 /// Schema-qualified, and its parameter types are given as OIDs (25 = text), so nothing in it
@@ -47,12 +53,19 @@ pub fn statement_name() -> &'static [u8] {
 }
 
 /// What one session needs its server connection to carry, as a key: equal keys mean no
-/// prelude. Never 0 (0 marks a connection whose state is unknown).
-pub fn identity(setting: &str, tenant: Option<&str>, local: &[(String, String)]) -> u64 {
+/// prelude. Never 0 (0 marks a connection whose state is unknown). `key_id`: the signing key
+/// the tenant is signed with, if any.
+pub fn identity(
+    setting: &str,
+    tenant: Option<&str>,
+    local: &[(String, String)],
+    key_id: Option<&str>,
+) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     setting.hash(&mut h);
     tenant.hash(&mut h);
     local.hash(&mut h);
+    key_id.hash(&mut h);
     h.finish() | 1
 }
 
@@ -67,29 +80,54 @@ pub struct Prelude {
     tenant: Option<String>,
     /// Startup settings that are not tracked reported parameters, applied at session level.
     pub local: Vec<(String, String)>,
+    /// The key the tenant is signed with (signing on), current as of the last refresh.
+    key: Option<SigningKey>,
 }
 
 impl Prelude {
     /// The prelude for a session of `tenant` with startup settings `local`.
     pub fn new(setting: &str, tenant: Option<&str>, local: &[(String, String)]) -> Prelude {
         Prelude {
-            identity: identity(setting, tenant, local),
+            identity: identity(setting, tenant, local, None),
             setting: setting.to_owned(),
             tenant: tenant.map(str::to_owned),
             local: local.to_vec(),
+            key: None,
         }
+    }
+
+    /// Signs with `key` from now on (None: signing off). Cheap when the key is unchanged; a
+    /// new key changes the identity, so every connection is signed again before its next use.
+    pub fn set_signing(&mut self, key: Option<&SigningKey>) {
+        if self.key.as_ref().map(SigningKey::id) == key.map(SigningKey::id) {
+            return;
+        }
+        self.key = key.cloned();
+        self.rekey();
+    }
+
+    /// Recomputes the identity after a change.
+    fn rekey(&mut self) {
+        self.identity = identity(
+            &self.setting,
+            self.tenant.as_deref(),
+            &self.local,
+            self.key.as_ref().map(SigningKey::id),
+        );
     }
 
     /// Appends the whole prelude: Close + Parse of the statement, one Bind + Execute per value
     /// (`stale`: tracked reported parameters the connection lacks; `previous`: settings another
-    /// identity applied that this one does not have, reset; then ours; the tenant last), Close,
-    /// Sync. `full` false: only the stale parameters (the identity is already in place).
+    /// identity applied that this one does not have, reset; then ours; the signature for
+    /// backend `pid` when signing; the tenant last), Close, Sync. `full` false: only the stale
+    /// parameters (the identity is already in place).
     pub fn write(
         &self,
         out: &mut BytesMut,
         stale: &[(&str, &str)],
         previous: &[String],
         full: bool,
+        pid: i32,
     ) {
         let stmt = statement_name();
         messages::close_statement(out, stmt);
@@ -105,6 +143,11 @@ impl Prelude {
             }
             for (k, v) in &self.local {
                 write_set(out, k, Some(v));
+            }
+            if let Some(key) = &self.key {
+                // No tenant: no signature (reset), so nothing of a previous identity verifies.
+                let sig = self.tenant.as_deref().map(|t| key.sign(t, pid));
+                write_set(out, SIGNATURE_SETTING, sig.as_deref());
             }
             write_set(out, &self.setting, self.tenant.as_deref());
         }
@@ -153,7 +196,7 @@ pub async fn run_prelude(
     if !full && stale.is_empty() {
         return Ok(());
     }
-    prelude.write(conn.stream.out(), stale, &conn.applied_keys, full);
+    prelude.write(conn.stream.out(), stale, &conn.applied_keys, full, conn.pid);
     conn.identity = 0;
     exchange(conn, |_| {}).await?;
     if full {
@@ -251,13 +294,13 @@ impl Prelude {
                 self.local.push((k, v));
             }
         }
-        self.identity = identity(&self.setting, self.tenant.as_deref(), &self.local);
+        self.rekey();
     }
 
     /// Back to the startup settings (`RESET ALL`, `DISCARD ALL`).
     pub fn reset_to(&mut self, startup: &[(String, String)]) {
         self.local = startup.to_vec();
-        self.identity = identity(&self.setting, self.tenant.as_deref(), &self.local);
+        self.rekey();
     }
 }
 
@@ -279,7 +322,7 @@ pub fn is_poison_error(e: &ErrorFields) -> bool {
 /// Pre-encoded prelude bytes for benchmarks.
 pub fn encoded(p: &Prelude) -> Bytes {
     let mut out = BytesMut::new();
-    p.write(&mut out, &[], &[], true);
+    p.write(&mut out, &[], &[], true, 0);
     out.freeze()
 }
 
@@ -299,12 +342,13 @@ mod tests {
 
     #[test]
     fn identities_differ_by_tenant_and_settings() {
-        let a = identity("app.tenant_id", Some("a"), &[]);
-        assert_ne!(a, identity("app.tenant_id", Some("b"), &[]));
-        assert_ne!(a, identity("app.tenant_id", None, &[]));
+        let a = identity("app.tenant_id", Some("a"), &[], None);
+        assert_ne!(a, identity("app.tenant_id", Some("b"), &[], None));
+        assert_ne!(a, identity("app.tenant_id", None, &[], None));
         let s = [("search_path".to_owned(), "x".to_owned())];
-        assert_ne!(a, identity("app.tenant_id", Some("a"), &s));
-        assert_eq!(a, identity("app.tenant_id", Some("a"), &[]));
+        assert_ne!(a, identity("app.tenant_id", Some("a"), &s, None));
+        assert_eq!(a, identity("app.tenant_id", Some("a"), &[], None));
+        assert_ne!(a, identity("app.tenant_id", Some("a"), &[], Some("k1")));
         assert_ne!(a, 0);
     }
 
@@ -312,12 +356,46 @@ mod tests {
     fn prelude_resets_what_the_previous_identity_set() {
         let p = Prelude::new("app.tenant_id", Some("t"), &[]);
         let mut out = BytesMut::new();
-        p.write(&mut out, &[], &["search_path".to_owned()], true);
+        p.write(&mut out, &[], &["search_path".to_owned()], true, 7);
         let binds = out.iter().filter(|&&b| b == b'B').count();
         assert!(binds >= 2);
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("search_path"));
         // Ends with Close + Sync: nothing of the proxy's stays prepared.
         assert_eq!(&out[out.len() - 5..], &[b'S', 0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn signing_sets_the_signature_for_the_backend_and_rekeys() {
+        let k1 = SigningKey::new("k1", [1; 32]).expect("id");
+        let mut p = Prelude::new("app.tenant_id", Some("t"), &[]);
+        let unsigned = p.identity;
+        p.set_signing(Some(&k1));
+        assert_ne!(
+            p.identity, unsigned,
+            "a signed identity is another identity"
+        );
+        let mut out = BytesMut::new();
+        p.write(&mut out, &[], &[], true, 4242);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.contains(SIGNATURE_SETTING));
+        assert!(
+            text.contains(&k1.sign("t", 4242)),
+            "signed for this backend"
+        );
+        // The tenant is still the last value set.
+        assert!(text.rfind("app.tenant_id") > text.rfind(SIGNATURE_SETTING));
+        let once = p.identity;
+        p.set_signing(Some(&k1));
+        assert_eq!(p.identity, once);
+        p.set_signing(Some(&SigningKey::new("k2", [2; 32]).expect("id")));
+        assert_ne!(p.identity, once, "a rotated key re-signs every connection");
+        // No tenant: the signature is reset, never signed.
+        let mut none = Prelude::new("app.tenant_id", None, &[]);
+        none.set_signing(Some(&k1));
+        let mut out = BytesMut::new();
+        none.write(&mut out, &[], &[], true, 4242);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.contains(SIGNATURE_SETTING) && !text.contains("k1:"));
     }
 }

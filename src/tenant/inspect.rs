@@ -1360,13 +1360,17 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
     Tenant,
+    /// `tenantgate.signature`: a client that could set it could try forged signatures; guarded
+    /// like the tenant setting (with or without signing), never a tenant switch.
+    Signature,
     Role,
     SessionAuth,
     RowSecurity,
 }
 
-const TARGETS: [Target; 4] = [
+const TARGETS: [Target; 5] = [
     Target::Tenant,
+    Target::Signature,
     Target::Role,
     Target::SessionAuth,
     Target::RowSecurity,
@@ -1402,7 +1406,7 @@ impl<'t> Ci<'t> {
 
 /// Compares one name against every guarded setting at once.
 struct NameMatch<'t> {
-    m: [Ci<'t>; 4],
+    m: [Ci<'t>; 5],
 }
 
 impl<'t> NameMatch<'t> {
@@ -1410,6 +1414,7 @@ impl<'t> NameMatch<'t> {
         NameMatch {
             m: [
                 Ci::new(setting),
+                Ci::new(crate::signing::SIGNATURE_SETTING.as_bytes()),
                 Ci::new(b"role"),
                 Ci::new(b"session_authorization"),
                 Ci::new(b"row_security"),
@@ -1903,7 +1908,7 @@ enum Ctx {
 
 fn rule_of(t: Target) -> Rule {
     match t {
-        Target::Tenant => Rule::TenantTamper,
+        Target::Tenant | Target::Signature => Rule::TenantTamper,
         Target::Role | Target::SessionAuth => Rule::RoleTamper,
         Target::RowSecurity => Rule::RlsTamper,
     }
@@ -1912,18 +1917,22 @@ fn rule_of(t: Target) -> Rule {
 fn clause_detail(ctx: Ctx, t: Target) -> &'static str {
     match (ctx, t) {
         (Ctx::Role, Target::Tenant) => "ALTER ROLE ... SET of the tenant setting",
+        (Ctx::Role, Target::Signature) => "ALTER ROLE ... SET of the tenant signature",
         (Ctx::Role, Target::Role) => "ALTER ROLE ... SET role",
         (Ctx::Role, Target::SessionAuth) => "ALTER ROLE ... SET session_authorization",
         (Ctx::Role, Target::RowSecurity) => "ALTER ROLE ... SET row_security",
         (Ctx::Database, Target::Tenant) => "ALTER DATABASE ... SET of the tenant setting",
+        (Ctx::Database, Target::Signature) => "ALTER DATABASE ... SET of the tenant signature",
         (Ctx::Database, Target::Role) => "ALTER DATABASE ... SET role",
         (Ctx::Database, Target::SessionAuth) => "ALTER DATABASE ... SET session_authorization",
         (Ctx::Database, Target::RowSecurity) => "ALTER DATABASE ... SET row_security",
         (Ctx::System, Target::Tenant) => "ALTER SYSTEM SET of the tenant setting",
+        (Ctx::System, Target::Signature) => "ALTER SYSTEM SET of the tenant signature",
         (Ctx::System, Target::Role) => "ALTER SYSTEM SET role",
         (Ctx::System, Target::SessionAuth) => "ALTER SYSTEM SET session_authorization",
         (Ctx::System, Target::RowSecurity) => "ALTER SYSTEM SET row_security",
         (Ctx::Function, Target::Tenant) => "function SET clause of the tenant setting",
+        (Ctx::Function, Target::Signature) => "function SET clause of the tenant signature",
         (Ctx::Function, Target::Role) => "function SET clause of role",
         (Ctx::Function, Target::SessionAuth) => "function SET clause of session_authorization",
         (Ctx::Function, Target::RowSecurity) => "function SET clause of row_security",
@@ -1939,6 +1948,13 @@ fn body_finding(hit: BodyHit, do_block: bool) -> (Rule, &'static str) {
         }
         (BodyHit::Sets(Target::Tenant), true) => {
             (Rule::TenantTamper, "DO block sets the tenant setting")
+        }
+        (BodyHit::Sets(Target::Signature), false) => (
+            Rule::TenantTamper,
+            "function body sets the tenant signature",
+        ),
+        (BodyHit::Sets(Target::Signature), true) => {
+            (Rule::TenantTamper, "DO block sets the tenant signature")
         }
         (BodyHit::Sets(Target::Role | Target::SessionAuth), false) => {
             (Rule::RoleTamper, "function body sets role")
@@ -2339,6 +2355,7 @@ impl<'a> Cx<'a, '_> {
                 let detail = "SET of the tenant setting";
                 return self.push(st, Rule::TenantTamper, detail, value, span);
             }
+            Some(Target::Signature) => (Rule::TenantTamper, "SET of the tenant signature"),
             Some(Target::Role) => (Rule::RoleTamper, "SET ROLE"),
             Some(Target::SessionAuth) => (Rule::RoleTamper, "SET SESSION AUTHORIZATION"),
             Some(Target::RowSecurity) => (Rule::RlsTamper, "SET row_security"),
@@ -2362,6 +2379,7 @@ impl<'a> Cx<'a, '_> {
         let span = head.s()..c.end.max(head.e());
         let (rule, detail) = match c.target {
             Some(Target::Tenant) => (Rule::TenantTamper, "RESET of the tenant setting"),
+            Some(Target::Signature) => (Rule::TenantTamper, "RESET of the tenant signature"),
             Some(Target::Role) => (Rule::RoleTamper, "RESET ROLE"),
             Some(Target::SessionAuth) => (Rule::RoleTamper, "RESET SESSION AUTHORIZATION"),
             Some(Target::RowSecurity) => (Rule::RlsTamper, "RESET row_security"),
@@ -2920,6 +2938,7 @@ impl<'a> Cx<'a, '_> {
                 let d = "set_config of the tenant setting";
                 return self.push(st, Rule::TenantTamper, d, value, span);
             }
+            Some(Target::Signature) => (Rule::TenantTamper, "set_config of the tenant signature"),
             Some(Target::Role) => (Rule::RoleTamper, "set_config of role"),
             Some(Target::SessionAuth) => (Rule::RoleTamper, "set_config of session_authorization"),
             Some(Target::RowSecurity) => (Rule::RlsTamper, "set_config of row_security"),
@@ -3016,7 +3035,7 @@ impl<'a> Cx<'a, '_> {
             }
         }
         let (rule, detail) = match best {
-            Some(Target::Tenant) => (
+            Some(Target::Tenant | Target::Signature) => (
                 Rule::TenantTamper,
                 "UPDATE pg_settings of the tenant setting",
             ),
@@ -3896,6 +3915,48 @@ mod tests {
         ] {
             clean(sql);
         }
+    }
+
+    #[test]
+    fn the_signature_setting_is_guarded_like_the_tenant_setting() {
+        for (sql, detail) in [
+            (
+                "select set_config('tenantgate.signature', 'k1:00', false)",
+                "set_config of the tenant signature",
+            ),
+            (
+                "SELECT pg_catalog.set_config('TenantGate.Signature', 'k1:00', true)",
+                "set_config of the tenant signature",
+            ),
+            (
+                "SET tenantgate.signature = 'k1:00'",
+                "SET of the tenant signature",
+            ),
+            (
+                "set local \"tenantgate\".\"signature\" to 'x'",
+                "SET of the tenant signature",
+            ),
+            (
+                "RESET tenantgate.signature",
+                "RESET of the tenant signature",
+            ),
+            (
+                "ALTER ROLE app SET tenantgate.signature = 'x'",
+                "ALTER ROLE ... SET of the tenant signature",
+            ),
+            (
+                "UPDATE pg_settings SET setting = 'x' WHERE name = 'tenantgate.signature'",
+                "UPDATE pg_settings of the tenant setting",
+            ),
+        ] {
+            let f = one(sql);
+            assert_eq!(f.rule, Rule::TenantTamper, "{sql:?}");
+            assert_eq!(f.detail, detail, "{sql:?}");
+            // Never a value: an intercepted SET of the signature is no tenant switch.
+            assert_eq!(f.value, None, "{sql:?}");
+        }
+        clean("select current_setting('tenantgate.signature', true)");
+        clean("show tenantgate.signature");
     }
 
     #[test]

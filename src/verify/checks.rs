@@ -140,23 +140,78 @@ fn writes(cmd: &str) -> bool {
     matches!(cmd, "ALL" | "INSERT" | "UPDATE")
 }
 
-/// Whether an applicable restrictive policy covering `cmd` ties rows to the setting: then a
+/// What a policy must read to tie rows to the tenant: the tenant setting, or with signing on
+/// (`crate::signing`) the signed context `tenantgate.current_tenant()`, next to which a raw read
+/// of the setting is a failure (SQL running as the upstream role can set it).
+#[derive(Debug, Clone, Copy)]
+pub struct Tie<'a> {
+    /// The tenant setting.
+    pub setting: &'a str,
+    /// The tenant column (for the suggested `ALTER POLICY`).
+    pub column: &'a str,
+    /// Signing is on.
+    pub signed: bool,
+}
+
+impl<'a> From<&'a str> for Tie<'a> {
+    fn from(setting: &'a str) -> Self {
+        Tie {
+            setting,
+            column: "tenant_id",
+            signed: false,
+        }
+    }
+}
+
+impl Tie<'_> {
+    /// The expression ties rows to the tenant and fails closed.
+    fn sound(&self, e: &ExprFacts) -> bool {
+        if self.signed {
+            e.calls_current_tenant
+        } else {
+            e.reads_missing_ok
+        }
+    }
+
+    /// The expression refers to the tenant at all.
+    fn ties(&self, e: &ExprFacts) -> bool {
+        if self.signed {
+            e.calls_current_tenant
+        } else {
+            e.references_setting()
+        }
+    }
+
+    /// What sound policies read, in words.
+    fn source(&self) -> String {
+        if self.signed {
+            crate::signing::FUNCTION.to_owned()
+        } else {
+            format!("current_setting('{}', true)", self.setting)
+        }
+    }
+}
+
+/// Whether an applicable restrictive policy covering `cmd` ties rows to the tenant: then a
 /// permissive policy that does not (even `USING (true)`) is AND-ed with it and cannot widen.
-fn restricted(t: &TableFacts, cmd: &str, setting: &str) -> Option<String> {
+fn restricted(t: &TableFacts, cmd: &str, tie: Tie<'_>) -> Option<String> {
     t.policies
         .iter()
         .filter(|p| p.applies && !p.permissive && (p.command == "ALL" || p.command == cmd))
         .find(|p| {
             [&p.using, &p.with_check].iter().any(|e| {
                 e.as_deref()
-                    .is_some_and(|e| classify(e, setting).reads_missing_ok)
+                    .is_some_and(|e| tie.sound(&classify(e, tie.setting)))
             })
         })
         .map(|p| p.name.clone())
 }
 
 /// The verdicts on one policy of a tenant table.
-pub fn judge_policy(t: &TableFacts, p: &PolicyFacts, setting: &str) -> Vec<Finding> {
+pub fn judge_policy<'a>(t: &TableFacts, p: &PolicyFacts, tie: impl Into<Tie<'a>>) -> Vec<Finding> {
+    let tie = tie.into();
+    let setting = tie.setting;
+    let source = tie.source();
     let object = format!("{}/{}", t.name, p.name);
     let mut out = Vec::new();
     if !p.applies {
@@ -167,7 +222,7 @@ pub fn judge_policy(t: &TableFacts, p: &PolicyFacts, setting: &str) -> Vec<Findi
     let exprs: Vec<&ExprFacts> = using.iter().chain(check.iter()).collect();
     // A permissive policy that does not tie rows to the tenant is a leak, unless a restrictive
     // policy on the same command does: then it is only a warning.
-    let leak = |msg: String| match (p.permissive, restricted(t, &p.command, setting)) {
+    let leak = |msg: String| match (p.permissive, restricted(t, &p.command, tie)) {
         (false, _) => None,
         (true, None) => Some(Finding::new(Status::Fail, &object, msg)),
         (true, Some(r)) => Some(Finding::new(
@@ -180,15 +235,26 @@ pub fn judge_policy(t: &TableFacts, p: &PolicyFacts, setting: &str) -> Vec<Findi
         out.extend(leak(
             "permissive USING (true): every tenant sees every row".into(),
         ));
-    } else if using.as_ref().is_some_and(|u| !u.references_setting()) {
+    } else if using.as_ref().is_some_and(|u| !tie.ties(u)) {
         if let Some(mut f) = leak(format!(
-            "permissive USING does not read {setting}: it is OR-ed with the tenant policy and widens what every tenant sees"
+            "permissive USING does not read {source}: it is OR-ed with the tenant policy and widens what every tenant sees"
         )) {
             f.status = Status::Warn;
             out.push(f);
         }
     }
-    if exprs.iter().any(|e| e.reads_strict) {
+    if tie.signed {
+        if exprs.iter().any(|e| e.references_setting()) {
+            out.push(Finding::new(
+                Status::Fail,
+                &object,
+                format!(
+                    "reads current_setting('{setting}') directly: with signing on, SQL running as the upstream role can set that setting, and only the signed context cannot be forged; fix: {}",
+                    crate::signing::sql::policy_rewrite(&t.name, &p.name, tie.column)
+                ),
+            ));
+        }
+    } else if exprs.iter().any(|e| e.reads_strict) {
         out.push(Finding::new(
             Status::Fail,
             &object,
@@ -197,7 +263,7 @@ pub fn judge_policy(t: &TableFacts, p: &PolicyFacts, setting: &str) -> Vec<Findi
             ),
         ));
     }
-    if exprs.iter().any(|e| e.uuid_cast_without_nullif) {
+    if !tie.signed && exprs.iter().any(|e| e.uuid_cast_without_nullif) {
         out.push(Finding::new(
             Status::Warn,
             &object,
@@ -223,8 +289,8 @@ pub fn judge_policy(t: &TableFacts, p: &PolicyFacts, setting: &str) -> Vec<Findi
             Some(c) if c.always_true => {
                 out.extend(leak("permissive WITH CHECK (true): a tenant can write rows for any tenant".into()))
             }
-            Some(c) if !c.references_setting() => out.extend(leak(format!(
-                "permissive {} policy whose WITH CHECK does not read {setting}: a tenant can write rows for another tenant",
+            Some(c) if !tie.ties(c) => out.extend(leak(format!(
+                "permissive {} policy whose WITH CHECK does not read {source}: a tenant can write rows for another tenant",
                 p.command
             ))),
             Some(_) if check.is_none() => out.push(Finding::new(
@@ -242,7 +308,10 @@ pub fn judge_policy(t: &TableFacts, p: &PolicyFacts, setting: &str) -> Vec<Findi
 }
 
 /// Check 3: every tenant table has a fail-closed policy and no policy defeats it.
-pub fn policies(facts: &Facts, setting: &str) -> Check {
+pub fn policies<'a>(facts: &Facts, tie: impl Into<Tie<'a>>) -> Check {
+    let tie = tie.into();
+    let setting = tie.setting;
+    let source = tie.source();
     let mut findings = Vec::new();
     let mut tables = 0;
     for t in facts.tenant_tables() {
@@ -251,7 +320,7 @@ pub fn policies(facts: &Facts, setting: &str) -> Check {
         let sound = applicable.iter().any(|p| {
             [&p.using, &p.with_check].iter().any(|e| {
                 e.as_deref()
-                    .is_some_and(|e| classify(e, setting).reads_missing_ok)
+                    .is_some_and(|e| tie.sound(&classify(e, setting)))
             })
         });
         if !sound {
@@ -265,18 +334,18 @@ pub fn policies(facts: &Facts, setting: &str) -> Check {
             findings.push(Finding::new(
                 Status::Fail,
                 &t.name,
-                format!("no policy reads current_setting('{setting}', true): {why}"),
+                format!("no policy reads {source}: {why}"),
             ));
         }
         let before = findings.len();
         for p in &t.policies {
-            findings.extend(judge_policy(t, p, setting));
+            findings.extend(judge_policy(t, p, tie));
         }
         if sound && findings.len() == before {
             findings.push(Finding::new(
                 Status::Pass,
                 &t.name,
-                format!("fail-closed policy on current_setting('{setting}', true)"),
+                format!("fail-closed policy on {source}"),
             ));
         }
     }
@@ -286,7 +355,7 @@ pub fn policies(facts: &Facts, setting: &str) -> Check {
     let bad = findings.iter().filter(|f| f.status == Status::Fail).count();
     let warn = findings.iter().filter(|f| f.status == Status::Warn).count();
     let summary = match (bad, warn) {
-        (0, 0) => format!("every tenant table has a policy on current_setting('{setting}', true)"),
+        (0, 0) => format!("every tenant table has a policy on {source}"),
         (0, w) => format!("policies hold, with {}", plural(w, "warning")),
         _ => format!(
             "{} on {}",
@@ -329,14 +398,28 @@ pub fn risks(facts: &Facts, column: &str, setting: &str) -> Check {
 }
 
 /// Checks 1, 2, 3, 7, 8 and 9: everything judged from the catalogs. `strict_keys` makes
-/// check 9's findings failures instead of warnings.
-pub fn catalog_checks(facts: &Facts, setting: &str, column: &str, strict_keys: bool) -> Vec<Check> {
+/// check 9's findings failures instead of warnings; `signed` judges policies and object
+/// creation for signed tenant context.
+pub fn catalog_checks(
+    facts: &Facts,
+    setting: &str,
+    column: &str,
+    strict_keys: bool,
+    signed: bool,
+) -> Vec<Check> {
     vec![
         role(facts),
         rls_forced(facts, column),
-        policies(facts, setting),
+        policies(
+            facts,
+            Tie {
+                setting,
+                column,
+                signed,
+            },
+        ),
         risks(facts, column, setting),
-        super::creation::check(&facts.creation),
+        super::creation::check_for(&facts.creation, signed),
         super::keys::check(facts, column, strict_keys),
     ]
 }
@@ -398,7 +481,7 @@ mod tests {
             true,
             vec![policy("iso", "ALL", Some(SOUND), Some(SOUND))],
         )]);
-        for c in catalog_checks(&f, S, "tenant_id", false) {
+        for c in catalog_checks(&f, S, "tenant_id", false, false) {
             assert_eq!(c.status, Status::Pass, "{c:?}");
         }
     }
@@ -594,6 +677,51 @@ mod tests {
         let c = risks(&f, "tenant_id", S);
         assert_eq!(c.status, Status::Warn);
         assert_eq!(c.findings.len(), 2);
+    }
+
+    #[test]
+    fn with_signing_raw_setting_policies_fail_and_signed_ones_pass() {
+        const SIGNED: &str =
+            "(tenant_id = (( SELECT tenantgate.current_tenant() AS current_tenant))::uuid)";
+        let signed = Tie {
+            setting: S,
+            column: "tenant_id",
+            signed: true,
+        };
+        let raw = facts(vec![table(
+            "t",
+            true,
+            true,
+            vec![policy("iso", "ALL", Some(SOUND), Some(SOUND))],
+        )]);
+        let c = policies(&raw, signed);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.findings
+                .iter()
+                .any(|f| f.message.contains("directly") && f.message.contains("ALTER POLICY")),
+            "{c:?}"
+        );
+        let good = facts(vec![table(
+            "t",
+            true,
+            true,
+            vec![policy("iso", "ALL", Some(SIGNED), Some(SIGNED))],
+        )]);
+        assert_eq!(policies(&good, signed).status, Status::Pass);
+        // Without signing, a signed-only policy does not read the setting: no tie.
+        assert_eq!(policies(&good, S).status, Status::Fail);
+        // A permissive policy next to the signed one that reads the raw setting still fails.
+        let mixed = facts(vec![table(
+            "t",
+            true,
+            true,
+            vec![
+                policy("iso", "ALL", Some(SIGNED), Some(SIGNED)),
+                policy("old", "SELECT", Some(SOUND), None),
+            ],
+        )]);
+        assert_eq!(policies(&mixed, signed).status, Status::Fail);
     }
 
     #[test]

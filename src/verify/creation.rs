@@ -297,8 +297,20 @@ fn owned_finding(f: &CreationFacts, o: &Owned) -> Finding {
     )
 }
 
+/// Appended to findings that signing turns into warnings.
+const SIGNED_NOTE: &str = " (a warning with signed tenant context: such code cannot forge the signed tenant; session state is still reset between clients)";
+
 /// Check 8: the role can create or alter no code anywhere.
 pub fn check(f: &CreationFacts) -> Check {
+    check_for(f, false)
+}
+
+/// Check 8 as judged with signing on (`signed`) or off. With signed tenant context, privileges
+/// to create code (TEMPORARY, CREATE, TRIGGER) and owned functions are warnings: code can set
+/// the tenant setting but cannot sign it, and the policies trust only the signature. Owned
+/// databases, schemas and tables stay failures: their owner can drop or replace what the
+/// policies protect, or disable row-level security.
+pub fn check_for(f: &CreationFacts, signed: bool) -> Check {
     const KEY: &str = "object_creation";
     const TITLE: &str = "no object creation";
     if f.superuser {
@@ -309,17 +321,26 @@ pub fn check(f: &CreationFacts) -> Check {
             format!("{} is superuser and can create anything (check 1)", f.user),
         );
     }
-    let mut findings: Vec<Finding> = f.grants.iter().map(|g| grant_finding(f, g)).collect();
+    let soften = |mut x: Finding, ok: bool| {
+        if signed && ok {
+            x.status = Status::Warn;
+            x.message.push_str(SIGNED_NOTE);
+        }
+        x
+    };
+    let mut findings: Vec<Finding> = f
+        .grants
+        .iter()
+        .map(|g| soften(grant_finding(f, g), g.privilege != "OWNER"))
+        .collect();
     let mut owners: Vec<&str> = f.owned.iter().map(|o| o.owner.as_str()).collect();
     owners.dedup();
     for owner in owners {
         let objects: Vec<&Owned> = f.owned.iter().filter(|o| o.owner == owner).collect();
-        findings.extend(
-            objects
-                .iter()
-                .take(OWNED_LISTED)
-                .map(|o| owned_finding(f, o)),
-        );
+        findings.extend(objects.iter().take(OWNED_LISTED).map(|o| {
+            let code = matches!(o.kind.as_str(), "function" | "procedure" | "aggregate");
+            soften(owned_finding(f, o), code)
+        }));
         if objects.len() > OWNED_LISTED {
             findings.push(Finding::new(
                 Status::Fail,
@@ -342,6 +363,11 @@ pub fn check(f: &CreationFacts) -> Check {
         ));
         format!(
             "{} can create no functions, procedures, triggers or views",
+            f.user
+        )
+    } else if signed && findings.iter().all(|x| x.status != Status::Fail) {
+        format!(
+            "{} can create code, which cannot forge the signed tenant context",
             f.user
         )
     } else {
@@ -376,6 +402,31 @@ mod tests {
             privilege: privilege.into(),
             grantee: grantee.into(),
         }
+    }
+
+    #[test]
+    fn with_signing_creating_code_warns_but_owning_tables_fails() {
+        let mut f = facts();
+        f.grants
+            .push(grant("database", "app", "TEMPORARY", "PUBLIC"));
+        f.owned.push(Owned {
+            kind: "function".into(),
+            object: "public.f()".into(),
+            owner: "app_user".into(),
+        });
+        assert_eq!(check(&f).status, Status::Fail);
+        let c = check_for(&f, true);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c
+            .findings
+            .iter()
+            .all(|x| x.message.contains("signed tenant")));
+        f.owned.push(Owned {
+            kind: "table".into(),
+            object: "public.t".into(),
+            owner: "app_user".into(),
+        });
+        assert_eq!(check_for(&f, true).status, Status::Fail);
     }
 
     #[test]

@@ -11,9 +11,13 @@
 //! 6. rows with a NULL tenant column;
 //! 7. risks: SECURITY DEFINER functions that call `set_config`, unindexed tenant columns;
 //! 8. the role can create or alter no code: TEMPORARY/CREATE, TRIGGER, ownership ([`creation`]);
-//! 9. unique and foreign keys of tenant tables include the tenant column ([`keys`]).
+//! 9. unique and foreign keys of tenant tables include the tenant column ([`keys`]);
+//! 10. with signing on: `tenantgate.current_tenant()` verifies signatures and the role can
+//!     neither read the keys nor alter the function ([`signing`]). Signing also changes 3
+//!     (policies must call the function; a raw read of the setting fails) and 8 (creating code
+//!     is a warning: it cannot forge the signature).
 //!
-//! Checks 1, 2, 3, 7, 8 and 9 read only the catalogs ([`Scope::Catalog`], what start-up, the
+//! Checks 1, 2, 3, 7, 8, 9 and 10 read only the catalogs ([`Scope::Catalog`], what start-up, the
 //! drift monitor and `/health/tenant-security` run); 4, 5 and 6 read the tables
 //! ([`Scope::Full`], `verify`).
 
@@ -26,6 +30,7 @@ pub mod monitor;
 pub mod policy;
 pub mod probe;
 pub mod report;
+pub mod signing;
 
 pub use connect::{Session, Target};
 pub use report::{Check, Finding, Report, Scope, Status};
@@ -78,18 +83,39 @@ pub struct Options {
     pub scope: Scope,
     /// Check 9's findings are failures rather than warnings.
     pub strict_keys: bool,
+    /// Signed tenant context is on: check 10 runs, and 3 and 8 judge for it.
+    pub signed: bool,
+    /// The key the proxy signs with, for check 10's functional probe.
+    pub signing_key: Option<crate::signing::SigningKey>,
 }
 
 /// Runs the checks of `opts.scope` on an open connection.
 pub async fn run(client: &Client, opts: &Options) -> Result<Report, VerifyError> {
     let facts = catalog::gather(client, &opts.column, &opts.setting).await?;
-    let mut all = checks::catalog_checks(&facts, &opts.setting, &opts.column, opts.strict_keys);
+    let mut all = checks::catalog_checks(
+        &facts,
+        &opts.setting,
+        &opts.column,
+        opts.strict_keys,
+        opts.signed,
+    );
+    if opts.signed {
+        let f = signing::gather(client, &opts.setting, opts.signing_key.as_ref()).await?;
+        all.push(signing::check(&f));
+    }
     match opts.scope {
         Scope::Full => {
             all.push(probe::fail_closed(client, &facts, &opts.setting).await?);
             all.push(
-                probe::cross_tenant(client, &facts, &opts.setting, &opts.column, &opts.tenants)
-                    .await?,
+                probe::cross_tenant(
+                    client,
+                    &facts,
+                    &opts.setting,
+                    &opts.column,
+                    &opts.tenants,
+                    opts.signing_key.as_ref().filter(|_| opts.signed),
+                )
+                .await?,
             );
             all.push(probe::null_tenant(client, &facts, &opts.column).await?);
         }

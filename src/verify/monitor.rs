@@ -202,7 +202,13 @@ pub struct Monitor {
     pub shutdown: CancellationToken,
     /// Who the posture events are about.
     pub subject: Subject,
+    /// Where the current signing key comes from (the live configuration, which SIGHUP can
+    /// change), so check 10 probes with the key the proxy signs with now.
+    pub signing_key: Option<KeySource>,
 }
+
+/// The signing key in effect now.
+pub type KeySource = Arc<dyn Fn() -> Option<crate::signing::SigningKey> + Send + Sync>;
 
 /// Time between login attempts while the server rejects the proxy's credentials.
 pub const LOGIN_RETRY: Duration = Duration::from_secs(30);
@@ -269,7 +275,14 @@ impl Monitor {
                 tenants: Vec::new(),
                 scope: Scope::Catalog,
                 strict_keys: config.security.require_tenant_keys,
+                signed: config.tenant.signing_key_file.is_some(),
+                signing_key: config
+                    .tenant
+                    .resolved_signing_keys
+                    .as_deref()
+                    .map(|k| k.current().clone()),
             },
+            signing_key: None,
             state,
             events,
             allow_privileged: u.allow_privileged,
@@ -299,7 +312,14 @@ impl Monitor {
 
     /// Runs the checks once; `Err` only when they could not run.
     async fn run_once(&self) -> Result<Report, VerifyError> {
-        super::run_target(&self.target, &self.opts).await
+        match &self.signing_key {
+            Some(source) => {
+                let mut opts = self.opts.clone();
+                opts.signing_key = source();
+                super::run_target(&self.target, &opts).await
+            }
+            None => super::run_target(&self.target, &self.opts).await,
+        }
     }
 
     /// The start-up check: refuses a role that defeats isolation, records the baseline.
@@ -577,7 +597,7 @@ mod tests {
             },
             ..Facts::default()
         };
-        let c = checks::catalog_checks(&facts, "app.tenant_id", "tenant_id", false);
+        let c = checks::catalog_checks(&facts, "app.tenant_id", "tenant_id", false, false);
         Report::new(Scope::Catalog, "app.tenant_id", "tenant_id", facts, c)
     }
 

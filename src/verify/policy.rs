@@ -21,6 +21,9 @@ pub struct ExprFacts {
     pub uuid_cast_without_nullif: bool,
     /// Some read of the setting is wrapped in `nullif(…)`.
     pub nullif_wrapped: bool,
+    /// The expression calls `tenantgate.current_tenant()` (schema-qualified, as policies must):
+    /// the signed tenant context, NULL unless the signature verifies.
+    pub calls_current_tenant: bool,
 }
 
 impl ExprFacts {
@@ -294,6 +297,15 @@ pub fn classify(expr: &str, setting: &str) -> ExprFacts {
     };
     for i in 0..t.len() {
         let Tok::Word(w) = &t[i] else { continue };
+        if w == "current_tenant"
+            && t.get(i + 1) == Some(&Tok::Open)
+            && i >= 2
+            && t[i - 1] == Tok::Dot
+            && t[i - 2] == Tok::Word("tenantgate".into())
+        {
+            facts.calls_current_tenant = true;
+            continue;
+        }
         if w != "current_setting" || t.get(i + 1) != Some(&Tok::Open) {
             continue;
         }
@@ -425,6 +437,23 @@ mod tests {
         assert!(!classify("(tenant_id IS NOT NULL)", S).always_true);
         // A setting name inside a string that is not a current_setting call does not count.
         assert!(!classify("(note = 'app.tenant_id')", S).references_setting());
+    }
+
+    #[test]
+    fn signed_context_calls_are_recognised_only_schema_qualified() {
+        let f = classify(
+            "(tenant_id = (( SELECT tenantgate.current_tenant() AS current_tenant))::uuid)",
+            S,
+        );
+        assert!(f.calls_current_tenant && !f.references_setting());
+        let f = classify(
+            "tenant_id = (select \"tenantgate\".current_tenant())::uuid",
+            S,
+        );
+        assert!(f.calls_current_tenant);
+        // Unqualified: whatever a search path finds first, not the signed context.
+        assert!(!classify("tenant_id = current_tenant()::uuid", S).calls_current_tenant);
+        assert!(!classify("tenant_id = public.current_tenant()::uuid", S).calls_current_tenant);
     }
 
     #[test]

@@ -271,12 +271,16 @@ pub async fn discover_tenants(
 }
 
 /// Check 5: as each tenant, no row of another tenant is visible.
+/// With `signing` (signed tenant context and the proxy's key), each tenant is also signed for
+/// this backend, as the proxy would, so the probe sees what that tenant's sessions see; without
+/// it, policies on `tenantgate.current_tenant()` show nothing and the probe proves little.
 pub async fn cross_tenant(
     client: &Client,
     facts: &Facts,
     setting: &str,
     column: &str,
     given: &[String],
+    signing: Option<&crate::signing::SigningKey>,
 ) -> Result<Check, VerifyError> {
     const TITLE: &str = "no cross-tenant rows";
     let tables: Vec<&TableFacts> = facts.tenant_tables().collect();
@@ -297,9 +301,23 @@ pub async fn cross_tenant(
     let mut findings = Vec::new();
     let mut leaked = vec![false; tables.len()];
     let mut probed = vec![0usize; tables.len()];
+    let pid: Option<i32> = match signing {
+        Some(_) => Some(
+            client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(|e| VerifyError::query("reading the backend pid", e))?
+                .get(0),
+        ),
+        None => None,
+    };
     for tenant in &tenants {
         begin(client).await?;
         set_local(client, setting, tenant).await?;
+        if let (Some(key), Some(pid)) = (signing, pid) {
+            let sig = key.sign(tenant, pid);
+            set_local(client, crate::signing::SIGNATURE_SETTING, &sig).await?;
+        }
         for (i, t) in tables.iter().enumerate() {
             let ty = t.column_type.as_deref().unwrap_or("text");
             let sql = format!(
@@ -342,9 +360,10 @@ pub async fn cross_tenant(
         }
     }
     let bad = findings.iter().filter(|f| f.status == Status::Fail).count();
+    let signed = if signing.is_some() { ", signed" } else { "" };
     let mut summary = if bad == 0 {
         format!(
-            "{} tenants probed ({source}): no cross-tenant rows",
+            "{} tenants probed ({source}{signed}): no cross-tenant rows",
             tenants.len()
         )
     } else {
