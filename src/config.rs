@@ -306,6 +306,10 @@ pub struct TenantConfig {
         deserialize_with = "duration::seconds"
     )]
     pub directory_ttl: f64,
+    /// Most server connections of the app pool one tenant may hold at once (None: no cap), so
+    /// one tenant's load cannot take the whole pool; its other transactions wait their turn
+    /// (within `pool_timeout`). Reloadable.
+    pub max_server_connections: Option<usize>,
 }
 
 impl Default for TenantConfig {
@@ -317,6 +321,7 @@ impl Default for TenantConfig {
             sni_suffix: None,
             directory_query: None,
             directory_ttl: default_directory_ttl(),
+            max_server_connections: None,
         }
     }
 }
@@ -734,6 +739,12 @@ impl Config {
         if t.column.is_empty() {
             return Err(invalid("tenant.column", "must not be empty"));
         }
+        if t.max_server_connections == Some(0) {
+            return Err(invalid(
+                "tenant.max_server_connections",
+                "must be at least 1 (leave it out for no per-tenant cap)",
+            ));
+        }
         if let Some(q) = &t.directory_query {
             if !q.contains("$1") {
                 return Err(invalid(
@@ -1023,6 +1034,26 @@ password = "x"
         let base = BASE.replace("[server]\n", "[server]\nworker_threads = 5000\n");
         let err = Config::from_toml(&base).unwrap_err();
         assert!(err.to_string().contains("server.worker_threads"), "{err}");
+    }
+
+    #[test]
+    fn tenant_share_is_optional_and_at_least_one() {
+        assert_eq!(
+            Config::from_toml(BASE)
+                .unwrap()
+                .tenant
+                .max_server_connections,
+            None
+        );
+        let c =
+            Config::from_toml(&format!("{BASE}\n[tenant]\nmax_server_connections = 3\n")).unwrap();
+        assert_eq!(c.tenant.max_server_connections, Some(3));
+        let err = Config::from_toml(&format!("{BASE}\n[tenant]\nmax_server_connections = 0\n"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("tenant.max_server_connections"),
+            "{err}"
+        );
     }
 
     #[test]

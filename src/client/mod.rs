@@ -478,7 +478,11 @@ async fn validate_settings(
             "tenantgate: could not connect to the database server",
         )
     };
-    let mut guard = shared.pool.checkout(0).await.map_err(|_| unavailable())?;
+    let mut guard = shared
+        .pool
+        .checkout(0, None)
+        .await
+        .map_err(|_| unavailable())?;
     let conn = guard.conn();
     let out = conn.stream.out();
     messages::parse(
@@ -554,7 +558,7 @@ async fn greet(
         Some(p) => p,
         None => {
             // First client before any upstream connection: open one to learn the parameters.
-            match pool.checkout(0).await {
+            match pool.checkout(0, None).await {
                 Ok(g) => {
                     drop(g);
                     pool.server_params().unwrap_or_default()

@@ -19,6 +19,7 @@ use crate::client::rewrite::{Caps, Forwarded, Namespace, Refusal};
 use crate::config::{PoolMode, UserKind};
 use crate::error;
 use crate::events::{SecurityEvent, Subject};
+use crate::pool::queue::TenantTag;
 use crate::pool::{Pool, PoolError, PoolGuard};
 use crate::protocol::frame::FrameRef;
 use crate::protocol::messages::{self, parse_msg, query_text, PgError};
@@ -101,6 +102,9 @@ pub struct Session {
     prelude: Prelude,
     /// The pool this session draws from (app or break-glass).
     pool: Arc<Pool>,
+    /// The tenant as the pool counts it (its share and its turn in the queue); None for
+    /// sessions without a tenant, which never attach.
+    share: Option<Arc<TenantTag>>,
     /// Transaction or session pooling.
     mode: PoolMode,
     /// The attached upstream connection, if any.
@@ -184,6 +188,7 @@ impl Session {
             _ => None,
         };
         let prelude = Prelude::new(&p.shared.config.tenant.setting, tenant, &p.settings.local);
+        let share = tenant.map(|t| p.pool.tenant(t));
         let startup_local = p.settings.local.clone();
         let budget = p.shared.statement_budget.clone();
         let defaults = p.pool.server_params().unwrap_or_default();
@@ -202,6 +207,7 @@ impl Session {
             subject: p.subject,
             prelude,
             pool: p.pool,
+            share,
             mode,
             server: None,
             phase: Phase::Idle,
@@ -777,6 +783,7 @@ impl Session {
         .switch(self.tenant.as_deref(), &to);
         self.shared.events.record(ev);
         self.prelude = Prelude::new(&cfg.tenant.setting, Some(&to), &self.prelude.local);
+        self.share = Some(self.pool.tenant(&to));
         self.subject.tenant = Some(to.clone());
         if let Ok(mut t) = self.listed.info.tenant.lock() {
             *t = Some(to.clone());
@@ -917,7 +924,8 @@ impl Session {
     /// Checks out an upstream connection and points cancels at it.
     async fn attach(&mut self) -> Result<(), PoolError> {
         let identity = self.prelude.identity;
-        let mut guard = match self.pool.try_checkout(identity) {
+        let share = self.share.as_ref();
+        let mut guard = match self.pool.try_checkout(identity, share) {
             Some(g) => g,
             None => {
                 // Waiting (or connecting): a CancelRequest now ends the wait.
@@ -926,7 +934,7 @@ impl Session {
                 tokio::pin!(cancelled);
                 cancelled.as_mut().enable();
                 tokio::select! {
-                    g = self.pool.checkout(identity) => g?,
+                    g = self.pool.checkout(identity, share) => g?,
                     _ = cancelled => return Err(PoolError::Cancelled),
                 }
             }
