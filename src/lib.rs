@@ -20,7 +20,8 @@
 //! - [`tls`]: rustls configurations for both sides.
 //! - [`client`]: handshake, authentication, tenant choice, the per-session loop.
 //! - [`tenant`]: tenant identity, the SQL guard, the injection.
-//! - [`pool`]: upstream connections and the checkout guard.
+//! - [`pool`]: upstream connections, the checkout guard, and the queue that serves waiting
+//!   tenants in turn and caps each one's share.
 //! - [`prepared`]: named prepared statements under transaction pooling.
 //! - [`relay`]: server-to-client forwarding, swallowing the proxy's own responses.
 //! - [`events`]: the security event log; [`metrics`], [`telemetry`]: observability.
