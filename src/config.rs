@@ -310,6 +310,10 @@ pub struct TenantConfig {
     /// one tenant's load cannot take the whole pool; its other transactions wait their turn
     /// (within `pool_timeout`). Reloadable.
     pub max_server_connections: Option<usize>,
+    /// Most client sessions one tenant may have open at once (None: no cap); past it a login
+    /// gets `53300` and a `tenant_limited` event, so one tenant cannot use up
+    /// `max_client_conn` for all. Reloadable (applies to new sessions).
+    pub max_client_connections: Option<usize>,
 }
 
 impl Default for TenantConfig {
@@ -322,6 +326,7 @@ impl Default for TenantConfig {
             directory_query: None,
             directory_ttl: default_directory_ttl(),
             max_server_connections: None,
+            max_client_connections: None,
         }
     }
 }
@@ -739,11 +744,16 @@ impl Config {
         if t.column.is_empty() {
             return Err(invalid("tenant.column", "must not be empty"));
         }
-        if t.max_server_connections == Some(0) {
-            return Err(invalid(
-                "tenant.max_server_connections",
-                "must be at least 1 (leave it out for no per-tenant cap)",
-            ));
+        for (key, v) in [
+            ("tenant.max_server_connections", t.max_server_connections),
+            ("tenant.max_client_connections", t.max_client_connections),
+        ] {
+            if v == Some(0) {
+                return Err(invalid(
+                    key,
+                    "must be at least 1 (leave it out for no per-tenant cap)",
+                ));
+            }
         }
         if let Some(q) = &t.directory_query {
             if !q.contains("$1") {
@@ -1052,6 +1062,12 @@ password = "x"
             .unwrap_err();
         assert!(
             err.to_string().contains("tenant.max_server_connections"),
+            "{err}"
+        );
+        let err = Config::from_toml(&format!("{BASE}\n[tenant]\nmax_client_connections = 0\n"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("tenant.max_client_connections"),
             "{err}"
         );
     }

@@ -1,7 +1,8 @@
 //! No noisy neighbour between tenants (issue 17): a tenant flooding the shared pool holds at
 //! most `[tenant] max_server_connections` of it while another tenant is served, and when the
 //! pool is exhausted, waiting transactions are served round-robin across tenants, so one queued
-//! client of a quiet tenant is not stuck behind a busy tenant's queue.
+//! client of a quiet tenant is not stuck behind a busy tenant's queue. A tenant past
+//! `[tenant] max_client_connections` sessions is refused with `53300` and recorded.
 //!
 //! Every served client holds its server connection in an open transaction until the test lets
 //! it go, so each release serves exactly one waiter and the order is observed, never timed.
@@ -233,5 +234,84 @@ async fn waiting_tenants_are_served_in_turn_not_in_arrival_order() {
         h.task.await.expect("task").expect("transaction ran");
     }
     assert_eq!(waiting(&p), 0);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_its_client_limit_is_refused_53300_and_recorded() {
+    let p = start(Opts {
+        extra: "[tenant]\nmax_client_connections = 2\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let a1 = p.connect("acme_app").await;
+    let a2 = p.connect("acme_app").await;
+    let e = p
+        .try_connect("acme_app", support::PW)
+        .await
+        .expect_err("a third ACME session is over the limit");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53300", "{db:?}");
+    assert_eq!(
+        db.message(),
+        format!("too many connections for tenant \"{}\"", ACME.id)
+    );
+    // Another tenant is not affected, and ACME's sessions keep working.
+    let g = p.connect("globex_app").await;
+    g.query_one("select 1::int", &[]).await.expect("globex");
+    a1.query_one("select 1::int", &[]).await.expect("acme");
+    // A session that leaves gives its seat back.
+    drop(a2);
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(c) = p.try_connect("acme_app", support::PW).await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = again.expect("a seat came back when a session ended");
+    again.query_one("select 1::int", &[]).await.expect("acme");
+    let limited = p.events_named("tenant_limited").await;
+    assert!(!limited.is_empty(), "no tenant_limited event");
+    assert_eq!(limited[0]["tenant"], ACME.id);
+    assert_eq!(limited[0]["action"], "block");
+    assert_eq!(limited[0]["sqlstate"], "53300");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_switch_counts_against_the_tenant_it_switches_to() {
+    let p = start(Opts {
+        extra: format!(
+            "[tenant]\nmax_client_connections = 1\n\n[[users]]\nname = \"switcher\"\npassword = \"{}\"\ntenants = \"*\"\nallow_switch = true\n",
+            support::PW
+        ),
+        ..Opts::default()
+    })
+    .await;
+    let _acme = p.connect("acme_app").await;
+    let s = p.connect(&format!("switcher.{}", common::INITECH.id)).await;
+    let e = s
+        .simple_query(&format!("SET app.tenant_id = '{}'", ACME.id))
+        .await
+        .expect_err("ACME is at its limit");
+    assert_eq!(e.code().map(|c| c.code()), Some("53300"), "{e:?}");
+    s.simple_query(&format!("SET app.tenant_id = '{}'", GLOBEX.id))
+        .await
+        .expect("GLOBEX has room");
+    let n: i64 = s
+        .query_one("select count(*) from customers", &[])
+        .await
+        .expect("switched")
+        .get(0);
+    assert_eq!(n, GLOBEX.customers);
+    // The switched session holds GLOBEX's only seat now.
+    let e = p
+        .try_connect("globex_app", support::PW)
+        .await
+        .expect_err("GLOBEX is at its limit");
+    assert_eq!(e.code().map(|c| c.code()), Some("53300"), "{e:?}");
+    assert_eq!(p.events_named("tenant_limited").await.len(), 2);
     p.stop().await;
 }

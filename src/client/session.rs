@@ -19,7 +19,7 @@ use crate::client::rewrite::{Caps, Forwarded, Namespace, Refusal};
 use crate::config::{PoolMode, UserKind};
 use crate::error;
 use crate::events::{SecurityEvent, Subject};
-use crate::pool::queue::TenantTag;
+use crate::pool::queue::Seat;
 use crate::pool::{Pool, PoolError, PoolGuard};
 use crate::protocol::frame::FrameRef;
 use crate::protocol::messages::{self, parse_msg, query_text, PgError};
@@ -102,9 +102,10 @@ pub struct Session {
     prelude: Prelude,
     /// The pool this session draws from (app or break-glass).
     pool: Arc<Pool>,
-    /// The tenant as the pool counts it (its share and its turn in the queue); None for
-    /// sessions without a tenant, which never attach.
-    share: Option<Arc<TenantTag>>,
+    /// This session's place in its tenant's `max_client_connections`, and the tenant as the
+    /// pool counts it (its share and its turn in the queue); None for sessions without a
+    /// tenant, which never attach, and break-glass ones.
+    seat: Option<Seat>,
     /// Transaction or session pooling.
     mode: PoolMode,
     /// The attached upstream connection, if any.
@@ -165,6 +166,8 @@ pub struct SessionParts {
     pub subject: Subject,
     /// The pool for this kind.
     pub pool: Arc<Pool>,
+    /// The tenant's seat (app and operator sessions with a tenant).
+    pub seat: Option<Seat>,
     /// The cancel key.
     pub cancel: CancelHandle,
     /// Optional end of the session.
@@ -188,7 +191,6 @@ impl Session {
             _ => None,
         };
         let prelude = Prelude::new(&p.shared.config.tenant.setting, tenant, &p.settings.local);
-        let share = tenant.map(|t| p.pool.tenant(t));
         let startup_local = p.settings.local.clone();
         let budget = p.shared.statement_budget.clone();
         let defaults = p.pool.server_params().unwrap_or_default();
@@ -207,7 +209,7 @@ impl Session {
             subject: p.subject,
             prelude,
             pool: p.pool,
-            share,
+            seat: p.seat,
             mode,
             server: None,
             phase: Phase::Idle,
@@ -774,6 +776,15 @@ impl Session {
             return self.refuse_locally(tag, err).await;
         }
         let to = canonical(format, &to);
+        if self.tenant.as_deref() != Some(to.as_str()) {
+            let cap = cfg.tenant.max_client_connections;
+            let Some(seat) = Seat::take(&self.pool.tenant(&to), cap) else {
+                crate::client::record_tenant_limited(&self.shared, &self.subject, &to, true);
+                let err = error::too_many_for_tenant(&to, false);
+                return self.refuse_locally(tag, err).await;
+            };
+            self.seat = Some(seat);
+        }
         let ev = SecurityEvent::new(
             crate::events::EventKind::TenantSwitch,
             crate::events::Action::Allow,
@@ -783,7 +794,6 @@ impl Session {
         .switch(self.tenant.as_deref(), &to);
         self.shared.events.record(ev);
         self.prelude = Prelude::new(&cfg.tenant.setting, Some(&to), &self.prelude.local);
-        self.share = Some(self.pool.tenant(&to));
         self.subject.tenant = Some(to.clone());
         if let Ok(mut t) = self.listed.info.tenant.lock() {
             *t = Some(to.clone());
@@ -924,7 +934,7 @@ impl Session {
     /// Checks out an upstream connection and points cancels at it.
     async fn attach(&mut self) -> Result<(), PoolError> {
         let identity = self.prelude.identity;
-        let share = self.share.as_ref();
+        let share = self.seat.as_ref().map(Seat::tag);
         let mut guard = match self.pool.try_checkout(identity, share) {
             Some(g) => g,
             None => {

@@ -28,6 +28,9 @@ pub struct TenantTag {
     /// Server connections the tenant holds right now. Changed only under the pool's lock, so a
     /// check against the cap and the increment that follows cannot interleave with another's.
     held: AtomicUsize,
+    /// Client sessions of the tenant right now (`[tenant] max_client_connections`), one per
+    /// [`Seat`].
+    clients: AtomicUsize,
 }
 
 impl TenantTag {
@@ -52,6 +55,34 @@ impl TenantTag {
         let _ = self
             .held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| h.checked_sub(1));
+    }
+}
+
+/// One client session counted against its tenant's `max_client_connections`; the count drops
+/// with it, however the session ends.
+#[derive(Debug)]
+pub struct Seat(Arc<TenantTag>);
+
+impl Seat {
+    /// A seat for one more session of `tag`, unless `cap` sessions already have one.
+    pub fn take(tag: &Arc<TenantTag>, cap: Option<usize>) -> Option<Seat> {
+        tag.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                cap.is_none_or(|c| n < c).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Seat(tag.clone()))
+    }
+
+    /// The tenant this seat counts against.
+    pub fn tag(&self) -> &Arc<TenantTag> {
+        &self.0
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -91,6 +122,7 @@ impl TenantTags {
             id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
             name: tenant.into(),
             held: AtomicUsize::new(0),
+            clients: AtomicUsize::new(0),
         });
         map.insert(tenant.into(), Arc::downgrade(&tag));
         tag
@@ -310,6 +342,24 @@ mod tests {
         assert!(tag.is_none());
         assert!(!q.remove(t2), "already served");
         assert!(q.is_empty() && q.lanes.is_empty() && q.ring.is_empty());
+    }
+
+    #[test]
+    fn seats_stop_at_the_cap_and_come_back_when_dropped() {
+        let tags = TenantTags::default();
+        let a = tags.get("a");
+        let one = Seat::take(&a, Some(2)).expect("first");
+        let two = Seat::take(&a, Some(2)).expect("second");
+        assert!(Seat::take(&a, Some(2)).is_none(), "third past the cap");
+        assert!(
+            Seat::take(&tags.get("b"), Some(2)).is_some(),
+            "another tenant"
+        );
+        drop(one);
+        let three = Seat::take(&a, Some(2)).expect("a seat came back");
+        assert!(Seat::take(&a, None).is_some(), "no cap");
+        drop((two, three));
+        assert_eq!(a.clients.load(Ordering::Relaxed), 0);
     }
 
     #[test]
