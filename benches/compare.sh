@@ -17,10 +17,13 @@
 # Query as the statement (pgbouncer_q), and as its own round trip in BEGIN … COMMIT
 # (pgbouncer_txn).
 #
+# --fairness measures instead what one tenant flooding the pool does to another (issue 17).
+#
 #   benches/compare.sh                 # full matrix: -S and TPC-B x simple/extended/prepared x 1/16/64/256
 #   benches/compare.sh --quick         # the key cells, shorter runs
 #   benches/compare.sh --cells "select:simple:16 tpcb:extended:64" --rounds 5 --duration 30
 #   benches/compare.sh --quick --profile   # also perf-record tenantgate under -S -c 16
+#   benches/compare.sh --fairness      # a quiet tenant's latency alone and under a 64-client flood
 #
 # Needs root (it runs PostgreSQL and PgBouncer as `postgres` via setpriv), PostgreSQL 15+ server
 # binaries, python3; installs `pgbouncer` with apt-get if missing. Everything lives in a temp
@@ -34,7 +37,11 @@ TOOLS="$ROOT/benches/tools"
 QUICK=0
 ROUNDS=""
 DURATION=""
-POOL=16
+POOL=""
+FAIRNESS=0
+FLOOD=64
+FLOOD_KINDS="sleep select"
+SLEEP_MS=5
 WORKERS=1
 SCALE=10
 IDLE=10000
@@ -49,6 +56,7 @@ TENANT_CELLS="tenant:simple:16 tenant:simple:1"
 HOLD=0
 TG_BIN="${TG_BIN:-}"
 TENANT="11111111-1111-1111-1111-111111111111"
+QUIET_TENANT="22222222-2222-2222-2222-222222222222"
 
 usage() {
   sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
@@ -60,7 +68,16 @@ Options:
   --cells "S:M:C ..." cells to run: S = select|tpcb, M = simple|extended|prepared, C = clients
   --rounds N          rounds per cell (each round runs every target once)
   --duration S        seconds per pgbench run
-  --pool N            upstream pool size for both proxies (default 16)
+  --pool N            upstream pool size for both proxies (default 16; 8 with --fairness)
+  --fairness          only the noisy-neighbour measurement: one client of a quiet tenant
+                      (pgbench -S -c 1) alone, then while another tenant floods with --flood
+                      clients, through PgBouncer (one FIFO pool), tenantgate (fair queue) and
+                      tenantgate with [tenant] max_server_connections = pool/2 (applied by
+                      SIGHUP); reports the quiet client's p50/p99 and the flood's TPS
+  --flood N           flooding clients (default 64)
+  --flood-kinds "K.." sleep: each flood transaction holds its connection in pg_sleep(--sleep-ms),
+                      the connection hog; select: pgbench -S, CPU-bound (default: both)
+  --sleep-ms N        the sleep flood's transaction length (default 5)
   --workers N         tenantgate's server.worker_threads (default 1: one event loop; 0: one per core)
   --scale N           pgbench scale factor (default 10)
   --idle N            idle clients for the RSS measurement (default 10000; 0 skips)
@@ -84,6 +101,10 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --pool) POOL="$2"; shift ;;
+    --fairness) FAIRNESS=1 ;;
+    --flood) FLOOD="$2"; shift ;;
+    --flood-kinds) FLOOD_KINDS="$2"; shift ;;
+    --sleep-ms) SLEEP_MS="$2"; shift ;;
     --workers) WORKERS="$2"; shift ;;
     --scale) SCALE="$2"; shift ;;
     --idle) IDLE="$2"; shift ;;
@@ -101,6 +122,11 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+if [ "$FAIRNESS" = 1 ]; then
+  : "${POOL:=8}" "${ROUNDS:=2}" "${DURATION:=10}"
+  IDLE=0 SKIP_MATRIX=1 SKIP_INJECT=1 PROFILE=0
+fi
+: "${POOL:=16}"
 if [ "$QUICK" = 1 ]; then
   : "${ROUNDS:=3}" "${DURATION:=10}"
   : "${CELLS:=select:simple:1 select:simple:16 select:simple:256 select:extended:16 select:prepared:16 tpcb:simple:16}"
@@ -328,6 +354,13 @@ password = "app_password"
 auth = "md5"
 tenant = "$TENANT"
 
+# The quiet tenant of --fairness.
+[[users]]
+name = "quiet"
+password = "app_password"
+auth = "md5"
+tenant = "$QUIET_TENANT"
+
 # No injection (BYPASSRLS pool, session mode, every statement audited).
 [[users]]
 name = "admin"
@@ -368,6 +401,7 @@ target_conn() { # target -> "port user password database"
     tenantgate) echo "$TGPORT app app_password bench" ;;
     signed) echo "$TSPORT app app_password bench_signed" ;;
     breakglass) echo "$TGPORT admin admin_password bench" ;;
+    tenantgate-quiet) echo "$TGPORT quiet app_password bench" ;;
     *) die "unknown target $1" ;;
   esac
 }
@@ -476,10 +510,78 @@ if [ "$HOLD" = 1 ]; then
   while true; do sleep 3600 & HOLD_SLEEP=$!; wait "$HOLD_SLEEP" || true; done
 fi
 
+# ------------------------------------------------------------------ fairness (issue 17)
+# One pgbench run of the quiet tenant (-S -c 1), alone or while `flood_kind` floods from the
+# other tenant; appends the quiet client's row and, under a flood, the flood's row.
+fair_run() {
+  local target=$1 kind=$2 phase=$3 round=$4
+  local qport quser qpass fport fuser fpass
+  case "$target" in
+    pgbouncer) read -r qport quser qpass _ <<<"$(target_conn pgbouncer)"
+               read -r fport fuser fpass _ <<<"$(target_conn pgbouncer)" ;;
+    *) read -r qport quser qpass _ <<<"$(target_conn tenantgate-quiet)"
+       read -r fport fuser fpass _ <<<"$(target_conn tenantgate)" ;;
+  esac
+  local prefix="$WORK/log-fair-$target-$kind-$phase-$round"
+  local flood_pid="" flood_out="$WORK/flood-$target-$kind-$round.out"
+  if [ "$phase" = flood ]; then
+    local fargs=(-n -M simple -c "$FLOOD" -j 2 -T $((DURATION + 4)) -h 127.0.0.1 -p "$fport" -U "$fuser")
+    if [ "$kind" = sleep ]; then fargs+=(-f "$WORK/flood-sleep.sql"); else fargs+=(-S); fi
+    PGPASSWORD=$fpass "$PGBENCH" "${fargs[@]}" bench >"$flood_out" 2>&1 &
+    flood_pid=$!
+    sleep 2
+  fi
+  local rc=0
+  PGPASSWORD=$qpass "$PGBENCH" -n -S -M simple -c 1 -j 1 -T "$DURATION" -h 127.0.0.1 -p "$qport" \
+    -U "$quser" --log "--log-prefix=$prefix" bench >"$prefix.out" 2>&1 || rc=$?
+  local frc=0 ftps=nan
+  if [ -n "$flood_pid" ]; then
+    wait "$flood_pid" || frc=$?
+    ftps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$flood_out" | head -1)
+    [ "$frc" = 0 ] || cp "$flood_out" "$OUT/failed-flood-$target-$kind-$round.out"
+  fi
+  local tps failed stats avg p50 p99
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$prefix.out" | head -1)
+  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$prefix.out" | head -1)
+  stats=$(python3 "$TOOLS/pgbench_stats.py" run "$prefix")
+  read -r avg p50 p99 _n _nf <<<"$stats"
+  [ "$rc" = 0 ] || cp "$prefix.out" "$OUT/failed-fair-$target-$kind-$phase-$round.out"
+  printf 'fairness\tquiet:%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\tnan\tnan\tnan\n' "$kind" "$phase" \
+    "$target" "$round" "${tps:-0}" "${failed:-0}" "$avg" "$p50" "$p99" "$rc" >>"$RESULTS"
+  if [ -n "$flood_pid" ]; then
+    printf 'fairness\tflood:%s\t%s\t%s\t%s\t0\tnan\tnan\tnan\t%s\tnan\tnan\tnan\n' "$kind" "$target" \
+      "$round" "${ftps:-0}" "$frc" >>"$RESULTS"
+  fi
+  log "  $target $kind $phase r$round: quiet p50=${p50}us p99=${p99}us tps=${tps:-?}; flood tps=$ftps"
+  rm -f "$prefix".[0-9]* "$prefix.out" "$flood_out"
+}
+
+if [ "$FAIRNESS" = 1 ]; then
+  printf 'SELECT pg_sleep(%s);\n' "$(python3 -c "print($SLEEP_MS / 1000)")" >"$WORK/flood-sleep.sql"
+  CAP=$(( POOL / 2 > 0 ? POOL / 2 : 1 ))
+  echo "# fairness: flood = $FLOOD clients ($FLOOD_KINDS; sleep = pg_sleep(${SLEEP_MS}ms) per transaction), quiet = 1 client -S, tenantgate-capped: max_server_connections = $CAP" >>"$RESULTS"
+  for target in pgbouncer tenantgate tenantgate-capped; do
+    if [ "$target" = tenantgate-capped ]; then
+      printf '\n[tenant]\nmax_server_connections = %s\n' "$CAP" >>"$WORK/tenantgate.toml"
+      "$TG_BIN" check-config -c "$WORK/tenantgate.toml" >/dev/null || die "the capped config is refused"
+      kill -HUP "$TG_PID"
+      sleep 1
+      ! grep -q "reload refused" "$WORK/tenantgate.log" || die "tenantgate refused the reload"
+    fi
+    for kind in $FLOOD_KINDS; do
+      for round in $(seq 1 "$ROUNDS"); do
+        log "fairness $target $kind round $round/$ROUNDS"
+        fair_run "$target" "$kind" alone "$round"
+        fair_run "$target" "$kind" flood "$round"
+      done
+    done
+  done
+fi
+
 # ------------------------------------------------------------------ idle clients
 if [ "$IDLE" -gt 0 ]; then
   for t in tenantgate pgbouncer; do
-    read -r port user pass <<<"$(target_conn "$t")"
+    read -r port user pass _ <<<"$(target_conn "$t")"
     pid=$TG_PID
     [ "$t" = pgbouncer ] && pid=$PB_PID
     log "idle clients: $IDLE against $t (pid $pid)"

@@ -315,6 +315,14 @@ pub struct TenantConfig {
     /// The keys of `signing_key_file`, read and checked by `validate`.
     #[serde(skip)]
     pub resolved_signing_keys: Option<std::sync::Arc<crate::signing::KeyRing>>,
+    /// Most server connections of the app pool one tenant may hold at once (None: no cap), so
+    /// one tenant's load cannot take the whole pool; its other transactions wait their turn
+    /// (within `pool_timeout`). Reloadable.
+    pub max_server_connections: Option<usize>,
+    /// Most client sessions one tenant may have open at once (None: no cap); past it a login
+    /// gets `53300` and a `tenant_limited` event, so one tenant cannot use up
+    /// `max_client_conn` for all. Reloadable (applies to new sessions).
+    pub max_client_connections: Option<usize>,
 }
 
 impl Default for TenantConfig {
@@ -328,6 +336,8 @@ impl Default for TenantConfig {
             directory_ttl: default_directory_ttl(),
             signing_key_file: None,
             resolved_signing_keys: None,
+            max_server_connections: None,
+            max_client_connections: None,
         }
     }
 }
@@ -759,6 +769,17 @@ impl Config {
         if t.column.is_empty() {
             return Err(invalid("tenant.column", "must not be empty"));
         }
+        for (key, v) in [
+            ("tenant.max_server_connections", t.max_server_connections),
+            ("tenant.max_client_connections", t.max_client_connections),
+        ] {
+            if v == Some(0) {
+                return Err(invalid(
+                    key,
+                    "must be at least 1 (leave it out for no per-tenant cap)",
+                ));
+            }
+        }
         if let Some(q) = &t.directory_query {
             if !q.contains("$1") {
                 return Err(invalid(
@@ -1048,6 +1069,32 @@ password = "x"
         let base = BASE.replace("[server]\n", "[server]\nworker_threads = 5000\n");
         let err = Config::from_toml(&base).unwrap_err();
         assert!(err.to_string().contains("server.worker_threads"), "{err}");
+    }
+
+    #[test]
+    fn tenant_share_is_optional_and_at_least_one() {
+        assert_eq!(
+            Config::from_toml(BASE)
+                .unwrap()
+                .tenant
+                .max_server_connections,
+            None
+        );
+        let c =
+            Config::from_toml(&format!("{BASE}\n[tenant]\nmax_server_connections = 3\n")).unwrap();
+        assert_eq!(c.tenant.max_server_connections, Some(3));
+        let err = Config::from_toml(&format!("{BASE}\n[tenant]\nmax_server_connections = 0\n"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("tenant.max_server_connections"),
+            "{err}"
+        );
+        let err = Config::from_toml(&format!("{BASE}\n[tenant]\nmax_client_connections = 0\n"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("tenant.max_client_connections"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,6 +26,17 @@ pub fn too_many_clients() -> PgError {
     PgError::fatal("53300", "sorry, too many clients already")
 }
 
+/// `53300 too many connections for tenant "X"` (PostgreSQL's wording for a role's
+/// `CONNECTION LIMIT`): FATAL at login, ERROR for a refused tenant switch.
+pub fn too_many_for_tenant(tenant: &str, fatal: bool) -> PgError {
+    let message = format!("too many connections for tenant \"{tenant}\"");
+    if fatal {
+        PgError::fatal("53300", message)
+    } else {
+        PgError::error("53300", message)
+    }
+}
+
 /// `FATAL 28000 no pg_hba.conf entry ...` for a client refused by `require_tls`.
 pub fn tls_required(addr: &str, user: &str, db: &str) -> PgError {
     PgError::fatal(

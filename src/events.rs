@@ -64,6 +64,8 @@ pub enum EventKind {
     StatementProbe,
     /// Events were lost because the queue was full.
     EventsDropped,
+    /// A tenant's `max_client_connections` refused a login or a switch to it.
+    TenantLimited,
 }
 
 impl EventKind {
@@ -84,6 +86,7 @@ impl EventKind {
             EventKind::StatementProbe => "statement_probe",
             EventKind::UpstreamPosture => "upstream_posture",
             EventKind::EventsDropped => "events_dropped",
+            EventKind::TenantLimited => "tenant_limited",
         }
     }
 
@@ -95,7 +98,8 @@ impl EventKind {
             EventKind::AuthFailed
             | EventKind::NoTenantRefused
             | EventKind::StatementProbe
-            | EventKind::CatalogProbe => &[Block],
+            | EventKind::CatalogProbe
+            | EventKind::TenantLimited => &[Block],
             EventKind::TenantTamper
             | EventKind::RoleTamper
             | EventKind::RlsTamper
@@ -114,7 +118,7 @@ impl EventKind {
     /// Optional fields this event may carry besides [`COMMON_FIELDS`] (also documented).
     pub fn optional_fields(self) -> &'static [&'static str] {
         match self {
-            EventKind::AuthFailed => &[
+            EventKind::AuthFailed | EventKind::TenantLimited => &[
                 "sqlstate",
                 "detail",
                 "count",
@@ -353,7 +357,7 @@ impl EventCounts {
 }
 
 /// Every event kind, in declaration order (matches `EventCounts` indexes).
-pub const ALL_KINDS: [EventKind; 14] = [
+pub const ALL_KINDS: [EventKind; 15] = [
     EventKind::AuthFailed,
     EventKind::NoTenantRefused,
     EventKind::TenantTamper,
@@ -368,6 +372,7 @@ pub const ALL_KINDS: [EventKind; 14] = [
     EventKind::StatementProbe,
     EventKind::UpstreamPosture,
     EventKind::EventsDropped,
+    EventKind::TenantLimited,
 ];
 
 impl EventSink {
@@ -526,7 +531,8 @@ fn warn_aggregate(ev: &SecurityEvent) {
     );
 }
 
-/// Events that are rate-limited and aggregated (refused or logged probes, failed logins).
+/// Events that are rate-limited and aggregated (refused or logged probes, failed logins,
+/// refused by a tenant's limit).
 fn is_probe(kind: EventKind) -> bool {
     matches!(
         kind,
@@ -538,6 +544,7 @@ fn is_probe(kind: EventKind) -> bool {
             | EventKind::CatalogProbe
             | EventKind::AuthFailed
             | EventKind::StatementProbe
+            | EventKind::TenantLimited
     )
 }
 

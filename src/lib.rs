@@ -22,7 +22,8 @@
 //! - [`tenant`]: tenant identity, the SQL guard, the injection.
 //! - [`signing`]: signed tenant context (the key file, the HMAC the prelude sets, the SQL of
 //!   `tenantgate signing install`).
-//! - [`pool`]: upstream connections and the checkout guard.
+//! - [`pool`]: upstream connections, the checkout guard, and the queue that serves waiting
+//!   tenants in turn and caps each one's share.
 //! - [`prepared`]: named prepared statements under transaction pooling.
 //! - [`relay`]: server-to-client forwarding, swallowing the proxy's own responses.
 //! - [`events`]: the security event log; [`metrics`], [`telemetry`]: observability.

@@ -109,9 +109,9 @@ impl Shared {
         }
     }
 
-    /// Applies a new configuration (SIGHUP): users, tenants, pool sizes, probe action and the
-    /// event log. Settings that need a restart are reported and left as they were. An invalid
-    /// file keeps the old configuration.
+    /// Applies a new configuration (SIGHUP): users, tenants, pool sizes, the per-tenant share
+    /// of the pool, probe action and the event log. Settings that need a restart are reported
+    /// and left as they were. An invalid file keeps the old configuration.
     pub async fn reload(&self, path: &std::path::Path) {
         let new = match Config::load(path) {
             Ok(c) => Arc::new(c),
@@ -139,6 +139,7 @@ impl Shared {
             }
         };
         self.pool.resize(new.upstream.pool_size);
+        self.pool.set_tenant_cap(new.tenant.max_server_connections);
         if let (Some(bg), Some(cfg)) = (&self.breakglass, &new.upstream.breakglass) {
             bg.resize(cfg.pool_size);
         }
@@ -403,13 +404,18 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         connect_timeout: secs(u.connect_timeout),
         max_message: usize::MAX / 2,
     };
-    let limits = |size| PoolLimits {
+    let limits = |size, tenant_cap| PoolLimits {
         size,
+        tenant_cap,
         timeout: secs(u.pool_timeout),
         idle_timeout: secs(u.idle_timeout),
         lifetime: secs(u.server_lifetime),
     };
-    let pool = Pool::new("app", spec.clone(), limits(u.pool_size));
+    let pool = Pool::new(
+        "app",
+        spec.clone(),
+        limits(u.pool_size, config.tenant.max_server_connections),
+    );
     let breakglass = u.breakglass.as_ref().map(|bg| {
         Pool::new(
             "breakglass",
@@ -418,7 +424,7 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
                 password: bg.resolved_password.clone(),
                 ..spec.clone()
             },
-            limits(bg.pool_size),
+            limits(bg.pool_size, None),
         )
     });
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
@@ -562,7 +568,7 @@ async fn refuse_early(mut tcp: TcpStream, err: crate::protocol::messages::PgErro
 async fn warm_up(pool: Arc<Pool>, shutdown: CancellationToken) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match pool.checkout(0).await {
+        match pool.checkout(0, None).await {
             Ok(g) => {
                 drop(g);
                 return;

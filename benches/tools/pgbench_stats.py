@@ -154,6 +154,27 @@ def summary(path):
                     a, b = agg((group, cell, a_name)), agg((group, cell, b_name))
                     if a and b and b["tps"] > 0:
                         out.append(f"| {cell} | {a_name} / {b_name} | {fmt(a['tps'] / b['tps'], 3)} | {fmt(a['p50'] - b['p50'])} |")
+        elif group == "fairness":
+            kinds = []
+            for cell in gcells:
+                k = cell.split(":")[1]
+                if k not in kinds:
+                    kinds.append(k)
+            out.append("| flood | target | quiet p50 alone ms | quiet p99 alone ms | quiet p50 under flood ms | quiet p99 under flood ms | p99 flood / alone | flood TPS |")
+            out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+            for k in kinds:
+                for t in targets:
+                    a = agg((group, f"quiet:{k}:alone", t))
+                    f = agg((group, f"quiet:{k}:flood", t))
+                    fl = agg((group, f"flood:{k}", t))
+                    if a is None or f is None:
+                        continue
+                    ratio = f["p99"] / a["p99"] if a["p99"] > 0 else float("nan")
+                    out.append(
+                        f"| {k} | {t} | {fmt(a['p50'] / 1000, 3)} | {fmt(a['p99'] / 1000, 3)} | "
+                        f"{fmt(f['p50'] / 1000, 3)} | {fmt(f['p99'] / 1000, 3)} | {fmt(ratio, 2)} | "
+                        f"{fmt(fl['tps']) if fl else 'n/a'} |"
+                    )
             out.append("")
         elif len(targets) == 2:
             a_name, b_name = targets

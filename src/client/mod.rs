@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use crate::config::{UserConfig, UserKind};
 use crate::error;
 use crate::events::{Action, EventKind, SecurityEvent, Subject};
+use crate::pool::queue::Seat;
 use crate::protocol::messages::{self, PgError};
 use crate::protocol::PqStream;
 use crate::server::Shared;
@@ -127,6 +128,24 @@ async fn open(
     } else {
         None
     };
+    // A seat under the tenant's `max_client_connections` (from the live config: a reload
+    // applies to new sessions), held by the session until it ends.
+    let seat = match (&login.tenant, login.who.kind) {
+        (Some(t), UserKind::App | UserKind::Operator) => {
+            let cap = shared.live().config.tenant.max_client_connections;
+            match Seat::take(&pool.tenant(t), cap) {
+                Some(seat) => Some(seat),
+                None => {
+                    record_tenant_limited(shared, &login.subject, t, false);
+                    let mut stream = login.stream;
+                    error::too_many_for_tenant(t, true).encode(stream.out());
+                    let _ = stream.flush().await;
+                    return None;
+                }
+            }
+        }
+        _ => None,
+    };
     let cancel = shared.cancels.register(&pool.spec().host, pool.spec().port);
     let listed = shared.clients.add(registry::ClientInfo {
         session_id: login.subject.session_id.clone(),
@@ -162,12 +181,34 @@ async fn open(
         tenant: login.tenant,
         subject: login.subject,
         pool,
+        seat,
         cancel,
         deadline,
         listed,
         settings: login.settings,
     });
     Some(Opened::Session(Box::new(session)))
+}
+
+/// Records that `tenant`'s `max_client_connections` refused a login (`switch` false) or a
+/// trusted switch to it.
+pub(crate) fn record_tenant_limited(
+    shared: &Shared,
+    subject: &Subject,
+    tenant: &str,
+    switch: bool,
+) {
+    let what = if switch {
+        "switch to"
+    } else {
+        "new session of"
+    };
+    let ev = SecurityEvent::new(EventKind::TenantLimited, Action::Block, subject)
+        .sqlstate("53300")
+        .detail(format!(
+            "{what} tenant \"{tenant}\" refused: [tenant] max_client_connections reached"
+        ));
+    shared.events.record(ev);
 }
 
 /// Handshake, authentication and tenant choice. `Ok(None)`: handled (cancel) or refused.
@@ -478,7 +519,11 @@ async fn validate_settings(
             "tenantgate: could not connect to the database server",
         )
     };
-    let mut guard = shared.pool.checkout(0).await.map_err(|_| unavailable())?;
+    let mut guard = shared
+        .pool
+        .checkout(0, None)
+        .await
+        .map_err(|_| unavailable())?;
     let conn = guard.conn();
     let out = conn.stream.out();
     messages::parse(
@@ -554,7 +599,7 @@ async fn greet(
         Some(p) => p,
         None => {
             // First client before any upstream connection: open one to learn the parameters.
-            match pool.checkout(0).await {
+            match pool.checkout(0, None).await {
                 Ok(g) => {
                     drop(g);
                     pool.server_params().unwrap_or_default()

@@ -19,6 +19,7 @@ use crate::client::rewrite::{Caps, Forwarded, Namespace, Refusal};
 use crate::config::{PoolMode, UserKind};
 use crate::error;
 use crate::events::{SecurityEvent, Subject};
+use crate::pool::queue::Seat;
 use crate::pool::{Pool, PoolError, PoolGuard};
 use crate::protocol::frame::FrameRef;
 use crate::protocol::messages::{self, parse_msg, query_text, PgError};
@@ -101,6 +102,10 @@ pub struct Session {
     prelude: Prelude,
     /// The pool this session draws from (app or break-glass).
     pool: Arc<Pool>,
+    /// This session's place in its tenant's `max_client_connections`, and the tenant as the
+    /// pool counts it (its share and its turn in the queue); None for sessions without a
+    /// tenant, which never attach, and break-glass ones.
+    seat: Option<Seat>,
     /// Transaction or session pooling.
     mode: PoolMode,
     /// The attached upstream connection, if any.
@@ -161,6 +166,8 @@ pub struct SessionParts {
     pub subject: Subject,
     /// The pool for this kind.
     pub pool: Arc<Pool>,
+    /// The tenant's seat (app and operator sessions with a tenant).
+    pub seat: Option<Seat>,
     /// The cancel key.
     pub cancel: CancelHandle,
     /// Optional end of the session.
@@ -203,6 +210,7 @@ impl Session {
             subject: p.subject,
             prelude,
             pool: p.pool,
+            seat: p.seat,
             mode,
             server: None,
             phase: Phase::Idle,
@@ -777,6 +785,15 @@ impl Session {
             return self.refuse_locally(tag, err).await;
         }
         let to = canonical(format, &to);
+        if self.tenant.as_deref() != Some(to.as_str()) {
+            let cap = cfg.tenant.max_client_connections;
+            let Some(seat) = Seat::take(&self.pool.tenant(&to), cap) else {
+                crate::client::record_tenant_limited(&self.shared, &self.subject, &to, true);
+                let err = error::too_many_for_tenant(&to, false);
+                return self.refuse_locally(tag, err).await;
+            };
+            self.seat = Some(seat);
+        }
         let ev = SecurityEvent::new(
             crate::events::EventKind::TenantSwitch,
             crate::events::Action::Allow,
@@ -927,7 +944,8 @@ impl Session {
     /// Checks out an upstream connection and points cancels at it.
     async fn attach(&mut self) -> Result<(), PoolError> {
         let identity = self.prelude.identity;
-        let mut guard = match self.pool.try_checkout(identity) {
+        let share = self.seat.as_ref().map(Seat::tag);
+        let mut guard = match self.pool.try_checkout(identity, share) {
             Some(g) => g,
             None => {
                 // Waiting (or connecting): a CancelRequest now ends the wait.
@@ -936,7 +954,7 @@ impl Session {
                 tokio::pin!(cancelled);
                 cancelled.as_mut().enable();
                 tokio::select! {
-                    g = self.pool.checkout(identity) => g?,
+                    g = self.pool.checkout(identity, share) => g?,
                     _ = cancelled => return Err(PoolError::Cancelled),
                 }
             }
