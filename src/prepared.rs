@@ -74,11 +74,7 @@ impl StatementDef {
 
     /// Appends a Parse of this statement under its server name.
     pub fn write_parse(&self, out: &mut BytesMut) {
-        messages::write_msg(out, b'P', |b| {
-            messages::put_cstr(b, &self.server_name);
-            messages::put_cstr(b, &self.text.sql);
-            b.extend_from_slice(&self.types);
-        });
+        messages::parse_raw_types(out, &self.server_name, &self.text.sql, &self.types);
     }
 }
 

@@ -252,11 +252,7 @@ impl Namespace {
                 return Ok(None);
             }
             if let Some((sql, types)) = &self.unnamed_text {
-                messages::write_msg(conn.stream.out(), b'P', |b| {
-                    messages::put_cstr(b, b"");
-                    messages::put_cstr(b, sql);
-                    b.extend_from_slice(types);
-                });
+                messages::parse_raw_types(conn.stream.out(), b"", sql, types);
                 relay.push(Expect::ReprepareUnnamed);
                 self.unnamed_statement = true;
                 return Ok(None);

@@ -580,11 +580,7 @@ impl Session {
             b'Q' => messages::write_msg(&mut out, b'Q', |b| messages::put_cstr(b, &sql)),
             _ => {
                 let types = parse_msg(f.body()).map(|p| p.types).unwrap_or_default();
-                messages::write_msg(&mut out, b'P', |b| {
-                    messages::put_cstr(b, b"");
-                    messages::put_cstr(b, &sql);
-                    b.extend_from_slice(types);
-                })
+                messages::parse_raw_types(&mut out, b"", &sql, types)
             }
         }
         Some(out.freeze())

@@ -179,6 +179,16 @@ pub fn parse(buf: &mut BytesMut, name: &[u8], sql: &[u8], types: &[u32]) {
     });
 }
 
+/// Parse with the parameter-type section exactly as a client sent it (count + OIDs): a client's
+/// statement written again under another name, or again on another connection.
+pub fn parse_raw_types(buf: &mut BytesMut, name: &[u8], sql: &[u8], raw_types: &[u8]) {
+    write_msg(buf, b'P', |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.extend_from_slice(raw_types);
+    });
+}
+
 /// Bind of text parameters (None: NULL) to `statement` into `portal`, text results.
 pub fn bind_params(buf: &mut BytesMut, portal: &[u8], statement: &[u8], params: &[Option<&[u8]>]) {
     write_msg(buf, b'B', |b| {
