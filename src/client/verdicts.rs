@@ -37,15 +37,11 @@ impl ForwardCache {
         if self.texts.is_empty() {
             return false;
         }
-        match &self.made_under {
-            Some((l, t)) if Arc::ptr_eq(l, live) && t.as_deref() == tenant => {
-                self.texts.contains(text)
-            }
-            _ => {
-                self.clear();
-                false
-            }
+        if !self.decided_under(live, tenant) {
+            self.clear();
+            return false;
         }
+        self.texts.contains(text)
     }
 
     /// Remembers `text` if `d` is a plain forward.
@@ -53,15 +49,19 @@ impl ForwardCache {
         if text.len() > MAX_TEXT || !d.is_plain_forward() {
             return;
         }
-        let same = matches!(&self.made_under,
-            Some((l, t)) if Arc::ptr_eq(l, live) && t.as_deref() == tenant);
-        if !same || self.bytes + text.len() > MAX_BYTES {
+        if !self.decided_under(live, tenant) || self.bytes + text.len() > MAX_BYTES {
             self.clear();
             self.made_under = Some((live.clone(), tenant.map(str::to_owned)));
         }
         if self.texts.insert(Bytes::copy_from_slice(text)) {
             self.bytes += text.len();
         }
+    }
+
+    /// Whether the entries were decided under this policy snapshot and tenant.
+    fn decided_under(&self, live: &Arc<Live>, tenant: Option<&str>) -> bool {
+        matches!(&self.made_under,
+            Some((l, t)) if Arc::ptr_eq(l, live) && t.as_deref() == tenant)
     }
 
     fn clear(&mut self) {
