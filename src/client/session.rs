@@ -142,9 +142,6 @@ pub struct Session {
     pending_reads: Vec<String>,
     /// The current transaction ran `RESET ALL` / `DISCARD ALL`.
     pending_reset_all: bool,
-    /// Cursors the message being handled declares: recorded once it is forwarded, after the
-    /// connection is attached (attaching starts a new transaction's portal list).
-    declared: Vec<(String, bool)>,
     /// Parse texts already forwarded as plain under the current policy and tenant.
     verdicts: crate::client::verdicts::ForwardCache,
     /// A tamper was let through (`probe_action = "log"`): the server connection's settings and
@@ -229,7 +226,6 @@ impl Session {
             startup_local,
             pending_reads: Vec::new(),
             pending_reset_all: false,
-            declared: Vec::new(),
             verdicts: Default::default(),
         }
     }
@@ -341,7 +337,9 @@ impl Session {
             return self.forward_copy(f).await;
         }
 
-        let verdict = self.decide(&f).await?;
+        // Cursors the message declares are recorded once it is forwarded, after the connection
+        // is attached (attaching starts a new transaction's portal list).
+        let (verdict, declared) = self.decide(&f).await?;
         if let Verdict::Switch(to) = verdict {
             return self.switch_tenant(tag, to).await;
         }
@@ -379,7 +377,6 @@ impl Session {
             self.phase = Phase::InSegment;
             self.segment_started = crate::metrics::timing_enabled().then(Instant::now);
         }
-        let declared = std::mem::take(&mut self.declared);
         if verdict == Verdict::Forward && !declared.is_empty() {
             self.names.declared(declared);
         }
@@ -587,23 +584,27 @@ impl Session {
     }
 
     /// Runs the tenant guard on statement-carrying messages and records its events.
-    async fn decide(&mut self, f: &Frame) -> Result<Verdict, SessionError> {
+    async fn decide(&mut self, f: &Frame) -> Result<(Verdict, Vec<(String, bool)>), SessionError> {
         let tag = f.tag();
-        self.declared.clear();
         let needs_tenant = matches!(self.who.kind, UserKind::App | UserKind::Operator);
         let text = match tag {
             b'Q' => query_text(f.body()),
             b'P' => parse_msg(f.body()).map(|p| p.sql),
-            b'F' => return Ok(Verdict::Refuse(error::function_call_unsupported())),
-            b'S' | b'H' => return Ok(Verdict::Forward),
-            b'C' if !needs_tenant || self.tenant.is_some() => return Ok(Verdict::Forward),
-            _ if needs_tenant && self.tenant.is_none() => {
-                return Ok(Verdict::Refuse(error::no_tenant(
-                    &self.shared.config.tenant.setting,
-                    &self.who.login,
-                )))
+            b'F' => {
+                return Ok((
+                    Verdict::Refuse(error::function_call_unsupported()),
+                    Vec::new(),
+                ))
             }
-            _ => return Ok(Verdict::Forward),
+            b'S' | b'H' => return Ok((Verdict::Forward, Vec::new())),
+            b'C' if !needs_tenant || self.tenant.is_some() => {
+                return Ok((Verdict::Forward, Vec::new()))
+            }
+            _ if needs_tenant && self.tenant.is_none() => {
+                let err = error::no_tenant(&self.shared.config.tenant.setting, &self.who.login);
+                return Ok((Verdict::Refuse(err), Vec::new()));
+            }
+            _ => return Ok((Verdict::Forward, Vec::new())),
         };
         let Some(text) = text else {
             error::protocol_violation("invalid string in message").encode(self.client.out());
@@ -647,7 +648,6 @@ impl Session {
             cursors,
         } = decision;
         if verdict == Verdict::Forward {
-            self.declared = cursors;
             for n in session_settings {
                 if !self.pending_reads.contains(&n) {
                     self.pending_reads.push(n);
@@ -685,7 +685,12 @@ impl Session {
             }
             self.shared.events.record(ev);
         }
-        Ok(verdict)
+        let declared = if verdict == Verdict::Forward {
+            cursors
+        } else {
+            Vec::new()
+        };
+        Ok((verdict, declared))
     }
 
     /// Inspects a large text on the blocking pool, so its size never stalls other sessions on
