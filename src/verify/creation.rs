@@ -186,13 +186,14 @@ fn revoke(f: &CreationFacts, privilege: &str, on: &str, object: &str, grantee: &
     let on = on.to_ascii_uppercase();
     let mut fix = format!("`REVOKE {privilege} ON {on} {object} FROM {target};`");
     if grantee != "PUBLIC" && grantee != f.user {
-        fix.push_str(&format!(
-            " (or `REVOKE {} FROM {};`)",
-            quote(grantee),
-            quote(&f.user)
-        ));
+        fix.push_str(&or_revoke_membership(f, grantee));
     }
     fix
+}
+
+/// The alternative fix when the user holds a right through membership in `role`.
+fn or_revoke_membership(f: &CreationFacts, role: &str) -> String {
+    format!(" (or `REVOKE {} FROM {};`)", quote(role), quote(&f.user))
 }
 
 fn via(f: &CreationFacts, grantee: &str) -> String {
@@ -219,11 +220,7 @@ fn owner_fix(f: &CreationFacts, alter: &str, object: &str, owner: &str) -> Strin
     let mut fix = format!("`ALTER {alter} {object} OWNER TO {};`", f.new_owner);
     // pg_database_owner's only member is the database's owner: no membership to revoke.
     if owner != f.user && owner != "pg_database_owner" {
-        fix.push_str(&format!(
-            " (or `REVOKE {} FROM {};`)",
-            quote(owner),
-            quote(&f.user)
-        ));
+        fix.push_str(&or_revoke_membership(f, owner));
     }
     fix
 }
