@@ -143,6 +143,10 @@ pub struct ServerConfig {
     /// Log format for the proxy's own diagnostics: `text` or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Seconds a client may sit idle outside a transaction before it is disconnected (FATAL
+    /// 57P05; PgBouncer's `client_idle_timeout`; 0: off, the default). Reloadable.
+    #[serde(default, deserialize_with = "duration::seconds")]
+    pub client_idle_timeout: f64,
     /// Threads relaying sessions. 1 (the default) runs every session on one event loop, as
     /// PgBouncer does: no cross-thread wake-ups, the least CPU per transaction. 0 means one
     /// per CPU core, for machines where one core cannot keep up. Restart to change.
@@ -185,12 +189,31 @@ pub struct UpstreamConfig {
     /// Most upstream connections this pool opens.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
-    /// Seconds a client waits for a free upstream connection before an error.
+    /// Seconds a transaction waits for a server connection before `53300` (PgBouncer's
+    /// `query_wait_timeout`; 0: no limit). Reloadable. Read through [`UpstreamConfig::pool_timeout`],
+    /// which also accepts the old name.
+    #[serde(default, deserialize_with = "duration::opt_seconds")]
+    query_wait_timeout: Option<f64>,
+    /// The old name of `query_wait_timeout`, still accepted (not both).
     #[serde(
-        default = "default_pool_timeout",
-        deserialize_with = "duration::seconds"
+        default,
+        rename = "pool_timeout",
+        deserialize_with = "duration::opt_seconds"
     )]
+    pool_timeout_old_name: Option<f64>,
+    /// `query_wait_timeout` (or `pool_timeout`) after validation, in seconds (0: no limit).
+    #[serde(skip)]
     pub pool_timeout: f64,
+    /// Seconds a query (a Query, or an extended-protocol batch up to its Sync) may run before
+    /// the proxy cancels it upstream and closes the client's connection (PgBouncer's
+    /// `query_timeout`; 0: off, the default). Reloadable.
+    #[serde(default, deserialize_with = "duration::seconds")]
+    pub query_timeout: f64,
+    /// Seconds a client may sit idle inside a transaction, holding a server connection, before
+    /// it is disconnected (FATAL 25P03) and the connection rolled back and pooled again
+    /// (PgBouncer's `idle_transaction_timeout`; 0: off, the default). Reloadable.
+    #[serde(default, deserialize_with = "duration::seconds")]
+    pub idle_transaction_timeout: f64,
     /// Seconds allowed to open and authenticate one upstream connection.
     #[serde(
         default = "default_connect_timeout",
@@ -323,6 +346,18 @@ pub struct TenantConfig {
     /// gets `53300` and a `tenant_limited` event, so one tenant cannot use up
     /// `max_client_conn` for all. Reloadable (applies to new sessions).
     pub max_client_connections: Option<usize>,
+    /// Most transactions one tenant may start per second, all its sessions together (None: no
+    /// limit): a token bucket per tenant; a transaction past it gets `53400` and a
+    /// `tenant_limited` event, and the session goes on. Reloadable.
+    pub max_transactions_per_second: Option<f64>,
+    /// How many transactions a tenant may start at once above its rate (the bucket's size);
+    /// one second's worth when absent. Reloadable.
+    pub max_transactions_burst: Option<u32>,
+    /// Tenants named in the per-tenant metrics (`/metrics`): the most active ones; the rest
+    /// are summed as `tenant="other"`, so the series count stays bounded. 0: no per-tenant
+    /// series.
+    #[serde(default = "default_metrics_top_n")]
+    pub metrics_top_n: usize,
 }
 
 impl Default for TenantConfig {
@@ -338,6 +373,9 @@ impl Default for TenantConfig {
             resolved_signing_keys: None,
             max_server_connections: None,
             max_client_connections: None,
+            max_transactions_per_second: None,
+            max_transactions_burst: None,
+            metrics_top_n: default_metrics_top_n(),
         }
     }
 }
@@ -556,6 +594,9 @@ fn default_pool_size() -> usize {
 fn default_pool_timeout() -> f64 {
     30.0
 }
+fn default_metrics_top_n() -> usize {
+    20
+}
 fn default_connect_timeout() -> f64 {
     10.0
 }
@@ -646,6 +687,11 @@ impl Config {
 
     /// Checks cross-field rules and resolves secrets; called by `load`.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.upstream.pool_timeout = resolve_query_wait_timeout(&self.upstream)?;
+        let wait_key = match self.upstream.pool_timeout_old_name {
+            Some(_) => "upstream.pool_timeout",
+            None => "upstream.query_wait_timeout",
+        };
         let s = &self.server;
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err(invalid(
@@ -678,9 +724,24 @@ impl Config {
             return Err(invalid("server.max_message_size", "must be at least 1024"));
         }
         for (key, v) in [
+            ("server.client_idle_timeout", s.client_idle_timeout),
+            (wait_key, self.upstream.pool_timeout),
+            ("upstream.query_timeout", self.upstream.query_timeout),
+            (
+                "upstream.idle_transaction_timeout",
+                self.upstream.idle_transaction_timeout,
+            ),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(
+                    key,
+                    "must be 0 (off) or a positive number of seconds",
+                ));
+            }
+        }
+        for (key, v) in [
             ("server.auth_timeout", s.auth_timeout),
             ("server.shutdown_timeout", s.shutdown_timeout),
-            ("upstream.pool_timeout", self.upstream.pool_timeout),
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("upstream.idle_timeout", self.upstream.idle_timeout),
             ("upstream.server_lifetime", self.upstream.server_lifetime),
@@ -779,6 +840,35 @@ impl Config {
                     "must be at least 1 (leave it out for no per-tenant cap)",
                 ));
             }
+        }
+        if let Some(rate) = t.max_transactions_per_second {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(invalid(
+                    "tenant.max_transactions_per_second",
+                    "must be a positive number (leave it out for no limit)",
+                ));
+            }
+        }
+        match (t.max_transactions_burst, t.max_transactions_per_second) {
+            (Some(0), _) => {
+                return Err(invalid(
+                    "tenant.max_transactions_burst",
+                    "must be at least 1",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tenant.max_transactions_burst",
+                    "needs max_transactions_per_second",
+                ))
+            }
+            _ => {}
+        }
+        if t.metrics_top_n > 1000 {
+            return Err(invalid(
+                "tenant.metrics_top_n",
+                "must be at most 1000 (each tenant named is a set of series)",
+            ));
         }
         if let Some(q) = &t.directory_query {
             if !q.contains("$1") {
@@ -948,6 +1038,18 @@ impl Config {
     /// The configured user called `name`.
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// `query_wait_timeout`, or its old name `pool_timeout` (not both), or the default.
+fn resolve_query_wait_timeout(u: &UpstreamConfig) -> Result<f64, ConfigError> {
+    match (u.query_wait_timeout, u.pool_timeout_old_name) {
+        (Some(_), Some(_)) => Err(invalid(
+            "upstream.pool_timeout",
+            "pool_timeout is the old name of query_wait_timeout: give only one of them",
+        )),
+        (Some(v), None) | (None, Some(v)) => Ok(v),
+        (None, None) => Ok(default_pool_timeout()),
     }
 }
 

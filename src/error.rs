@@ -37,6 +37,19 @@ pub fn too_many_for_tenant(tenant: &str, fatal: bool) -> PgError {
     }
 }
 
+/// `ERROR 53400` for a transaction past its tenant's `max_transactions_per_second`; worded
+/// like PostgreSQL's own limit messages. The session goes on.
+pub fn tenant_rate_exceeded(tenant: &str, rate: f64) -> PgError {
+    PgError::error(
+        "53400",
+        format!("too many transactions per second for tenant \"{tenant}\""),
+    )
+    .with_detail(format!(
+        "The limit is [tenant] max_transactions_per_second = {rate}."
+    ))
+    .with_hint("Retry the transaction later.")
+}
+
 /// `FATAL 28000 no pg_hba.conf entry ...` for a client refused by `require_tls`.
 pub fn tls_required(addr: &str, user: &str, db: &str) -> PgError {
     PgError::fatal(
@@ -104,7 +117,9 @@ pub fn pool_timeout() -> PgError {
         "53300",
         "tenantgate: timed out waiting for a server connection",
     )
-    .with_hint("All upstream connections are busy; raise [upstream] pool_size or pool_timeout.")
+    .with_hint(
+        "All upstream connections are busy; raise [upstream] pool_size or query_wait_timeout.",
+    )
 }
 
 /// The upstream could not be reached or refused the proxy.

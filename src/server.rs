@@ -58,6 +58,10 @@ pub struct Shared {
     pub posture: Arc<PostureState>,
     /// Prepared statement text held by all sessions (`max_total_prepared_bytes`).
     pub statement_budget: Arc<crate::prepared::Budget>,
+    /// `client_idle_timeout`, `idle_transaction_timeout`, `query_timeout` (reloadable).
+    pub timeouts: crate::client::timeouts::Limits,
+    /// `[tenant] max_transactions_per_second` and its burst (reloadable).
+    pub tenant_rate: crate::pool::rate::Rate,
 }
 
 /// The reloadable part of the state, swapped whole on SIGHUP.
@@ -140,8 +144,15 @@ impl Shared {
         };
         self.pool.resize(new.upstream.pool_size);
         self.pool.set_tenant_cap(new.tenant.max_server_connections);
+        self.pool.set_wait_timeout(secs(new.upstream.pool_timeout));
+        self.timeouts.update(&new);
+        self.tenant_rate.set(
+            new.tenant.max_transactions_per_second,
+            new.tenant.max_transactions_burst,
+        );
         if let (Some(bg), Some(cfg)) = (&self.breakglass, &new.upstream.breakglass) {
             bg.resize(cfg.pool_size);
+            bg.set_wait_timeout(secs(new.upstream.pool_timeout));
         }
         match self.live.write() {
             Ok(mut l) => *l = Arc::new(live),
@@ -448,6 +459,11 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         .as_ref()
         .map(|q| Directory::new(q.clone(), secs(t.directory_ttl)));
     let statement_budget = crate::prepared::Budget::new(config.upstream.max_total_prepared_bytes);
+    let timeouts = crate::client::timeouts::Limits::new(&config);
+    let tenant_rate = crate::pool::rate::Rate::new(
+        config.tenant.max_transactions_per_second,
+        config.tenant.max_transactions_burst,
+    );
     Ok(Shared {
         config,
         live: std::sync::RwLock::new(Arc::new(live)),
@@ -462,6 +478,8 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         shutdown: CancellationToken::new(),
         posture: Arc::new(PostureState::default()),
         statement_budget,
+        timeouts,
+        tenant_rate,
     })
 }
 

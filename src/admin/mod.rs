@@ -11,6 +11,7 @@
 //! is the drift monitor's latest result, so a scraper cannot load the database.
 
 pub mod health;
+pub mod tenants;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -180,7 +181,9 @@ fn route(
         "/metrics" => match metrics {
             Some(h) => {
                 refresh_gauges(shared);
-                respond(StatusCode::OK, "text/plain; version=0.0.4", h.render())
+                let mut body = h.render();
+                body.push_str(&tenants::prometheus(shared));
+                respond(StatusCode::OK, "text/plain; version=0.0.4", body)
             }
             None => respond(
                 StatusCode::SERVICE_UNAVAILABLE,

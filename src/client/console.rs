@@ -69,6 +69,7 @@ async fn command(shared: &Arc<Shared>, sql: &str, out: &mut BytesMut) -> Result<
         ["SHOW", "SERVERS"] => show_servers(shared, out),
         ["SHOW", "STATS"] => show_stats(shared, out),
         ["SHOW", "CONFIG"] => show_config(shared, out),
+        ["SHOW", "TENANTS"] => crate::admin::tenants::show(shared, out),
         ["SHOW", "VERSION"] => {
             table(
                 out,

@@ -8,6 +8,7 @@ pub mod registry;
 pub mod rewrite;
 pub mod session;
 pub mod settings;
+pub mod timeouts;
 pub mod verdicts;
 
 use std::net::SocketAddr;
@@ -136,7 +137,7 @@ async fn open(
             match Seat::take(&pool.tenant(t), cap) {
                 Some(seat) => Some(seat),
                 None => {
-                    record_tenant_limited(shared, &login.subject, t, false);
+                    record_tenant_limited(shared, &login.subject, t, Limited::Login);
                     let mut stream = login.stream;
                     error::too_many_for_tenant(t, true).encode(stream.out());
                     let _ = stream.flush().await;
@@ -190,24 +191,42 @@ async fn open(
     Some(Opened::Session(Box::new(session)))
 }
 
-/// Records that `tenant`'s `max_client_connections` refused a login (`switch` false) or a
-/// trusted switch to it.
+/// Which per-tenant limit refused something.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Limited {
+    /// `max_client_connections`, at login.
+    Login,
+    /// `max_client_connections`, at a trusted switch to the tenant.
+    Switch,
+    /// `max_transactions_per_second` (the configured rate), at a transaction's start.
+    Rate(f64),
+}
+
+/// Records a `tenant_limited` event: a per-tenant limit refused a login, a switch or a
+/// transaction (aggregated like the probe events).
 pub(crate) fn record_tenant_limited(
     shared: &Shared,
     subject: &Subject,
     tenant: &str,
-    switch: bool,
+    limit: Limited,
 ) {
-    let what = if switch {
-        "switch to"
-    } else {
-        "new session of"
+    let (sqlstate, detail) = match limit {
+        Limited::Login => (
+            "53300",
+            format!("new session of tenant \"{tenant}\" refused: [tenant] max_client_connections reached"),
+        ),
+        Limited::Switch => (
+            "53300",
+            format!("switch to tenant \"{tenant}\" refused: [tenant] max_client_connections reached"),
+        ),
+        Limited::Rate(rate) => (
+            "53400",
+            format!("transaction of tenant \"{tenant}\" refused: [tenant] max_transactions_per_second ({rate}) reached"),
+        ),
     };
     let ev = SecurityEvent::new(EventKind::TenantLimited, Action::Block, subject)
-        .sqlstate("53300")
-        .detail(format!(
-            "{what} tenant \"{tenant}\" refused: [tenant] max_client_connections reached"
-        ));
+        .sqlstate(sqlstate)
+        .detail(detail);
     shared.events.record(ev);
 }
 

@@ -147,6 +147,8 @@ pub struct Session {
     /// A tamper was let through (`probe_action = "log"`): the server connection's settings and
     /// role can no longer be trusted, so it gets the prelude and the reset again.
     tainted: bool,
+    /// `client_idle_timeout`, `idle_transaction_timeout`, `query_timeout` (one timer).
+    timer: crate::client::timeouts::Timer,
 }
 
 /// Everything `Session::new` needs.
@@ -227,6 +229,7 @@ impl Session {
             pending_reads: Vec::new(),
             pending_reset_all: false,
             verdicts: Default::default(),
+            timer: Default::default(),
         }
     }
 
@@ -256,6 +259,7 @@ impl Session {
                     .try_buffered_frame()
                     .map_err(|e| self.client_error(e))?
                 {
+                    self.timer.client_spoke();
                     if self.on_client(f).await? == Flow::Exit {
                         return Ok(());
                     }
@@ -269,6 +273,8 @@ impl Session {
                 self.client.release_large_read_buffer();
             }
             let read_client = dispatch || self.client.buffered_len() < HOLD_LIMIT;
+            let timed = self.timer.arm(self.waiting_for(), &self.shared.timeouts);
+            let timer = &mut self.timer;
             let deadline = self.deadline;
             let server = self.server.as_mut().map(|g| &mut g.conn().stream);
             let event = tokio::select! {
@@ -289,9 +295,10 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => Io::Deadline,
+                w = timer.fired(), if timed => Io::Timeout(w),
             };
             match event {
-                Io::Client(Ok(())) => {}
+                Io::Client(Ok(())) => self.timer.client_spoke(),
                 Io::Client(Err(StreamError::Closed)) => return Ok(()),
                 Io::Client(Err(e)) => return Err(self.client_error(e)),
                 Io::Server(Ok(())) => {
@@ -305,6 +312,12 @@ impl Session {
                     return Err(SessionError::Server(e));
                 }
                 Io::Shutdown => self.draining = true,
+                Io::Timeout(wait) => {
+                    tracing::info!(?wait, "session timed out; closing it");
+                    crate::client::timeouts::error(wait).encode(self.client.out());
+                    let _ = self.client.flush().await;
+                    return Ok(());
+                }
                 Io::Deadline => {
                     PgError::fatal(
                         "57P05",
@@ -342,6 +355,16 @@ impl Session {
         let (verdict, declared) = self.decide(&f).await?;
         if let Verdict::Switch(to) = verdict {
             return self.switch_tenant(tag, to).await;
+        }
+        if self.phase == Phase::Idle
+            && verdict == Verdict::Forward
+            && !matches!(tag, b'S' | b'H')
+            && self.txn_status() == b'I'
+        {
+            // The message starts a transaction (see `pool::rate`).
+            if let Some(err) = self.over_rate() {
+                return self.refuse_locally(tag, err).await;
+            }
         }
 
         if self.server.is_none() {
@@ -426,10 +449,12 @@ impl Session {
             b'Q' | b'F' => {
                 self.phase = Phase::AwaitRfq;
                 self.simple_segment = true;
+                self.timer.query_sent(&self.shared.timeouts);
             }
             b'S' => {
                 self.phase = Phase::AwaitRfq;
                 self.simple_segment = false;
+                self.timer.query_sent(&self.shared.timeouts);
             }
             _ => {}
         }
@@ -490,6 +515,26 @@ impl Session {
                 self.refuse_locally(tag, err).await.map(Some)
             }
         }
+    }
+
+    /// `[tenant] max_transactions_per_second`: the refusal of a transaction past the tenant's
+    /// rate (recorded as `tenant_limited`), or None. One atomic load when the limit is off.
+    fn over_rate(&self) -> Option<PgError> {
+        let (rate, burst) = self.shared.tenant_rate.get()?;
+        let tag = self.seat.as_ref()?.tag();
+        if tag.bucket.take(rate, burst, Instant::now()) {
+            return None;
+        }
+        tag.usage
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::client::record_tenant_limited(
+            &self.shared,
+            &self.subject,
+            tag.name(),
+            crate::client::Limited::Rate(rate),
+        );
+        Some(error::tenant_rate_exceeded(tag.name(), rate))
     }
 
     /// Records a namespace refusal that names something the client did not create.
@@ -789,7 +834,12 @@ impl Session {
         if self.tenant.as_deref() != Some(to.as_str()) {
             let cap = cfg.tenant.max_client_connections;
             let Some(seat) = Seat::take(&self.pool.tenant(&to), cap) else {
-                crate::client::record_tenant_limited(&self.shared, &self.subject, &to, true);
+                crate::client::record_tenant_limited(
+                    &self.shared,
+                    &self.subject,
+                    &to,
+                    crate::client::Limited::Switch,
+                );
                 let err = error::too_many_for_tenant(&to, false);
                 return self.refuse_locally(tag, err).await;
             };
@@ -889,6 +939,12 @@ impl Session {
                         .stats
                         .xacts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(seat) = &self.seat {
+                        let usage = &seat.tag().usage;
+                        usage
+                            .xacts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 self.client.flush().await.map_err(SessionError::Client)?;
                 if self.mode == PoolMode::Transaction
@@ -990,6 +1046,20 @@ impl Session {
         }
     }
 
+    /// What the loop is about to wait for, as the timeouts see it: the server's answer, or the
+    /// client while this session holds a server connection in a transaction (or in the middle
+    /// of an extended-protocol batch), or the client while idle.
+    #[inline]
+    fn waiting_for(&self) -> crate::client::timeouts::Wait {
+        use crate::client::timeouts::Wait;
+        match self.phase {
+            Phase::AwaitRfq => Wait::Query,
+            Phase::InSegment if self.server.is_some() => Wait::IdleInTransaction,
+            _ if self.txn_status() != b'I' => Wait::IdleInTransaction,
+            _ => Wait::ClientIdle,
+        }
+    }
+
     /// The transaction status the client should see now.
     fn txn_status(&self) -> u8 {
         self.server
@@ -1065,6 +1135,7 @@ enum Io {
     Server(Result<(), StreamError>),
     Shutdown,
     Deadline,
+    Timeout(crate::client::timeouts::Wait),
 }
 
 /// Applies what the relay learnt about the client's own state: statements that failed or were

@@ -61,6 +61,11 @@ pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     d.deserialize_any(Seconds)
 }
 
+/// `deserialize_with` for an optional duration in seconds (None when the key is absent).
+pub fn opt_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    d.deserialize_any(Seconds).map(Some)
+}
+
 /// `deserialize_with` for an optional duration kept as whole seconds (rounded up, at least 1).
 pub fn opt_whole_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let v = d.deserialize_any(Seconds)?;

@@ -8,6 +8,7 @@
 //! holds more than `[tenant] max_server_connections` slots (see `queue`).
 
 pub mod queue;
+pub mod rate;
 pub mod reset;
 pub mod upstream;
 
@@ -171,8 +172,9 @@ pub struct Pool {
     tenants: TenantTags,
     /// Configured size, for reporting (changes on reload).
     pub size: AtomicUsize,
-    /// How long a checkout may wait.
-    timeout: Duration,
+    /// How long a checkout may wait, in microseconds (`query_wait_timeout`, reloadable; 0: no
+    /// limit).
+    timeout_us: AtomicU64,
     /// Close idle connections unused for this long.
     idle_timeout: Duration,
     /// Retire connections older than this when released.
@@ -216,7 +218,7 @@ impl Pool {
             }),
             tenants: TenantTags::default(),
             size: AtomicUsize::new(limits.size),
-            timeout: limits.timeout,
+            timeout_us: AtomicU64::new(limits.timeout.as_micros() as u64),
             idle_timeout: limits.idle_timeout,
             lifetime: limits.lifetime,
             stats: PoolStats::default(),
@@ -259,6 +261,17 @@ impl Pool {
     /// Each tenant with a live session and the server connections it holds.
     pub fn tenants_held(&self) -> Vec<(String, usize)> {
         self.tenants.held()
+    }
+
+    /// Each tenant with a live session (SHOW TENANTS, per-tenant metrics).
+    pub fn tenant_tags(&self) -> Vec<Arc<TenantTag>> {
+        self.tenants.all()
+    }
+
+    /// Changes how long a checkout may wait (SIGHUP; zero: no limit); applies to new waits.
+    pub fn set_wait_timeout(&self, timeout: Duration) {
+        self.timeout_us
+            .store(timeout.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Changes the per-tenant cap (SIGHUP). Raising it serves the waiters it now admits;
@@ -357,6 +370,14 @@ impl Pool {
     /// Bookkeeping shared by both checkout paths.
     fn hand_out(&self, slot: Slot, conn: Box<UpstreamConn>, waited: Duration) -> PoolGuard {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = &slot.tenant {
+            t.usage.checkouts.fetch_add(1, Ordering::Relaxed);
+            if !waited.is_zero() {
+                t.usage
+                    .wait_us
+                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            }
+        }
         self.stats
             .wait_us
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
@@ -419,6 +440,9 @@ impl Pool {
         tenant: Option<&Arc<TenantTag>>,
     ) -> Result<Grant, PoolError> {
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = tenant {
+            t.usage.waiting.fetch_add(1, Ordering::Relaxed);
+        }
         let mut w = Waiting {
             pool: self,
             tenant,
@@ -426,7 +450,13 @@ impl Pool {
             rx,
             done: false,
         };
-        match tokio::time::timeout(self.timeout, &mut w.rx).await {
+        let limit = Duration::from_micros(self.timeout_us.load(Ordering::Relaxed));
+        let granted = if limit.is_zero() {
+            Ok((&mut w.rx).await)
+        } else {
+            tokio::time::timeout(limit, &mut w.rx).await
+        };
+        match granted {
             Ok(Ok(grant)) => {
                 w.done = true;
                 Ok(grant)
@@ -436,7 +466,7 @@ impl Pool {
                 w.done = true;
                 Err(PoolError::Closed)
             }
-            Err(_) => Err(PoolError::Timeout(self.timeout)),
+            Err(_) => Err(PoolError::Timeout(limit)),
         }
     }
 
@@ -544,6 +574,9 @@ struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.pool.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(t) = self.tenant {
+            t.usage.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
         if self.done {
             return;
         }

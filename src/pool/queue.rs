@@ -31,12 +31,38 @@ pub struct TenantTag {
     /// Client sessions of the tenant right now (`[tenant] max_client_connections`), one per
     /// [`Seat`].
     clients: AtomicUsize,
+    /// The tenant's `[tenant] max_transactions_per_second` tokens.
+    pub bucket: super::rate::Bucket,
+    /// Usage for SHOW TENANTS and the per-tenant metrics (since the tenant's first live
+    /// session).
+    pub usage: Usage,
+}
+
+/// What one tenant did, counted as it happens (relaxed atomics; read by SHOW TENANTS and
+/// `/metrics`).
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Checkouts of the tenant queued right now.
+    pub waiting: AtomicUsize,
+    /// Transactions completed.
+    pub xacts: AtomicU64,
+    /// Checkouts served.
+    pub checkouts: AtomicU64,
+    /// Microseconds those checkouts waited, in total.
+    pub wait_us: AtomicU64,
+    /// Transactions refused by `max_transactions_per_second`.
+    pub rate_limited: AtomicU64,
 }
 
 impl TenantTag {
     /// The canonical tenant id.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Client sessions right now.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
     }
 
     /// Server connections held right now.
@@ -123,9 +149,20 @@ impl TenantTags {
             name: tenant.into(),
             held: AtomicUsize::new(0),
             clients: AtomicUsize::new(0),
+            bucket: Default::default(),
+            usage: Usage::default(),
         });
         map.insert(tenant.into(), Arc::downgrade(&tag));
         tag
+    }
+
+    /// Every tenant with a live session (SHOW TENANTS, metrics), in no particular order.
+    pub fn all(&self) -> Vec<Arc<TenantTag>> {
+        let map = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.values().filter_map(Weak::upgrade).collect()
     }
 
     /// Every tenant with a live session, and the connections it holds (for SHOW and tests).

@@ -249,6 +249,40 @@ impl Raw {
         got
     }
 
+    /// The next message the server sends, unprompted or not.
+    pub async fn recv(&mut self) -> Msg {
+        self.read().await
+    }
+
+    /// Whether the server has closed the connection (within 30 s), after reading what it sent
+    /// before closing.
+    pub async fn closed_after(&mut self) -> (bool, Vec<Msg>) {
+        let mut got = Vec::new();
+        loop {
+            while self.rbuf.len() >= 5 {
+                let len = i32::from_be_bytes(self.rbuf[1..5].try_into().unwrap()) as usize;
+                if self.rbuf.len() <= len {
+                    break;
+                }
+                let frame = self.rbuf.split_to(len + 1);
+                got.push(Msg {
+                    tag: frame[0],
+                    body: frame[5..].to_vec(),
+                });
+            }
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                self.sock.read_buf(&mut self.rbuf),
+            )
+            .await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return (true, got),
+                Ok(Ok(_)) => {}
+                Err(_) => return (false, got),
+            }
+        }
+    }
+
     /// Terminates politely.
     pub async fn close_conn(mut self) {
         msg(&mut self.out, b'X', &[]);
