@@ -391,6 +391,7 @@ async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
             }
             Signal::Immediate => {
                 tracing::info!("SIGINT: stopping now");
+                crate::listener::remove_socket_file(&proxy.shared.config.server.listen);
                 return Ok(());
             }
         }

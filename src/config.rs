@@ -103,9 +103,16 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address clients connect to (like PgBouncer's `listen_addr:listen_port`): `"*:6432"`,
-    /// `":6432"`, `"host:6432"` (see [`listen`]).
+    /// `":6432"`, `"host:6432"`, or a Unix socket directory or file (PgBouncer's
+    /// `unix_socket_dir`: `"/var/run/tenantgate"` is `…/.s.PGSQL.6432`; see [`listen`]).
     #[serde(deserialize_with = "listen::address")]
-    pub listen: SocketAddr,
+    pub listen: listen::Listen,
+    /// Permissions of the Unix socket file (PgBouncer's `unix_socket_mode`), in octal.
+    #[serde(
+        default = "default_socket_mode",
+        deserialize_with = "listen::socket_mode"
+    )]
+    pub unix_socket_mode: u32,
     /// HTTP health/metrics address; off when absent so nothing is exposed by default.
     #[serde(default, deserialize_with = "listen::opt_address")]
     pub admin_listen: Option<SocketAddr>,
@@ -593,6 +600,9 @@ fn default_pool_size() -> usize {
 }
 fn default_pool_timeout() -> f64 {
     30.0
+}
+fn default_socket_mode() -> u32 {
+    0o777
 }
 fn default_metrics_top_n() -> usize {
     20
@@ -1318,11 +1328,16 @@ password = "x"
             "host = \"/var/run/postgresql\"\ntls = \"require\"\n",
         ));
         assert!(e.contains("upstream.tls") && e.contains("Unix"), "{e}");
-        let e = err(&BASE.replace("listen = \"127.0.0.1:6432\"", "listen = \"/tmp\""));
-        assert!(
-            e.contains("Unix socket") && e.contains("server.listen"),
-            "{e}"
-        );
+        let c =
+            Config::from_toml(&BASE.replace("listen = \"127.0.0.1:6432\"", "listen = \"/tmp\""))
+                .unwrap();
+        assert_eq!(c.server.listen.to_string(), "/tmp/.s.PGSQL.6432");
+        assert_eq!(c.server.unix_socket_mode, 0o777);
+        let e = err(&BASE.replace(
+            "listen = \"127.0.0.1:6432\"",
+            "listen = \"/tmp\"\nunix_socket_mode = \"999\"",
+        ));
+        assert!(e.contains("octal"), "{e}");
         let c = Config::from_toml(&BASE.replace("127.0.0.1:6432", "*:6432")).unwrap();
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:6432");
     }

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Module map, in data-path order:
-//! - [`server`]: accept loop, connection cap, shared state.
+//! - [`server`]: accept loop, connection cap, shared state; [`listener`]: the clients' TCP or
+//!   Unix socket.
 //! - [`proxy_protocol`]: PROXY v2 headers from trusted load balancers.
 //! - [`protocol`]: pure framing and the few messages the proxy builds or reads.
 //! - [`tls`]: rustls configurations for both sides.
@@ -44,6 +45,7 @@ pub mod error;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod listener;
 pub mod metrics;
 pub mod pgcluster;
 pub mod pool;

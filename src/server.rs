@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +23,9 @@ use crate::client::auth::AuthDb;
 use crate::client::cancel::CancelRegistry;
 use crate::config::{secs, Config};
 use crate::events::EventSink;
+use crate::listener::{Accepted, Listener, Peer};
 use crate::pool::{Pool, PoolLimits, UpstreamSpec};
+use crate::protocol::stream::BoxStream;
 use crate::tenant::directory::Directory;
 use crate::tenant::guard::Policy;
 use crate::verify::monitor::{Monitor, PostureState, Refused, Startup};
@@ -261,8 +262,8 @@ pub enum StartError {
     /// Binding the listener failed.
     #[error("cannot listen on {addr} (server.listen): {source}")]
     Bind {
-        /// The address.
-        addr: SocketAddr,
+        /// The address or socket path.
+        addr: String,
         /// The failure.
         source: std::io::Error,
     },
@@ -293,7 +294,8 @@ pub enum StartError {
 
 /// A running proxy.
 pub struct Proxy {
-    /// The address clients connect to (useful with port 0).
+    /// The TCP address clients connect to (useful with port 0); `0.0.0.0:0` when listening on
+    /// a Unix socket (`[server] listen`, a path).
     pub addr: SocketAddr,
     /// Shared state (pools, events) for inspection and the admin endpoints.
     pub shared: Arc<Shared>,
@@ -346,16 +348,17 @@ impl Proxy {
                 return Err(p.into());
             }
         }
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.server.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.server.listen,
+        let bind_error = |source| StartError::Bind {
+            addr: config.server.listen.to_string(),
             source,
-        })?;
+        };
+        let listener = Listener::bind(&config.server.listen, config.server.unix_socket_mode)
+            .await
+            .map_err(bind_error)?;
+        let addr = listener
+            .tcp_addr()
+            .map_err(bind_error)?
+            .unwrap_or_else(|| Peer::Local.socket_addr());
         let admin_stop = CancellationToken::new();
         let admin_addr = match config.server.admin_listen {
             Some(a) => Some(crate::admin::start(a, shared.clone(), admin_stop.clone()).await?),
@@ -366,7 +369,7 @@ impl Proxy {
         tokio::spawn(warm_up(shared.pool.clone(), shared.shutdown.clone()));
         tokio::spawn(reaper(shared.clone()));
         let task = tokio::spawn(accept_loop(listener, shared.clone(), tracker.clone()));
-        tracing::info!(%addr, upstream = %format!("{}:{}", config.upstream.host, config.upstream.port), mode = ?config.upstream.pool_mode, "tenantgate listening");
+        tracing::info!(listen = %config.server.listen, %addr, upstream = %format!("{}:{}", config.upstream.host, config.upstream.port), mode = ?config.upstream.pool_mode, "tenantgate listening");
         Ok(Proxy {
             addr,
             shared,
@@ -392,6 +395,7 @@ impl Proxy {
                 "shutdown timeout reached; closing remaining sessions"
             );
         }
+        crate::listener::remove_socket_file(&self.shared.config.server.listen);
         self.shared.pool.clear_idle();
         if let Some(bg) = &self.shared.breakglass {
             bg.clear_idle();
@@ -483,7 +487,7 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
     })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
+async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(shared.config.server.max_client_conn));
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -491,7 +495,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
             a = listener.accept() => a,
             _ = shared.shutdown.cancelled() => return,
         };
-        let (tcp, peer) = match accepted {
+        let conn = match accepted {
             Ok(a) => {
                 backoff = Duration::from_millis(5);
                 a
@@ -503,19 +507,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
         crate::metrics::client_connected();
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracker.spawn(too_many(tcp));
+            tracker.spawn(too_many(conn.into_parts().0));
             continue;
         };
         let shared = shared.clone();
         tracker.spawn(async move {
             // Boxed: the posture wait and PROXY header state are freed before the session
             // starts, so an idle client's task cell stays small.
-            if let Some((tcp, peer)) = Box::pin(admit(&shared, tcp, peer)).await {
+            if let Some((io, peer)) = Box::pin(admit(&shared, conn)).await {
                 let id = format!("{:016x}", rand::random::<u64>());
-                client::handle(shared, tcp, peer, id).await;
+                client::handle(shared, io, peer, id).await;
             }
             drop(permit);
             crate::metrics::client_disconnected();
@@ -525,11 +528,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
 
 /// Checks that sessions may start (posture verified) and reads a PROXY header when
 /// configured; `None` when the connection was refused (already answered or logged).
-async fn admit(
-    shared: &Arc<Shared>,
-    mut tcp: TcpStream,
-    mut peer: SocketAddr,
-) -> Option<(TcpStream, SocketAddr)> {
+async fn admit(shared: &Arc<Shared>, conn: Accepted) -> Option<(BoxStream, Peer)> {
+    let mut conn = conn;
     // Fail closed: no session before the upstream role is known not to bypass RLS.
     // Clients get a clear error instead of hanging while the upstream is unreachable.
     if !shared.posture.verified.is_cancelled()
@@ -541,38 +541,38 @@ async fn admit(
             Some(_) => crate::error::upstream_login_rejected(),
             None => crate::error::posture_unverified(),
         };
-        refuse_early(tcp, err).await;
+        refuse_early(conn.into_parts().0, err).await;
         return None;
     }
     // Fail closed: no session while the database does not enforce isolation (the reason is
     // logged and on /health/ready, not told to an unauthenticated client).
     if shared.posture.gate().is_some() {
-        refuse_early(tcp, crate::error::posture_unprotected()).await;
+        refuse_early(conn.into_parts().0, crate::error::posture_unprotected()).await;
         return None;
     }
-    if shared.config.server.proxy_protocol {
-        match crate::proxy_protocol::accept(&mut tcp, peer, &shared.config.server.proxy_trusted)
-            .await
-        {
-            Ok(real) => peer = real,
+    // PROXY headers come from load balancers on the network; a Unix client is on this host
+    // (see `listener`).
+    if let (true, Accepted::Tcp(tcp, peer)) = (shared.config.server.proxy_protocol, &mut conn) {
+        match crate::proxy_protocol::accept(tcp, *peer, &shared.config.server.proxy_trusted).await {
+            Ok(real) => *peer = real,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "connection refused");
                 return None;
             }
         }
     }
-    Some((tcp, peer))
+    Some(conn.into_parts())
 }
 
 /// Over the cap: read the startup packet (briefly) and answer 53300, as PostgreSQL does.
-async fn too_many(tcp: TcpStream) {
-    refuse_early(tcp, crate::error::too_many_clients()).await;
+async fn too_many(io: BoxStream) {
+    refuse_early(io, crate::error::too_many_clients()).await;
     crate::metrics::client_disconnected();
 }
 
 /// Reads the first packet (briefly) and answers with a FATAL, as PostgreSQL does before a
 /// session exists.
-async fn refuse_early(mut tcp: TcpStream, err: crate::protocol::messages::PgError) {
+async fn refuse_early(mut tcp: BoxStream, err: crate::protocol::messages::PgError) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf)).await;

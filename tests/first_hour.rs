@@ -311,13 +311,33 @@ fn durations_and_listen_addresses_as_operators_write_them() {
             text(&out.stderr)
         );
     }
+    // A Unix socket: a directory that exists (`<dir>/.s.PGSQL.6432`), or the socket file.
+    let socket_dir = dir.path("sockets");
+    std::fs::create_dir_all(&socket_dir).expect("socket dir");
+    let socket_dir = socket_dir.display().to_string();
+    for listen in [socket_dir.clone(), format!("{socket_dir}/.s.PGSQL.5433")] {
+        let c = base.replace("127.0.0.1:6432", &listen);
+        let out = check_config(&dir.write("unix-listen.toml", &c));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{listen}: {}",
+            text(&out.stderr)
+        );
+    }
     let err = refused(
         &dir,
-        &base.replace("127.0.0.1:6432", "/var/run/tenantgate"),
+        &base.replace("127.0.0.1:6432", "/nonexistent/tenantgate"),
         "server.listen",
-        "Unix socket is not supported",
+        "does not exist",
     );
     assert!(err.contains("line 2"), "{err}");
+    refused(
+        &dir,
+        &base.replace("127.0.0.1:6432", &format!("{socket_dir}/.s.PGSQL.x")),
+        "server.listen",
+        ".s.PGSQL.<port>",
+    );
     refused(
         &dir,
         &base.replace("127.0.0.1:6432", "127.0.0.1"),

@@ -231,6 +231,105 @@ async fn a_unix_socket_upstream_serves_tenants() {
     p.stop().await;
 }
 
+/// Starts a proxy listening on `listen` (a Unix socket path), on a fresh database.
+async fn start_listening_on(listen: &str, extra_server: &str) -> Result<TestProxy, String> {
+    let db = common::fresh_database("unix_listen");
+    let events = std::env::temp_dir().join(format!(
+        "tenantgate-events-unix-listen-{}-{}.jsonl",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let opts = Opts {
+        server_extra: extra_server.into(),
+        ..Opts::default()
+    };
+    let text_cfg = support::config_toml(&db, &events, &opts).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{listen}\""),
+    );
+    support::remove_at_exit(&events);
+    let cfg = Config::from_toml(&text_cfg).map_err(|e| e.to_string())?;
+    let proxy = Proxy::start(Arc::new(cfg))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(TestProxy {
+        addr: proxy.addr,
+        db,
+        events_path: events,
+        proxy: Some(proxy),
+    })
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_listens_on_a_unix_socket_where_psql_looks_for_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tg-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("socket dir");
+    support::remove_at_exit(&dir);
+    let socket = dir.join(".s.PGSQL.6432");
+    // A socket file left behind by a proxy that was killed: replaced at start.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
+    assert!(socket.exists());
+    let p = start_listening_on(&dir.display().to_string(), "unix_socket_mode = \"0770\"")
+        .await
+        .expect("starts on the directory");
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o770, "socket mode {:o}", mode & 0o777);
+
+    // psql -h <dir> -p 6432, as for PostgreSQL and PgBouncer.
+    let out = Command::new(support::psql_bin())
+        .args(["-X", "-A", "-t", "-h"])
+        .arg(&dir)
+        .args(["-p", "6432", "-U", "acme_app", "-d", &p.db, "-c"])
+        .arg("select count(*) from customers")
+        .env("PGPASSWORD", PW)
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), ACME.customers.to_string());
+    // tokio-postgres over the socket too; a Unix client's address is [local].
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host={} port=6432 user=globex_app password={PW} dbname={}",
+            dir.display(),
+            p.db
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("tokio-postgres over the socket");
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("select count(*) from customers", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(n, GLOBEX.customers);
+    assert!(client.simple_query("set role postgres").await.is_err());
+    let tamper = p.events_named("role_tamper").await;
+    assert_eq!(tamper[0]["client_addr"], "[local]", "{tamper:?}");
+
+    // A second proxy on a live socket is refused, naming it; the first keeps it.
+    let second = start_listening_on(&dir.display().to_string(), "")
+        .await
+        .err()
+        .expect("the socket is in use");
+    assert!(second.contains("another server is listening"), "{second}");
+    assert!(socket.exists());
+    drop(client);
+    p.stop().await;
+    assert!(!socket.exists(), "the socket file is removed at shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_switches_are_structured_events() {
     let p = support::start(Opts {

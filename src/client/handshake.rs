@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error;
@@ -80,12 +79,10 @@ impl From<crate::protocol::stream::StreamError> for HandshakeError {
 
 /// Reads startup packets until a StartupMessage or CancelRequest, upgrading to TLS on request.
 pub async fn negotiate(
-    tcp: TcpStream,
+    mut io: BoxStream,
     tls: Option<&TlsAcceptor>,
     max_message: usize,
 ) -> Result<Opening, HandshakeError> {
-    let _ = tcp.set_nodelay(true);
-    let mut io: BoxStream = Box::new(tcp);
     let mut buf = BytesMut::with_capacity(512);
     let mut encrypted = false;
     let mut sni = None;

@@ -11,18 +11,18 @@ pub mod settings;
 pub mod timeouts;
 pub mod verdicts;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use crate::config::{UserConfig, UserKind};
 use crate::error;
 use crate::events::{Action, EventKind, SecurityEvent, Subject};
+use crate::listener::Peer;
 use crate::pool::queue::Seat;
 use crate::protocol::messages::{self, PgError};
+use crate::protocol::stream::BoxStream;
 use crate::protocol::PqStream;
 use crate::server::Shared;
 use crate::tenant::identity::{self, Choice, TenantRequest, TenantSource};
@@ -53,11 +53,11 @@ enum Opened {
 }
 
 /// Serves one accepted TCP connection from handshake to goodbye.
-pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, session_id: String) {
+pub async fn handle(shared: Arc<Shared>, io: BoxStream, peer: Peer, session_id: String) {
     let span = tracing::info_span!("session", session_id = %session_id, client_addr = %peer, user = tracing::field::Empty, tenant = tracing::field::Empty);
     // Boxed: the handshake, SCRAM and greeting state is freed once the session starts, so an
     // idle session's task holds only the (boxed) session loop.
-    let opened = Box::pin(open(&shared, tcp, peer, session_id, &span)).await;
+    let opened = Box::pin(open(&shared, io, peer, session_id, &span)).await;
     match opened {
         None => {}
         Some(Opened::Console(stream)) => {
@@ -78,8 +78,8 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, sessi
 /// `None`: the connection was refused, cancelled or timed out (already answered or logged).
 async fn open(
     shared: &Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
+    tcp: BoxStream,
+    peer: Peer,
     session_id: String,
     span: &tracing::Span,
 ) -> Option<Opened> {
@@ -152,7 +152,7 @@ async fn open(
         session_id: login.subject.session_id.clone(),
         user: login.who.login.clone(),
         database: login.subject.database.clone().unwrap_or_default(),
-        addr: peer,
+        addr: peer.socket_addr(),
         tls: login.tls,
         application_name: login.subject.application_name.clone().unwrap_or_default(),
         connected: std::time::SystemTime::now(),
@@ -233,8 +233,8 @@ pub(crate) fn record_tenant_limited(
 /// Handshake, authentication and tenant choice. `Ok(None)`: handled (cancel) or refused.
 async fn login(
     shared: &Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
+    tcp: BoxStream,
+    peer: Peer,
     session_id: String,
 ) -> Result<Option<Login>, HandshakeError> {
     let live = shared.live();
@@ -278,7 +278,7 @@ async fn login(
     if cfg.server.require_tls && !start.tls {
         refuse(
             &mut start.stream,
-            error::tls_required(&peer.ip().to_string(), &login_name, &database),
+            error::tls_required(&peer.host(), &login_name, &database),
         );
         start.stream.flush().await?;
         return Ok(None);

@@ -17,6 +17,18 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
         readable_file("server.tls_key", key)?;
         crate::tls::server_config(cert, key).map_err(|e| tls_error(e, cert, key))?;
     }
+    if let super::listen::Listen::Unix(path) = &s.listen {
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        if !dir.is_dir() {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "the socket directory {} does not exist (create it, owned by the proxy's user)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     let u = &cfg.upstream;
     if let Some(ca) = &u.tls_ca {
         readable_file("upstream.tls_ca", ca)?;

@@ -71,7 +71,8 @@ impl Walk {
         let mut cfg = (*self.config).clone();
         cfg.security.probe_action = ProbeAction::Log;
         cfg.upstream.pool_mode = PoolMode::Session;
-        cfg.server.listen = "127.0.0.1:0".parse().context("listen address")?;
+        cfg.server.listen =
+            crate::config::listen::Listen::Tcp("127.0.0.1:0".parse().context("listen address")?);
         cfg.server.admin_listen = None;
         cfg.security.event_log = self
             .events
