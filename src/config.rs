@@ -715,6 +715,12 @@ impl Config {
                 "require_tls needs tls_cert and tls_key",
             ));
         }
+        if s.require_tls && matches!(s.listen, listen::Listen::Unix(_)) {
+            return Err(invalid(
+                "server.require_tls",
+                "clients on a Unix socket never negotiate TLS (libpq does not use it there), so every one would be refused: listen on TCP for TLS",
+            ));
+        }
         if s.proxy_protocol && s.proxy_trusted.is_empty() {
             return Err(invalid(
                 "server.proxy_trusted",
@@ -1338,6 +1344,14 @@ password = "x"
             "listen = \"/tmp\"\nunix_socket_mode = \"999\"",
         ));
         assert!(e.contains("octal"), "{e}");
+        let e = err(&BASE.replace(
+            "listen = \"127.0.0.1:6432\"",
+            "listen = \"/tmp\"\nrequire_tls = true\ntls_cert = \"c\"\ntls_key = \"k\"",
+        ));
+        assert!(
+            e.contains("server.require_tls") && e.contains("Unix"),
+            "{e}"
+        );
         let c = Config::from_toml(&BASE.replace("127.0.0.1:6432", "*:6432")).unwrap();
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:6432");
     }

@@ -760,6 +760,7 @@ mod tests {
         let held = hold(&pool, None);
         let (ticket, rx) = pool.slots().queue.push(Some(&a));
         pool.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        a.usage.waiting.fetch_add(1, Ordering::Relaxed);
         let waiter = Waiting {
             pool: &pool,
             tenant: Some(&a),
@@ -774,6 +775,7 @@ mod tests {
         drop(waiter);
         assert_eq!((a.held(), pool.slots().free), (0, 1));
         assert_eq!(pool.stats.waiting.load(Ordering::Relaxed), 0);
+        assert_eq!(a.usage.waiting.load(Ordering::Relaxed), 0);
         assert!(pool.slots().queue.is_empty());
     }
 
@@ -792,6 +794,11 @@ mod tests {
         }
         assert!(pool.slots().queue.is_empty());
         assert_eq!(pool.stats.waiting.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            a.usage.waiting.load(Ordering::Relaxed),
+            0,
+            "the tenant's count too"
+        );
         // Served a slot, then the connection cannot be opened: the slot comes back.
         let waiting = tokio::spawn({
             let (pool, a) = (pool.clone(), a.clone());
