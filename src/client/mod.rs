@@ -299,7 +299,7 @@ async fn login(
     let Some(user) = user else {
         return Ok(None);
     };
-    let console = database == crate::admin::console::DATABASE && user.kind == UserKind::Admin;
+    let console = crate::admin::console::is_console(&database) && user.kind == UserKind::Admin;
     if user.kind == UserKind::Admin && !console {
         refuse(
             &mut start.stream,

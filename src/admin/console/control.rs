@@ -10,7 +10,7 @@ use bytes::BytesMut;
 
 use super::show::{db, pools};
 use super::table::complete;
-use super::{admin_error, Mode, Shutdown, DATABASE};
+use super::{admin_error, Mode, Shutdown};
 use crate::protocol::messages::PgError;
 use crate::server::Shared;
 
@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_millis(20);
 fn check_db(shared: &Shared, arg: Option<&str>, verb: &str) -> Result<(), PgError> {
     match arg {
         None => Ok(()),
-        Some(a) if a == DATABASE => Err(admin_error(format!("cannot {verb} admin db: {a}"))),
+        Some(a) if super::is_console(a) => Err(admin_error(format!("cannot {verb} admin db: {a}"))),
         Some(a) if a == db(shared) => Ok(()),
         Some(a) => Err(admin_error(format!("no such database: {a}"))),
     }

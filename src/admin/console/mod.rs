@@ -33,6 +33,15 @@ use crate::server::Shared;
 /// The virtual database name of the console.
 pub const DATABASE: &str = "tenantgate";
 
+/// PgBouncer's name for its console database, accepted for admin users too, so exporters and
+/// scripts written for PgBouncer connect unchanged (`dbname=pgbouncer`).
+pub const PGBOUNCER_DATABASE: &str = "pgbouncer";
+
+/// Whether an admin user asking for `database` gets the console.
+pub fn is_console(database: &str) -> bool {
+    database == DATABASE || database == PGBOUNCER_DATABASE
+}
+
 /// What the console changed that outlives one console session (PgBouncer's `cf_pause_mode`
 /// and `cf_shutdown`).
 #[derive(Debug, Default)]
