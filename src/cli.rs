@@ -370,9 +370,19 @@ async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
     };
     let _ = proxy.shared.config_path.set(path.clone());
     let refused = proxy.shared.posture.refused.clone();
+    let console_stop = proxy.shared.console.stop.clone();
     loop {
         let signal = tokio::select! {
             s = signals.next() => s,
+            _ = console_stop.cancelled() => {
+                if proxy.shared.console.stop_drains() {
+                    tracing::info!(?grace, "console SHUTDOWN WAIT_FOR_CLIENTS: draining");
+                    proxy.shutdown(grace).await;
+                } else {
+                    tracing::info!("console SHUTDOWN: stopping now");
+                }
+                return Ok(());
+            }
             _ = refused.cancelled() => {
                 let why = proxy.shared.posture.refusal().unwrap_or_else(|| "RLS posture refused".to_owned());
                 proxy.shutdown(grace).await;

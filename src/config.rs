@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::tenant::identity::{validate_tenant_id, TenantFormat};
 
+pub mod auth_file;
 pub mod duration;
 pub mod listen;
 pub mod locate;
@@ -123,6 +124,9 @@ pub struct ServerConfig {
     /// Refuse clients that do not negotiate TLS.
     #[serde(default)]
     pub require_tls: bool,
+    /// PgBouncer's `auth_file`: `"user" "SCRAM-SHA-256$…"` lines giving `[[users]]` entries
+    /// their secrets (see [`auth_file`]); re-read on SIGHUP.
+    pub auth_file: Option<PathBuf>,
     /// Cap on concurrent client connections (PgBouncer's `max_client_conn`); beyond it: 53300.
     #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,
@@ -201,6 +205,20 @@ pub struct UpstreamConfig {
     /// which also accepts the old name.
     #[serde(default, deserialize_with = "duration::opt_seconds")]
     query_wait_timeout: Option<f64>,
+    /// PgBouncer's `min_pool_size`: connections kept open while idle, and reopened after
+    /// PostgreSQL restarts (0: none).
+    #[serde(default)]
+    pub min_pool_size: usize,
+    /// PgBouncer's `reserve_pool_size`: extra connections for clients that waited
+    /// `reserve_pool_timeout` (0: none).
+    #[serde(default)]
+    pub reserve_pool_size: usize,
+    /// PgBouncer's `reserve_pool_timeout`: seconds a client waits before a reserve connection.
+    #[serde(
+        default = "default_reserve_pool_timeout",
+        deserialize_with = "duration::seconds"
+    )]
+    pub reserve_pool_timeout: f64,
     /// The old name of `query_wait_timeout`, still accepted (not both).
     #[serde(
         default,
@@ -525,6 +543,9 @@ pub struct UserConfig {
     /// activity.
     #[serde(default)]
     pub allow_catalog_monitoring: bool,
+    /// PgBouncer's per-user `pool_mode`: this user's sessions pool in this mode instead of
+    /// `[upstream] pool_mode` (`app` and `operator` users).
+    pub pool_mode: Option<PoolMode>,
 }
 
 /// Password exchange for a user.
@@ -606,6 +627,9 @@ fn default_socket_mode() -> u32 {
 }
 fn default_metrics_top_n() -> usize {
     20
+}
+fn default_reserve_pool_timeout() -> f64 {
+    5.0
 }
 fn default_connect_timeout() -> f64 {
     10.0
@@ -758,6 +782,10 @@ impl Config {
         for (key, v) in [
             ("server.auth_timeout", s.auth_timeout),
             ("server.shutdown_timeout", s.shutdown_timeout),
+            (
+                "upstream.reserve_pool_timeout",
+                self.upstream.reserve_pool_timeout,
+            ),
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("upstream.idle_timeout", self.upstream.idle_timeout),
             ("upstream.server_lifetime", self.upstream.server_lifetime),
@@ -778,6 +806,12 @@ impl Config {
         let u = &mut self.upstream;
         if u.pool_size == 0 {
             return Err(invalid("upstream.pool_size", "must be at least 1"));
+        }
+        if u.min_pool_size > u.pool_size {
+            return Err(invalid(
+                "upstream.min_pool_size",
+                format!("must not exceed pool_size ({})", u.pool_size),
+            ));
         }
         for (key, value) in [
             ("upstream.host", &u.host),
@@ -895,6 +929,9 @@ impl Config {
             }
         }
 
+        if let Some(path) = self.server.auth_file.clone() {
+            auth_file::merge(&path, &mut self.users)?;
+        }
         if self.users.is_empty() {
             return Err(invalid(
                 "users",
@@ -930,7 +967,7 @@ impl Config {
                 (None, None) => {
                     return Err(invalid(
                         key("password"),
-                        "one of password or scram is required",
+                        "one of password or scram is required (here or in [server] auth_file)",
                     ))
                 }
                 (Some(_), Some(_)) => {
@@ -950,6 +987,13 @@ impl Config {
                     }
                 }
                 (Some(_), None) => {}
+            }
+            if user.pool_mode.is_some() && !matches!(user.kind, UserKind::App | UserKind::Operator)
+            {
+                return Err(invalid(
+                    key("pool_mode"),
+                    "only applies to `app` and `operator` users (break-glass sessions always hold their connection; admin users have none)",
+                ));
             }
             if user.tenant.is_some() && user.tenants.is_some() {
                 return Err(invalid(

@@ -63,6 +63,8 @@ pub struct Shared {
     pub timeouts: crate::client::timeouts::Limits,
     /// `[tenant] max_transactions_per_second` and its burst (reloadable).
     pub tenant_rate: crate::pool::rate::Rate,
+    /// What the admin console changed: PAUSE / SUSPEND / KILL state, a SHUTDOWN request.
+    pub console: crate::admin::console::State,
 }
 
 /// The reloadable part of the state, swapped whole on SIGHUP.
@@ -224,7 +226,7 @@ impl Shared {
 
 /// The first setting that differs between `old` and `new` and cannot change without a restart.
 pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 11] = [
+    let checks: [(&'static str, bool); 13] = [
         ("server.listen", new.server.listen != old.server.listen),
         (
             "server.worker_threads",
@@ -240,6 +242,15 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         (
             "upstream.pool_mode",
             new.upstream.pool_mode != old.upstream.pool_mode,
+        ),
+        (
+            "upstream.min_pool_size",
+            new.upstream.min_pool_size != old.upstream.min_pool_size,
+        ),
+        (
+            "upstream.reserve_pool_size",
+            new.upstream.reserve_pool_size != old.upstream.reserve_pool_size
+                || new.upstream.reserve_pool_timeout != old.upstream.reserve_pool_timeout,
         ),
         ("tenant.setting", new.tenant.setting != old.tenant.setting),
         ("tenant.column", new.tenant.column != old.tenant.column),
@@ -368,6 +379,9 @@ impl Proxy {
         let tracker = TaskTracker::new();
         tokio::spawn(warm_up(shared.pool.clone(), shared.shutdown.clone()));
         tokio::spawn(reaper(shared.clone()));
+        if config.upstream.min_pool_size > 0 {
+            tokio::spawn(keep_warm(shared.pool.clone(), shared.shutdown.clone()));
+        }
         let task = tokio::spawn(accept_loop(listener, shared.clone(), tracker.clone()));
         tracing::info!(listen = %config.server.listen, %addr, upstream = %format!("{}:{}", config.upstream.host, config.upstream.port), mode = ?config.upstream.pool_mode, "tenantgate listening");
         Ok(Proxy {
@@ -419,17 +433,26 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         connect_timeout: secs(u.connect_timeout),
         max_message: usize::MAX / 2,
     };
-    let limits = |size, tenant_cap| PoolLimits {
+    let limits = |size, tenant_cap, sizing| PoolLimits {
         size,
         tenant_cap,
         timeout: secs(u.pool_timeout),
         idle_timeout: secs(u.idle_timeout),
         lifetime: secs(u.server_lifetime),
+        sizing,
     };
     let pool = Pool::new(
         "app",
         spec.clone(),
-        limits(u.pool_size, config.tenant.max_server_connections),
+        limits(
+            u.pool_size,
+            config.tenant.max_server_connections,
+            crate::pool::Sizing {
+                min: u.min_pool_size,
+                reserve: u.reserve_pool_size,
+                reserve_timeout: secs(u.reserve_pool_timeout),
+            },
+        ),
     );
     let breakglass = u.breakglass.as_ref().map(|bg| {
         Pool::new(
@@ -439,7 +462,7 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
                 password: bg.resolved_password.clone(),
                 ..spec.clone()
             },
-            limits(bg.pool_size, None),
+            limits(bg.pool_size, None, crate::pool::Sizing::default()),
         )
     });
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
@@ -484,6 +507,7 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         statement_budget,
         timeouts,
         tenant_rate,
+        console: Default::default(),
     })
 }
 
@@ -608,17 +632,29 @@ async fn warm_up(pool: Arc<Pool>, shutdown: CancellationToken) {
     }
 }
 
-/// Closes idle upstream connections past `idle_timeout`.
+/// `min_pool_size`: every second, reopens connections until that many are open.
+async fn keep_warm(pool: Arc<Pool>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        pool.keep_warm().await;
+    }
+}
+
+/// Closes idle upstream connections past `idle_timeout`; samples the SHOW STATS averages.
 async fn reaper(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    let mut tick = tokio::time::interval(crate::pool::stats::STATS_PERIOD);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        shared.pool.reap_idle();
-        if let Some(bg) = &shared.breakglass {
-            bg.reap_idle();
+        for p in std::iter::once(&shared.pool).chain(shared.breakglass.iter()) {
+            p.reap_idle();
+            p.stats.sample();
         }
     }
 }

@@ -428,6 +428,12 @@ fn example_under(root: &TempDir) -> String {
         cert.cert.pem(),
     )
     .expect("write");
+    // An auth_file (every example user already has its secret in [[users]], so none here).
+    std::fs::write(
+        root.path("etc/tenantgate/userlist.txt"),
+        "; \"user\" \"SCRAM-SHA-256$...\"\n",
+    )
+    .expect("write");
     // The signing key file, as `tenantgate signing install` writes it (mode 0600).
     let key = tenantgate::signing::SigningKey::generate("k1").expect("key id");
     tenantgate::signing::KeyRing::single(key)

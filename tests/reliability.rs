@@ -626,3 +626,129 @@ async fn connect_when_up(url: &str) -> tokio_postgres::Client {
     }
     panic!("proxy did not come up at {url}");
 }
+
+/// A `[[users]]` entry with a fixed tenant and no secret (it comes from the auth_file).
+fn user_without_secret(name: &str, tenant: &str) -> String {
+    format!("[[users]]\nname = \"{name}\"\ntenant = \"{tenant}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_file_secrets_are_read_again_on_sighup() {
+    use tenantgate::client::auth::Verifier;
+    let db = common::fresh_database("authfile");
+    let dir = std::env::temp_dir().join(format!("tg-authfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    support::remove_at_exit(&dir);
+    let cfg = dir.join("tenantgate.toml");
+    let users = dir.join("userlist.txt");
+    let scram = |pw: &str| Verifier::derive(pw, b"0123456789abcdef".to_vec(), 4096).to_pg_string();
+    std::fs::write(&users, format!("\"acme_app\" \"{}\"\n", scram(support::PW))).unwrap();
+    let port = support::free_port();
+    let server_extra = format!("auth_file = \"{}\"\n", users.display());
+    std::fs::write(
+        &cfg,
+        serve_config(port, &db, &dir, &server_extra, "")
+            + &user_without_secret("acme_app", common::ACME.id),
+    )
+    .unwrap();
+    let mut child = spawn_serve(&cfg);
+    let first = connect_when_up(&serve_url(port, &db, "acme_app")).await;
+    first.query_one("select 1", &[]).await.unwrap();
+    // The secret changes in the auth_file only; SIGHUP makes it the one that logs in.
+    std::fs::write(
+        &users,
+        format!("\"acme_app\" \"{}\"\n", scram("a-new-secret")),
+    )
+    .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let new_url =
+        format!("host=127.0.0.1 port={port} user=acme_app password=a-new-secret dbname={db}");
+    let mut switched = false;
+    for _ in 0..50 {
+        if tokio_postgres::connect(&new_url, tokio_postgres::NoTls)
+            .await
+            .is_ok()
+        {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(switched, "the new secret logs in after SIGHUP");
+    let Err(old) =
+        tokio_postgres::connect(&serve_url(port, &db, "acme_app"), tokio_postgres::NoTls).await
+    else {
+        panic!("the old secret still logs in");
+    };
+    assert_eq!(
+        old.as_db_error().map(|e| e.code().code()),
+        Some("28P01"),
+        "{old:?}"
+    );
+    // A session opened before the reload goes on.
+    first.query_one("select 1", &[]).await.unwrap();
+    // A duplicate secret (also in [[users]]) is refused at reload: the running one stays.
+    std::fs::write(
+        &cfg,
+        serve_config(port, &db, &dir, &server_extra, "") + &fixed_user("acme_app", common::ACME.id),
+    )
+    .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (c, conn) = tokio_postgres::connect(&new_url, tokio_postgres::NoTls)
+        .await
+        .expect("a refused reload keeps the running users");
+    tokio::spawn(conn);
+    c.query_one("select 1", &[]).await.unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("also has a password or scram in [[users]]"),
+        "{err}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shutdown_stops_serve() {
+    let db = common::fresh_database("shutdown");
+    let dir = std::env::temp_dir().join(format!("tg-shutdown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    support::remove_at_exit(&dir);
+    let cfg = dir.join("tenantgate.toml");
+    let port = support::free_port();
+    std::fs::write(
+        &cfg,
+        serve_config(port, &db, &dir, "", "")
+            + &fixed_user("acme_app", common::ACME.id)
+            + &format!(
+                "[[users]]\nname = \"tgadmin\"\npassword = \"{}\"\nkind = \"admin\"\n",
+                support::PW
+            ),
+    )
+    .unwrap();
+    let mut child = spawn_serve(&cfg);
+    let app = connect_when_up(&serve_url(port, &db, "acme_app")).await;
+    app.query_one("select 1", &[]).await.unwrap();
+    let admin = connect_when_up(&serve_url(port, "tenantgate", "tgadmin")).await;
+    // SHUTDOWN answers nothing (as PgBouncer): the connection ends with the process.
+    let _ = tokio::time::timeout(Duration::from_secs(10), admin.simple_query("SHUTDOWN")).await;
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "serve exits after SHUTDOWN: {exited:?}"
+    );
+}

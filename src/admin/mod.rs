@@ -10,6 +10,7 @@
 //! It reads state, never changes it, and never runs a query per request: the posture document
 //! is the drift monitor's latest result, so a scraper cannot load the database.
 
+pub mod console;
 pub mod health;
 pub mod tenants;
 

@@ -2,7 +2,6 @@
 
 pub mod auth;
 pub mod cancel;
-pub mod console;
 pub mod handshake;
 pub mod registry;
 pub mod rewrite;
@@ -61,7 +60,7 @@ pub async fn handle(shared: Arc<Shared>, io: BoxStream, peer: Peer, session_id: 
     match opened {
         None => {}
         Some(Opened::Console(stream)) => {
-            if let Err(e) = Box::pin(console::run(shared.clone(), stream)).await {
+            if let Err(e) = Box::pin(crate::admin::console::run(shared.clone(), stream)).await {
                 tracing::debug!(parent: &span, error = %e, "console session ended with an error");
             }
         }
@@ -159,6 +158,7 @@ async fn open(
         tenant: std::sync::Mutex::new(login.tenant.clone()),
         pool: pool.name,
         active: std::sync::atomic::AtomicBool::new(false),
+        kill: tokio_util::sync::CancellationToken::new(),
     });
     let mut stream = login.stream;
     if let Err(e) = greet(
@@ -318,7 +318,7 @@ async fn login(
     let Some(user) = user else {
         return Ok(None);
     };
-    let console = database == console::DATABASE && user.kind == UserKind::Admin;
+    let console = crate::admin::console::is_console(&database) && user.kind == UserKind::Admin;
     if user.kind == UserKind::Admin && !console {
         refuse(
             &mut start.stream,
@@ -326,7 +326,7 @@ async fn login(
                 "28000",
                 format!(
                     "tenantgate: admin users may only connect to the \"{}\" console database",
-                    console::DATABASE
+                    crate::admin::console::DATABASE
                 ),
             ),
         );
@@ -449,6 +449,7 @@ async fn login(
             kind: user.kind,
             allow_switch: user.allow_switch,
             user: user.name.clone(),
+            pool_mode: user.pool_mode,
         },
         tenant,
         subject,

@@ -29,6 +29,8 @@ pub struct ClientInfo {
     pub pool: &'static str,
     /// Whether a server connection is attached right now.
     pub active: AtomicBool,
+    /// Cancelled by the console's KILL: the session ends with FATAL `database removed`.
+    pub kill: tokio_util::sync::CancellationToken,
 }
 
 impl ClientInfo {
@@ -87,6 +89,19 @@ impl ClientRegistry {
             .unwrap_or_default();
         v.sort_by_key(|c| c.connected);
         v
+    }
+
+    /// Ends every session served by the pool `pool` (console KILL); returns how many.
+    pub fn kill_pool(&self, pool: &str) -> usize {
+        let victims: Vec<_> = self
+            .snapshot()
+            .into_iter()
+            .filter(|c| c.pool == pool)
+            .collect();
+        for c in &victims {
+            c.kill.cancel();
+        }
+        victims.len()
     }
 
     /// Number of sessions.

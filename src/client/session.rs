@@ -20,7 +20,7 @@ use crate::config::{PoolMode, UserKind};
 use crate::error;
 use crate::events::{SecurityEvent, Subject};
 use crate::pool::queue::Seat;
-use crate::pool::{Pool, PoolError, PoolGuard};
+use crate::pool::{Pool, PoolError, PoolGuard, PoolStats};
 use crate::protocol::frame::FrameRef;
 use crate::protocol::messages::{self, parse_msg, query_text, PgError};
 use crate::protocol::stream::StreamError;
@@ -84,6 +84,8 @@ pub struct Identity {
     pub allow_switch: bool,
     /// The configured user's name.
     pub user: String,
+    /// The user's own `pool_mode`, overriding `[upstream] pool_mode`.
+    pub pool_mode: Option<PoolMode>,
 }
 
 /// One client session after authentication.
@@ -133,8 +135,10 @@ pub struct Session {
     /// Reported parameters this session wants on its server (client's values over defaults),
     /// by index into `settings::TRACKED`.
     reported: Vec<(usize, String)>,
-    /// When the current segment started (query duration metric).
+    /// When the current segment started (query time in SHOW STATS, query duration metric).
     segment_started: Option<Instant>,
+    /// When the current transaction's first segment started (`total_xact_time`).
+    xact_started: Option<Instant>,
     /// The client's startup settings (what `RESET ALL` returns to).
     startup_local: Vec<(String, String)>,
     /// Settings the client changed at session level in the current transaction: their values
@@ -183,7 +187,10 @@ impl Session {
         let mode = match p.who.kind {
             // Break-glass sessions keep their server: they are few, audited and interactive.
             UserKind::Breakglass => PoolMode::Session,
-            _ => p.shared.config.upstream.pool_mode,
+            _ => p
+                .who
+                .pool_mode
+                .unwrap_or(p.shared.config.upstream.pool_mode),
         };
         let tenant = match p.who.kind {
             UserKind::App | UserKind::Operator => p.tenant.as_deref(),
@@ -224,6 +231,7 @@ impl Session {
             listed: p.listed,
             reported,
             segment_started: None,
+            xact_started: None,
             tainted: false,
             startup_local,
             pending_reads: Vec::new(),
@@ -246,6 +254,9 @@ impl Session {
         // shared waiter list (one mutex for every session) on every message.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        let kill = self.listed.info.kill.clone();
+        let killed = kill.cancelled();
+        tokio::pin!(killed);
         loop {
             if self.draining && self.phase == Phase::Idle && self.txn_status() == b'I' {
                 error::shutting_down().encode(self.client.out());
@@ -289,6 +300,7 @@ impl Session {
                 } => Io::Server(f),
                 r = self.client.fill(), if read_client => Io::Client(r.map(|_| ())),
                 _ = &mut cancelled, if !self.draining => Io::Shutdown,
+                _ = &mut killed => Io::Killed,
                 _ = async {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -315,6 +327,16 @@ impl Session {
                 Io::Timeout(wait) => {
                     tracing::info!(?wait, "session timed out; closing it");
                     crate::client::timeouts::error(wait).encode(self.client.out());
+                    let _ = self.client.flush().await;
+                    return Ok(());
+                }
+                Io::Killed => {
+                    // Console KILL: PgBouncer's kill_pool closes clients and servers alike,
+                    // whatever they were doing; a held connection is closed, not returned.
+                    if let Some(g) = self.server.take() {
+                        g.discard();
+                    }
+                    PgError::fatal("08P01", "database removed").encode(self.client.out());
                     let _ = self.client.flush().await;
                     return Ok(());
                 }
@@ -398,7 +420,9 @@ impl Session {
                 return Ok(flow);
             }
             self.phase = Phase::InSegment;
-            self.segment_started = crate::metrics::timing_enabled().then(Instant::now);
+            let now = Instant::now();
+            self.segment_started = Some(now);
+            self.xact_started.get_or_insert(now);
         }
         if verdict == Verdict::Forward && !declared.is_empty() {
             self.names.declared(declared);
@@ -561,11 +585,13 @@ impl Session {
             b'Q' | b'P' => self.rewrite_deallocate(f),
             _ => None,
         };
-        if matches!(tag, b'Q' | b'E') {
-            self.pool
-                .stats
-                .queries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stats = &self.pool.stats;
+        PoolStats::add(&stats.received, f.raw.len() as u64);
+        match tag {
+            b'Q' | b'E' => PoolStats::add(&stats.queries, 1),
+            b'P' => PoolStats::add(&stats.client_parses, 1),
+            b'B' => PoolStats::add(&stats.binds, 1),
+            _ => {}
         }
         let Some(conn) = self.server.as_mut().map(|g| g.conn()) else {
             return Ok(false);
@@ -919,6 +945,7 @@ impl Session {
         }
         buf.advance(off);
         conn.stream.restore_read_buffer(buf);
+        PoolStats::add(&self.pool.stats.sent, off as u64);
         match end {
             Err(e) => Err(SessionError::Server(StreamError::Frame(e))),
             Ok(Some(Outcome::ServerFatal)) => {
@@ -931,14 +958,19 @@ impl Session {
                     self.names.transaction_ended();
                     self.carry_settings().await?;
                 }
+                let stats = &self.pool.stats;
                 if let Some(t) = self.segment_started.take() {
-                    crate::metrics::query_duration(t.elapsed());
+                    let took = t.elapsed();
+                    PoolStats::add(&stats.query_us, took.as_micros() as u64);
+                    if crate::metrics::timing_enabled() {
+                        crate::metrics::query_duration(took);
+                    }
                 }
                 if status == b'I' {
-                    self.pool
-                        .stats
-                        .xacts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    PoolStats::add(&stats.xacts, 1);
+                    if let Some(t) = self.xact_started.take() {
+                        PoolStats::add(&stats.xact_us, t.elapsed().as_micros() as u64);
+                    }
                     if let Some(seat) = &self.seat {
                         let usage = &seat.tag().usage;
                         usage
@@ -1132,6 +1164,7 @@ fn signing_key(shared: &Shared) -> Option<crate::signing::SigningKey> {
 /// What woke the loop.
 enum Io {
     Client(Result<(), StreamError>),
+    Killed,
     Server(Result<(), StreamError>),
     Shutdown,
     Deadline,

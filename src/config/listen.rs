@@ -35,6 +35,29 @@ impl std::fmt::Display for Listen {
     }
 }
 
+impl Listen {
+    /// The port clients name: the TCP port, or the `<port>` of `.s.PGSQL.<port>`.
+    pub fn port(&self) -> u16 {
+        match self {
+            Listen::Tcp(a) => a.port(),
+            Listen::Unix(p) => p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(SOCKET_PREFIX))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(DEFAULT_PORT),
+        }
+    }
+
+    /// The local address as the admin console shows it: the IP, or `unix` (PgBouncer's word).
+    pub fn host(&self) -> String {
+        match self {
+            Listen::Tcp(a) => a.ip().to_string(),
+            Listen::Unix(_) => "unix".to_owned(),
+        }
+    }
+}
+
 /// The socket file's name prefix PostgreSQL and libpq use (`.s.PGSQL.<port>`).
 pub const SOCKET_PREFIX: &str = ".s.PGSQL.";
 

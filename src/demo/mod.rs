@@ -186,7 +186,7 @@ impl DemoUser {
             }
             Access::Admin => format!(
                 "admin console on database `{}`: SHOW POOLS, SHOW CLIENTS, SHOW STATS …",
-                crate::client::console::DATABASE
+                crate::admin::console::DATABASE
             ),
         }
     }
@@ -194,7 +194,7 @@ impl DemoUser {
     /// The database this user connects to.
     fn database(&self) -> &'static str {
         match self.access {
-            Access::Admin => crate::client::console::DATABASE,
+            Access::Admin => crate::admin::console::DATABASE,
             _ => DATABASE,
         }
     }

@@ -10,6 +10,8 @@
 pub mod queue;
 pub mod rate;
 pub mod reset;
+pub mod sizing;
+pub mod stats;
 pub mod upstream;
 
 use std::future::Future;
@@ -21,6 +23,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 use queue::{FairQueue, TenantTag, TenantTags, Ticket};
+pub use sizing::Sizing;
+pub use stats::{PoolStats, StatsSnapshot};
 pub use upstream::{ConnInfo, UpstreamConn, UpstreamError, UpstreamSpec};
 
 /// Why a checkout failed.
@@ -38,27 +42,6 @@ pub enum PoolError {
     /// The client cancelled its query while it waited for a connection.
     #[error("canceling statement due to user request")]
     Cancelled,
-}
-
-/// Counters for metrics and the admin console.
-#[derive(Debug, Default)]
-pub struct PoolStats {
-    /// Connections checked out right now.
-    pub active: AtomicUsize,
-    /// Checkouts waiting for a slot right now.
-    pub waiting: AtomicUsize,
-    /// Connections opened since start.
-    pub opened: AtomicU64,
-    /// Connections closed since start.
-    pub closed: AtomicU64,
-    /// Checkouts since start.
-    pub checkouts: AtomicU64,
-    /// Total microseconds clients spent waiting for a connection.
-    pub wait_us: AtomicU64,
-    /// Transactions completed (ReadyForQuery `I` after client work).
-    pub xacts: AtomicU64,
-    /// Queries forwarded (simple Query and Execute messages).
-    pub queries: AtomicU64,
 }
 
 /// A server connection as SHOW SERVERS reports it.
@@ -102,6 +85,8 @@ struct Slots {
     idle: Vec<Box<UpstreamConn>>,
     /// Checkouts waiting for a slot, per tenant, served round-robin.
     queue: FairQueue<Grant>,
+    /// Reserve slots added (see `sizing`) and not yet retired.
+    reserve_in_use: usize,
 }
 
 impl Slots {
@@ -128,6 +113,10 @@ impl Slots {
         if self.debt > 0 {
             self.debt -= 1;
             self.idle.extend(conn);
+            return;
+        }
+        let mut conn = conn;
+        if self.retire_reserve(&mut conn) {
             return;
         }
         self.free += 1;
@@ -185,6 +174,10 @@ pub struct Pool {
     server_params: Mutex<Option<Vec<(String, String)>>>,
     /// Every open connection's SHOW SERVERS entry (registered at open, pruned when listed).
     conns: Mutex<Vec<Weak<ConnInfo>>>,
+    /// Connections with a smaller id are closed when they come back (console RECONNECT).
+    retire_below: AtomicU64,
+    /// `min_pool_size` and the reserve pool.
+    sizing: Sizing,
 }
 
 /// Pool sizing and timing.
@@ -200,6 +193,8 @@ pub struct PoolLimits {
     pub idle_timeout: Duration,
     /// Connection lifetime.
     pub lifetime: Duration,
+    /// `min_pool_size` and the reserve pool.
+    pub sizing: Sizing,
 }
 
 impl Pool {
@@ -215,6 +210,7 @@ impl Pool {
                 tenant_cap: limits.tenant_cap,
                 idle: Vec::new(),
                 queue: FairQueue::default(),
+                reserve_in_use: 0,
             }),
             tenants: TenantTags::default(),
             size: AtomicUsize::new(limits.size),
@@ -224,6 +220,8 @@ impl Pool {
             stats: PoolStats::default(),
             server_params: Mutex::new(None),
             conns: Mutex::new(Vec::new()),
+            retire_below: AtomicU64::new(0),
+            sizing: limits.sizing,
         })
     }
 
@@ -305,6 +303,29 @@ impl Pool {
             .collect();
         rows.sort_by_key(|r| r.id);
         rows
+    }
+
+    /// Console RECONNECT: every connection open now is closed as soon as it is idle (idle
+    /// ones at once, the others when released); new ones are opened as needed.
+    pub fn reconnect(&self) {
+        self.retire_below
+            .store(upstream::next_conn_id(), Ordering::Relaxed);
+        let mut s = self.slots();
+        let before = s.idle.len();
+        s.idle.retain(|c| !self.retired(c));
+        let n = before - s.idle.len();
+        self.stats.closed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Connections a RECONNECT (or KILL) asked to close that are still open (WAIT_CLOSE).
+    pub fn retiring(&self) -> usize {
+        let mark = self.retire_below.load(Ordering::Relaxed);
+        self.server_rows().iter().filter(|r| r.id < mark).count()
+    }
+
+    /// Whether `conn` was open at the last RECONNECT.
+    fn retired(&self, conn: &UpstreamConn) -> bool {
+        conn.info.id < self.retire_below.load(Ordering::Relaxed)
     }
 
     /// Changes the number of connections allowed (SIGHUP). Shrinking waits for connections
@@ -450,7 +471,16 @@ impl Pool {
             rx,
             done: false,
         };
-        let limit = Duration::from_micros(self.timeout_us.load(Ordering::Relaxed));
+        let mut limit = Duration::from_micros(self.timeout_us.load(Ordering::Relaxed));
+        if let Some(after) = self.reserve_after(limit) {
+            if let Ok(got) = tokio::time::timeout(after, &mut w.rx).await {
+                w.done = true;
+                return got.map_err(|_| PoolError::Closed);
+            }
+            self.use_reserve();
+            limit = limit.saturating_sub(after);
+        }
+        // 0: no limit (`query_wait_timeout = 0`, as in PgBouncer).
         let granted = if limit.is_zero() {
             Ok((&mut w.rx).await)
         } else {
@@ -537,7 +567,9 @@ impl Pool {
     fn recycle(&self, mut conn: Box<UpstreamConn>) -> Grant {
         conn.last_used = Instant::now();
         conn.info.set_active(false);
-        if conn.last_used.saturating_duration_since(conn.created) >= self.lifetime {
+        if conn.last_used.saturating_duration_since(conn.created) >= self.lifetime
+            || self.retired(&conn)
+        {
             self.stats.closed.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -739,6 +771,7 @@ mod tests {
                 timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
                 lifetime: Duration::from_secs(60),
+                sizing: Sizing::default(),
             },
         )
     }

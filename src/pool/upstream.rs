@@ -211,6 +211,11 @@ impl UpstreamConn {
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// The id the next connection will get: every connection open now has a smaller one.
+pub fn next_conn_id() -> u64 {
+    NEXT_ID.load(Ordering::Relaxed)
+}
+
 /// Opens and authenticates a connection within `connect_timeout`.
 pub async fn connect(spec: &UpstreamSpec) -> Result<UpstreamConn, UpstreamError> {
     match tokio::time::timeout(spec.connect_timeout, connect_inner(spec)).await {

@@ -390,6 +390,7 @@ mod tests {
             tenants,
             allow_switch: false,
             allow_catalog_monitoring: false,
+            pool_mode: None,
         }
     }
 

@@ -52,6 +52,47 @@ impl Msg {
         Some(String::from_utf8_lossy(&self.body[6..6 + len as usize]).into_owned())
     }
 
+    /// A RowDescription's columns: name and type OID.
+    pub fn columns(&self) -> Vec<(String, u32)> {
+        let mut cols = Vec::new();
+        if self.tag != b'T' || self.body.len() < 2 {
+            return cols;
+        }
+        let mut rest = &self.body[2..];
+        while let Some(end) = rest.iter().position(|&c| c == 0) {
+            if rest.len() < end + 19 {
+                break;
+            }
+            let name = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let oid =
+                u32::from_be_bytes([rest[end + 7], rest[end + 8], rest[end + 9], rest[end + 10]]);
+            cols.push((name, oid));
+            rest = &rest[end + 19..];
+        }
+        cols
+    }
+
+    /// A DataRow's values as text (None for NULL).
+    pub fn cells(&self) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        if self.tag != b'D' || self.body.len() < 2 {
+            return out;
+        }
+        let mut rest = &self.body[2..];
+        while rest.len() >= 4 {
+            let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            rest = &rest[4..];
+            if len < 0 {
+                out.push(None);
+                continue;
+            }
+            let n = (len as usize).min(rest.len());
+            out.push(Some(String::from_utf8_lossy(&rest[..n]).into_owned()));
+            rest = &rest[n..];
+        }
+        out
+    }
+
     /// A CommandComplete's tag.
     pub fn command(&self) -> Option<String> {
         (self.tag == b'C').then(|| {
