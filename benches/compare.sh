@@ -84,6 +84,7 @@ Options:
   --skip-matrix       only the idle-client and injection measurements
   --skip-inject       no fixed-tenant vs break-glass comparison
   --skip-tenant       no tenant-scoped workload (signed vs unsigned vs PgBouncer + set_config)
+  --tenant-only       only the tenant-scoped workload (signing's cost): --skip-matrix --skip-inject --idle 0
   --tenant-cells "…"  cells of the tenant group (default "tenant:simple:16 tenant:simple:1")
   --profile           perf-record tenantgate during one -S -M simple -c 16 run (perf.data kept in --out)
   --hold              after set-up and warm-up, print the three targets and wait (Ctrl-C cleans up):
@@ -112,6 +113,7 @@ while [ $# -gt 0 ]; do
     --skip-inject) SKIP_INJECT=1 ;;
     --skip-tenant) SKIP_TENANT=1 ;;
     --tenant-cells) TENANT_CELLS="$2"; shift ;;
+    --tenant-only) SKIP_MATRIX=1 SKIP_INJECT=1 IDLE=0 ;;
     --profile) PROFILE=1 ;;
     --hold) HOLD=1 ;;
     --out) OUT="$2"; shift ;;

@@ -188,7 +188,10 @@ async fn the_sql_function_accepts_the_proxys_signature_and_nothing_else() {
         &db,
         "select prosrc from pg_proc where proname = 'current_tenant'",
     );
-    assert!(src.contains("hmac(msg, k.secret"), "pgcrypto HMAC: {src}");
+    assert!(
+        src.contains(".hmac(pg_catalog.convert_to("),
+        "pgcrypto HMAC: {src}"
+    );
     accepts_exactly_the_proxys_signatures(&db, &keys, "pgcrypto hmac()").await;
 
     // Rotation: a new key signs; the old one still verifies until it is removed.
@@ -699,4 +702,278 @@ async fn signed_posture_fails_raw_policies_and_a_role_that_can_read_the_keys() {
         "{:?}",
         r.failures()
     );
+}
+
+// ----- name resolution in the function (no SET search_path) -----
+
+/// Functions and operators that would make any signature verify, if the body resolved them
+/// through the search path, created in `schema` (`public` or `pg_temp`).
+fn shadow_code(schema: &str) -> String {
+    let globex = GLOBEX.id;
+    let fns = [
+        ("current_setting(pg_catalog.text, boolean)", "pg_catalog.text", format!("'{globex}'")),
+        ("starts_with(pg_catalog.text, pg_catalog.text)", "boolean", "true".into()),
+        (
+            "concat_ws(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text)",
+            "pg_catalog.text",
+            "'x'".into(),
+        ),
+        ("chr(pg_catalog.int4)", "pg_catalog.text", "'x'".into()),
+        ("pg_backend_pid()", "pg_catalog.int4", "1".into()),
+        ("convert_to(pg_catalog.text, pg_catalog.name)", "pg_catalog.bytea", "'\\x00'::pg_catalog.bytea".into()),
+        ("sha256(pg_catalog.bytea)", "pg_catalog.bytea", "'\\x00'::pg_catalog.bytea".into()),
+        ("encode(pg_catalog.bytea, pg_catalog.text)", "pg_catalog.text", "'x'".into()),
+        ("t_true(pg_catalog.text, pg_catalog.text)", "boolean", "true".into()),
+        ("t_cat(pg_catalog.text, pg_catalog.text)", "pg_catalog.text", "'x'".into()),
+        ("b_cat(pg_catalog.bytea, pg_catalog.bytea)", "pg_catalog.bytea", "'\\x00'::pg_catalog.bytea".into()),
+    ];
+    let mut s = String::new();
+    for (sig, ret, val) in fns {
+        s.push_str(&format!(
+            "CREATE FUNCTION {schema}.{sig} RETURNS {ret} LANGUAGE sql AS $$ SELECT {val} $$;\n"
+        ));
+    }
+    for (op, l, r, f) in [
+        ("=", "pg_catalog.text", "pg_catalog.text", "t_true"),
+        ("<>", "pg_catalog.text", "pg_catalog.text", "t_true"),
+        ("||", "pg_catalog.text", "pg_catalog.text", "t_cat"),
+        ("||", "pg_catalog.bytea", "pg_catalog.bytea", "b_cat"),
+    ] {
+        s.push_str(&format!(
+            "CREATE OPERATOR {schema}.{op} (LEFTARG = {l}, RIGHTARG = {r}, FUNCTION = {schema}.{f});\n"
+        ));
+    }
+    s
+}
+
+/// Types and a key table of the attacker's, in `public` and `pg_temp`.
+fn shadow_types_and_tables() -> String {
+    let mut s = String::new();
+    for schema in ["public", "pg_temp"] {
+        for t in ["text", "name", "bytea"] {
+            s.push_str(&format!("CREATE DOMAIN {schema}.{t} AS pg_catalog.int4;\n"));
+        }
+    }
+    s.push_str(
+        "CREATE TABLE public.signing_keys (key_id pg_catalog.text, secret pg_catalog.bytea, ipad pg_catalog.bytea, opad pg_catalog.bytea);\n\
+         CREATE TEMPORARY TABLE signing_keys (key_id pg_catalog.text, secret pg_catalog.bytea, ipad pg_catalog.bytea, opad pg_catalog.bytea);\n",
+    );
+    s
+}
+
+/// As app_user, directly, in a transaction never committed (the shadows vanish with the
+/// connection): `setup`, then the hostile search path, then GLOBEX's tenant with a made-up
+/// signature (`<key id>:00`). Returns the foreign rows read, or the error's text.
+async fn forge_with_shadows(db: &str, setup: &str, key_id: &str) -> Result<Vec<String>, String> {
+    let c = app_client(db).await;
+    c.batch_execute(&format!("BEGIN; {setup}"))
+        .await
+        .map_err(|e| format!("setup: {e}"))?;
+    c.batch_execute(&format!(
+        "SET search_path = pg_temp, public, pg_catalog; \
+         SELECT pg_catalog.set_config('app.tenant_id', '{}', false), \
+                pg_catalog.set_config('tenantgate.signature', '{key_id}:00', false)",
+        GLOBEX.id
+    ))
+    .await
+    .map_err(|e| format!("settings: {e}"))?;
+    let rows = c
+        .query("SELECT name FROM public.customers", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|n| foreign(n))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadowing_objects_in_public_and_pg_temp_change_nothing() {
+    let db = common::fresh_database("sig_shadow");
+    let path = install_signing(&db).await;
+    migrate_policies(&db);
+    let keys = KeyRing::load(&path).expect("keys");
+    let kid = keys.current().id().to_owned();
+    // The attacker may create objects in public and pg_temp (for this test only).
+    superuser_sql(
+        &db,
+        &format!(
+            "GRANT CREATE ON SCHEMA public TO {u}; GRANT TEMPORARY ON DATABASE {db} TO {u}",
+            u = common::APP_USER
+        ),
+    );
+    let all = format!(
+        "{}{}{}",
+        shadow_code("public"),
+        shadow_code("pg_temp"),
+        shadow_types_and_tables()
+    );
+
+    // The installed body: every shadow in place, pg_temp and public first on the path, and the
+    // forged context reads nothing.
+    let got = forge_with_shadows(&db, &all, &kid).await;
+    assert_eq!(got, Ok(Vec::new()), "the installed function was subverted");
+    // And an honest signature still verifies under the same hostile path.
+    let c = app_client(&db).await;
+    c.batch_execute(&format!("BEGIN; {all}"))
+        .await
+        .expect("shadows");
+    c.batch_execute("SET search_path = pg_temp, public, pg_catalog")
+        .await
+        .expect("path");
+    let pid: i32 = c
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    assert_eq!(
+        current_tenant(&c, ACME.id, &keys.current().sign(ACME.id, pid))
+            .await
+            .as_deref(),
+        Some(ACME.id),
+        "a valid signature verifies whatever the caller's search path"
+    );
+    assert_eq!(
+        current_tenant(&c, GLOBEX.id, &format!("{kid}:00")).await,
+        None
+    );
+    drop(c);
+
+    // Controls: the same body with its names unqualified (and no SET clause) is subverted by
+    // the shadows in public, which proves they would work ...
+    let naive = sql::expected_body(common::TENANT_SETTING, None).replace("pg_catalog.", "");
+    superuser_sql(
+        &db,
+        &format!(
+            "CREATE OR REPLACE FUNCTION tenantgate.current_tenant() RETURNS text LANGUAGE plpgsql \
+             STABLE SECURITY DEFINER AS $fn${naive}$fn$"
+        ),
+    );
+    let got = forge_with_shadows(&db, &shadow_code("public"), &kid)
+        .await
+        .expect("the naive body runs");
+    assert!(
+        !got.is_empty(),
+        "an unqualified body should be subverted by functions and operators in public"
+    );
+    // ... while functions and operators in pg_temp are never searched, even first on the path.
+    let got = forge_with_shadows(&db, &shadow_code("pg_temp"), &kid)
+        .await
+        .expect("the naive body runs");
+    assert!(got.is_empty(), "pg_temp functions were used: {got:?}");
+    // `verify` flags a body that is not the installer's and pins no search_path.
+    use tenantgate::verify::{self, Scope, Status, Target};
+    let opts = verify::Options {
+        setting: common::TENANT_SETTING.into(),
+        column: "tenant_id".into(),
+        tenants: Vec::new(),
+        scope: Scope::Catalog,
+        strict_keys: false,
+        signed: true,
+        signing_key: Some(keys.current().clone()),
+    };
+    let target = Target::from_url(&app_url(&db)).expect("url");
+    let r = verify::run_target(&target, &opts).await.expect("verify");
+    let signing = r.checks.iter().find(|c| c.key == "signing").expect("check");
+    assert_eq!(signing.status, Status::Fail, "{signing:?}");
+    // Installing again restores the qualified body, which verify accepts.
+    install::install(&request(&db, &path))
+        .await
+        .expect("install again");
+    let r = verify::run_target(&target, &opts).await.expect("verify");
+    let signing = r.checks.iter().find(|c| c.key == "signing").expect("check");
+    assert_eq!(signing.status, Status::Pass, "{signing:?}");
+}
+
+// ----- installing without a superuser -----
+
+/// The admin of a managed service (RDS, Cloud SQL): CREATEROLE and CREATE on the database,
+/// not a superuser. On PostgreSQL 16+ CREATEROLE no longer makes it a member of every role:
+/// it holds ADMIN OPTION on the roles it creates, and the installer grants itself the owner
+/// role WITH INHERIT, SET to act as it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_superuser_admin_installs_rotates_and_verifies() {
+    let db = common::fresh_database("sig_admin");
+    let admin = "tg_signing_admin";
+    let owner = "tenantgate_owner_by_admin";
+    superuser_sql(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{admin}') THEN \
+             CREATE ROLE {admin} LOGIN CREATEROLE NOSUPERUSER PASSWORD 'admin_pw'; END IF; END $$"
+        ),
+    );
+    superuser_sql(
+        &db,
+        &format!("GRANT CONNECT, CREATE ON DATABASE {db} TO {admin}"),
+    );
+    let admin_url = common::cluster().conn_str(admin, "admin_pw", &db);
+    let path = key_path();
+    let mut req = request(&db, &path);
+    req.database_url = Some(admin_url.clone());
+    req.options.owner = owner.into();
+    install::install(&req)
+        .await
+        .expect("install as a non-superuser admin");
+    assert_eq!(
+        superuser_sql(
+            &db,
+            "SELECT pg_get_userbyid(p.proowner) FROM pg_proc p WHERE p.proname = 'current_tenant'"
+        )
+        .trim(),
+        owner
+    );
+    migrate_policies(&db);
+    let keys = KeyRing::load(&path).expect("keys");
+    accepts_exactly_the_proxys_signatures(&db, &keys, "installed by a non-superuser").await;
+
+    // A proxy signs with the key; rotation by the admin: add a key, SIGHUP, remove the old one.
+    let o = Opts {
+        extra: format!("[tenant]\nsigning_key_file = \"{}\"\n", path.display()),
+        ..Opts::default()
+    };
+    let p = start_on(db.clone(), o.clone()).await;
+    let cfg_path = key_path().with_extension("toml");
+    std::fs::write(&cfg_path, support::config_toml(&db, &p.events_path, &o)).expect("config");
+    let shared = p.proxy.as_ref().expect("running").shared.clone();
+    let mut a = raw(&p, "acme_app").await;
+    assert_eq!(
+        rows(&a.query("select name from customers").round(1).await).len(),
+        ACME.customers as usize
+    );
+    let old = keys.current().id().to_owned();
+    let mut add = req.clone();
+    add.add_key = true;
+    install::install(&add).await.expect("the admin adds a key");
+    shared.reload(&cfg_path).await;
+    install::remove_key(Some(&admin_url), &path, &old, false)
+        .await
+        .expect("the admin removes the old key");
+    assert_eq!(
+        rows(&a.query("select name from customers").round(1).await).len(),
+        ACME.customers as usize,
+        "signed with the new key after the reload"
+    );
+    a.close_conn().await;
+    p.stop().await;
+    let _ = std::fs::remove_file(&cfg_path);
+
+    // verify, as the application role, with the proxy's (new) key: passes.
+    use tenantgate::verify::{self, Scope, Target};
+    let key = KeyRing::load(&path).expect("keys").current().clone();
+    assert_ne!(key.id(), old);
+    let opts = verify::Options {
+        setting: common::TENANT_SETTING.into(),
+        column: "tenant_id".into(),
+        tenants: vec![ACME.id.into(), GLOBEX.id.into()],
+        scope: Scope::Full,
+        strict_keys: false,
+        signed: true,
+        signing_key: Some(key),
+    };
+    let r = verify::run_target(&Target::from_url(&app_url(&db)).expect("url"), &opts)
+        .await
+        .expect("verify");
+    assert!(!r.failed(), "{:?}", r.failures());
 }

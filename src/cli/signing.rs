@@ -12,7 +12,9 @@ use crate::signing::sql::InstallOptions;
 pub enum SigningCommand {
     /// Create the key file (mode 0600) if it does not exist, and install, idempotently, the
     /// `tenantgate` schema, its key table and `tenantgate.current_tenant()`. Run as an admin
-    /// role. With `--add-key`, a new key is added (to the database first, then the file): the
+    /// role: a superuser, or a role with CREATEROLE and CREATE on the database (it grants
+    /// itself the owner role; on PostgreSQL 16+ it must have created that role or hold ADMIN
+    /// OPTION on it). With `--add-key`, a new key is added (to the database first, then the file): the
     /// proxies sign with it after their next SIGHUP.
     Install {
         /// Admin connection (libpq URL or key=value string); not needed with `--print`.

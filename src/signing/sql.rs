@@ -14,11 +14,45 @@
 //! - table `tenantgate.signing_keys (key_id, secret, ipad, opad, added_at)`: every privilege of
 //!   every other role revoked, including what default privileges granted at creation;
 //! - `tenantgate.current_tenant() RETURNS text`, PL/pgSQL (its plans are kept for the session),
-//!   `SECURITY DEFINER` (it reads the keys as the owner), `STABLE`, `PARALLEL RESTRICTED` (it reads `pg_backend_pid()`, which differs in a
-//!   parallel worker; as an InitPlan it still allows parallel plans), and
-//!   `SET search_path = pg_catalog, pg_temp` so nothing a caller creates is resolved in it.
-//!   It returns the tenant setting when `tenantgate.signature` is a valid signature of it for
-//!   this backend with a key in the table, else NULL. EXECUTE for PUBLIC.
+//!   `SECURITY DEFINER` (it reads the keys as the owner), `STABLE`, `PARALLEL RESTRICTED` (it
+//!   reads `pg_backend_pid()`, which differs in a parallel worker; as an InitPlan it still
+//!   allows parallel plans), and no `SET` clause ([`function_body`] says why). It returns the
+//!   tenant setting when `tenantgate.signature` is a valid signature of it for this backend
+//!   with a key in the table, else NULL. EXECUTE for PUBLIC.
+//!
+//! # Name resolution (security review)
+//!
+//! A `SECURITY DEFINER` function runs with its owner's rights, so anything in it that a caller
+//! could redirect (a function, operator, type or table the caller creates with the same name)
+//! would run or be read with those rights, or would make the check pass. The usual defence is
+//! `SET search_path = pg_catalog, pg_temp`; it costs a save, a restore and a recomputation of
+//! the search path on every call, about a third of the function's cost. This function needs
+//! none, because nothing in its body is resolved through the search path at all:
+//! - **functions**: every call is qualified, `pg_catalog.current_setting`, `pg_catalog.sha256`,
+//!   … (pgcrypto's `hmac` by the schema the extension is installed in, found by the installer in
+//!   `pg_extension`). A qualified name looks only in that schema, where nobody but a superuser
+//!   (pg_catalog) or the extension's schema owner can create; every argument has its exact
+//!   type (`'…'::pg_catalog.text`, `'UTF8'::pg_catalog.name`), so an overload someone adds to
+//!   the extension's schema is never a better match than the exact one;
+//! - **operators**: written `OPERATOR(pg_catalog.=)`, `OPERATOR(pg_catalog.<>)`,
+//!   `OPERATOR(pg_catalog.||)`, with operands of exact types. No construct that looks an
+//!   operator up by its bare name appears (`NULLIF`, `IN`, `CASE x WHEN`, `BETWEEN`, `LIKE`,
+//!   `IS DISTINCT FROM`, `JOIN … USING`);
+//! - **types and casts**: `pg_catalog.text`, `pg_catalog.name`; casts are found in `pg_cast` by
+//!   type OIDs, never by name;
+//! - **tables**: `tenantgate.signing_keys`, qualified; schema `tenantgate` is the owner's and
+//!   nobody else can create in it;
+//! - **`pg_temp`**: searched first for relations and types only when a name is unqualified, and
+//!   never implicitly for functions and operators: with every name qualified it takes no part.
+//!
+//! The caller's `search_path` can still differ from call to call; PostgreSQL then re-plans the
+//! cached statement, which resolves to the same objects. `tests/signing.rs`
+//! (`shadowing_objects_in_public_and_pg_temp_change_nothing`) creates a shadow of every
+//! function, operator, type and table the body names, in `public` and in `pg_temp`, with both
+//! first on the search path, and shows no foreign row is read. `verify` fails a function whose
+//! body is not the one the installer writes unless it pins `search_path` itself. The install
+//! script runs with `SET LOCAL search_path = pg_catalog, pg_temp`, so the table's CHECK
+//! constraints and defaults bind to pg_catalog too.
 
 use super::keys::{hex, KeyRing, MESSAGE_PREFIX};
 use super::{DEFAULT_OWNER, KEY_TABLE, SCHEMA, SIGNATURE_SETTING};
@@ -51,44 +85,72 @@ pub fn ident(s: &str) -> String {
     crate::verify::catalog::quote_ident(s)
 }
 
-/// The body of `current_tenant()`, with `{mac}` the expression computing the MAC of `msg`
-/// with key row `k`. PL/pgSQL rather than SQL: PostgreSQL plans an SQL function's body again in
-/// every statement that calls it (measured: +200 µs of server CPU per statement), while
-/// PL/pgSQL keeps its plans for the session.
-fn function_body(setting: &str, mac: &str) -> String {
+/// The body of `current_tenant()`, with `mac(msg)` the expression computing the MAC of the
+/// expression `msg` with key row `k`.
+///
+/// Why it is shaped this way (each choice measured, see docs/benchmarks.md):
+/// - PL/pgSQL, not SQL: PostgreSQL 13–17 plan an SQL function's body again in every statement
+///   that calls it (+200 µs of server CPU per statement), while PL/pgSQL keeps its plans for
+///   the session.
+/// - No `SET search_path` clause: a function with one saves and restores the setting and
+///   recomputes the search path on every call. Instead nothing in the body is resolved through
+///   a search path ([`module documentation`](self), "Name resolution").
+/// - One statement and no PL/pgSQL expressions: PL/pgSQL compiles its expressions again in
+///   every transaction; `SELECT … INTO` and `RETURN variable` have none.
+/// - A sequential scan of the key table (one or two rows), filtered first by the key id
+///   prefix of the signature: cheaper to start than an index scan.
+pub fn function_body(setting: &str, mac: impl Fn(&str) -> String) -> String {
+    let tenant = format!(
+        "pg_catalog.current_setting({}::pg_catalog.text, true)",
+        literal(setting)
+    );
+    let sig = format!(
+        "pg_catalog.current_setting({}::pg_catalog.text, true)",
+        literal(SIGNATURE_SETTING)
+    );
+    let msg = format!(
+        "pg_catalog.convert_to(pg_catalog.concat_ws(pg_catalog.chr(10), {prefix}::pg_catalog.text, \
+k.key_id, pg_catalog.pg_backend_pid()::pg_catalog.text, {tenant}), 'UTF8'::pg_catalog.name)",
+        prefix = literal(MESSAGE_PREFIX),
+    );
+    let mac = mac(&msg);
     format!(
         "
 DECLARE
-    tenant_value text := nullif(current_setting({setting}, true), '');
-    signature text := current_setting({sig}, true);
-    k record;
-    msg bytea;
+    tenant_value pg_catalog.text;
 BEGIN
-    IF tenant_value IS NULL OR signature IS NULL THEN
-        RETURN NULL;
-    END IF;
-    SELECT s.key_id, s.secret, s.ipad, s.opad INTO k
-      FROM {KEY_TABLE} AS s
-     WHERE s.key_id = split_part(signature, ':', 1);
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    msg := convert_to(concat_ws(chr(10), {prefix}, k.key_id, pg_backend_pid()::text, tenant_value),
-                      'UTF8');
-    IF signature = k.key_id || ':' || encode({mac}, 'hex') THEN
-        RETURN tenant_value;
-    END IF;
-    RETURN NULL;
+    SELECT {tenant} INTO tenant_value
+      FROM {KEY_TABLE} AS k
+     WHERE pg_catalog.starts_with({sig}, k.key_id OPERATOR(pg_catalog.||) ':'::pg_catalog.text)
+       AND {tenant} OPERATOR(pg_catalog.<>) ''::pg_catalog.text
+       AND {sig} OPERATOR(pg_catalog.=) (k.key_id OPERATOR(pg_catalog.||) ':'::pg_catalog.text
+           OPERATOR(pg_catalog.||) pg_catalog.encode({mac}, 'hex'::pg_catalog.text));
+    RETURN tenant_value;
 END
-",
-        setting = literal(setting),
-        sig = literal(SIGNATURE_SETTING),
-        prefix = literal(MESSAGE_PREFIX),
+"
     )
 }
 
-/// The MAC with the built-in `sha256()` (PostgreSQL ≥ 11) and the stored pads.
-const BUILTIN_MAC: &str = "sha256(k.opad || sha256(k.ipad || msg))";
+/// The MAC of `msg` with the built-in `sha256()` (PostgreSQL ≥ 11) and the stored pads.
+pub fn builtin_mac(msg: &str) -> String {
+    format!(
+        "pg_catalog.sha256(k.opad OPERATOR(pg_catalog.||) pg_catalog.sha256(k.ipad OPERATOR(pg_catalog.||) {msg}))"
+    )
+}
+
+/// The MAC of `msg` with pgcrypto's `hmac()`, installed in schema `schema` (already quoted).
+pub fn pgcrypto_mac(schema: &str, msg: &str) -> String {
+    format!("{schema}.hmac({msg}, k.secret, 'sha256'::pg_catalog.text)")
+}
+
+/// The body `signing install` gives the function when pgcrypto is installed in
+/// `crypto_schema` (None: not installed); `verify` compares the installed body with it.
+pub fn expected_body(setting: &str, crypto_schema: Option<&str>) -> String {
+    match crypto_schema {
+        None => function_body(setting, builtin_mac),
+        Some(s) => function_body(setting, |msg| pgcrypto_mac(&ident(s), msg)),
+    }
+}
 
 /// The whole install script for `keys`.
 pub fn install(opts: &InstallOptions, keys: &KeyRing) -> String {
@@ -100,6 +162,7 @@ pub fn install(opts: &InstallOptions, keys: &KeyRing) -> String {
 -- Run as an admin role (a superuser, or a role with CREATEROLE and CREATE on the database).
 -- Idempotent: running it again only adds missing keys and recreates the function.
 BEGIN;
+SET LOCAL search_path = pg_catalog, pg_temp;
 
 DO $tg$
 BEGIN
@@ -114,10 +177,19 @@ BEGIN
                AND (rolcanlogin OR rolsuper OR rolbypassrls)) THEN
         RAISE EXCEPTION 'role % exists and can log in, is superuser or bypasses RLS; the key owner must be a plain NOLOGIN role', {owner_lit};
     END IF;
-    -- A non-superuser admin acts as the owner to create and alter its objects.
-    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
-       AND NOT pg_catalog.pg_has_role(current_user, {owner_lit}, 'MEMBER') THEN
-        EXECUTE pg_catalog.format('GRANT %I TO %I', {owner_lit}, current_user);
+    -- A non-superuser admin acts as the owner to create and alter its objects: it needs the
+    -- owner's privileges (INHERIT) and, on PostgreSQL 16+, the right to SET ROLE to it, which
+    -- CREATEROLE no longer implies (the creator of a role holds only ADMIN OPTION on it).
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        IF pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 160000 THEN
+            IF NOT (pg_catalog.pg_has_role(current_user, {owner_lit}, 'USAGE')
+                    AND pg_catalog.pg_has_role(current_user, {owner_lit}, 'SET')) THEN
+                EXECUTE pg_catalog.format('GRANT %I TO %I WITH INHERIT TRUE, SET TRUE',
+                                          {owner_lit}, current_user);
+            END IF;
+        ELSIF NOT pg_catalog.pg_has_role(current_user, {owner_lit}, 'USAGE') THEN
+            EXECUTE pg_catalog.format('GRANT %I TO %I', {owner_lit}, current_user);
+        END IF;
     END IF;
 END
 $tg$;
@@ -158,8 +230,9 @@ $tg$;
             opad = hex(&opad),
         ));
     }
-    let builtin = function_body(&opts.setting, BUILTIN_MAC);
-    let crypto = function_body(&opts.setting, "%s.hmac(msg, k.secret, 'sha256')");
+    let builtin = function_body(&opts.setting, builtin_mac);
+    // `%s`: the schema, filled in by format() in the DO block (the body has no other `%`).
+    let crypto = function_body(&opts.setting, |msg| pgcrypto_mac("%s", msg));
     sql.push_str(&format!(
         "
 -- pgcrypto's hmac() when the extension is installed (in whatever schema), else the built-in
@@ -219,7 +292,6 @@ fn create_function(body: &str) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {SCHEMA}.current_tenant() RETURNS text
     LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL RESTRICTED
-    SET search_path = pg_catalog, pg_temp
 AS $fn${body}$fn$"
     )
 }
@@ -256,7 +328,7 @@ mod tests {
             "CREATE ROLE \"tenantgate_owner\" NOLOGIN",
             "CREATE SCHEMA IF NOT EXISTS tenantgate AUTHORIZATION \"tenantgate_owner\"",
             "SECURITY DEFINER",
-            "SET search_path = pg_catalog, pg_temp",
+            "SET LOCAL search_path = pg_catalog, pg_temp",
             "'k1'",
             "'k2'",
             "REVOKE ALL ON tenantgate.signing_keys FROM PUBLIC",
@@ -275,5 +347,47 @@ mod tests {
             ..InstallOptions::default()
         };
         assert!(install(&o, &ring).contains("a.b''''; drop table x"));
+    }
+
+    #[test]
+    fn the_body_resolves_nothing_through_the_search_path() {
+        for body in [
+            expected_body("app.tenant_id", None),
+            expected_body("app.tenant_id", Some("public")),
+        ] {
+            // Every call is schema-qualified: the word before each `(` names its schema.
+            for (i, _) in body.match_indices('(') {
+                let head = &body[..i];
+                let start = head
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                    .map_or(0, |p| p + 1);
+                let word = &head[start..];
+                if word.is_empty() || word == "OPERATOR" {
+                    continue;
+                }
+                assert!(word.contains('.'), "unqualified call {word}( in {body}");
+            }
+            // Every operator is OPERATOR(pg_catalog.…) and every cast names pg_catalog.
+            let code = body
+                .replace("OPERATOR(pg_catalog.||)", "")
+                .replace("OPERATOR(pg_catalog.=)", "")
+                .replace("OPERATOR(pg_catalog.<>)", "")
+                .replace("::pg_catalog.", " ");
+            for op in ["||", "=", "<>", "<", ">", "::", "~", "!", "+", "-"] {
+                let code = code
+                    .replace("'tenantgate-v1'", "")
+                    .replace("'app.tenant_id'", "");
+                assert!(!code.contains(op), "bare operator {op} in {body}");
+            }
+            // No construct that looks an operator up by its bare name, and no SET clause.
+            for construct in [
+                "NULLIF", " IN ", "CASE", "BETWEEN", "LIKE", "DISTINCT", "USING", "SET ",
+            ] {
+                assert!(
+                    !body.to_uppercase().contains(construct),
+                    "{construct} in {body}"
+                );
+            }
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! integrity of `tenantgate.current_tenant()` are worth, so the checking role (the upstream
 //! role) must not be able to read the key table, be a member of the role that owns it, the
 //! function or the schema (a member can replace the function or read the keys), and the
-//! function must be `SECURITY DEFINER` with a pinned `search_path`. With a key, a functional
+//! function must be `SECURITY DEFINER` and resolve nothing through the caller's `search_path`:
+//! its body is exactly the one `signing install` writes (every name schema-qualified,
+//! `crate::signing::sql`), or it pins `search_path` itself. With a key, a functional
 //! probe signs a value for this very backend and asks the function: it must return the value,
 //! and NULL for the same signature claimed for another backend.
 
@@ -25,7 +27,9 @@ pub struct FunctionFacts {
     pub owner: String,
     /// `prosecdef`.
     pub security_definer: bool,
-    /// `proconfig` pins `search_path`, starting with `pg_catalog`.
+    /// Nothing in it is resolved through the caller's search path: its body is the one
+    /// `signing install` writes for this database, or `proconfig` pins `search_path`
+    /// starting with `pg_catalog`.
     pub pinned_search_path: bool,
     /// The checking role is (a member of) its owner.
     pub role_is_owner: bool,
@@ -65,7 +69,9 @@ const FUNCTION_SQL: &str = "SELECT pg_get_userbyid(p.proowner)::text, p.prosecde
        coalesce(EXISTS (SELECT 1 FROM unnest(p.proconfig) AS c(v) \
                         WHERE c.v ~* '^search_path=\"?pg_catalog\"?(,|$)'), false), \
        pg_has_role(current_user, p.proowner, 'MEMBER'), \
-       has_function_privilege(p.oid, 'EXECUTE') \
+       has_function_privilege(p.oid, 'EXECUTE'), p.prosrc, \
+       (SELECT n2.nspname::text FROM pg_extension e JOIN pg_namespace n2 ON n2.oid = e.extnamespace \
+         WHERE e.extname = 'pgcrypto') \
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
  WHERE n.nspname = 'tenantgate' AND p.proname = 'current_tenant' AND p.pronargs = 0";
 
@@ -105,10 +111,13 @@ pub async fn gather(
         .await
         .map_err(q("reading tenantgate.current_tenant()"))?
     {
+        let src: String = r.get(5);
+        let crypto: Option<String> = r.get(6);
+        let installed = src == crate::signing::sql::expected_body(setting, crypto.as_deref());
         facts.function = Some(FunctionFacts {
             owner: r.get(0),
             security_definer: r.get(1),
-            pinned_search_path: r.get(2),
+            pinned_search_path: installed || r.get::<_, bool>(2),
             role_is_owner: r.get(3),
             executable: r.get(4),
         });
@@ -198,7 +207,7 @@ pub fn check(f: &SigningFacts) -> Check {
             if !func.pinned_search_path {
                 findings.push(fail(
                     FUNCTION,
-                    "has no `SET search_path = pg_catalog, pg_temp`: a SECURITY DEFINER function must not resolve names through the caller's search path".into(),
+                    "is not the body `tenantgate signing install` writes (every name schema-qualified) and has no `SET search_path = pg_catalog, pg_temp`: a SECURITY DEFINER function must not resolve names through the caller's search path; fix: run `tenantgate signing install` again".into(),
                 ));
             }
             if func.role_is_owner {
@@ -291,7 +300,7 @@ pub fn check(f: &SigningFacts) -> Check {
             findings.push(Finding::new(
                 Status::Pass,
                 FUNCTION,
-                format!("SECURITY DEFINER, pinned search_path; {} cannot read the keys or alter the function", f.user),
+                format!("SECURITY DEFINER, no name resolved through the caller's search path; {} cannot read the keys or alter the function", f.user),
             ));
         }
         format!(
