@@ -205,7 +205,7 @@ impl Policy {
                 d.events.push(EventDraft {
                     kind: EventKind::StatementProbe,
                     action: Action::Block,
-                    detail: Some(format!("{} \"{name}\" [{}]", f.detail, rule_name(f.rule))),
+                    detail: Some(format!("{} \"{name}\" [{}]", f.detail, f.rule.label())),
                 });
                 d.verdict = Verdict::Refuse(error::no_such_statement(&name));
                 return d;
@@ -258,7 +258,7 @@ impl Policy {
             d.events.push(EventDraft {
                 kind,
                 action,
-                detail: Some(format!("{what} [{}]", rule_name(f.rule))),
+                detail: Some(format!("{what} [{}]", f.rule.label())),
             });
             if block && d.verdict == Verdict::Forward {
                 d.verdict = Verdict::Refuse(error::refused(&what));
@@ -314,21 +314,6 @@ fn is_plain_set(sql: &str, range: &std::ops::Range<usize>) -> bool {
                 .is_some_and(|h| h.eq_ignore_ascii_case("set "))
         })
         .unwrap_or(false)
-}
-
-fn rule_name(r: Rule) -> &'static str {
-    match r {
-        Rule::TenantTamper => "tenant setting",
-        Rule::RoleTamper => "role",
-        Rule::RlsTamper => "row security",
-        Rule::DoBlock => "DO block",
-        Rule::TenantLiteral => "tenant literal",
-        Rule::ReservedName => "reserved name",
-        Rule::UnsafeEncoding => "client encoding",
-        Rule::OtherSessions => "other sessions",
-        Rule::LargeObject => "large object",
-        Rule::Statistics => "statistics",
-    }
 }
 
 /// The catalog-derived rules: always refused (they are not a heuristic about whose data a
@@ -394,7 +379,7 @@ impl Policy {
         Some(EventDraft {
             kind,
             action: Action::Block,
-            detail: Some(format!("{what} [{}]", rule_name(f.rule))),
+            detail: Some(format!("{what} [{}]", f.rule.label())),
         })
     }
 }

@@ -40,7 +40,6 @@ impl<'a> Cx<'a, '_> {
             None => {
                 self.set_config_encoding(st, name, &a, after, &mut la.clone());
                 if !is(after, K::Comma) || !self.third_arg_is_true(&mut la) {
-                    self.out.flags |= Flags::SESSION_SET;
                     self.out.session_settings.push(lit_string(self.src, &a));
                 }
                 return;

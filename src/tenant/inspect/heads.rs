@@ -11,39 +11,18 @@ impl<'a> Cx<'a, '_> {
         st.lit_off = false;
         let la = &mut la;
         match key(self.src, Some(t)) {
-            kk::SET => self.h_set(st, t, la, top),
+            kk::SET => self.h_set(st, t, la),
             kk::RESET => self.h_reset(st, t, la, top),
             kk::DO => self.h_do(st, t, la),
-            kk::ALTER => self.h_alter(st, t, la, top),
-            kk::CREATE => return self.h_create(st, t, la, top),
-            kk::DROP => self.h_drop(st, t, la, top),
-            kk::VACUUM => self.flag(top, Flags::NO_TXN_BLOCK),
-            kk::REINDEX => self.h_reindex(la, top),
-            kk::CLUSTER => self.h_cluster(la, top),
-            kk::COMMIT | kk::ROLLBACK => {
-                let f = if self.kw(la.next(), b"prepared") {
-                    Flags::NO_TXN_BLOCK
-                } else {
-                    Flags::TXN_CONTROL
-                };
-                self.flag(top, f);
-            }
-            kk::BEGIN | kk::END | kk::ABORT | kk::SAVEPOINT | kk::RELEASE => {
-                self.flag(top, Flags::TXN_CONTROL)
-            }
-            kk::START => {
-                let yes = self.kw(la.next(), b"transaction");
-                self.flag_if(top, yes, Flags::TXN_CONTROL);
-            }
+            kk::ALTER => self.h_alter(st, t, la),
+            kk::CREATE => return self.h_create(st, t, la),
+            kk::DROP => self.h_drop(st, t, la),
             kk::PREPARE => {
                 let name = la.next();
-                let f = if self.kw(name, b"transaction") {
-                    Flags::TXN_CONTROL
-                } else {
+                if !self.kw(name, b"transaction") {
                     self.reserved_name(st, name);
-                    Flags::SQL_PREPARE
-                };
-                self.flag(top, f);
+                    self.flag(top, Flags::SQL_PREPARE);
+                }
             }
             kk::EXECUTE => {
                 self.reserved_name(st, la.next());
@@ -67,26 +46,17 @@ impl<'a> Cx<'a, '_> {
                 }
             }
             kk::DEALLOCATE => {
-                self.flag(top, Flags::SQL_DEALLOCATE);
                 let mut x = la.next();
                 if self.kw(x, b"prepare") {
                     x = la.next();
                 }
-                if self.kw(x, b"all") {
-                    self.flag(top, Flags::DISCARD_OR_RESET_ALL);
-                } else {
+                if !self.kw(x, b"all") {
                     self.reserved_name(st, x);
                 }
             }
             kk::DISCARD => {
-                let x = la.next();
-                if self.kw(x, b"all") {
-                    self.flag(
-                        top,
-                        Flags::DISCARD_OR_RESET_ALL | Flags::NO_TXN_BLOCK | Flags::RESETS_SETTINGS,
-                    );
-                } else if self.kw(x, b"plans") {
-                    self.flag(top, Flags::DISCARD_OR_RESET_ALL);
+                if self.kw(la.next(), b"all") {
+                    self.flag(top, Flags::RESETS_SETTINGS);
                 }
             }
             kk::LISTEN => self.flag(top, Flags::LISTEN),
@@ -98,7 +68,7 @@ impl<'a> Cx<'a, '_> {
 
     #[cold]
     #[inline(never)]
-    pub(super) fn h_set(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>, top: bool) {
+    pub(super) fn h_set(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>) {
         st.lit_off = true;
         let c = set_clause(self.src, self.o.setting, la, true);
         let span = head.s()..c.end.max(head.e());
@@ -119,7 +89,6 @@ impl<'a> Cx<'a, '_> {
             None => {
                 let txn = self.kw(c.first, b"transaction") || self.kw(c.first, b"constraints");
                 if !c.local && !txn && !self.tracked_setting(&c) {
-                    self.flag(top, Flags::SESSION_SET);
                     self.session_setting(&c);
                 }
                 return;
@@ -142,10 +111,9 @@ impl<'a> Cx<'a, '_> {
             Some(Target::RowSecurity) => (Rule::RlsTamper, "RESET row_security"),
             None => {
                 if c.parts == 1 && self.kw(c.first, b"all") {
-                    self.flag(top, Flags::DISCARD_OR_RESET_ALL | Flags::RESETS_SETTINGS);
+                    self.flag(top, Flags::RESETS_SETTINGS);
                     self.reset_pending = top;
                 } else if !self.tracked_setting(&c) {
-                    self.flag(top, Flags::SESSION_SET);
                     self.session_setting(&c);
                 }
                 return;
@@ -180,36 +148,34 @@ impl<'a> Cx<'a, '_> {
 
     #[cold]
     #[inline(never)]
-    pub(super) fn h_alter(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>, top: bool) {
+    pub(super) fn h_alter(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>) {
         let t1 = la.next();
         match key(self.src, t1) {
-            kk::TABLE => self.alter_table(st, la, top),
+            kk::TABLE => self.alter_table(st, la),
             kk::ROLE | kk::USER => {
                 if self.kw(la.clone().next(), b"mapping") {
                     return;
                 }
                 st.lit_off = true;
-                self.set_clauses(st, la, Ctx::Role, top);
+                self.set_clauses(st, la, Ctx::Role);
             }
             kk::DATABASE => {
                 st.lit_off = true;
-                self.set_clauses(st, la, Ctx::Database, top);
+                self.set_clauses(st, la, Ctx::Database);
             }
             kk::SYSTEM => {
-                self.flag(top, Flags::NO_TXN_BLOCK);
                 st.lit_off = true;
-                self.set_clauses(st, la, Ctx::System, top);
+                self.set_clauses(st, la, Ctx::System);
             }
             kk::FUNCTION | kk::PROCEDURE | kk::ROUTINE => {
                 st.lit_off = true;
-                self.set_clauses(st, la, Ctx::Function, top);
+                self.set_clauses(st, la, Ctx::Function);
             }
             kk::POLICY => {
                 let end = t1.map_or(head.e(), |t| t.e());
                 self.push(st, Rule::RlsTamper, "ALTER POLICY", None, head.s()..end);
             }
             kk::SUBSCRIPTION => {
-                self.flag(top, Flags::NO_TXN_BLOCK);
                 while let Some(t) = la.next() {
                     if t.k == K::Semi {
                         break;
@@ -224,7 +190,7 @@ impl<'a> Cx<'a, '_> {
     }
 
     /// `SET`/`RESET` clauses of `ALTER ROLE|DATABASE|SYSTEM|FUNCTION`, and role attributes.
-    pub(super) fn set_clauses(&mut self, st: &mut Stmt, la: &mut Lexer<'a>, ctx: Ctx, top: bool) {
+    pub(super) fn set_clauses(&mut self, st: &mut Stmt, la: &mut Lexer<'a>, ctx: Ctx) {
         let mut depth = 0usize;
         let mut first = true;
         let mut pending: Option<Tok> = None;
@@ -240,8 +206,6 @@ impl<'a> Cx<'a, '_> {
                         if let Some(target) = c.target {
                             let detail = clause_detail(ctx, target);
                             self.push(st, rule_of(target), detail, None, t.s()..c.end);
-                        } else if set && ctx == Ctx::Database && self.kw(c.first, b"tablespace") {
-                            self.flag(top, Flags::NO_TXN_BLOCK);
                         }
                         pending = c.after;
                     } else if ctx == Ctx::Role && !first {
@@ -259,8 +223,7 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    pub(super) fn alter_table(&mut self, st: &mut Stmt, la: &mut Lexer<'a>, top: bool) {
-        let mut detach = false;
+    pub(super) fn alter_table(&mut self, st: &mut Stmt, la: &mut Lexer<'a>) {
         while let Some(t) = la.next() {
             if t.k == K::Semi {
                 break;
@@ -280,10 +243,6 @@ impl<'a> Cx<'a, '_> {
                     let d = "ALTER TABLE ... NO FORCE ROW LEVEL SECURITY";
                     self.push(st, Rule::RlsTamper, d, None, t.s()..end);
                 }
-            } else if self.kw(Some(t), b"detach") {
-                detach = true;
-            } else if detach && self.kw(Some(t), b"concurrently") {
-                self.flag(top, Flags::NO_TXN_BLOCK);
             }
         }
     }
@@ -305,13 +264,7 @@ impl<'a> Cx<'a, '_> {
 
     #[cold]
     #[inline(never)]
-    pub(super) fn h_create(
-        &mut self,
-        st: &mut Stmt,
-        head: Tok,
-        la: &mut Lexer<'a>,
-        top: bool,
-    ) -> bool {
+    pub(super) fn h_create(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>) -> bool {
         let mut t1 = la.next();
         if self.kw(t1, b"or") && self.kw(la.next(), b"replace") {
             t1 = la.next();
@@ -329,23 +282,11 @@ impl<'a> Cx<'a, '_> {
                 self.routine(st, la);
                 return true;
             }
-            kk::DATABASE | kk::TABLESPACE => self.flag(top, Flags::NO_TXN_BLOCK),
-            kk::UNIQUE => {
-                let yes = self.kw(la.next(), b"index") && self.kw(la.next(), b"concurrently");
-                self.flag_if(top, yes, Flags::NO_TXN_BLOCK);
-            }
-            kk::INDEX => {
-                let yes = self.kw(la.next(), b"concurrently");
-                self.flag_if(top, yes, Flags::NO_TXN_BLOCK);
-            }
             kk::POLICY => {
                 let end = t1.map_or(head.e(), |t| t.e());
                 self.push(st, Rule::RlsTamper, "CREATE POLICY", None, head.s()..end);
             }
-            kk::SUBSCRIPTION => {
-                self.flag(top, Flags::NO_TXN_BLOCK);
-                self.out.flags |= Flags::CONTAINS_SECRET;
-            }
+            kk::SUBSCRIPTION => self.out.flags |= Flags::CONTAINS_SECRET,
             kk::ROLE | kk::USER | kk::GROUP => {
                 let name = la.next();
                 if self.kw(name, b"mapping") {
@@ -590,64 +531,14 @@ impl<'a> Cx<'a, '_> {
 
     #[cold]
     #[inline(never)]
-    pub(super) fn h_drop(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>, top: bool) {
+    pub(super) fn h_drop(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>) {
         let t1 = la.next();
         match key(self.src, t1) {
-            kk::DATABASE | kk::TABLESPACE | kk::SUBSCRIPTION => self.flag(top, Flags::NO_TXN_BLOCK),
-            kk::INDEX => {
-                let yes = self.kw(la.next(), b"concurrently");
-                self.flag_if(top, yes, Flags::NO_TXN_BLOCK);
-            }
             kk::POLICY => {
                 let end = t1.map_or(head.e(), |t| t.e());
                 self.push(st, Rule::RlsTamper, "DROP POLICY", None, head.s()..end);
             }
             _ => {}
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    pub(super) fn h_reindex(&mut self, la: &mut Lexer<'a>, top: bool) {
-        let mut concurrently = false;
-        let mut t = la.next();
-        if is(t, K::LParen) {
-            loop {
-                t = la.next();
-                match t {
-                    None => return,
-                    Some(x) if x.k == K::Semi => return,
-                    Some(x) if x.k == K::RParen => break,
-                    _ => concurrently |= self.kw(t, b"concurrently"),
-                }
-            }
-            t = la.next();
-        }
-        let whole = self.kw(t, b"database") || self.kw(t, b"system");
-        while let Some(x) = la.next() {
-            if x.k == K::Semi {
-                break;
-            }
-            concurrently |= self.kw(Some(x), b"concurrently");
-        }
-        if whole || concurrently {
-            self.flag(top, Flags::NO_TXN_BLOCK);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    pub(super) fn h_cluster(&mut self, la: &mut Lexer<'a>, top: bool) {
-        let mut t = la.next();
-        if is(t, K::LParen) {
-            skip_group(la, K::RParen);
-            t = la.next();
-        }
-        if self.kw(t, b"verbose") {
-            t = la.next();
-        }
-        if t.is_none() || is(t, K::Semi) {
-            self.flag(top, Flags::NO_TXN_BLOCK);
         }
     }
 }

@@ -154,17 +154,26 @@ pub const RESERVED_PREFIX: &[u8] = b"__tg";
 impl Rule {
     /// A stable lower-case name, for logs and metrics.
     pub const fn as_str(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The words a client reads in an error's detail ("… [row security]").
+    pub const fn label(self) -> &'static str {
+        self.names().1
+    }
+
+    const fn names(self) -> (&'static str, &'static str) {
         match self {
-            Rule::TenantTamper => "tenant_tamper",
-            Rule::RoleTamper => "role_tamper",
-            Rule::RlsTamper => "rls_tamper",
-            Rule::DoBlock => "do_block",
-            Rule::TenantLiteral => "tenant_literal",
-            Rule::ReservedName => "reserved_name",
-            Rule::UnsafeEncoding => "unsafe_encoding",
-            Rule::OtherSessions => "other_sessions",
-            Rule::LargeObject => "large_object",
-            Rule::Statistics => "statistics",
+            Rule::TenantTamper => ("tenant_tamper", "tenant setting"),
+            Rule::RoleTamper => ("role_tamper", "role"),
+            Rule::RlsTamper => ("rls_tamper", "row security"),
+            Rule::DoBlock => ("do_block", "DO block"),
+            Rule::TenantLiteral => ("tenant_literal", "tenant literal"),
+            Rule::ReservedName => ("reserved_name", "reserved name"),
+            Rule::UnsafeEncoding => ("unsafe_encoding", "client encoding"),
+            Rule::OtherSessions => ("other_sessions", "other sessions"),
+            Rule::LargeObject => ("large_object", "large object"),
+            Rule::Statistics => ("statistics", "statistics"),
         }
     }
 }
@@ -196,7 +205,8 @@ pub struct Inspection {
     pub findings: Vec<Finding>,
     /// What kinds of statement the text holds.
     pub flags: Flags,
-    /// Settings the text changes at session level (`SESSION_SET`), by name, so the session can
+    /// Settings the text changes at session level (`SET` without `LOCAL`, `RESET`,
+    /// `set_config(…, false)`; not `SET TRANSACTION`, nor `RESET ALL`), by name, so the session can
     /// carry their values to its next server connections; empty (not allocated) otherwise.
     pub session_settings: Vec<String>,
     /// Cursors the text declares (`DECLARE name …`), with whether they are `WITH HOLD`: the
@@ -209,58 +219,35 @@ pub struct Inspection {
 pub struct Flags(u32);
 
 impl Flags {
-    /// A statement that cannot run inside a transaction block (`VACUUM`, `CREATE|DROP DATABASE`,
-    /// `CREATE|DROP TABLESPACE`, `CREATE|DROP INDEX CONCURRENTLY`, `REINDEX … CONCURRENTLY`,
-    /// `REINDEX DATABASE|SYSTEM`, `ALTER SYSTEM`, `CLUSTER` without a table, `COMMIT|ROLLBACK
-    /// PREPARED`, `CREATE|ALTER|DROP SUBSCRIPTION`, `DISCARD ALL`, `ALTER DATABASE … SET
-    /// TABLESPACE`, `ALTER TABLE … DETACH PARTITION … CONCURRENTLY`).
-    pub const NO_TXN_BLOCK: Flags = Flags(1);
-    /// `BEGIN`, `START TRANSACTION`, `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`,
-    /// `RELEASE`, `PREPARE TRANSACTION`.
-    pub const TXN_CONTROL: Flags = Flags(1 << 1);
     /// `PREPARE name AS …` (not `PREPARE TRANSACTION`).
-    pub const SQL_PREPARE: Flags = Flags(1 << 2);
+    pub const SQL_PREPARE: Flags = Flags(1);
     /// `EXECUTE name` (also `EXPLAIN … EXECUTE name`).
-    pub const SQL_EXECUTE: Flags = Flags(1 << 3);
-    /// `DEALLOCATE`.
-    pub const SQL_DEALLOCATE: Flags = Flags(1 << 4);
+    pub const SQL_EXECUTE: Flags = Flags(1 << 1);
     /// Text that must be redacted from logs: a `PASSWORD` word (`CREATE|ALTER ROLE … PASSWORD`,
     /// user mapping options), a literal containing "password", `CREATE SUBSCRIPTION`,
     /// `ALTER SUBSCRIPTION … CONNECTION`.
-    pub const CONTAINS_SECRET: Flags = Flags(1 << 5);
-    /// `DISCARD ALL`, `DISCARD PLANS`, `RESET ALL`, `DEALLOCATE [PREPARE] ALL`: harmless,
-    /// informational (pools send them).
-    pub const DISCARD_OR_RESET_ALL: Flags = Flags(1 << 6);
+    pub const CONTAINS_SECRET: Flags = Flags(1 << 2);
     /// `LISTEN`: session state that breaks under transaction pooling.
-    pub const LISTEN: Flags = Flags(1 << 7);
-    /// `SET` without `LOCAL`, or `RESET`, of a setting the rules do not guard (e.g.
-    /// `search_path`): session state that outlives the transaction. Not set for
-    /// `SET TRANSACTION`/`SET CONSTRAINTS`, nor for `RESET ALL`.
-    pub const SESSION_SET: Flags = Flags(1 << 8);
+    pub const LISTEN: Flags = Flags(1 << 3);
     /// `DECLARE … WITH HOLD`: a cursor that outlives the transaction.
-    pub const HOLD_CURSOR: Flags = Flags(1 << 9);
+    pub const HOLD_CURSOR: Flags = Flags(1 << 4);
     /// `CREATE TEMP|TEMPORARY …` or an object created in `pg_temp`: lives as long as the
     /// server connection.
-    pub const TEMP_OBJECT: Flags = Flags(1 << 10);
+    pub const TEMP_OBJECT: Flags = Flags(1 << 5);
     /// A session-level advisory lock (`pg_advisory_lock`, `pg_try_advisory_lock` and their
     /// `_shared` forms): held until unlocked or the server connection ends.
-    pub const SESSION_LOCK: Flags = Flags(1 << 11);
+    pub const SESSION_LOCK: Flags = Flags(1 << 6);
     /// `RESET ALL` followed by more statements in the same text: those would run without the
     /// proxy's tenant.
-    pub const RESET_NOT_LAST: Flags = Flags(1 << 12);
+    pub const RESET_NOT_LAST: Flags = Flags(1 << 7);
     /// `RESET ALL` or `DISCARD ALL`: every setting returns to the session's startup value.
-    pub const RESETS_SETTINGS: Flags = Flags(1 << 13);
+    pub const RESETS_SETTINGS: Flags = Flags(1 << 8);
 
-    const NAMES: [(Flags, &'static str); 14] = [
-        (Flags::NO_TXN_BLOCK, "NO_TXN_BLOCK"),
-        (Flags::TXN_CONTROL, "TXN_CONTROL"),
+    const NAMES: [(Flags, &'static str); 9] = [
         (Flags::SQL_PREPARE, "SQL_PREPARE"),
         (Flags::SQL_EXECUTE, "SQL_EXECUTE"),
-        (Flags::SQL_DEALLOCATE, "SQL_DEALLOCATE"),
         (Flags::CONTAINS_SECRET, "CONTAINS_SECRET"),
-        (Flags::DISCARD_OR_RESET_ALL, "DISCARD_OR_RESET_ALL"),
         (Flags::LISTEN, "LISTEN"),
-        (Flags::SESSION_SET, "SESSION_SET"),
         (Flags::HOLD_CURSOR, "HOLD_CURSOR"),
         (Flags::TEMP_OBJECT, "TEMP_OBJECT"),
         (Flags::SESSION_LOCK, "SESSION_LOCK"),

@@ -148,32 +148,62 @@ pub(super) const fn kw_key(w: &[u8]) -> u128 {
     k
 }
 
-/// `FILTER[first letter] >> length & 1`: whether a word may have a rule of its own (`as`, `set`,
-/// `reset`, `update`, `ts_stat`, `password`, `set_config`, `query_to_xml…`). A false positive
-/// only costs the full comparison.
+/// What a name (keyword or identifier) triggers on its own, wherever it appears.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum WordRule {
+    /// `AS`: the next word is a label, not a keyword.
+    Label,
+    /// `SET` / `RESET`: the next name is a setting.
+    SetOrReset,
+    /// `UPDATE`: maybe of `pg_settings`.
+    Update,
+    /// A function that runs its SQL text argument in this session.
+    DynamicSql,
+    /// `PASSWORD`: the text must be redacted from logs.
+    Secret,
+    /// `set_config(…)`.
+    SetConfig,
+    /// A session-level advisory lock.
+    SessionLock,
+}
+
+/// Every name with a [`WordRule`]. The word filter below is built from this table, so a rule
+/// added here cannot be skipped by it.
+pub(super) const WORD_RULES: [(&[u8], WordRule); 14] = [
+    (b"as", WordRule::Label),
+    (b"set", WordRule::SetOrReset),
+    (b"reset", WordRule::SetOrReset),
+    (b"update", WordRule::Update),
+    (b"ts_stat", WordRule::DynamicSql),
+    (b"query_to_xml", WordRule::DynamicSql),
+    (b"query_to_xmlschema", WordRule::DynamicSql),
+    (b"query_to_xml_and_xmlschema", WordRule::DynamicSql),
+    (b"password", WordRule::Secret),
+    (b"set_config", WordRule::SetConfig),
+    (b"pg_advisory_lock", WordRule::SessionLock),
+    (b"pg_try_advisory_lock", WordRule::SessionLock),
+    (b"pg_advisory_lock_shared", WordRule::SessionLock),
+    (b"pg_try_advisory_lock_shared", WordRule::SessionLock),
+];
+
+/// The rule of a name, ASCII case-insensitively.
+#[inline]
+pub(super) fn word_rule(name: &[u8]) -> Option<WordRule> {
+    WORD_RULES
+        .iter()
+        .find(|(w, _)| w.len() == name.len() && w.eq_ignore_ascii_case(name))
+        .map(|&(_, r)| r)
+}
+
+/// `FILTER[first letter] >> length & 1`: whether a word may have a rule of its own (in
+/// [`WORD_RULES`]). A false positive only costs the full comparison.
 pub(super) static FILTER: [u64; 32] = word_filter();
 
-pub(super) const fn word_filter() -> [u64; 32] {
-    const WORDS: [&[u8]; 14] = [
-        b"as",
-        b"pg_advisory_lock",
-        b"pg_try_advisory_lock",
-        b"pg_advisory_lock_shared",
-        b"pg_try_advisory_lock_shared",
-        b"set",
-        b"reset",
-        b"update",
-        b"ts_stat",
-        b"password",
-        b"set_config",
-        b"query_to_xml",
-        b"query_to_xmlschema",
-        b"query_to_xml_and_xmlschema",
-    ];
+const fn word_filter() -> [u64; 32] {
     let mut t = [0u64; 32];
     let mut i = 0;
-    while i < WORDS.len() {
-        let w = WORDS[i];
+    while i < WORD_RULES.len() {
+        let w = WORD_RULES[i].0;
         t[(w[0] & 31) as usize] |= 1 << w.len();
         i += 1;
     }
@@ -195,17 +225,6 @@ pub(super) mod kk {
     pub const ALTER: u128 = kw_key(b"alter");
     pub const CREATE: u128 = kw_key(b"create");
     pub const DROP: u128 = kw_key(b"drop");
-    pub const VACUUM: u128 = kw_key(b"vacuum");
-    pub const REINDEX: u128 = kw_key(b"reindex");
-    pub const CLUSTER: u128 = kw_key(b"cluster");
-    pub const COMMIT: u128 = kw_key(b"commit");
-    pub const ROLLBACK: u128 = kw_key(b"rollback");
-    pub const BEGIN: u128 = kw_key(b"begin");
-    pub const END: u128 = kw_key(b"end");
-    pub const ABORT: u128 = kw_key(b"abort");
-    pub const SAVEPOINT: u128 = kw_key(b"savepoint");
-    pub const RELEASE: u128 = kw_key(b"release");
-    pub const START: u128 = kw_key(b"start");
     pub const PREPARE: u128 = kw_key(b"prepare");
     pub const EXECUTE: u128 = kw_key(b"execute");
     pub const EXPLAIN: u128 = kw_key(b"explain");
@@ -228,9 +247,6 @@ pub(super) mod kk {
     pub const ROUTINE: u128 = kw_key(b"routine");
     pub const POLICY: u128 = kw_key(b"policy");
     pub const SUBSCRIPTION: u128 = kw_key(b"subscription");
-    pub const TABLESPACE: u128 = kw_key(b"tablespace");
-    pub const UNIQUE: u128 = kw_key(b"unique");
-    pub const INDEX: u128 = kw_key(b"index");
 }
 
 /// A dotted name (`app.tenant_id`, `"app"."tenant_id"`, `role`) read from a token stream.

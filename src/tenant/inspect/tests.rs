@@ -810,76 +810,33 @@ fn dynamic_sql_is_inspected() {
 
 #[test]
 fn flags_of_statement_kinds() {
-    let no_txn = Flags::NO_TXN_BLOCK;
+    // Statements the session does not act on leave no flag.
     for sql in [
         "VACUUM",
-        "vacuum (analyze) t",
         "CREATE DATABASE d",
-        "DROP DATABASE d",
-        "CREATE TABLESPACE s LOCATION '/x'",
-        "DROP TABLESPACE s",
         "CREATE INDEX CONCURRENTLY i ON t (a)",
-        "CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)",
-        "DROP INDEX CONCURRENTLY i",
-        "REINDEX TABLE CONCURRENTLY t",
-        "REINDEX (VERBOSE) INDEX CONCURRENTLY i",
         "REINDEX DATABASE d",
-        "REINDEX SYSTEM",
-        "ALTER SYSTEM SET work_mem = '1MB'",
         "CLUSTER",
-        "CLUSTER VERBOSE",
-        "CLUSTER (VERBOSE)",
         "COMMIT PREPARED 'x'",
-        "ROLLBACK PREPARED 'x'",
-        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p",
-        "ALTER SUBSCRIPTION s REFRESH PUBLICATION",
-        "DROP SUBSCRIPTION s",
-        "DISCARD ALL",
-        "ALTER TABLE p DETACH PARTITION c CONCURRENTLY",
-        "ALTER DATABASE d SET TABLESPACE s",
-    ] {
-        assert!(flags(sql).contains(no_txn), "{sql:?}");
-    }
-    for sql in [
-        "CREATE INDEX i ON t (a)",
-        "REINDEX TABLE t",
-        "CLUSTER t",
-        "CLUSTER VERBOSE t USING i",
-        "COMMIT",
-        "ANALYZE t",
-        "ALTER TABLE p DETACH PARTITION c",
-    ] {
-        assert!(!flags(sql).contains(no_txn), "{sql:?}");
-    }
-    for sql in [
         "BEGIN",
         "begin isolation level serializable",
         "START TRANSACTION",
         "COMMIT",
-        "END",
-        "ROLLBACK",
         "ROLLBACK TO SAVEPOINT a",
-        "ABORT",
-        "SAVEPOINT a",
-        "RELEASE a",
         "PREPARE TRANSACTION 'x'",
+        "DEALLOCATE p",
+        "DEALLOCATE PREPARE ALL",
+        "DISCARD PLANS",
+        "ALTER TABLE p DETACH PARTITION c CONCURRENTLY",
     ] {
-        assert_eq!(flags(sql), Flags::TXN_CONTROL, "{sql:?}");
+        assert_eq!(flags(sql), Flags::empty(), "{sql:?}");
     }
     assert_eq!(flags("PREPARE p AS SELECT 1"), Flags::SQL_PREPARE);
     assert_eq!(flags("PREPARE p (int) AS SELECT $1"), Flags::SQL_PREPARE);
     assert_eq!(flags("EXECUTE p (1)"), Flags::SQL_EXECUTE);
     assert_eq!(flags("EXPLAIN (ANALYZE) EXECUTE p"), Flags::SQL_EXECUTE);
-    assert_eq!(flags("DEALLOCATE p"), Flags::SQL_DEALLOCATE);
-    assert_eq!(
-        flags("DEALLOCATE PREPARE ALL"),
-        Flags::SQL_DEALLOCATE | Flags::DISCARD_OR_RESET_ALL
-    );
-    assert_eq!(flags("DISCARD PLANS"), Flags::DISCARD_OR_RESET_ALL);
-    assert_eq!(
-        flags("RESET ALL"),
-        Flags::DISCARD_OR_RESET_ALL | Flags::RESETS_SETTINGS
-    );
+    assert_eq!(flags("RESET ALL"), Flags::RESETS_SETTINGS);
+    assert_eq!(flags("DISCARD ALL"), Flags::RESETS_SETTINGS);
     assert_eq!(flags("DISCARD TEMP"), Flags::empty());
     assert_eq!(flags("LISTEN c"), Flags::LISTEN);
     assert_eq!(flags("UNLISTEN *"), Flags::empty());
@@ -919,26 +876,21 @@ fn flags_of_statement_kinds() {
     assert_eq!(flags("SET TimeZone = 'UTC'"), Flags::empty());
     assert_eq!(flags("SET TIME ZONE 'UTC'"), Flags::empty());
     assert_eq!(flags("SET NAMES 'UTF8'"), Flags::empty());
+    let session = |sql: &str| ins(sql).session_settings;
     assert_eq!(
-        flags("select set_config('search_path', 'x', false)"),
-        Flags::SESSION_SET
+        session("select set_config('search_path', 'x', false)"),
+        ["search_path"]
     );
     assert_eq!(
-        flags("select set_config('search_path', lower('X'), $1)"),
-        Flags::SESSION_SET
+        session("select set_config('search_path', lower('X'), $1)"),
+        ["search_path"]
     );
-    assert_eq!(
-        flags("select set_config('search_path', concat('a', 'b'), true)"),
-        Flags::empty()
-    );
+    assert!(session("select set_config('search_path', concat('a', 'b'), true)").is_empty());
     assert_eq!(
         flags("RESET ALL; SELECT 1"),
-        Flags::DISCARD_OR_RESET_ALL | Flags::RESETS_SETTINGS | Flags::RESET_NOT_LAST
+        Flags::RESETS_SETTINGS | Flags::RESET_NOT_LAST
     );
-    assert_eq!(
-        flags("SELECT 1; RESET ALL"),
-        Flags::DISCARD_OR_RESET_ALL | Flags::RESETS_SETTINGS
-    );
+    assert_eq!(flags("SELECT 1; RESET ALL"), Flags::RESETS_SETTINGS);
     assert_eq!(
         ins("SET search_path = a; set session characteristics as transaction read only; select set_config('Work_Mem', '1MB', false); reset \"App\".x").session_settings,
         vec![
@@ -951,15 +903,13 @@ fn flags_of_statement_kinds() {
         ]
     );
     assert_eq!(flags("NOTIFY c"), Flags::empty());
-    assert_eq!(flags("SET search_path = x"), Flags::SESSION_SET);
-    assert_eq!(flags("RESET search_path"), Flags::SESSION_SET);
-    assert_eq!(flags("SET LOCAL search_path = x"), Flags::empty());
-    assert_eq!(flags("SET TRANSACTION READ ONLY"), Flags::empty());
+    assert_eq!(session("SET search_path = x"), ["search_path"]);
+    assert_eq!(session("RESET search_path"), ["search_path"]);
+    assert!(session("SET LOCAL search_path = x").is_empty());
+    assert!(session("SET TRANSACTION READ ONLY").is_empty());
+    assert!(session("RESET ALL").is_empty());
     assert_eq!(flags("select 1"), Flags::empty());
-    assert_eq!(
-        flags("select 1; begin; listen x"),
-        Flags::TXN_CONTROL | Flags::LISTEN
-    );
+    assert_eq!(flags("select 1; begin; listen x"), Flags::LISTEN);
     // Statements inside a BEGIN ATOMIC body do not run now.
     assert_eq!(
         flags("CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END"),
@@ -1011,10 +961,10 @@ fn secrets() {
 
 #[test]
 fn flags_debug_and_ops() {
-    let f = Flags::TXN_CONTROL | Flags::LISTEN;
-    assert_eq!(format!("{f:?}"), "{TXN_CONTROL, LISTEN}");
-    assert!(f.contains(Flags::LISTEN) && !f.contains(Flags::NO_TXN_BLOCK));
-    assert!(f.intersects(Flags::LISTEN | Flags::NO_TXN_BLOCK));
+    let f = Flags::SQL_PREPARE | Flags::LISTEN;
+    assert_eq!(format!("{f:?}"), "{SQL_PREPARE, LISTEN}");
+    assert!(f.contains(Flags::LISTEN) && !f.contains(Flags::TEMP_OBJECT));
+    assert!(f.intersects(Flags::LISTEN | Flags::TEMP_OBJECT));
     assert_eq!((f & Flags::LISTEN).bits(), Flags::LISTEN.bits());
     let mut g = Flags::empty();
     assert!(g.is_empty());
@@ -1244,5 +1194,14 @@ fn ordinary_sql_does_not_allocate() {
         let after = alloc_count::count();
         assert!(i.findings.is_empty(), "{sql:?}");
         assert_eq!(after - before, 0, "{sql:?} allocated");
+    }
+}
+
+#[test]
+fn every_word_rule_passes_the_word_filter() {
+    for (w, rule) in WORD_RULES {
+        let first = w.first().map_or(0, |c| c | 0x20);
+        assert!(special_word(first, w.len()), "{w:?}");
+        assert_eq!(word_rule(&w.to_ascii_uppercase()), Some(rule));
     }
 }

@@ -211,12 +211,10 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
+    /// Sets `f` for a top-level statement (not one inside a `BEGIN ATOMIC` body, which does not
+    /// run now).
     pub(super) fn flag(&mut self, top: bool, f: Flags) {
-        self.flag_if(top, true, f);
-    }
-
-    pub(super) fn flag_if(&mut self, top: bool, cond: bool, f: Flags) {
-        if top && cond {
+        if top {
             self.out.flags |= f;
         }
     }
@@ -311,16 +309,15 @@ impl<'a> Cx<'a, '_> {
         {
             return prev;
         }
-        if w.len() > MAX_IDENT {
+        let rule = if w.len() > MAX_IDENT {
             let n = truncate_ident(w, w.len());
-            self.names(st, t, w.get(..n).unwrap_or_default(), lx);
+            self.names(st, t, w.get(..n).unwrap_or_default(), lx)
         } else {
-            self.names(st, t, w, lx);
-        }
-        match w.len() {
-            2 if w.eq_ignore_ascii_case(b"as") => prev |= P_LABEL,
-            3 if w.eq_ignore_ascii_case(b"set") => prev = P_SET,
-            5 if w.eq_ignore_ascii_case(b"reset") => prev = P_SET,
+            self.names(st, t, w, lx)
+        };
+        match rule {
+            Some(WordRule::Label) => prev |= P_LABEL,
+            Some(WordRule::SetOrReset) => prev = P_SET,
             _ => {}
         }
         if st.routine {
@@ -357,9 +354,16 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    /// Rules keyed on a name (keyword or identifier, quoted or not).
+    /// Rules keyed on a name (keyword or identifier, quoted or not); returns the name's
+    /// [`WordRule`] for the caller's own use.
     #[inline(always)]
-    pub(super) fn names(&mut self, st: &mut Stmt, t: Tok, name: &[u8], lx: &Lexer<'a>) {
+    pub(super) fn names(
+        &mut self,
+        st: &mut Stmt,
+        t: Tok,
+        name: &[u8],
+        lx: &Lexer<'a>,
+    ) -> Option<WordRule> {
         let col = self.o.column;
         if name.len() == col.len()
             && !col.is_empty()
@@ -369,33 +373,21 @@ impl<'a> Cx<'a, '_> {
         {
             self.column_literal(st, lx.clone());
         }
-        match name.len() {
-            6 if t.k == K::Word && !st.pg_settings && name.eq_ignore_ascii_case(b"update") => {
+        let rule = word_rule(name);
+        match rule {
+            Some(WordRule::Update) if t.k == K::Word && !st.pg_settings => {
                 self.pg_settings(st, t, lx.clone())
             }
-            7 if name.eq_ignore_ascii_case(b"ts_stat") => self.dynamic_sql(st, t, lx.clone()),
-            8 if name.eq_ignore_ascii_case(b"password") => self.out.flags |= Flags::CONTAINS_SECRET,
-            10 if name.eq_ignore_ascii_case(b"set_config") => self.set_config(st, t, lx.clone()),
-            16 | 20 | 23 | 27
-                if name.eq_ignore_ascii_case(b"pg_advisory_lock")
-                    || name.eq_ignore_ascii_case(b"pg_try_advisory_lock")
-                    || name.eq_ignore_ascii_case(b"pg_advisory_lock_shared")
-                    || name.eq_ignore_ascii_case(b"pg_try_advisory_lock_shared") =>
-            {
-                self.out.flags |= Flags::SESSION_LOCK
-            }
-            12 | 18 | 26
-                if name.eq_ignore_ascii_case(b"query_to_xml")
-                    || name.eq_ignore_ascii_case(b"query_to_xmlschema")
-                    || name.eq_ignore_ascii_case(b"query_to_xml_and_xmlschema") =>
-            {
-                self.dynamic_sql(st, t, lx.clone())
-            }
-            _ => {}
+            Some(WordRule::DynamicSql) => self.dynamic_sql(st, t, lx.clone()),
+            Some(WordRule::Secret) => self.out.flags |= Flags::CONTAINS_SECRET,
+            Some(WordRule::SetConfig) => self.set_config(st, t, lx.clone()),
+            Some(WordRule::SessionLock) => self.out.flags |= Flags::SESSION_LOCK,
+            Some(WordRule::Label | WordRule::SetOrReset | WordRule::Update) | None => {}
         }
         if catalog::maybe_catalog_word(name) {
             self.catalog_name(st, t, name, lx);
         }
+        rule
     }
 
     pub(super) fn literal(&mut self, st: &mut Stmt, t: Tok, lx: &Lexer<'a>) {
