@@ -54,11 +54,7 @@ impl<'a> Cx<'a, '_> {
                     self.reserved_name(st, x);
                 }
             }
-            kk::DISCARD => {
-                if self.kw(la.next(), b"all") {
-                    self.flag(top, Flags::RESETS_SETTINGS);
-                }
-            }
+            kk::DISCARD if self.kw(la.next(), b"all") => self.flag(top, Flags::RESETS_SETTINGS),
             kk::LISTEN => self.flag(top, Flags::LISTEN),
             kk::DECLARE => self.h_declare(la, top),
             _ => {}
@@ -533,12 +529,9 @@ impl<'a> Cx<'a, '_> {
     #[inline(never)]
     pub(super) fn h_drop(&mut self, st: &mut Stmt, head: Tok, la: &mut Lexer<'a>) {
         let t1 = la.next();
-        match key(self.src, t1) {
-            kk::POLICY => {
-                let end = t1.map_or(head.e(), |t| t.e());
-                self.push(st, Rule::RlsTamper, "DROP POLICY", None, head.s()..end);
-            }
-            _ => {}
+        if key(self.src, t1) == kk::POLICY {
+            let end = t1.map_or(head.e(), |t| t.e());
+            self.push(st, Rule::RlsTamper, "DROP POLICY", None, head.s()..end);
         }
     }
 }
