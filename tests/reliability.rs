@@ -277,7 +277,7 @@ async fn terminated_backend_gives_a_clean_error_and_the_pool_refills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_restart_recovers_within_seconds() {
     // A private cluster: restarting the shared one would disturb other tests.
-    let cluster = tenantgate::pgcluster::PgCluster::start(Default::default()).expect("cluster");
+    let cluster = tenantgate_pgcluster::PgCluster::start(Default::default()).expect("cluster");
     cluster.create_database("app", None).unwrap();
     cluster.psql("app", common::SCHEMA_SQL).unwrap();
     let text = format!(

@@ -9,8 +9,8 @@ use support::{start_on, Opts};
 
 /// Turns on SSL in a private cluster with a CA-signed certificate for `localhost`; returns
 /// the cluster and the CA's PEM path.
-fn ssl_cluster() -> (tenantgate::pgcluster::PgCluster, std::path::PathBuf) {
-    let cluster = tenantgate::pgcluster::PgCluster::start(Default::default()).expect("cluster");
+fn ssl_cluster() -> (tenantgate_pgcluster::PgCluster, std::path::PathBuf) {
+    let cluster = tenantgate_pgcluster::PgCluster::start(Default::default()).expect("cluster");
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -30,13 +30,11 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::config::Config;
-use crate::pgcluster::{self, ClusterError, ClusterOptions, PgCluster};
 use crate::server::Proxy;
+use tenantgate_pgcluster::seed::{SeedTenant, ACME, GLOBEX, SCHEMA_SQL, TENANTS};
+use tenantgate_pgcluster::{self as pgcluster, ClusterError, ClusterOptions, PgCluster};
 
 mod signed;
-
-/// The auto-shop schema and seed data, loaded into [`DATABASE`].
-pub const SCHEMA_SQL: &str = include_str!("schema.sql");
 
 /// The demo database: the only one the proxy lets clients name.
 pub const DATABASE: &str = "autoshop";
@@ -50,49 +48,11 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the event writer to flush an expected event.
 const EVENT_WAIT: Duration = Duration::from_secs(5);
 
-/// A seeded tenant, as the walk-through expects to see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DemoTenant {
-    /// Short name; every customer name of the tenant starts with it.
-    pub slug: &'static str,
-    /// The tenant id the RLS policies compare with `app.tenant_id`.
-    pub id: &'static str,
-    /// How many customers `schema.sql` seeds for it (distinct per tenant, so counts identify).
-    pub customers: i64,
-}
-
-/// Tenant acme (3 customers).
-pub const ACME: DemoTenant = DemoTenant {
-    slug: "acme",
-    id: "11111111-1111-1111-1111-111111111111",
-    customers: 3,
-};
-/// Tenant globex (5 customers).
-pub const GLOBEX: DemoTenant = DemoTenant {
-    slug: "globex",
-    id: "22222222-2222-2222-2222-222222222222",
-    customers: 5,
-};
-/// Tenant initech (7 customers).
-pub const INITECH: DemoTenant = DemoTenant {
-    slug: "initech",
-    id: "33333333-3333-3333-3333-333333333333",
-    customers: 7,
-};
-/// Tenant umbrella (9 customers).
-pub const UMBRELLA: DemoTenant = DemoTenant {
-    slug: "umbrella",
-    id: "44444444-4444-4444-4444-444444444444",
-    customers: 9,
-};
-/// All seeded tenants, in slug order (what break-glass sees).
-pub const TENANTS: [DemoTenant; 4] = [ACME, GLOBEX, INITECH, UMBRELLA];
-
 /// How a demo user gets (or does not get) a tenant.
 #[derive(Debug, Clone, Copy)]
 enum Access {
     /// `tenant = "<id>"`: every session is that tenant.
-    Fixed(DemoTenant),
+    Fixed(SeedTenant),
     /// `tenants = "*"`: the client names one as `user.<tenant>`.
     Chooser,
     /// `kind = "operator"`, `tenants = "*"`: a human, every statement audited.
@@ -799,7 +759,7 @@ impl Walk {
         }
     }
 
-    async fn own_rows(&mut self, user: DemoUser, t: DemoTenant) -> anyhow::Result<()> {
+    async fn own_rows(&mut self, user: DemoUser, t: SeedTenant) -> anyhow::Result<()> {
         let c = self.connect(user.name, user.password).await?;
         let count = self
             .rows(&c, user.name, "select count(*) from customers")
