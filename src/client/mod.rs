@@ -103,7 +103,7 @@ async fn open(
     if login.console {
         let mut stream = login.stream;
         let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
-        if let Err(e) = greet(shared, &shared.pool, &mut stream, &login.startup, &[], key).await {
+        if let Err(e) = greet(&shared.pool, &mut stream, &login.startup, &[], key).await {
             e.encode(stream.out());
             let _ = stream.flush().await;
             return None;
@@ -161,7 +161,6 @@ async fn open(
     });
     let mut stream = login.stream;
     if let Err(e) = greet(
-        shared,
         &pool,
         &mut stream,
         &login.startup,
@@ -303,13 +302,7 @@ async fn login(
     if user.kind == UserKind::Admin && !console {
         refuse(
             &mut start.stream,
-            PgError::fatal(
-                "28000",
-                format!(
-                    "tenantgate: admin users may only connect to the \"{}\" console database",
-                    console::DATABASE
-                ),
-            ),
+            error::admin_console_only(console::DATABASE),
         );
         start.stream.flush().await?;
         return Ok(None);
@@ -332,13 +325,7 @@ async fn login(
         .param("replication")
         .is_some_and(|r| r != "false" && r != "0")
     {
-        refuse(
-            &mut start.stream,
-            PgError::fatal(
-                "0A000",
-                "tenantgate: replication connections are not supported",
-            ),
-        );
+        refuse(&mut start.stream, error::replication_unsupported());
         start.stream.flush().await?;
         return Ok(None);
     }
@@ -513,12 +500,7 @@ async fn validate_settings(
     if check.is_empty() {
         return Ok(s);
     }
-    let unavailable = || {
-        PgError::fatal(
-            "08006",
-            "tenantgate: could not connect to the database server",
-        )
-    };
+    let unavailable = || error::upstream_unavailable().into_fatal();
     let mut guard = shared
         .pool
         .checkout(0, None)
@@ -543,12 +525,7 @@ async fn validate_settings(
     {
         Ok(v) => v,
         Err(e) => {
-            // PostgreSQL's own codes for bad settings; anything else as "invalid parameter value".
-            let code = ["42704", "42501", "55P02", "22P02"]
-                .into_iter()
-                .find(|c| *c == e.code)
-                .unwrap_or("22023");
-            return Err(PgError::fatal(code, e.message));
+            return Err(error::startup_setting_rejected(&e.code, e.message));
         }
     };
     for ((k, _), v) in check.iter().zip(values) {
@@ -588,7 +565,6 @@ fn negotiate_protocol(start: &mut Startup) {
 
 /// Sends AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
 async fn greet(
-    shared: &Arc<Shared>,
     pool: &Arc<crate::pool::Pool>,
     stream: &mut PqStream,
     startup: &[(String, String)],
@@ -606,15 +582,11 @@ async fn greet(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the upstream to learn its parameters");
-                    return Err(PgError::fatal(
-                        "08006",
-                        "tenantgate: could not connect to the database server",
-                    ));
+                    return Err(error::upstream_unavailable().into_fatal());
                 }
             }
         }
     };
-    let _ = shared;
     let mut out = BytesMut::new();
     messages::authentication(&mut out, 0, &[]);
     for (k, v) in &params {
@@ -636,10 +608,7 @@ async fn greet(
     messages::backend_key_data(&mut out, key.0, key.1);
     messages::ready_for_query(&mut out, b'I');
     stream.queue(&out);
-    stream
-        .flush()
-        .await
-        .map_err(|_| PgError::fatal("08006", "connection lost"))?;
+    stream.flush().await.map_err(|_| error::client_lost())?;
     // The greeting is the biggest write an idle client sees; do not keep its buffer.
     stream.release_write_buffer();
     Ok(())

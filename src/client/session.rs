@@ -306,11 +306,7 @@ impl Session {
                 }
                 Io::Shutdown => self.draining = true,
                 Io::Deadline => {
-                    PgError::fatal(
-                        "57P05",
-                        "terminating connection due to break-glass session time limit",
-                    )
-                    .encode(self.client.out());
+                    error::breakglass_time_limit().encode(self.client.out());
                     let _ = self.client.flush().await;
                     return Ok(());
                 }

@@ -7,7 +7,7 @@ use crate::config::{ProbeAction, UserKind};
 use crate::error;
 use crate::events::{Action, EventKind};
 use crate::protocol::messages::PgError;
-use crate::tenant::catalog::{encoding_refused, unsafe_client_encoding};
+use crate::tenant::catalog::unsafe_client_encoding;
 use crate::tenant::identity::{literal_tenant, TenantFormat};
 use crate::tenant::inspect::{inspect, Finding, Flags, InspectOptions, Inspection, Rule};
 
@@ -325,9 +325,6 @@ fn catalog_rule(r: Rule) -> bool {
     )
 }
 
-/// The hint on every catalog refusal.
-const CATALOG_HINT: &str = "tenantgate refuses catalog views and functions that expose other sessions of the shared upstream role, large objects and activity statistics; a monitoring user needs allow_catalog_monitoring = true.";
-
 impl Policy {
     /// Whether `login` (as sent: `name` or `name.tenant`) is a configured catalog monitor.
     /// Resolved like the handshake's `resolve_user`: the exact name first, then the first
@@ -352,18 +349,12 @@ impl Policy {
         let refusal = match (f.rule, &f.value) {
             (Rule::UnsafeEncoding, Some(v)) => {
                 let canonical = unsafe_client_encoding(v).unwrap_or("multi-byte");
-                encoding_refused(v, canonical)
+                error::unsafe_encoding(v, canonical)
             }
             (Rule::UnsafeEncoding, None) => error::refused(f.detail),
             _ if monitor => return None,
-            (_, Some(name)) => PgError::error(
-                error::INSUFFICIENT_PRIVILEGE,
-                format!("permission denied for {} {name}", f.detail),
-            )
-            .with_hint(CATALOG_HINT),
-            (_, None) => error::refused(f.detail).with_hint(
-                "EXPLAIN ANALYZE reports rows that row security removed, which counts other tenants' rows; use EXPLAIN without ANALYZE.",
-            ),
+            (_, Some(name)) => error::catalog_refused(f.detail, name),
+            (_, None) => error::explain_analyze_refused(f.detail),
         };
         let (kind, what) = match (f.rule, &f.value) {
             (Rule::UnsafeEncoding, Some(v)) => {
