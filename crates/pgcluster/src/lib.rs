@@ -474,15 +474,6 @@ impl PgCluster {
         }
     }
 
-    /// `DROP DATABASE IF EXISTS name WITH (FORCE)`: disconnects its sessions first.
-    pub fn drop_database(&self, name: &str) -> Result<(), ClusterError> {
-        self.psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
-        )
-        .map(drop)
-    }
-
     /// `pg_ctl restart -m fast` on the same port (sessions are cut), then waits until ready.
     pub fn restart_fast(&self) -> Result<(), ClusterError> {
         let timeout = self.start_timeout.as_secs().max(1).to_string();
