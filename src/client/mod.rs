@@ -445,9 +445,9 @@ async fn lookup(
             return Err(invalid("the tenant directory is unavailable".into()));
         }
     };
-    identity::validate_tenant_id(format, &id)
+    crate::tenant::id::validate_tenant_id(format, &id)
         .map_err(|e| invalid(format!("directory returned an invalid id: {e}")))?;
-    let id = identity::canonical(format, &id);
+    let id = crate::tenant::id::canonical(format, &id);
     identity::check_allowed(user, &id)?;
     Ok(id)
 }

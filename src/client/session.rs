@@ -28,7 +28,8 @@ use crate::protocol::{Frame, PqStream};
 use crate::relay::{Expect, Msg, Outcome, Relay};
 use crate::server::Shared;
 use crate::tenant::guard::{Asker, Decision, Verdict};
-use crate::tenant::identity::{canonical, check_allowed, validate_tenant_id};
+use crate::tenant::id::{canonical, validate_tenant_id};
+use crate::tenant::identity::check_allowed;
 use crate::tenant::inject::{self, Prelude};
 use bytes::Buf;
 

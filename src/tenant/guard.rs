@@ -8,7 +8,7 @@ use crate::error;
 use crate::events::{Action, EventKind};
 use crate::protocol::messages::PgError;
 use crate::tenant::catalog::unsafe_client_encoding;
-use crate::tenant::identity::{literal_tenant, TenantFormat};
+use crate::tenant::id::{literal_tenant, TenantFormat};
 use crate::tenant::inspect::{inspect, Finding, Flags, InspectOptions, Inspection, Rule};
 
 /// The policy knobs, from `[tenant]` and `[security]`.
