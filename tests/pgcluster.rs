@@ -18,14 +18,6 @@ async fn connect(user: &str, password: &str, database: &str) -> Client {
     client
 }
 
-async fn count(client: &Client, table: &str) -> i64 {
-    client
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("counting {table}: {e}"))
-        .get(0)
-}
-
 #[test]
 fn cluster_starts_and_answers_as_superuser() {
     let cluster = cluster();

@@ -1,6 +1,7 @@
 //! TLS to PostgreSQL: `require` encrypts, `verify-full` checks the chain and the host name.
 
 mod common;
+use common::count;
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
@@ -59,11 +60,7 @@ fn ssl_cluster() -> (tenantgate_pgcluster::PgCluster, std::path::PathBuf) {
 
 async fn ssl_in_use(p: &support::TestProxy) -> bool {
     let c = p.connect("acme_app").await;
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, common::ACME.customers);
     // pg_stat_ssl shows every backend of the shared role: only a monitoring user may read it.
     let c = p.connect("monitor_app").await;

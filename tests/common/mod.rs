@@ -124,3 +124,16 @@ fn register_exit_hook() {
     let rc = unsafe { libc::atexit(stop_clusters) };
     assert_eq!(rc, 0, "atexit registration failed");
 }
+
+/// `select count(*) from <table>`: how many of its rows the session `c` sees.
+pub async fn count(c: &impl tokio_postgres::GenericClient, table: &str) -> i64 {
+    c.query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("counting {table}: {e}"))
+        .get(0)
+}
+
+/// The SQLSTATE a failed statement got, if the server (or the proxy) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+    e.code().map(|c| c.code())
+}
