@@ -18,16 +18,18 @@
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 
-# Only what the release binary needs (benches: Cargo.toml declares them, so they must exist).
+# Only what the release binary needs (benches and the workspace's crates: Cargo.toml declares
+# them, so they must exist). --no-default-features: the image has no PostgreSQL for `demo`.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY crates ./crates
 
 # --locked: build exactly the reviewed Cargo.lock. The cache mounts keep the registry and the
 # target directory between builds; the binary is copied out of the mounted target.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin tenantgate \
+    cargo build --release --locked --no-default-features --bin tenantgate \
     && install -m 0755 target/release/tenantgate /usr/local/bin/tenantgate
 
 # ---- runtime ---------------------------------------------------------------------------------

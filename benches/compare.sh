@@ -268,7 +268,7 @@ PG_PID=$(head -1 "$WORK/pgdata/postmaster.pid")
 
 psql_su() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PGPORT" -U postgres "$@"; }
 psql_su -d postgres -c "CREATE DATABASE bench"
-psql_su -d bench <"$ROOT/src/demo/schema.sql" >/dev/null
+psql_su -d bench <"$ROOT/crates/pgcluster/src/schema.sql" >/dev/null
 log "pgbench -i -s $SCALE"
 as_pg "$PGBENCH" -i -q -s "$SCALE" -h "$WORK" -p "$PGPORT" -U postgres bench >"$WORK/pgbench-init.log" 2>&1 \
   || { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }

@@ -19,7 +19,7 @@ use tenantgate::protocol::messages;
 use tenantgate::protocol::{Frame, PqStream};
 use tenantgate::relay::{Expect, Msg, Relay};
 use tenantgate::tenant::guard::{Asker, Policy};
-use tenantgate::tenant::identity::TenantFormat;
+use tenantgate::tenant::id::TenantFormat;
 use tenantgate::tenant::inject::Prelude;
 
 const SETTING: &str = "app.tenant_id";

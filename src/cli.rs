@@ -92,6 +92,7 @@ pub enum Command {
         command: signing::SigningCommand,
     },
     /// Start a throwaway PostgreSQL and a proxy, and walk through tenant isolation.
+    #[cfg(feature = "demo")]
     Demo {
         /// Run the walk-through and exit (0 only if every check held) instead of waiting.
         #[arg(long)]
@@ -172,6 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", v.to_pg_string());
             Ok(0)
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             non_interactive,
             port,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::tenant::identity::{validate_tenant_id, TenantFormat};
+use crate::tenant::id::{validate_tenant_id, TenantFormat};
 
 pub mod auth_file;
 pub mod duration;

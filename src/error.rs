@@ -275,3 +275,121 @@ pub fn posture_unprotected() -> PgError {
     .with_detail("The database does not enforce tenant isolation (the RLS posture check fails); connections are refused until it is fixed.")
     .with_hint("Run `tenantgate verify`; the proxy log and /health/ready name the failing checks.")
 }
+
+/// The refusal of an unsafe client encoding, in PostgreSQL's wording for a bad parameter value.
+pub fn unsafe_encoding(value: &str, canonical: &str) -> PgError {
+    PgError::error(
+        "22023",
+        format!("invalid value for parameter \"client_encoding\": \"{value}\""),
+    )
+    .with_detail(format!(
+        "tenantgate refuses the client encoding {canonical}: in it a quote or backslash byte can \
+         be part of a multi-byte character, so the proxy could not see where statements end."
+    ))
+    .with_hint("Use UTF8 (or another ASCII-safe encoding such as EUC_JP, EUC_CN or EUC_KR).")
+}
+
+/// A refused catalog view or function (`kind`: "view", "function", …), in PostgreSQL's wording
+/// for a missing privilege.
+pub fn catalog_refused(kind: &str, name: &str) -> PgError {
+    PgError::error(
+        INSUFFICIENT_PRIVILEGE,
+        format!("permission denied for {kind} {name}"),
+    )
+    .with_hint("tenantgate refuses catalog views and functions that expose other sessions of the shared upstream role, large objects and activity statistics; a monitoring user needs allow_catalog_monitoring = true.")
+}
+
+/// `EXPLAIN ANALYZE`, refused.
+pub fn explain_analyze_refused(what: &str) -> PgError {
+    refused(what).with_hint(
+        "EXPLAIN ANALYZE reports rows that row security removed, which counts other tenants' rows; use EXPLAIN without ANALYZE.",
+    )
+}
+
+/// A second Parse of a name the client already prepared (PostgreSQL's wording).
+pub fn duplicate_statement(name: &str) -> PgError {
+    PgError::error(
+        "42P05",
+        format!("prepared statement \"{name}\" already exists"),
+    )
+}
+
+/// An admin user asked for a database other than the console.
+pub fn admin_console_only(console: &str) -> PgError {
+    PgError::fatal(
+        "28000",
+        format!("tenantgate: admin users may only connect to the \"{console}\" console database"),
+    )
+}
+
+/// A replication connection (`replication=true|database` in the startup packet).
+pub fn replication_unsupported() -> PgError {
+    PgError::fatal(
+        "0A000",
+        "tenantgate: replication connections are not supported",
+    )
+}
+
+/// PostgreSQL refused a setting of the client's startup packet: its own SQLSTATE when it is one
+/// of the codes for bad settings, else "invalid parameter value".
+pub fn startup_setting_rejected(code: &str, message: String) -> PgError {
+    let code = ["42704", "42501", "55P02", "22P02"]
+        .into_iter()
+        .find(|c| *c == code)
+        .unwrap_or("22023");
+    PgError::fatal(code, message)
+}
+
+/// The client's connection broke while the proxy wrote to it (logged; no one reads it).
+pub fn client_lost() -> PgError {
+    PgError::fatal("08006", "connection lost")
+}
+
+/// A break-glass session reached `[breakglass] max_session_duration`.
+pub fn breakglass_time_limit() -> PgError {
+    PgError::fatal(
+        "57P05",
+        "terminating connection due to break-glass session time limit",
+    )
+}
+
+/// A console error, worded and coded as PgBouncer's `admin_error` (SQLSTATE 08P01).
+pub fn admin_console(message: impl Into<String>) -> PgError {
+    PgError::error("08P01", message)
+}
+
+/// Console RELOAD in a proxy started without a configuration file.
+pub fn nothing_to_reload() -> PgError {
+    PgError::error(
+        "55000",
+        "tenantgate: no configuration file to reload (started in-process)",
+    )
+}
+
+/// Console KILL: the sessions of the killed database end (PgBouncer's wording).
+pub fn database_removed() -> PgError {
+    PgError::fatal("08P01", "database removed")
+}
+
+/// `[server] client_idle_timeout` (PostgreSQL's `idle_session_timeout` wording).
+pub fn idle_session_timeout() -> PgError {
+    PgError::fatal(
+        "57P05",
+        "terminating connection due to idle-session timeout",
+    )
+}
+
+/// `[upstream] idle_transaction_timeout` (PostgreSQL's `idle_in_transaction_session_timeout`
+/// wording).
+pub fn idle_in_transaction_timeout() -> PgError {
+    PgError::fatal(
+        "25P03",
+        "terminating connection due to idle-in-transaction timeout",
+    )
+}
+
+/// `[upstream] query_timeout`: the query was cancelled upstream and the connection closed.
+pub fn query_timeout() -> PgError {
+    PgError::fatal("57014", "canceling statement due to statement timeout")
+        .with_detail("tenantgate: the query ran longer than [upstream] query_timeout; it was cancelled and the connection closed")
+}

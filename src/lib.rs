@@ -31,8 +31,9 @@
 //! - [`verify`]: RLS posture checks (`verify`, the start-up refusal, the drift monitor);
 //!   [`admin`]: the HTTP health and metrics listener.
 //! - [`config`], [`error`], [`shutdown`], [`cli`]: the frame around it.
-//! - [`pgcluster`]: a throwaway PostgreSQL for `demo` and the tests.
-//! - [`demo`]: `tenantgate demo`, a narrated isolation walk-through on a throwaway cluster.
+//! - `demo` (feature `demo`, on by default): `tenantgate demo`, a narrated isolation
+//!   walk-through on a throwaway cluster from the `tenantgate-pgcluster` crate
+//!   (`crates/pgcluster`, which the tests use too).
 
 #![warn(missing_docs)]
 
@@ -40,6 +41,7 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod events;
@@ -47,7 +49,6 @@ pub mod events;
 pub mod fuzzing;
 pub mod listener;
 pub mod metrics;
-pub mod pgcluster;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;

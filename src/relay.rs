@@ -163,9 +163,8 @@ impl Relay {
                             // The inspector could no longer see where statements end: never
                             // read another client message on this session (see catalog.rs).
                             tracing::warn!(client_encoding = %v, "server switched to an unsafe client encoding; session ended");
-                            let err = crate::tenant::catalog::encoding_refused(&v, c);
-                            PgError::fatal(err.code, err.message)
-                                .with_detail(err.detail.unwrap_or_default())
+                            crate::error::unsafe_encoding(&v, c)
+                                .into_fatal()
                                 .encode(client.out());
                             return Outcome::ServerFatal;
                         }

@@ -3,7 +3,7 @@
 mod common;
 mod support;
 
-use common::{ACME, GLOBEX};
+use common::{count, ACME, GLOBEX};
 use support::{start, Opts, PW};
 
 fn breakglass_opts() -> Opts {
@@ -39,11 +39,7 @@ async fn wrong_password_is_an_auth_failed_event() {
 async fn operator_is_bound_to_one_tenant_and_audited() {
     let p = start(Opts::default()).await;
     let c = p.connect(&format!("alice.{}", GLOBEX.id)).await;
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, GLOBEX.customers);
     c.simple_query("select make from vehicles limit 1")
         .await
@@ -79,11 +75,7 @@ async fn operator_is_bound_to_one_tenant_and_audited() {
 async fn breakglass_sees_everything_and_is_recorded() {
     let p = start(breakglass_opts()).await;
     let c = p.connect("root_admin").await;
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, common::TOTAL_CUSTOMERS);
     let user: String = c
         .query_one("select current_user::text", &[])
@@ -263,21 +255,13 @@ async fn a_remembered_statement_is_judged_again_after_a_tenant_switch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_backend_switches_tenant_by_intercepted_set() {
     let (p, c) = switching_backend().await;
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, ACME.customers);
     // The Flask-style SET is intercepted, not forwarded: it switches later transactions.
     c.batch_execute(&format!("SET app.tenant_id = '{}'", GLOBEX.id))
         .await
         .unwrap();
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, GLOBEX.customers);
     let s: String = c
         .query_one("select current_setting('app.tenant_id')", &[])
@@ -291,11 +275,7 @@ async fn trusted_backend_switches_tenant_by_intercepted_set() {
         .await
         .expect_err("refused");
     assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, GLOBEX.customers);
     let switches = p.events_named("tenant_switch").await;
     assert_eq!(switches.len(), 1, "{switches:?}");

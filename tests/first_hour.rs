@@ -957,3 +957,37 @@ fn test_scripts_install_what_the_readme_says() {
         assert!(out.status.success(), "{script}: {}", text(&out.stderr));
     }
 }
+
+/// Client-visible errors are built in one place (`src/error.rs`), so their wording and SQLSTATEs
+/// can be reviewed together and no internal detail reaches a client by accident.
+#[test]
+fn client_errors_are_built_only_in_error_rs() {
+    fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && !path.ends_with("src/error.rs")
+                && !path.ends_with("src/protocol/messages.rs")
+            {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    if line.contains("PgError::error(") || line.contains("PgError::fatal(") {
+                        found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut found,
+    );
+    assert!(
+        found.is_empty(),
+        "build these in src/error.rs:\n{}",
+        found.join("\n")
+    );
+}

@@ -18,14 +18,6 @@ async fn connect(user: &str, password: &str, database: &str) -> Client {
     client
 }
 
-async fn count(client: &Client, table: &str) -> i64 {
-    client
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("counting {table}: {e}"))
-        .get(0)
-}
-
 #[test]
 fn cluster_starts_and_answers_as_superuser() {
     let cluster = cluster();
@@ -150,7 +142,7 @@ async fn app_user_with_set_local_sees_exactly_its_tenant() {
         for table in TENANT_TABLES {
             assert_eq!(
                 count(&client, table).await,
-                tenant.count(table),
+                common::seeded(&tenant, table),
                 "{} {table}",
                 tenant.slug
             );
@@ -227,7 +219,7 @@ async fn tenant_admin_bypasses_rls() {
 /// A cluster of its own, since restarting the shared one would cut the other tests' sessions.
 #[test]
 fn private_cluster_restarts_on_its_port_and_cleans_up() {
-    use tenantgate::pgcluster::{ClusterOptions, PgCluster};
+    use tenantgate_pgcluster::{ClusterOptions, PgCluster};
 
     let mut private = PgCluster::start(ClusterOptions {
         superuser_password: "it's a \"secret\"".to_owned(),

@@ -104,7 +104,7 @@ async fn a_user_pool_mode_overrides_the_pools() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_pool_size_keeps_connections_open_also_after_a_restart() {
     // A private cluster: this test restarts it.
-    let cluster = tenantgate::pgcluster::PgCluster::start(Default::default()).expect("cluster");
+    let cluster = tenantgate_pgcluster::PgCluster::start(Default::default()).expect("cluster");
     cluster.create_database("app", None).unwrap();
     cluster.psql("app", common::SCHEMA_SQL).unwrap();
     let text = format!(

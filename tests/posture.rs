@@ -2,6 +2,7 @@
 //! privileged upstream role, the admin HTTP endpoints and the drift monitor.
 
 mod common;
+use common::sqlstate;
 mod support;
 
 use std::io::{Read, Write};
@@ -605,7 +606,7 @@ async fn drift_turns_health_503_and_records_an_event() {
         .try_connect("acme_app", support::PW)
         .await
         .expect_err("a new session while the posture fails");
-    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
     // Repaired: healthy and serving again.
     superuser_sql(&db, "ALTER TABLE vehicles FORCE ROW LEVEL SECURITY");
     wait_for("health 200", || {
@@ -896,7 +897,7 @@ async fn with_allow_object_creation_a_pg_temp_function_reads_another_tenant() {
         .simple_query(&attack_sql(common::GLOBEX.id))
         .await
         .expect_err("no TEMPORARY, no pg_temp function");
-    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    assert_eq!(sqlstate(&err), Some("42501"), "{err}");
     let n: i64 = acme
         .query_one("select count(*) from customers", &[])
         .await
@@ -1098,7 +1099,7 @@ async fn keys_without_the_tenant_are_reported_with_composite_sql() {
         )
         .await
         .expect_err("a vehicle cannot point at globex's customer");
-    assert_eq!(err.code().map(|c| c.code()), Some("23503"), "{err}");
+    assert_eq!(sqlstate(&err), Some("23503"), "{err}");
     drop(acme);
     p.stop().await;
 }
@@ -1127,7 +1128,7 @@ async fn object_creation_granted_after_start_closes_the_gate_like_any_drift() {
         .try_connect("acme_app", support::PW)
         .await
         .expect_err("no new session while the role can create code");
-    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
     superuser_sql(
         &db,
         &format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
@@ -1167,6 +1168,6 @@ async fn require_tenant_keys_refuses_sessions_on_a_single_column_key() {
         .try_connect("acme_app", support::PW)
         .await
         .expect_err("gated");
-    assert_eq!(err.code().map(|c| c.code()), Some("57P03"), "{err}");
+    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
     p.stop().await;
 }

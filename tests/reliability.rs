@@ -1,6 +1,7 @@
 //! Faults and hostile input: the proxy keeps serving everyone else.
 
 mod common;
+use common::count;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -11,11 +12,7 @@ use tokio::net::TcpStream;
 
 async fn still_serves(p: &support::TestProxy) {
     let c = p.connect("acme_app").await;
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, common::ACME.customers);
 }
 
@@ -106,11 +103,7 @@ async fn malformed_messages_after_login_close_only_that_client() {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
     assert!(String::from_utf8_lossy(&buf).contains("08P01"));
-    let n: i64 = other
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&other, "customers").await;
     assert_eq!(n, common::GLOBEX.customers);
     still_serves(&p).await;
     p.stop().await;
@@ -168,11 +161,7 @@ async fn client_killed_inside_a_transaction_does_not_block_the_pool() {
     let _ = child.wait();
     let started = Instant::now();
     let c = p.connect("globex_app").await;
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, common::GLOBEX.customers);
     assert!(
         started.elapsed() < Duration::from_secs(8),
@@ -193,11 +182,7 @@ async fn client_killed_inside_a_transaction_does_not_block_the_pool() {
     let _ = child.wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = p.connect("initech_app").await;
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, common::INITECH.customers);
     assert_eq!(p.backends(Some("idle in transaction")), 0);
     p.stop().await;
@@ -264,11 +249,7 @@ async fn terminated_backend_gives_a_clean_error_and_the_pool_refills() {
         .map(|d| d.code().code().to_owned())
         .unwrap_or_default();
     assert!(code == "57P01" || code == "08006" || e.is_closed(), "{e:?}");
-    let n: i64 = bystander
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&bystander, "customers").await;
     assert_eq!(n, common::GLOBEX.customers);
     still_serves(&p).await;
     p.stop().await;
@@ -277,7 +258,7 @@ async fn terminated_backend_gives_a_clean_error_and_the_pool_refills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_restart_recovers_within_seconds() {
     // A private cluster: restarting the shared one would disturb other tests.
-    let cluster = tenantgate::pgcluster::PgCluster::start(Default::default()).expect("cluster");
+    let cluster = tenantgate_pgcluster::PgCluster::start(Default::default()).expect("cluster");
     cluster.create_database("app", None).unwrap();
     cluster.psql("app", common::SCHEMA_SQL).unwrap();
     let text = format!(
@@ -451,11 +432,7 @@ async fn sighup_reloads_users_and_keeps_connections() {
         .await
         .expect("new user after reload");
     tokio::spawn(conn);
-    let n: i64 = g
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&g, "customers").await;
     assert_eq!(n, common::GLOBEX.customers);
     // The connection opened before the reload still works, under the new policy.
     let refused = first
@@ -467,11 +444,7 @@ async fn sighup_reloads_users_and_keeps_connections() {
         Some("42501"),
         "{refused:?}"
     );
-    let n: i64 = first
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&first, "customers").await;
     assert_eq!(n, common::ACME.customers);
     // An invalid file keeps the old configuration.
     std::fs::write(&cfg, "this is not toml [").unwrap();
@@ -521,11 +494,7 @@ async fn serve_relays_on_one_thread_and_on_a_thread_pool() {
             tokio::spawn(conn);
             tasks.push(tokio::spawn(async move {
                 for _ in 0..40 {
-                    let n: i64 = client
-                        .query_one("select count(*) from customers", &[])
-                        .await
-                        .unwrap()
-                        .get(0);
+                    let n = count(&client, "customers").await;
                     assert_eq!(n, want, "{user} saw another tenant's rows");
                 }
             }));

@@ -3,15 +3,8 @@
 mod common;
 mod support;
 
-use common::{ACME, GLOBEX, INITECH, UMBRELLA};
+use common::{count, ACME, GLOBEX, INITECH, UMBRELLA};
 use support::{start, stderr, stdout, Opts, PW};
-
-async fn count(c: &tokio_postgres::Client, table: &str) -> i64 {
-    c.query_one(&format!("select count(*) from {table}"), &[])
-        .await
-        .unwrap()
-        .get(0)
-}
 
 async fn setting(c: &tokio_postgres::Client) -> String {
     c.query_one("select current_setting('app.tenant_id', true)", &[])

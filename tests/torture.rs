@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::SeedTenant;
+use common::{count, SeedTenant};
 use support::{start, Opts};
 
 #[derive(Default)]
@@ -101,11 +101,7 @@ async fn client_loop(
             }
             3 => {
                 let tx = c.transaction().await.unwrap();
-                let n: i64 = tx
-                    .query_one("select count(*) from appointments", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
+                let n = count(&tx, "appointments").await;
                 let s: String = tx
                     .query_one("select current_setting('app.tenant_id')", &[])
                     .await

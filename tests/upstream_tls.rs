@@ -1,6 +1,7 @@
 //! TLS to PostgreSQL: `require` encrypts, `verify-full` checks the chain and the host name.
 
 mod common;
+use common::count;
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
@@ -9,8 +10,8 @@ use support::{start_on, Opts};
 
 /// Turns on SSL in a private cluster with a CA-signed certificate for `localhost`; returns
 /// the cluster and the CA's PEM path.
-fn ssl_cluster() -> (tenantgate::pgcluster::PgCluster, std::path::PathBuf) {
-    let cluster = tenantgate::pgcluster::PgCluster::start(Default::default()).expect("cluster");
+fn ssl_cluster() -> (tenantgate_pgcluster::PgCluster, std::path::PathBuf) {
+    let cluster = tenantgate_pgcluster::PgCluster::start(Default::default()).expect("cluster");
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -59,11 +60,7 @@ fn ssl_cluster() -> (tenantgate::pgcluster::PgCluster, std::path::PathBuf) {
 
 async fn ssl_in_use(p: &support::TestProxy) -> bool {
     let c = p.connect("acme_app").await;
-    let n: i64 = c
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "customers").await;
     assert_eq!(n, common::ACME.customers);
     // pg_stat_ssl shows every backend of the shared role: only a monitoring user may read it.
     let c = p.connect("monitor_app").await;

@@ -1,6 +1,7 @@
 //! Wire core against a real PostgreSQL: clients cannot tell the proxy from Postgres.
 
 mod common;
+use common::count;
 mod support;
 
 use support::{start, stderr, stdout, Opts, PW};
@@ -66,22 +67,14 @@ async fn md5_authentication_works_when_configured() {
 async fn begin_rollback_is_honoured_and_commit_persists() {
     let p = start(Opts::default()).await;
     let c = p.connect("acme_app").await;
-    let before: i64 = c
-        .query_one("select count(*) from services", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let before = count(&c, "services").await;
     c.batch_execute(&format!(
         "begin; insert into services (tenant_id, code, name, price_cents, duration_minutes) values ('{}', 'RB', 'rolled back', 1, 1); rollback",
         common::ACME.id
     ))
     .await
     .unwrap();
-    let after: i64 = c
-        .query_one("select count(*) from services", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let after = count(&c, "services").await;
     assert_eq!(before, after);
     c.batch_execute(&format!(
         "begin; insert into services (tenant_id, code, name, price_cents, duration_minutes) values ('{}', 'KEPT', 'kept', 1, 1); commit",
@@ -89,11 +82,7 @@ async fn begin_rollback_is_honoured_and_commit_persists() {
     ))
     .await
     .unwrap();
-    let kept: i64 = c
-        .query_one("select count(*) from services", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let kept = count(&c, "services").await;
     assert_eq!(kept, before + 1);
     p.stop().await;
 }
@@ -180,11 +169,7 @@ async fn copy_in_and_out_move_every_row() {
     );
     let _ = std::fs::remove_file(&copy_file);
     assert!(o.status.success(), "{}", stderr(&o));
-    let n: i64 = c
-        .query_one("select count(*) from copytest", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c, "copytest").await;
     assert_eq!(n, 10000);
     // A failed COPY leaves the session usable.
     let o = p.psql("acme_app", &["-c", "copy copytest from stdin"]);
@@ -278,11 +263,7 @@ async fn session_mode_keeps_named_statements_and_resets_on_release() {
         .await
         .unwrap();
     assert_ne!(r.get::<_, String>(0), "dirty");
-    let n: i64 = c2
-        .query_one("select count(*) from customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&c2, "customers").await;
     assert_eq!(n, common::GLOBEX.customers);
     p.stop().await;
 }

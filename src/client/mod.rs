@@ -103,7 +103,7 @@ async fn open(
     if login.console {
         let mut stream = login.stream;
         let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
-        if let Err(e) = greet(shared, &shared.pool, &mut stream, &login.startup, &[], key).await {
+        if let Err(e) = greet(&shared.pool, &mut stream, &login.startup, &[], key).await {
             e.encode(stream.out());
             let _ = stream.flush().await;
             return None;
@@ -162,7 +162,6 @@ async fn open(
     });
     let mut stream = login.stream;
     if let Err(e) = greet(
-        shared,
         &pool,
         &mut stream,
         &login.startup,
@@ -322,13 +321,7 @@ async fn login(
     if user.kind == UserKind::Admin && !console {
         refuse(
             &mut start.stream,
-            PgError::fatal(
-                "28000",
-                format!(
-                    "tenantgate: admin users may only connect to the \"{}\" console database",
-                    crate::admin::console::DATABASE
-                ),
-            ),
+            error::admin_console_only(crate::admin::console::DATABASE),
         );
         start.stream.flush().await?;
         return Ok(None);
@@ -351,13 +344,7 @@ async fn login(
         .param("replication")
         .is_some_and(|r| r != "false" && r != "0")
     {
-        refuse(
-            &mut start.stream,
-            PgError::fatal(
-                "0A000",
-                "tenantgate: replication connections are not supported",
-            ),
-        );
+        refuse(&mut start.stream, error::replication_unsupported());
         start.stream.flush().await?;
         return Ok(None);
     }
@@ -478,9 +465,9 @@ async fn lookup(
             return Err(invalid("the tenant directory is unavailable".into()));
         }
     };
-    identity::validate_tenant_id(format, &id)
+    crate::tenant::id::validate_tenant_id(format, &id)
         .map_err(|e| invalid(format!("directory returned an invalid id: {e}")))?;
-    let id = identity::canonical(format, &id);
+    let id = crate::tenant::id::canonical(format, &id);
     identity::check_allowed(user, &id)?;
     Ok(id)
 }
@@ -533,12 +520,7 @@ async fn validate_settings(
     if check.is_empty() {
         return Ok(s);
     }
-    let unavailable = || {
-        PgError::fatal(
-            "08006",
-            "tenantgate: could not connect to the database server",
-        )
-    };
+    let unavailable = || error::upstream_unavailable().into_fatal();
     let mut guard = shared
         .pool
         .checkout(0, None)
@@ -563,12 +545,7 @@ async fn validate_settings(
     {
         Ok(v) => v,
         Err(e) => {
-            // PostgreSQL's own codes for bad settings; anything else as "invalid parameter value".
-            let code = ["42704", "42501", "55P02", "22P02"]
-                .into_iter()
-                .find(|c| *c == e.code)
-                .unwrap_or("22023");
-            return Err(PgError::fatal(code, e.message));
+            return Err(error::startup_setting_rejected(&e.code, e.message));
         }
     };
     for ((k, _), v) in check.iter().zip(values) {
@@ -608,7 +585,6 @@ fn negotiate_protocol(start: &mut Startup) {
 
 /// Sends AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
 async fn greet(
-    shared: &Arc<Shared>,
     pool: &Arc<crate::pool::Pool>,
     stream: &mut PqStream,
     startup: &[(String, String)],
@@ -626,15 +602,11 @@ async fn greet(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the upstream to learn its parameters");
-                    return Err(PgError::fatal(
-                        "08006",
-                        "tenantgate: could not connect to the database server",
-                    ));
+                    return Err(error::upstream_unavailable().into_fatal());
                 }
             }
         }
     };
-    let _ = shared;
     let mut out = BytesMut::new();
     messages::authentication(&mut out, 0, &[]);
     for (k, v) in &params {
@@ -656,10 +628,7 @@ async fn greet(
     messages::backend_key_data(&mut out, key.0, key.1);
     messages::ready_for_query(&mut out, b'I');
     stream.queue(&out);
-    stream
-        .flush()
-        .await
-        .map_err(|_| PgError::fatal("08006", "connection lost"))?;
+    stream.flush().await.map_err(|_| error::client_lost())?;
     // The greeting is the biggest write an idle client sees; do not keep its buffer.
     stream.release_write_buffer();
     Ok(())

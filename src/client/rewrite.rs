@@ -197,13 +197,7 @@ impl Namespace {
         if self.statements.contains(pm.name) {
             // PostgreSQL refuses to redefine a name; keep its wording.
             return Err(Refusal {
-                error: PgError::error(
-                    "42P05",
-                    format!(
-                        "prepared statement \"{}\" already exists",
-                        String::from_utf8_lossy(pm.name)
-                    ),
-                ),
+                error: error::duplicate_statement(&String::from_utf8_lossy(pm.name)),
                 probe: None,
             });
         }

@@ -28,7 +28,8 @@ use crate::protocol::{Frame, PqStream};
 use crate::relay::{Expect, Msg, Outcome, Relay};
 use crate::server::Shared;
 use crate::tenant::guard::{Asker, Decision, Verdict};
-use crate::tenant::identity::{canonical, check_allowed, validate_tenant_id};
+use crate::tenant::id::{canonical, validate_tenant_id};
+use crate::tenant::identity::check_allowed;
 use crate::tenant::inject::{self, Prelude};
 use bytes::Buf;
 
@@ -336,16 +337,12 @@ impl Session {
                     if let Some(g) = self.server.take() {
                         g.discard();
                     }
-                    PgError::fatal("08P01", "database removed").encode(self.client.out());
+                    error::database_removed().encode(self.client.out());
                     let _ = self.client.flush().await;
                     return Ok(());
                 }
                 Io::Deadline => {
-                    PgError::fatal(
-                        "57P05",
-                        "terminating connection due to break-glass session time limit",
-                    )
-                    .encode(self.client.out());
+                    error::breakglass_time_limit().encode(self.client.out());
                     let _ = self.client.flush().await;
                     return Ok(());
                 }

@@ -11,7 +11,7 @@
 use crate::error;
 use crate::events::EventKind;
 use crate::protocol::messages::{PgError, Severity};
-use crate::tenant::catalog::{encoding_refused, unsafe_client_encoding};
+use crate::tenant::catalog::unsafe_client_encoding;
 use crate::tenant::identity::{parse_options, TenantRequest, TenantSource};
 
 /// Reported parameters a client may set and the proxy keeps in sync, in PostgreSQL's spelling.
@@ -60,7 +60,7 @@ impl Forbidden {
     /// value (22023), else tenantgate's 42501 refusal.
     pub fn error(&self) -> PgError {
         let err = match &self.encoding {
-            Some(v) => encoding_refused(v, unsafe_client_encoding(v).unwrap_or("multi-byte")),
+            Some(v) => error::unsafe_encoding(v, unsafe_client_encoding(v).unwrap_or("multi-byte")),
             None => error::refused(&format!("setting \"{}\" at connect", self.name))
                 .with_detail("the connection was refused"),
         };

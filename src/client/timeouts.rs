@@ -163,16 +163,9 @@ impl Timer {
 /// What the client is told when `wait` timed out (the session then ends).
 pub fn error(wait: Wait) -> PgError {
     match wait {
-        Wait::ClientIdle => PgError::fatal(
-            "57P05",
-            "terminating connection due to idle-session timeout",
-        ),
-        Wait::IdleInTransaction => PgError::fatal(
-            "25P03",
-            "terminating connection due to idle-in-transaction timeout",
-        ),
-        Wait::Query => PgError::fatal("57014", "canceling statement due to statement timeout")
-            .with_detail("tenantgate: the query ran longer than [upstream] query_timeout; it was cancelled and the connection closed"),
+        Wait::ClientIdle => crate::error::idle_session_timeout(),
+        Wait::IdleInTransaction => crate::error::idle_in_transaction_timeout(),
+        Wait::Query => crate::error::query_timeout(),
     }
 }
 

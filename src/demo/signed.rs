@@ -9,10 +9,10 @@ use anyhow::Context;
 
 use super::{Walk, ACME, ACME_APP, APP_ROLE, DATABASE, GLOBEX};
 use crate::config::{PoolMode, ProbeAction};
-use crate::pgcluster::PgCluster;
 use crate::server::Proxy;
 use crate::signing::sql::{self, InstallOptions};
 use crate::signing::{KeyRing, SigningKey};
+use tenantgate_pgcluster::PgCluster;
 
 /// The demo's tenant tables, their policy and tenant column (`schema.sql`).
 const POLICIES: [(&str, &str); 5] = [

@@ -183,14 +183,6 @@ impl UpstreamConn {
         }
     }
 
-    /// Current value of a reported parameter.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
     /// Current value of the tracked parameter `settings::TRACKED[i]`.
     #[inline]
     pub fn tracked(&self, i: usize) -> Option<&str> {

@@ -84,6 +84,12 @@ impl PgError {
         }
     }
 
+    /// The same error as a FATAL: the session ends after it.
+    pub fn into_fatal(mut self) -> Self {
+        self.severity = Severity::Fatal;
+        self
+    }
+
     /// Adds a HINT.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

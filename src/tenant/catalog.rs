@@ -35,8 +35,6 @@
 //!   function; `dbsize.c`; `pg_class.reltuples`/`relpages`/`relallvisible`; the `pgstattuple`,
 //!   `pg_freespacemap`, `pg_buffercache`, `pg_visibility` extensions).
 
-use crate::protocol::messages::PgError;
-
 /// Client encodings (as spelled after PostgreSQL's `clean_encoding_name`) in which an ASCII byte
 /// can be the second byte of a multi-byte character, with the canonical name.
 const UNSAFE_ENCODINGS: [(&str, &str); 17] = [
@@ -81,19 +79,6 @@ pub fn unsafe_client_encoding(value: &str) -> Option<&'static str> {
         .iter()
         .find(|(k, _)| k.as_bytes() == key)
         .map(|(_, canonical)| *canonical)
-}
-
-/// The refusal of an unsafe client encoding, in PostgreSQL's wording for a bad parameter value.
-pub fn encoding_refused(value: &str, canonical: &str) -> PgError {
-    PgError::error(
-        "22023",
-        format!("invalid value for parameter \"client_encoding\": \"{value}\""),
-    )
-    .with_detail(format!(
-        "tenantgate refuses the client encoding {canonical}: in it a quote or backslash byte can \
-         be part of a multi-byte character, so the proxy could not see where statements end."
-    ))
-    .with_hint("Use UTF8 (or another ASCII-safe encoding such as EUC_JP, EUC_CN or EUC_KR).")
 }
 
 /// What a refused catalog object would expose.

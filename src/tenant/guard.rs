@@ -7,8 +7,8 @@ use crate::config::{ProbeAction, UserKind};
 use crate::error;
 use crate::events::{Action, EventKind};
 use crate::protocol::messages::PgError;
-use crate::tenant::catalog::{encoding_refused, unsafe_client_encoding};
-use crate::tenant::identity::{literal_tenant, TenantFormat};
+use crate::tenant::catalog::unsafe_client_encoding;
+use crate::tenant::id::{literal_tenant, TenantFormat};
 use crate::tenant::inspect::{inspect, Finding, Flags, InspectOptions, Inspection, Rule};
 
 /// The policy knobs, from `[tenant]` and `[security]`.
@@ -205,7 +205,7 @@ impl Policy {
                 d.events.push(EventDraft {
                     kind: EventKind::StatementProbe,
                     action: Action::Block,
-                    detail: Some(format!("{} \"{name}\" [{}]", f.detail, rule_name(f.rule))),
+                    detail: Some(format!("{} \"{name}\" [{}]", f.detail, f.rule.label())),
                 });
                 d.verdict = Verdict::Refuse(error::no_such_statement(&name));
                 return d;
@@ -258,7 +258,7 @@ impl Policy {
             d.events.push(EventDraft {
                 kind,
                 action,
-                detail: Some(format!("{what} [{}]", rule_name(f.rule))),
+                detail: Some(format!("{what} [{}]", f.rule.label())),
             });
             if block && d.verdict == Verdict::Forward {
                 d.verdict = Verdict::Refuse(error::refused(&what));
@@ -316,21 +316,6 @@ fn is_plain_set(sql: &str, range: &std::ops::Range<usize>) -> bool {
         .unwrap_or(false)
 }
 
-fn rule_name(r: Rule) -> &'static str {
-    match r {
-        Rule::TenantTamper => "tenant setting",
-        Rule::RoleTamper => "role",
-        Rule::RlsTamper => "row security",
-        Rule::DoBlock => "DO block",
-        Rule::TenantLiteral => "tenant literal",
-        Rule::ReservedName => "reserved name",
-        Rule::UnsafeEncoding => "client encoding",
-        Rule::OtherSessions => "other sessions",
-        Rule::LargeObject => "large object",
-        Rule::Statistics => "statistics",
-    }
-}
-
 /// The catalog-derived rules: always refused (they are not a heuristic about whose data a
 /// statement names, so `probe_action = "log"` does not apply), each with PostgreSQL's wording.
 fn catalog_rule(r: Rule) -> bool {
@@ -339,9 +324,6 @@ fn catalog_rule(r: Rule) -> bool {
         Rule::UnsafeEncoding | Rule::OtherSessions | Rule::LargeObject | Rule::Statistics
     )
 }
-
-/// The hint on every catalog refusal.
-const CATALOG_HINT: &str = "tenantgate refuses catalog views and functions that expose other sessions of the shared upstream role, large objects and activity statistics; a monitoring user needs allow_catalog_monitoring = true.";
 
 impl Policy {
     /// Whether `login` (as sent: `name` or `name.tenant`) is a configured catalog monitor.
@@ -367,18 +349,12 @@ impl Policy {
         let refusal = match (f.rule, &f.value) {
             (Rule::UnsafeEncoding, Some(v)) => {
                 let canonical = unsafe_client_encoding(v).unwrap_or("multi-byte");
-                encoding_refused(v, canonical)
+                error::unsafe_encoding(v, canonical)
             }
             (Rule::UnsafeEncoding, None) => error::refused(f.detail),
             _ if monitor => return None,
-            (_, Some(name)) => PgError::error(
-                error::INSUFFICIENT_PRIVILEGE,
-                format!("permission denied for {} {name}", f.detail),
-            )
-            .with_hint(CATALOG_HINT),
-            (_, None) => error::refused(f.detail).with_hint(
-                "EXPLAIN ANALYZE reports rows that row security removed, which counts other tenants' rows; use EXPLAIN without ANALYZE.",
-            ),
+            (_, Some(name)) => error::catalog_refused(f.detail, name),
+            (_, None) => error::explain_analyze_refused(f.detail),
         };
         let (kind, what) = match (f.rule, &f.value) {
             (Rule::UnsafeEncoding, Some(v)) => {
@@ -394,7 +370,7 @@ impl Policy {
         Some(EventDraft {
             kind,
             action: Action::Block,
-            detail: Some(format!("{what} [{}]", rule_name(f.rule))),
+            detail: Some(format!("{what} [{}]", f.rule.label())),
         })
     }
 }

@@ -1,19 +1,19 @@
 //! Shared fixture for the integration tests: one throwaway PostgreSQL cluster per test binary,
-//! holding the auto-shop schema (`src/demo/schema.sql`) in a template database, and a fresh
+//! holding the auto-shop schema (`crates/pgcluster/src/schema.sql`) in a template database, and a fresh
 //! clone of it for each test that wants one.
 //!
 //! The cluster lives in a static, which never drops; an `atexit` hook stops it (and removes its
 //! directory) when the test binary exits, passed or failed.
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use tenantgate::pgcluster::{self, ClusterOptions, PgCluster};
-
-/// The schema and seed data every test database starts from.
-pub const SCHEMA_SQL: &str = include_str!("../../src/demo/schema.sql");
+pub use tenantgate_pgcluster::seed::{
+    SeedTenant, ACME, GLOBEX, INITECH, SCHEMA_SQL, TENANTS, TENANT_TABLES, UMBRELLA,
+};
+use tenantgate_pgcluster::{self as pgcluster, ClusterOptions, PgCluster};
 
 /// The database `SCHEMA_SQL` is applied to once; `fresh_database` clones it.
 pub const TEMPLATE_DB: &str = "tg_template";
@@ -29,76 +29,6 @@ pub const APP_PASSWORD: &str = "app_password";
 pub const TENANT_ADMIN: &str = "tenant_admin";
 pub const TENANT_ADMIN_PASSWORD: &str = "admin_password";
 
-/// The tenant-scoped tables (all but `tenants`), each with RLS enabled and forced.
-pub const TENANT_TABLES: [&str; 4] = ["customers", "vehicles", "services", "appointments"];
-
-/// One seeded tenant and how many rows it owns in each table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeedTenant {
-    pub id: &'static str,
-    /// Also the prefix of every customer name (`"acme customer 1"`).
-    pub slug: &'static str,
-    pub name: &'static str,
-    pub customers: i64,
-    pub vehicles: i64,
-    pub services: i64,
-    pub appointments: i64,
-}
-
-impl SeedTenant {
-    /// The seeded row count of a tenant-scoped table (see `TENANT_TABLES`).
-    pub fn count(&self, table: &str) -> i64 {
-        match table {
-            "customers" => self.customers,
-            "vehicles" => self.vehicles,
-            "services" => self.services,
-            "appointments" => self.appointments,
-            "tenants" => 1,
-            other => panic!("no seeded count for table {other:?}"),
-        }
-    }
-}
-
-pub const ACME: SeedTenant = SeedTenant {
-    id: "11111111-1111-1111-1111-111111111111",
-    slug: "acme",
-    name: "Acme Auto Repair",
-    customers: 3,
-    vehicles: 4,
-    services: 2,
-    appointments: 6,
-};
-pub const GLOBEX: SeedTenant = SeedTenant {
-    id: "22222222-2222-2222-2222-222222222222",
-    slug: "globex",
-    name: "Globex Garage",
-    customers: 5,
-    vehicles: 6,
-    services: 3,
-    appointments: 10,
-};
-pub const INITECH: SeedTenant = SeedTenant {
-    id: "33333333-3333-3333-3333-333333333333",
-    slug: "initech",
-    name: "Initech Tire & Lube",
-    customers: 7,
-    vehicles: 8,
-    services: 4,
-    appointments: 14,
-};
-pub const UMBRELLA: SeedTenant = SeedTenant {
-    id: "44444444-4444-4444-4444-444444444444",
-    slug: "umbrella",
-    name: "Umbrella Motors",
-    customers: 9,
-    vehicles: 10,
-    services: 5,
-    appointments: 18,
-};
-
-/// Every seeded tenant, in id order.
-pub const TENANTS: [SeedTenant; 4] = [ACME, GLOBEX, INITECH, UMBRELLA];
-
 /// Seeded rows over all tenants (what the superuser and `tenant_admin` see).
 pub const TOTAL_CUSTOMERS: i64 = 3 + 5 + 7 + 9;
 pub const TOTAL_VEHICLES: i64 = 4 + 6 + 8 + 10;
@@ -107,10 +37,13 @@ pub const TOTAL_APPOINTMENTS: i64 = 6 + 10 + 14 + 18;
 
 /// The seeded tenant with this slug.
 pub fn tenant(slug: &str) -> &'static SeedTenant {
-    TENANTS
-        .iter()
-        .find(|t| t.slug == slug)
-        .unwrap_or_else(|| panic!("no seeded tenant {slug:?}"))
+    tenantgate_pgcluster::seed::by_slug(slug).unwrap_or_else(|| panic!("no seeded tenant {slug:?}"))
+}
+
+/// The seeded row count of `table` for `t`.
+pub fn seeded(t: &SeedTenant, table: &str) -> i64 {
+    t.count(table)
+        .unwrap_or_else(|| panic!("no seeded count for table {table:?}"))
 }
 
 /// The test binary's cluster, started on first use with `SCHEMA_SQL` applied to
@@ -134,7 +67,7 @@ fn start_with_template() -> Result<PgCluster, String> {
     cluster
         .create_database(TEMPLATE_DB, None)
         .and_then(|()| cluster.psql(TEMPLATE_DB, SCHEMA_SQL))
-        .map_err(|e| format!("applying src/demo/schema.sql to {TEMPLATE_DB}: {e}"))?;
+        .map_err(|e| format!("applying crates/pgcluster/src/schema.sql to {TEMPLATE_DB}: {e}"))?;
     eprintln!(
         "test cluster on {}:{} ({}): started in {:?}, template ready in {:?}",
         cluster.host(),
@@ -190,4 +123,17 @@ fn register_exit_hook() {
     // SAFETY: `stop_clusters` is a plain `extern "C" fn()` that does not unwind.
     let rc = unsafe { libc::atexit(stop_clusters) };
     assert_eq!(rc, 0, "atexit registration failed");
+}
+
+/// `select count(*) from <table>`: how many of its rows the session `c` sees.
+pub async fn count(c: &impl tokio_postgres::GenericClient, table: &str) -> i64 {
+    c.query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("counting {table}: {e}"))
+        .get(0)
+}
+
+/// The SQLSTATE a failed statement got, if the server (or the proxy) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+    e.code().map(|c| c.code())
 }

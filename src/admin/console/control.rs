@@ -177,10 +177,7 @@ pub(super) fn shutdown(
 /// RELOAD: re-read the configuration file, as SIGHUP does.
 pub(super) async fn reload(shared: &Arc<Shared>, out: &mut BytesMut) -> Result<(), PgError> {
     let Some(path) = shared.config_path.get() else {
-        return Err(PgError::error(
-            "55000",
-            "tenantgate: no configuration file to reload (started in-process)",
-        ));
+        return Err(crate::error::nothing_to_reload());
     };
     shared.reload(path).await;
     complete(out, "RELOAD");

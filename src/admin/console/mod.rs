@@ -155,10 +155,7 @@ pub enum ConsoleCommand {
     Shutdown(Shutdown),
 }
 
-/// A console error, worded and coded as PgBouncer's `admin_error` (SQLSTATE 08P01).
-pub(crate) fn admin_error(message: impl Into<String>) -> PgError {
-    PgError::error("08P01", message)
-}
+pub(crate) use crate::error::admin_console as admin_error;
 
 impl ConsoleCommand {
     /// Reads one query: a command word and at most one argument (a word or a double-quoted

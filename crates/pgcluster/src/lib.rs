@@ -1,4 +1,8 @@
-//! A throwaway PostgreSQL cluster for the integration tests and `tenantgate demo`.
+//! A throwaway PostgreSQL cluster for the integration tests and `tenantgate demo`, and the
+//! auto-shop schema both seed it with ([`seed`]).
+//!
+//! A crate of its own so that the proxy library carries none of it: `tenantgate` depends on it
+//! only through its `demo` feature, the tests as a dev-dependency.
 //!
 //! [`PgCluster::start`] runs `initdb` into a fresh temporary directory, starts `postgres` on a
 //! free `127.0.0.1` port with durability switched off (fast and disposable), and waits until it
@@ -44,6 +48,16 @@ use std::time::{Duration, Instant};
 
 use rand::distr::Alphanumeric;
 use rand::RngExt;
+
+mod dirs;
+mod find;
+mod process;
+pub mod seed;
+
+use dirs::*;
+pub use find::find_bindir;
+use find::*;
+use process::*;
 
 /// What to install when no PostgreSQL server binaries are found.
 pub const INSTALL_HINT: &str = "install the PostgreSQL server: `apt-get install -y postgresql` \
@@ -460,15 +474,6 @@ impl PgCluster {
         }
     }
 
-    /// `DROP DATABASE IF EXISTS name WITH (FORCE)`: disconnects its sessions first.
-    pub fn drop_database(&self, name: &str) -> Result<(), ClusterError> {
-        self.psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
-        )
-        .map(drop)
-    }
-
     /// `pg_ctl restart -m fast` on the same port (sessions are cut), then waits until ready.
     pub fn restart_fast(&self) -> Result<(), ClusterError> {
         let timeout = self.start_timeout.as_secs().max(1).to_string();
@@ -709,332 +714,6 @@ impl Instance {
             }
         }
     }
-}
-
-/// SIGKILLs the postmaster named in `pidfile`, but only if that process still runs in
-/// `data_dir` (Linux `/proc`), so a recycled pid is never hit. Its children exit by themselves
-/// once they notice the postmaster is gone.
-fn kill_postmaster(pidfile: &Path, data_dir: &Path) {
-    let Some(pid) = fs::read_to_string(pidfile)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .next()
-                .and_then(|line| line.trim().parse::<i32>().ok())
-        })
-        .filter(|pid| *pid > 0)
-    else {
-        return;
-    };
-    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
-    let ours = match (cwd, fs::canonicalize(data_dir).ok()) {
-        (Some(cwd), Some(data)) => cwd == data,
-        _ => false,
-    };
-    if ours {
-        // SAFETY: kill(2) has no memory-safety preconditions; the pid was checked above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-}
-
-impl RunAs {
-    fn detect() -> Result<RunAs, ClusterError> {
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Ok(RunAs::CurrentUser);
-        }
-        if let Some(setpriv) = find_system_tool("setpriv") {
-            Ok(RunAs::Setpriv(setpriv))
-        } else if let Some(runuser) = find_system_tool("runuser") {
-            Ok(RunAs::Runuser(runuser))
-        } else {
-            Err(ClusterError::CannotDropRoot {
-                reason: "neither `setpriv` nor `runuser` is installed (util-linux)".to_owned(),
-            })
-        }
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        match self {
-            RunAs::CurrentUser => Command::new(program),
-            RunAs::Setpriv(setpriv) => {
-                let mut cmd = Command::new(setpriv);
-                cmd.arg(format!("--reuid={SERVER_OS_USER}"))
-                    .arg(format!("--regid={SERVER_OS_USER}"))
-                    .args(["--init-groups", "--"])
-                    .arg(program);
-                cmd
-            }
-            RunAs::Runuser(runuser) => {
-                let mut cmd = Command::new(runuser);
-                cmd.args(["-u", SERVER_OS_USER, "--"]).arg(program);
-                cmd
-            }
-        }
-    }
-}
-
-/// Finds the PostgreSQL server binaries: `$TENANTGATE_PG_BINDIR`, then `initdb` on PATH
-/// (symlinks resolved), then `pg_config --bindir`, then the highest
-/// `/usr/lib/postgresql/<major>/bin` (Debian/Ubuntu), then Homebrew's keg-only
-/// `postgresql@<major>`. A directory counts if it has `initdb`, `pg_ctl` and `postgres`.
-pub fn find_bindir() -> Result<PathBuf, ClusterError> {
-    let mut looked = Vec::new();
-    if let Some(dir) = std::env::var_os(BINDIR_ENV) {
-        let dir = PathBuf::from(dir);
-        if has_server_binaries(&dir) {
-            return Ok(dir);
-        }
-        looked.push(format!("${BINDIR_ENV}={}", dir.display()));
-    }
-
-    match which("initdb") {
-        Some(initdb) => {
-            let real = fs::canonicalize(&initdb).unwrap_or(initdb);
-            if let Some(dir) = real.parent() {
-                if has_server_binaries(dir) {
-                    return Ok(dir.to_owned());
-                }
-                looked.push(dir.display().to_string());
-            }
-        }
-        None => looked.push("initdb on PATH".to_owned()),
-    }
-
-    let pg_config = Command::new("pg_config")
-        .arg("--bindir")
-        .stdin(Stdio::null())
-        .output();
-    match pg_config {
-        Ok(out) if out.status.success() => {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if has_server_binaries(&dir) {
-                return Ok(dir);
-            }
-            looked.push(format!("pg_config --bindir ({})", dir.display()));
-        }
-        _ => looked.push("pg_config --bindir".to_owned()),
-    }
-
-    for (parent, prefix, suffix) in [
-        ("/usr/lib/postgresql", "", "bin"),
-        ("/opt/homebrew/opt", "postgresql@", "bin"),
-        ("/usr/local/opt", "postgresql@", "bin"),
-    ] {
-        if let Some(dir) = highest_versioned(Path::new(parent), prefix, suffix) {
-            return Ok(dir);
-        }
-        looked.push(format!("{parent}/{prefix}*/{suffix}"));
-    }
-    Err(ClusterError::NotInstalled {
-        looked_in: looked.join(", "),
-    })
-}
-
-/// `parent/<prefix><version>/<suffix>` with the highest version that has the server binaries.
-fn highest_versioned(parent: &Path, prefix: &str, suffix: &str) -> Option<PathBuf> {
-    let mut found: Vec<(Vec<u32>, PathBuf)> = fs::read_dir(parent)
-        .ok()?
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let version: Vec<u32> = name
-                .strip_prefix(prefix)?
-                .split('.')
-                .map(|part| part.parse().ok())
-                .collect::<Option<_>>()?;
-            let dir = entry.path().join(suffix);
-            has_server_binaries(&dir).then_some((version, dir))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, dir)| dir)
-}
-
-fn has_server_binaries(dir: &Path) -> bool {
-    ["initdb", "pg_ctl", "postgres"]
-        .iter()
-        .all(|name| is_executable(&dir.join(name)))
-}
-
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-/// `which`, falling back to the sbin directories a root PATH may lack.
-fn find_system_tool(name: &str) -> Option<PathBuf> {
-    which(name).or_else(|| {
-        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .map(|dir| Path::new(dir).join(name))
-            .find(|candidate| is_executable(candidate))
-    })
-}
-
-/// A client program from the server's bindir, else from PATH (Debian ships clients apart).
-fn client_tool(bindir: &Path, name: &str) -> PathBuf {
-    let own = bindir.join(name);
-    if is_executable(&own) {
-        own
-    } else {
-        which(name).unwrap_or(own)
-    }
-}
-
-fn base_dir(requested: Option<&Path>) -> PathBuf {
-    if let Some(dir) = requested {
-        return dir.to_owned();
-    }
-    let tmp = std::env::temp_dir();
-    // <base>/tenantgate-pg-<12 chars>/.s.PGSQL.<port>.lock must fit in sun_path.
-    let socket_len =
-        tmp.as_os_str().len() + 1 + DIR_PREFIX.len() + 12 + "/.s.PGSQL.65535.lock".len();
-    if socket_len > MAX_SOCKET_PATH_LEN {
-        PathBuf::from("/tmp")
-    } else {
-        tmp
-    }
-}
-
-/// Every ancestor of a directory the server's OS user must enter needs search permission.
-fn check_traversable(base: &Path) -> Result<(), ClusterError> {
-    let base = fs::canonicalize(base).map_err(|source| ClusterError::Io {
-        what: format!("resolving {}", base.display()),
-        source,
-    })?;
-    for dir in base.ancestors() {
-        let Ok(meta) = fs::metadata(dir) else {
-            continue;
-        };
-        if meta.mode() & 0o001 == 0 {
-            return Err(ClusterError::Unreachable {
-                dir: dir.to_owned(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Creates `<base>/tenantgate-pg-<random>` (0700, handed to `owner`) with our pid inside.
-fn create_root(base: &Path, owner: Option<(u32, u32)>) -> Result<PathBuf, ClusterError> {
-    let io_err = |what: String| move |source: io::Error| ClusterError::Io { what, source };
-    let mut attempts = 0;
-    let root = loop {
-        attempts += 1;
-        let candidate = base.join(format!("{DIR_PREFIX}{}", random_token(12).to_lowercase()));
-        match fs::DirBuilder::new().mode(0o700).create(&candidate) {
-            Ok(()) => break candidate,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 10 => continue,
-            Err(e) => return Err(io_err(format!("creating {}", candidate.display()))(e)),
-        }
-    };
-    let setup = || -> Result<(), ClusterError> {
-        write_private(
-            &root.join(OWNER_FILE),
-            format!("{}\n", std::process::id()).as_bytes(),
-            owner,
-        )?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).map_err(io_err(format!(
-                "chown {} to {SERVER_OS_USER}",
-                root.display()
-            )))?;
-        }
-        Ok(())
-    };
-    setup().inspect_err(|_| {
-        let _ = fs::remove_dir_all(&root);
-    })?;
-    Ok(root)
-}
-
-/// Writes a 0600 file, handed to `owner` when given.
-fn write_private(
-    path: &Path,
-    contents: &[u8],
-    owner: Option<(u32, u32)>,
-) -> Result<(), ClusterError> {
-    let io_err = |source| ClusterError::Io {
-        what: format!("writing {}", path.display()),
-        source,
-    };
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents))
-        .map_err(io_err)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_err)?;
-    }
-    Ok(())
-}
-
-/// Stops and removes clusters under `base` whose owning process is gone.
-fn sweep_stale(base: &Path, bindir: &Path, run_as: &RunAs) {
-    let Ok(entries) = fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
-            continue;
-        }
-        let root = entry.path();
-        // No (or a half-written) owner file: a cluster being created right now. Leave it.
-        let Some(pid) = fs::read_to_string(root.join(OWNER_FILE))
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-            .filter(|pid| *pid > 0)
-        else {
-            continue;
-        };
-        if process_alive(pid) {
-            continue;
-        }
-        tracing::info!(dir = %root.display(), owner_pid = pid, "removing a stale throwaway cluster");
-        Instance {
-            id: 0,
-            data_dir: root.join("data"),
-            root,
-            bindir: bindir.to_owned(),
-            run_as: run_as.clone(),
-        }
-        .shutdown();
-    }
-}
-
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: `passwd` is plain old data; all-zero is a valid value to be overwritten.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's real size;
-    // getpwnam_r (unlike getpwnam) uses no static storage, so it is thread-safe.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
