@@ -1,3 +1,4 @@
+use super::validate::is_guc_name;
 use super::*;
 
 const BASE: &str = r#"

@@ -461,7 +461,7 @@ fn resolve_secret(
 }
 
 /// A custom GUC name: two or more dot-separated identifier parts.
-fn is_guc_name(s: &str) -> bool {
+pub(super) fn is_guc_name(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
     parts.len() >= 2
         && parts.iter().all(|p| {
