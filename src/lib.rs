@@ -14,8 +14,8 @@
 //! ```
 //!
 //! Module map, in data-path order:
-//! - [`server`]: accept loop, connection cap, shared state; [`listener`]: the clients' TCP or
-//!   Unix socket.
+//! - [`server`]: accept loop, connection cap, start-up; [`shared`]: the state every session
+//!   shares and reload; [`listener`]: the clients' TCP or Unix socket.
 //! - [`proxy_protocol`]: PROXY v2 headers from trusted load balancers.
 //! - [`protocol`]: pure framing and the few messages the proxy builds or reads.
 //! - [`tls`]: rustls configurations for both sides.
@@ -55,6 +55,7 @@ pub mod protocol;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod server;
+pub mod shared;
 pub mod shutdown;
 pub mod signing;
 pub mod telemetry;

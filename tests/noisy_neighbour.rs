@@ -58,7 +58,7 @@ async fn holder(
 }
 
 /// The proxy's shared state (pools, reload).
-fn pool_owner(p: &TestProxy) -> &tenantgate::server::Shared {
+fn pool_owner(p: &TestProxy) -> &tenantgate::shared::Shared {
     &p.proxy.as_ref().expect("running").shared
 }
 

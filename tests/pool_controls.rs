@@ -30,7 +30,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// The proxy's shared state.
-fn shared(p: &TestProxy) -> &tenantgate::server::Shared {
+fn shared(p: &TestProxy) -> &tenantgate::shared::Shared {
     &p.proxy.as_ref().expect("running").shared
 }
 

@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::ALL_KINDS;
-use crate::server::Shared;
+use crate::shared::Shared;
 use health::{Context, PoolView};
 
 /// Most admin requests served at once; more wait in the accept queue.

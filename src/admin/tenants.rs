@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, BytesMut};
 
 use crate::protocol::messages;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// One tenant as SHOW TENANTS reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use crate::pool::queue::Seat;
 use crate::protocol::messages::{self, PgError};
 use crate::protocol::stream::BoxStream;
 use crate::protocol::PqStream;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::tenant::identity::{self, Choice, TenantRequest, TenantSource};
 use handshake::{HandshakeError, Opening, Startup};
 use session::{Identity, Session, SessionParts};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::server::Live;
+use crate::shared::Live;
 use crate::tenant::guard::Decision;
 
 /// Longest text kept.

@@ -12,7 +12,7 @@ use super::show::{db, pools};
 use super::table::complete;
 use super::{admin_error, Mode, Shutdown};
 use crate::protocol::messages::PgError;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// How often PAUSE, SUSPEND and WAIT_CLOSE look whether what they wait for has happened.
 const POLL: Duration = Duration::from_millis(20);

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::messages::{self, query_text, PgError};
 use crate::protocol::stream::StreamError;
 use crate::protocol::PqStream;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The virtual database name of the console.
 pub const DATABASE: &str = "tenantgate";

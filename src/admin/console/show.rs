@@ -12,7 +12,7 @@ use super::table::{self, Ty, Val};
 use super::{Mode, DATABASE};
 use crate::config::PoolMode;
 use crate::pool::Pool;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 use Ty::{Int4, Text};
 

@@ -12,7 +12,7 @@ use super::show::{db, pools};
 use super::table::{self, Ty, Val};
 use super::DATABASE;
 use crate::pool::StatsSnapshot;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The figures of one row, in PgBouncer's order (server_parse_count and client_login_count
 /// are NULL).

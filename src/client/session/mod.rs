@@ -26,7 +26,7 @@ use crate::protocol::messages::{self, parse_msg, query_text, PgError};
 use crate::protocol::stream::StreamError;
 use crate::protocol::{Frame, PqStream};
 use crate::relay::{Expect, Msg, Outcome, Relay};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::tenant::guard::{Asker, Decision, Verdict};
 use crate::tenant::id::{canonical, validate_tenant_id};
 use crate::tenant::identity::check_allowed;
