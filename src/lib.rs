@@ -5,7 +5,7 @@
 //!  client ──TCP──▶ server.rs (accept, cap) ──▶ client/handshake.rs (SSL/GSS, startup)
 //!                                              ──▶ client/auth.rs (SCRAM / md5)
 //!                                              ──▶ client/mod.rs (user, tenant choice)
-//!                                              ──▶ client/session.rs (the loop)
+//!                                              ──▶ client/session/ (the loop)
 //!                                                    │ tenant/guard.rs  (inspect SQL, refuse)
 //!                                                    │ tenant/inject.rs (set_config ... true)
 //!                                                    ▼

@@ -103,19 +103,8 @@ async fn a_user_pool_mode_overrides_the_pools() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_pool_size_keeps_connections_open_also_after_a_restart() {
-    // A private cluster: this test restarts it.
-    let cluster = tenantgate_pgcluster::PgCluster::start(Default::default()).expect("cluster");
-    cluster.create_database("app", None).unwrap();
-    cluster.psql("app", common::SCHEMA_SQL).unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\nuser = \"app_user\"\npassword = \"app_password\"\npool_size = 4\nmin_pool_size = 3\n[security]\nevent_log = \"stderr\"\n{}",
-        cluster.port(),
-        support::users_toml()
-    );
-    let cfg = tenantgate::config::Config::from_toml(&text).unwrap();
-    let proxy = tenantgate::server::Proxy::start(std::sync::Arc::new(cfg))
-        .await
-        .unwrap();
+    let (cluster, proxy) =
+        support::private_cluster_proxy("pool_size = 4\nmin_pool_size = 3\n").await;
     let open = || -> i64 {
         cluster
             .psql("app", "select count(*) from pg_stat_activity where usename = 'app_user' and application_name <> 'tenantgate-posture'")

@@ -257,19 +257,7 @@ async fn terminated_backend_gives_a_clean_error_and_the_pool_refills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_restart_recovers_within_seconds() {
-    // A private cluster: restarting the shared one would disturb other tests.
-    let cluster = tenantgate_pgcluster::PgCluster::start(Default::default()).expect("cluster");
-    cluster.create_database("app", None).unwrap();
-    cluster.psql("app", common::SCHEMA_SQL).unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\nuser = \"app_user\"\npassword = \"app_password\"\npool_size = 2\n[security]\nevent_log = \"stderr\"\n{}",
-        cluster.port(),
-        support::users_toml()
-    );
-    let cfg = tenantgate::config::Config::from_toml(&text).unwrap();
-    let proxy = tenantgate::server::Proxy::start(std::sync::Arc::new(cfg))
-        .await
-        .unwrap();
+    let (cluster, proxy) = support::private_cluster_proxy("pool_size = 2\n").await;
     let url = format!(
         "host=127.0.0.1 port={} user=acme_app password={} dbname=app",
         proxy.addr.port(),

@@ -556,3 +556,22 @@ pub fn first_columns(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String>
         })
         .collect()
 }
+
+/// A proxy on a PostgreSQL of its own, for tests that restart the server (restarting the shared
+/// cluster would cut the other tests' sessions): the seed schema in database `app`, and a proxy
+/// whose `[upstream]` section gets `upstream_extra` (e.g. `"pool_size = 2\n"`).
+pub async fn private_cluster_proxy(
+    upstream_extra: &str,
+) -> (tenantgate_pgcluster::PgCluster, Proxy) {
+    let cluster = tenantgate_pgcluster::PgCluster::start(Default::default()).expect("cluster");
+    cluster.create_database("app", None).unwrap();
+    cluster.psql("app", common::SCHEMA_SQL).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\nuser = \"app_user\"\npassword = \"app_password\"\n{upstream_extra}[security]\nevent_log = \"stderr\"\n{}",
+        cluster.port(),
+        users_toml()
+    );
+    let cfg = Config::from_toml(&text).unwrap();
+    let proxy = Proxy::start(Arc::new(cfg)).await.unwrap();
+    (cluster, proxy)
+}

@@ -43,6 +43,22 @@ async fn until_released(shared: &Shared) {
     }
 }
 
+/// Holds new work in every pool and answers `tag` once no server connection is in use.
+async fn hold(
+    shared: &Arc<Shared>,
+    mode: Mode,
+    tag: &str,
+    out: &mut BytesMut,
+) -> Result<(), PgError> {
+    shared.console.set_mode(mode);
+    for p in pools(shared) {
+        p.pause();
+    }
+    until_released(shared).await;
+    complete(out, tag);
+    Ok(())
+}
+
 /// PAUSE [db]: new work waits; answers once every server connection is back in the pool.
 pub(super) async fn pause(
     shared: &Arc<Shared>,
@@ -53,13 +69,7 @@ pub(super) async fn pause(
         return Err(admin_error("already suspended/paused"));
     }
     check_db(shared, arg, "pause")?;
-    shared.console.set_mode(Mode::Paused);
-    for p in pools(shared) {
-        p.pause();
-    }
-    until_released(shared).await;
-    complete(out, "PAUSE");
-    Ok(())
+    hold(shared, Mode::Paused, "PAUSE", out).await
 }
 
 /// RESUME [db]: after PAUSE, SUSPEND or KILL.
@@ -97,13 +107,7 @@ pub(super) async fn suspend(shared: &Arc<Shared>, out: &mut BytesMut) -> Result<
     if pools(shared).iter().any(|p| p.is_paused()) {
         return Err(admin_error("cannot suspend with paused databases"));
     }
-    shared.console.set_mode(Mode::Suspended);
-    for p in pools(shared) {
-        p.pause();
-    }
-    until_released(shared).await;
-    complete(out, "SUSPEND");
-    Ok(())
+    hold(shared, Mode::Suspended, "SUSPEND", out).await
 }
 
 /// KILL [db]: every client of the database gets FATAL `database removed`, every server
