@@ -136,12 +136,13 @@ fn hash_password_verifier_is_accepted_as_scram() {
     );
 }
 
-/// Every key `src/config.rs` accepts appears in the example (set, or commented out).
+/// Every key `src/config/mod.rs` accepts appears in the example (set, or commented out).
 #[test]
 fn example_documents_every_config_key() {
-    let source =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
-            .expect("read src/config.rs");
+    let source = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config/mod.rs"),
+    )
+    .expect("read src/config/mod.rs");
     let example = std::fs::read_to_string(example_path()).expect("read the example");
     let sections = [
         "server",

@@ -585,8 +585,8 @@ fn example_and_readme_describe_the_binary() {
             );
         }
     }
-    // Every key src/config.rs accepts has a row in the README's configuration table.
-    let source = std::fs::read_to_string(manifest("src/config.rs")).expect("config.rs");
+    // Every key src/config/mod.rs accepts has a row in the README's configuration table.
+    let source = std::fs::read_to_string(manifest("src/config/mod.rs")).expect("config/mod.rs");
     let table: String = readme
         .split("## Configuration reference")
         .nth(1)

@@ -471,7 +471,8 @@ impl Pool {
             rx,
             done: false,
         };
-        let mut limit = Duration::from_micros(self.timeout_us.load(Ordering::Relaxed));
+        let total = Duration::from_micros(self.timeout_us.load(Ordering::Relaxed));
+        let mut limit = total;
         if let Some(after) = self.reserve_after(limit) {
             if let Ok(got) = tokio::time::timeout(after, &mut w.rx).await {
                 w.done = true;
@@ -496,7 +497,7 @@ impl Pool {
                 w.done = true;
                 Err(PoolError::Closed)
             }
-            Err(_) => Err(PoolError::Timeout(limit)),
+            Err(_) => Err(PoolError::Timeout(total)),
         }
     }
 
