@@ -20,7 +20,8 @@
 //! - [`protocol`]: pure framing and the few messages the proxy builds or reads.
 //! - [`tls`]: rustls configurations for both sides.
 //! - [`client`]: handshake, authentication, tenant choice, the per-session loop.
-//! - [`tenant`]: tenant identity, the SQL guard, the injection.
+//! - [`tenant`]: tenant identity, the SQL guard, the injection; [`tenant_id`]: the id formats
+//!   (a leaf the configuration validates with).
 //! - [`signing`]: signed tenant context (the key file, the HMAC the prelude sets, the SQL of
 //!   `tenantgate signing install`).
 //! - [`pool`]: upstream connections, the checkout guard, and the queue that serves waiting
@@ -60,5 +61,6 @@ pub mod shutdown;
 pub mod signing;
 pub mod telemetry;
 pub mod tenant;
+pub mod tenant_id;
 pub mod tls;
 pub mod verify;

@@ -24,16 +24,17 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::messages;
 
+/// Prefix of every name the proxy itself prepares upstream; clients may not use it in SQL
+/// (the inspector refuses it).
+pub const RESERVED_PREFIX: &[u8] = b"__tg";
+
 /// The process's prefix for server-side names: the reserved prefix plus a random token, so a
 /// name seen once (e.g. in a log) says nothing about another process's names.
 pub fn server_prefix() -> &'static str {
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PREFIX.get_or_init(|| {
         let token: u32 = rand::random();
-        format!(
-            "{}_{token:08x}_",
-            String::from_utf8_lossy(crate::tenant::inspect::RESERVED_PREFIX)
-        )
+        format!("{}_{token:08x}_", String::from_utf8_lossy(RESERVED_PREFIX))
     })
 }
 
@@ -597,9 +598,7 @@ mod tests {
         let a = StatementDef::new(Text::unshared(b"select $1"), &[0, 1, 0, 0, 0, 23]);
         let b = StatementDef::new(Text::unshared(b"select $1"), &[0, 1, 0, 0, 0, 23]);
         assert_ne!(a.server_name, b.server_name);
-        assert!(a
-            .server_name
-            .starts_with(crate::tenant::inspect::RESERVED_PREFIX));
+        assert!(a.server_name.starts_with(RESERVED_PREFIX));
         assert_ne!(&a.server_name[..], crate::tenant::inject::statement_name());
     }
 

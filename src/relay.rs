@@ -159,7 +159,7 @@ impl Relay {
             b'S' => {
                 if let Some((k, v)) = parameter_status_fields(f.body()) {
                     if k == "client_encoding" {
-                        if let Some(c) = crate::tenant::catalog::unsafe_client_encoding(&v) {
+                        if let Some(c) = crate::protocol::params::unsafe_client_encoding(&v) {
                             // The inspector could no longer see where statements end: never
                             // read another client message on this session (see catalog.rs).
                             tracing::warn!(client_encoding = %v, "server switched to an unsafe client encoding; session ended");
@@ -169,7 +169,7 @@ impl Relay {
                             return Outcome::ServerFatal;
                         }
                     }
-                    if head_is_client && crate::client::settings::tracked(&k).is_some() {
+                    if head_is_client && crate::protocol::params::tracked(&k).is_some() {
                         self.param_changes.push((k.clone(), v.clone()));
                     }
                     conn.set_param(k, v);

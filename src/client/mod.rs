@@ -465,9 +465,9 @@ async fn lookup(
             return Err(invalid("the tenant directory is unavailable".into()));
         }
     };
-    crate::tenant::id::validate_tenant_id(format, &id)
+    crate::tenant_id::validate_tenant_id(format, &id)
         .map_err(|e| invalid(format!("directory returned an invalid id: {e}")))?;
-    let id = crate::tenant::id::canonical(format, &id);
+    let id = crate::tenant_id::canonical(format, &id);
     identity::check_allowed(user, &id)?;
     Ok(id)
 }

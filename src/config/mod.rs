@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::tenant::id::{validate_tenant_id, TenantFormat};
+use crate::tenant_id::{validate_tenant_id, TenantFormat};
+pub use crate::tls::UpstreamTls;
 
 pub mod auth_file;
 pub mod duration;
@@ -323,19 +324,6 @@ pub enum PoolMode {
     Transaction,
     /// Hold a server for the whole client session; reset with `DISCARD ALL` on release.
     Session,
-}
-
-/// TLS towards PostgreSQL.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamTls {
-    /// Plain TCP.
-    #[default]
-    Disable,
-    /// TLS without certificate verification (like libpq's `sslmode=require`).
-    Require,
-    /// TLS with chain and host name verification.
-    VerifyFull,
 }
 
 /// `[tenant]`: the tenant setting and its shape.

@@ -28,9 +28,9 @@ use crate::protocol::{Frame, PqStream};
 use crate::relay::{Expect, Msg, Outcome, Relay};
 use crate::shared::Shared;
 use crate::tenant::guard::{Asker, Decision, Verdict};
-use crate::tenant::id::{canonical, validate_tenant_id};
 use crate::tenant::identity::check_allowed;
 use crate::tenant::inject::{self, Prelude};
+use crate::tenant_id::{canonical, validate_tenant_id};
 use bytes::Buf;
 
 mod guard;
@@ -139,7 +139,7 @@ pub struct Session {
     /// The SHOW CLIENTS entry (state follows attach/detach).
     listed: crate::client::registry::Listed,
     /// Reported parameters this session wants on its server (client's values over defaults),
-    /// by index into `settings::TRACKED`.
+    /// by index into `params::TRACKED`.
     reported: Vec<(usize, String)>,
     /// When the current segment started (query time in SHOW STATS, query duration metric).
     segment_started: Option<Instant>,

@@ -28,7 +28,7 @@ impl Session {
             .reported
             .iter()
             .filter(|(i, v)| conn.tracked(*i) != Some(v.as_str()))
-            .map(|(i, v)| (crate::client::settings::TRACKED[*i], v.as_str()))
+            .map(|(i, v)| (crate::protocol::params::TRACKED[*i], v.as_str()))
             .collect();
         if conn.identity == self.prelude.identity && stale.is_empty() {
             return Ok(None);
@@ -205,7 +205,7 @@ pub(super) fn apply_relay_changes(
         statements.clear();
     }
     for (k, v) in relay.param_changes.drain(..) {
-        let i = crate::client::settings::tracked_index(&k);
+        let i = crate::protocol::params::tracked_index(&k);
         if let Some(slot) = reported.iter_mut().find(|(n, _)| Some(*n) == i) {
             slot.1 = v;
         }
