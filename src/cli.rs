@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::client::auth::{Verifier, SCRAM_ITERATIONS};
+use crate::auth::{Verifier, SCRAM_ITERATIONS};
 use crate::config::Config;
 use crate::server::Proxy;
 use crate::shutdown::{self, Signal};

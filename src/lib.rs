@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  client ──TCP──▶ server.rs (accept, cap) ──▶ client/handshake.rs (SSL/GSS, startup)
-//!                                              ──▶ client/auth.rs (SCRAM / md5)
+//!                                              ──▶ auth/ (SCRAM / md5)
 //!                                              ──▶ client/mod.rs (user, tenant choice)
 //!                                              ──▶ client/session/ (the loop)
 //!                                                    │ tenant/guard.rs  (inspect SQL, refuse)
@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -52,7 +52,7 @@ pub enum StartError {
     },
     /// A configured verifier is invalid.
     #[error("{0}")]
-    Auth(#[from] crate::client::auth::VerifierError),
+    Auth(#[from] crate::auth::VerifierError),
     /// The upstream role can bypass RLS or create code, and no override is set.
     #[error(transparent)]
     Refused(#[from] Refused),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::auth::AuthDb;
+use crate::auth::AuthDb;
 use crate::client::cancel::CancelRegistry;
 use crate::config::{secs, Config};
 use crate::events::EventSink;
@@ -67,9 +67,9 @@ pub struct Live {
 
 impl Live {
     /// Derives credentials (PBKDF2 off the runtime) and policy from a configuration.
-    pub async fn build(config: Arc<Config>) -> Result<Live, crate::client::auth::VerifierError> {
+    pub async fn build(config: Arc<Config>) -> Result<Live, crate::auth::VerifierError> {
         let cfg = config.clone();
-        let auth = tokio::task::spawn_blocking(move || AuthDb::build(&cfg))
+        let auth = tokio::task::spawn_blocking(move || cfg.auth_db())
             .await
             .unwrap_or_else(|_| Ok(AuthDb::default()))?;
         let t = &config.tenant;

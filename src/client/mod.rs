@@ -1,6 +1,5 @@
 //! The client side: handshake, authentication, tenant choice, then the session loop.
 
-pub mod auth;
 pub mod cancel;
 pub mod handshake;
 pub mod registry;
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use crate::auth;
 use crate::config::{UserConfig, UserKind};
 use crate::error;
 use crate::events::{Action, EventKind, SecurityEvent, Subject};
