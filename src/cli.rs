@@ -14,6 +14,7 @@ use crate::server::Proxy;
 use crate::shutdown::{self, Signal};
 
 pub mod signing;
+pub mod signing_install;
 mod terminal;
 
 /// tenantgate: a PostgreSQL proxy that injects the tenant into every transaction.

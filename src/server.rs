@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client;
-use crate::client::cancel::CancelRegistry;
 use crate::config::{secs, Config};
 use crate::events::EventSink;
 use crate::listener::{Accepted, Listener, Peer};
 use crate::pool::{Pool, PoolLimits, UpstreamSpec};
 use crate::protocol::stream::BoxStream;
+use crate::shared::cancel::CancelRegistry;
 use crate::shared::{Live, Shared};
 use crate::tenant::directory::Directory;
 use crate::verify::monitor::{Monitor, PostureState, Refused, Startup};
@@ -247,7 +247,7 @@ async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         .as_ref()
         .map(|q| Directory::new(q.clone(), secs(t.directory_ttl)));
     let statement_budget = crate::prepared::Budget::new(config.upstream.max_total_prepared_bytes);
-    let timeouts = crate::client::timeouts::Limits::new(&config);
+    let timeouts = crate::shared::limits::Limits::new(&config);
     let tenant_rate = crate::pool::rate::Rate::new(
         config.tenant.max_transactions_per_second,
         config.tenant.max_transactions_burst,

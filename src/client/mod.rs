@@ -1,8 +1,6 @@
 //! The client side: handshake, authentication, tenant choice, then the session loop.
 
-pub mod cancel;
 pub mod handshake;
-pub mod registry;
 pub mod rewrite;
 pub mod session;
 pub mod settings;
@@ -147,7 +145,7 @@ async fn open(
         _ => None,
     };
     let cancel = shared.cancels.register(&pool.spec().host, pool.spec().port);
-    let listed = shared.clients.add(registry::ClientInfo {
+    let listed = shared.clients.add(crate::shared::clients::ClientInfo {
         session_id: login.subject.session_id.clone(),
         user: login.who.login.clone(),
         database: login.subject.database.clone().unwrap_or_default(),

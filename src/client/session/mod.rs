@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::client::cancel::CancelHandle;
 use crate::client::rewrite::{Caps, Forwarded, Namespace, Refusal};
 use crate::config::{PoolMode, UserKind};
 use crate::error;
@@ -26,6 +25,7 @@ use crate::protocol::messages::{self, parse_msg, query_text, PgError};
 use crate::protocol::stream::StreamError;
 use crate::protocol::{Frame, PqStream};
 use crate::relay::{Expect, Msg, Outcome, Relay};
+use crate::shared::cancel::CancelHandle;
 use crate::shared::Shared;
 use crate::tenant::guard::{Asker, Decision, Verdict};
 use crate::tenant::identity::check_allowed;
@@ -137,7 +137,7 @@ pub struct Session {
     /// The connection's statement LRU tick when the current segment started.
     segment_tick: u64,
     /// The SHOW CLIENTS entry (state follows attach/detach).
-    listed: crate::client::registry::Listed,
+    listed: crate::shared::clients::Listed,
     /// Reported parameters this session wants on its server (client's values over defaults),
     /// by index into `params::TRACKED`.
     reported: Vec<(usize, String)>,
@@ -182,7 +182,7 @@ pub struct SessionParts {
     /// Optional end of the session.
     pub deadline: Option<Instant>,
     /// The SHOW CLIENTS entry.
-    pub listed: crate::client::registry::Listed,
+    pub listed: crate::shared::clients::Listed,
     /// The client's startup settings.
     pub settings: crate::client::settings::ClientSettings,
 }
@@ -621,8 +621,8 @@ impl Session {
     /// client while this session holds a server connection in a transaction (or in the middle
     /// of an extended-protocol batch), or the client while idle.
     #[inline]
-    fn waiting_for(&self) -> crate::client::timeouts::Wait {
-        use crate::client::timeouts::Wait;
+    fn waiting_for(&self) -> crate::shared::limits::Wait {
+        use crate::shared::limits::Wait;
         match self.phase {
             Phase::AwaitRfq => Wait::Query,
             Phase::InSegment if self.server.is_some() => Wait::IdleInTransaction,
@@ -655,5 +655,5 @@ enum Io {
     Server(Result<(), StreamError>),
     Shutdown,
     Deadline,
-    Timeout(crate::client::timeouts::Wait),
+    Timeout(crate::shared::limits::Wait),
 }
