@@ -15,11 +15,13 @@
 //!
 //! Module map, in data-path order:
 //! - [`server`]: accept loop, connection cap, start-up; [`shared`]: the state every session
-//!   shares and reload; [`listener`]: the clients' TCP or Unix socket.
+//!   shares (cancel keys, live clients, timeout limits, console state) and reload;
+//!   [`listener`]: the clients' TCP or Unix socket.
 //! - [`proxy_protocol`]: PROXY v2 headers from trusted load balancers.
 //! - [`protocol`]: pure framing and the few messages the proxy builds or reads.
 //! - [`tls`]: rustls configurations for both sides.
-//! - [`client`]: handshake, authentication, tenant choice, the per-session loop.
+//! - [`auth`]: SCRAM-SHA-256 / md5 / cleartext: verifiers, credentials, the exchanges.
+//! - [`client`]: handshake, tenant choice, the per-session loop.
 //! - [`tenant`]: tenant identity, the SQL guard, the injection; [`tenant_id`]: the id formats
 //!   (a leaf the configuration validates with).
 //! - [`signing`]: signed tenant context (the key file, the HMAC the prelude sets, the SQL of
@@ -32,6 +34,8 @@
 //! - [`verify`]: RLS posture checks (`verify`, the start-up refusal, the drift monitor);
 //!   [`admin`]: the HTTP health and metrics listener.
 //! - [`config`], [`error`], [`shutdown`], [`cli`]: the frame around it.
+//! - `fuzzing` (hidden): the entry points of the `fuzz/` targets, which `tests/fuzz_corpus.rs`
+//!   also runs over the stored corpus.
 //! - `demo` (feature `demo`, on by default): `tenantgate demo`, a narrated isolation
 //!   walk-through on a throwaway cluster from the `tenantgate-pgcluster` crate
 //!   (`crates/pgcluster`, which the tests use too).
