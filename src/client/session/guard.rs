@@ -105,7 +105,7 @@ impl Session {
         let mut sql = b"DEALLOCATE \"".to_vec();
         sql.extend_from_slice(&server);
         sql.push(b'"');
-        self.relay.pending_dealloc = Some(server);
+        self.relay.expect_deallocate(server);
         let mut out = bytes::BytesMut::new();
         match f.tag() {
             b'Q' => messages::write_msg(&mut out, b'Q', |b| messages::put_cstr(b, &sql)),

@@ -36,7 +36,7 @@ use bytes::Buf;
 mod guard;
 mod server;
 
-use server::{apply_relay_changes, signing_key};
+use server::signing_key;
 
 /// Settings a session may carry at session level (startup options plus its own `SET`s): bounds
 /// the prelude and the memory per session.
@@ -269,7 +269,7 @@ impl Session {
                 self.client.flush().await.map_err(SessionError::Client)?;
                 return Ok(());
             }
-            let dispatch = self.phase != Phase::AwaitRfq || self.relay.copy_in;
+            let dispatch = self.phase != Phase::AwaitRfq || self.relay.in_copy();
             if dispatch {
                 if let Some(f) = self
                     .client
@@ -370,7 +370,7 @@ impl Session {
             }
             return Ok(Flow::Continue);
         }
-        if self.relay.copy_in {
+        if self.relay.in_copy() {
             return self.forward_copy(f).await;
         }
 
@@ -455,20 +455,7 @@ impl Session {
         if let Some(err) = refusal {
             // PostgreSQL itself fails at exactly this place (skip to Sync, abort the block); the
             // relay puts the refusal in place of its syntax error.
-            match tag {
-                b'Q' => inject::poison_query(conn.stream.out()),
-                _ => inject::poison_parse(conn.stream.out(), inject::statement_name()),
-            }
-            self.relay.poisons.push_back(err);
-            self.relay.push(Expect::Client(if tag == b'Q' {
-                Msg::Query
-            } else {
-                Msg::Parse(None)
-            }));
-            if tag == b'S' {
-                messages::sync(conn.stream.out());
-                self.relay.push(Expect::Client(Msg::Sync));
-            }
+            self.relay.poison(conn.stream.out(), tag, err);
         }
         conn.busy = true;
         match tag {
@@ -497,13 +484,13 @@ impl Session {
     async fn forward_copy(&mut self, f: Frame) -> Result<Flow, SessionError> {
         let tag = f.tag();
         let Some(guard) = self.server.as_mut() else {
-            self.relay.copy_in = false;
+            self.relay.end_copy();
             return Ok(Flow::Continue);
         };
         let conn = guard.conn();
         conn.stream.queue(&f.raw);
         if matches!(tag, b'c' | b'f') {
-            self.relay.copy_in = false;
+            self.relay.end_copy();
             if !self.simple_segment {
                 // Extended protocol: the Sync sent before the data was ignored by the server;
                 // the client's next Sync ends the segment.
@@ -544,11 +531,8 @@ impl Session {
             off += len;
             let outcome = self.relay.on_server(f, conn, &mut self.client);
             if self.relay.has_session_changes() {
-                apply_relay_changes(
-                    &mut self.relay,
-                    &mut self.names.statements,
-                    &mut self.reported,
-                );
+                self.relay
+                    .apply_client_changes(&mut self.names.statements, &mut self.reported);
             }
             match outcome {
                 Outcome::Continue => {}
