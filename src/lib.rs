@@ -42,30 +42,30 @@
 
 #![warn(missing_docs)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod config;
 #[cfg(feature = "demo")]
-pub mod demo;
-pub mod error;
+pub(crate) mod demo;
+pub(crate) mod error;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod listener;
-pub mod metrics;
+pub(crate) mod listener;
+pub(crate) mod metrics;
 pub mod pool;
-pub mod prepared;
+pub(crate) mod prepared;
 pub mod protocol;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod server;
 pub mod shared;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod signing;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod tenant;
 pub mod tenant_id;
-pub mod tls;
+pub(crate) mod tls;
 pub mod verify;

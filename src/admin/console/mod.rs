@@ -40,7 +40,7 @@ pub fn is_console(database: &str) -> bool {
     database == DATABASE || database == PGBOUNCER_DATABASE
 }
 
-pub use crate::shared::console::{Mode, State};
+pub use crate::shared::console::Mode;
 
 /// SHOW subcommands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
