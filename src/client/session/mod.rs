@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::client::rewrite::{Caps, Forwarded, Namespace, Refusal};
+use crate::client::who::Identity;
 use crate::config::{PoolMode, UserKind};
 use crate::error;
-use crate::events::{SecurityEvent, Subject};
+use crate::events::SecurityEvent;
 use crate::pool::queue::Seat;
 use crate::pool::{Pool, PoolError, PoolGuard, PoolStats};
 use crate::protocol::frame::FrameRef;
@@ -27,7 +28,7 @@ use crate::protocol::{Frame, PqStream};
 use crate::relay::{Expect, Msg, Outcome, Relay};
 use crate::shared::cancel::CancelHandle;
 use crate::shared::Shared;
-use crate::tenant::guard::{Asker, Decision, Verdict};
+use crate::tenant::guard::{Decision, Verdict};
 use crate::tenant::identity::check_allowed;
 use crate::tenant::inject::{self, Prelude};
 use crate::tenant_id::{canonical, validate_tenant_id};
@@ -79,33 +80,14 @@ pub enum SessionError {
     Server(StreamError),
 }
 
-/// The fixed facts about an authenticated session.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// The user name as the client sent it (with any `.tenant` suffix).
-    pub login: String,
-    /// The configured user's kind.
-    pub kind: UserKind,
-    /// May switch tenant with an intercepted SET.
-    pub allow_switch: bool,
-    /// The configured user's name.
-    pub user: String,
-    /// The user's own `pool_mode`, overriding `[upstream] pool_mode`.
-    pub pool_mode: Option<PoolMode>,
-}
-
 /// One client session after authentication.
 pub struct Session {
     /// Config, pools, event sink, cancel registry.
     shared: Arc<Shared>,
     /// The client connection.
     client: PqStream,
-    /// Who the client is.
+    /// Who the client is, and its current tenant.
     who: Identity,
-    /// The current tenant (canonical), if any.
-    tenant: Option<String>,
-    /// Fields stamped on every security event of this session.
-    subject: Subject,
     /// The values this session's server connection must carry (tenant, startup settings).
     prelude: Prelude,
     /// The pool this session draws from (app or break-glass).
@@ -167,12 +149,8 @@ pub struct SessionParts {
     pub shared: Arc<Shared>,
     /// The authenticated client stream.
     pub client: PqStream,
-    /// Who.
+    /// Who the client is, with the chosen tenant.
     pub who: Identity,
-    /// The chosen tenant.
-    pub tenant: Option<String>,
-    /// Event subject.
-    pub subject: Subject,
     /// The pool for this kind.
     pub pool: Arc<Pool>,
     /// The tenant's seat (app and operator sessions with a tenant).
@@ -199,7 +177,7 @@ impl Session {
                 .unwrap_or(p.shared.config.upstream.pool_mode),
         };
         let tenant = match p.who.kind {
-            UserKind::App | UserKind::Operator => p.tenant.as_deref(),
+            UserKind::App | UserKind::Operator => p.who.tenant.as_deref(),
             _ => None,
         };
         let mut prelude = Prelude::new(&p.shared.config.tenant.setting, tenant, &p.settings.local);
@@ -218,8 +196,6 @@ impl Session {
             shared: p.shared,
             client: p.client,
             who: p.who,
-            tenant: p.tenant,
-            subject: p.subject,
             prelude,
             pool: p.pool,
             seat: p.seat,
