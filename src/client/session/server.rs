@@ -2,6 +2,7 @@
 //! session's identity, the settings carried between transactions, and release.
 
 use super::*;
+use crate::pool::reset::Release;
 
 impl Session {
     /// At a segment's start on an idle connection: makes the connection carry this session's
@@ -128,13 +129,8 @@ impl Session {
             .active
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.relay.reset();
-        if let Some(mut g) = self.server.take() {
-            if !settled {
-                g.discard();
-            } else if g.conn().dirty {
-                let plan = crate::pool::reset::plan(b'I', true, false);
-                tokio::spawn(crate::pool::reset::reset_and_release(g, plan));
-            }
+        if let Some(g) = self.server.take() {
+            g.release(settled, Release::Detach);
         }
     }
 
@@ -152,33 +148,14 @@ impl Session {
     }
 
     /// Leaves nothing behind for the next client: waits for this client's forwarded cancels to
-    /// settle (a late one must not hit the next client's query), cancels what still runs, and
-    /// hands the connection to the release policy (`pool::reset`).
+    /// settle (a late one must not hit the next client's query) and hands the connection to the
+    /// release policy ([`PoolGuard::release`](crate::pool::PoolGuard::release)).
     pub(super) async fn finish(&mut self) {
         let settled = self.cancel.target.settle().await;
         self.client.shutdown().await;
-        let Some(mut guard) = self.server.take() else {
-            return;
-        };
-        if !settled {
-            tokio::spawn(guard.close_gracefully());
-            return;
-        }
-        let conn = guard.conn();
-        if conn.busy {
-            let (pid, secret) = (conn.pid, conn.secret);
-            let spec = guard.pool().spec().clone();
-            tokio::spawn(async move {
-                let _ =
-                    crate::pool::upstream::send_cancel(&spec.host, spec.port, pid, secret).await;
-                guard.close_gracefully().await; // busy: closed, never reused
-            });
-            return;
-        }
-        let plan =
-            crate::pool::reset::plan(conn.status, conn.dirty, self.mode == PoolMode::Session);
-        if !plan.is_empty() {
-            tokio::spawn(crate::pool::reset::reset_and_release(guard, plan));
+        if let Some(guard) = self.server.take() {
+            let session_mode = self.mode == PoolMode::Session;
+            guard.release(settled, Release::End { session_mode });
         }
     }
 }
