@@ -13,8 +13,8 @@ impl Session {
             return Ok(None);
         };
         let conn = guard.conn();
-        self.segment_tick = conn.statements.now();
-        if conn.status != b'I' {
+        self.segment_tick = conn.statements().now();
+        if conn.status() != b'I' {
             return Ok(None);
         }
         if self.shared.config.tenant.signing_key_file.is_some() {
@@ -31,7 +31,7 @@ impl Session {
             .filter(|(i, v)| conn.tracked(*i) != Some(v.as_str()))
             .map(|(i, v)| (crate::protocol::params::TRACKED[*i], v.as_str()))
             .collect();
-        if conn.identity == self.prelude.identity && stale.is_empty() {
+        if conn.identity() == self.prelude.identity && stale.is_empty() {
             return Ok(None);
         }
         match inject::run_prelude(conn, &self.prelude, &stale).await {
@@ -73,9 +73,7 @@ impl Session {
         // The connection now carries these at session level: whoever gets it next with another
         // identity has them reset by its prelude.
         for n in &names {
-            if !conn.applied_keys.contains(n) {
-                conn.applied_keys.push(n.clone());
-            }
+            conn.add_applied_key(n);
         }
         match inject::read_settings(conn, &names).await {
             Ok(values) => self.prelude.update(values),
@@ -110,7 +108,8 @@ impl Session {
             }
         };
         let conn = guard.conn();
-        self.cancel.target.attach(conn.pid, conn.secret);
+        let (pid, secret) = conn.backend_key();
+        self.cancel.target.attach(pid, secret);
         self.names.attached();
         self.listed
             .info
