@@ -30,7 +30,7 @@ pub struct UpstreamSpec {
     pub password: Option<String>,
     /// TLS client configuration, when TLS is wanted.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Whether TLS failure is fatal (always, when `tls` is set).
+    /// How long opening and authenticating one connection may take (TCP, TLS and startup).
     pub connect_timeout: Duration,
     /// Largest message accepted from the server.
     pub max_message: usize,
