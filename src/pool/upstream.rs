@@ -241,6 +241,20 @@ impl UpstreamConn {
         self.identity = 0;
     }
 
+    /// Forgets the identity while a prelude is in flight, returning it for
+    /// [`UpstreamConn::restore_identity`].
+    #[inline]
+    pub fn take_identity(&mut self) -> u64 {
+        std::mem::take(&mut self.identity)
+    }
+
+    /// A prelude that set only reported parameters committed: the connection still carries
+    /// the identity [`UpstreamConn::take_identity`] returned.
+    #[inline]
+    pub fn restore_identity(&mut self, identity: u64) {
+        self.identity = identity;
+    }
+
     /// Setting names set at session level on this connection (the next identity resets them).
     pub fn applied_keys(&self) -> &[String] {
         &self.applied_keys

@@ -195,10 +195,14 @@ pub async fn run_prelude(
         return Ok(());
     }
     conn.write_prelude(|out, applied, pid| prelude.write(out, stale, applied, full, pid));
-    conn.forget_identity();
+    // Unknown until the server confirms: a prelude that fails leaves no identity behind.
+    let carried = conn.take_identity();
     exchange(conn, |_| {}).await?;
     if full {
         conn.carry(prelude.identity, prelude.applied_keys());
+    } else {
+        // Only reported parameters were refreshed: the tenant and settings it carried stand.
+        conn.restore_identity(carried);
     }
     Ok(())
 }
