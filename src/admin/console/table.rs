@@ -142,8 +142,8 @@ mod tests {
                 vec![Val::Null, (-1i32).into()],
             ],
         );
-        // RowDescription carries OID 20 for the int8 column.
-        assert!(out.windows(4).any(|w| w == 20u32.to_be_bytes()));
+        // RowDescription carries OID 23 and length 4 for the int4 column.
+        assert!(out.windows(6).any(|w| w == [0, 0, 0, 23, 0, 4]));
         assert!(out.windows(5).any(|w| w == [0, 0, 0, 1, b'7']));
         assert!(out.windows(4).any(|w| w == (-1i32).to_be_bytes()));
     }
