@@ -181,7 +181,11 @@ impl Proxy {
     }
 }
 
-async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
+/// The state sessions share, built from `config`, without the listener, the posture check or
+/// any background task: the first step of [`Proxy::start`], and the seam of the fast test layer
+/// (`tests/fast/`), which serves [`client::handle`] over in-memory streams against a scripted
+/// upstream that cannot answer the posture queries.
+pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
     let u = &config.upstream;
     let upstream_tls = crate::tls::upstream_config(u.tls, u.tls_ca.as_deref())?;
     let spec = UpstreamSpec {
