@@ -38,7 +38,7 @@ async fn a_cancel_reaches_the_backend_running_the_clients_query() {
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel sent");
-    let r = query.await.expect("task");
+    let r = within(query).await.expect("task");
     assert_sqlstate(r, "57014");
     let target = f.upstream.conn(conn_running(&f, "hang"));
     assert_eq!(f.upstream.cancels(), [(target.pid, target.secret)]);
@@ -78,7 +78,7 @@ async fn a_cancel_with_an_unknown_key_reaches_nothing() {
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel sent");
-    assert_sqlstate(query.await.expect("task"), "57014");
+    assert_sqlstate(within(query).await.expect("task"), "57014");
     assert_eq!(f.upstream.cancels(), [(target.pid, target.secret)]);
 }
 
@@ -103,7 +103,7 @@ async fn a_query_waiting_for_a_connection_is_cancelled_without_reaching_the_serv
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel sent");
-    assert_sqlstate(query.await.expect("task"), "57014");
+    assert_sqlstate(within(query).await.expect("task"), "57014");
     assert!(f.upstream.cancels().is_empty());
     assert!(!f.upstream.conns().iter().any(|l| l.saw("waiting")));
     holder.simple_query("commit").await.expect("holder goes on");

@@ -27,7 +27,7 @@ async fn copy_from_stdin_reaches_the_server_in_extended_protocol() {
     sink.send(Bytes::from_static(b"3\tthree\n"))
         .await
         .expect("data");
-    assert_eq!(sink.finish().await.expect("copy done"), 3);
+    assert_eq!(within(sink.finish()).await.expect("copy done"), 3);
     let log = f.upstream.conn(0);
     let data: Vec<u8> = log
         .sent
@@ -38,7 +38,9 @@ async fn copy_from_stdin_reaches_the_server_in_extended_protocol() {
         .collect();
     assert_eq!(data, b"1\tone\n2\ttwo\n3\tthree\n");
     // The session is back in step with the server.
-    let row = c.query_one("select 5", &[]).await.expect("after copy");
+    let row = within(c.query_one("select 5", &[]))
+        .await
+        .expect("after copy");
     assert_eq!(row.get::<_, String>(0), "1");
 }
 
@@ -47,7 +49,7 @@ async fn copy_to_stdout_reaches_the_client() {
     let f = Fast::start(copying()).await;
     let c = f.connect("acme_app").await;
     let stream = c.copy_out("copy t to stdout").await.expect("copy out");
-    let chunks: Vec<Bytes> = stream.try_collect().await.expect("data");
+    let chunks: Vec<Bytes> = within(stream.try_collect()).await.expect("data");
     let text: Vec<u8> = chunks.concat();
     assert_eq!(text, b"1\tacme\n2\tglobex\n");
     c.simple_query("select 1").await.expect("after copy");

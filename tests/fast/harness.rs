@@ -225,6 +225,19 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// `fut`'s output; panics when it takes over 5 s (a test of a broken proxy fails instead of
+/// hanging).
+#[track_caller]
+pub fn within<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+    let caller = std::panic::Location::caller();
+    async move {
+        match tokio::time::timeout(Duration::from_secs(5), fut).await {
+            Ok(v) => v,
+            Err(_) => panic!("no answer within 5 s (at {caller})"),
+        }
+    }
+}
+
 /// The SQLSTATE of a failed tokio-postgres call (the server's or the proxy's), or a panic
 /// naming the error when there is none.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {

@@ -90,3 +90,31 @@ async fn a_driver_pipelining_concurrent_queries_gets_each_its_own_answer() {
         .collect();
     assert_eq!(got, ["1", "2", "3"]);
 }
+
+#[tokio::test]
+async fn a_pipelined_segment_waits_for_the_previous_ones_answer_before_it_starts() {
+    // `RESET ALL` drops the tenant at session level: the next segment, already in the same
+    // write, must not be forwarded before PostgreSQL's ReadyForQuery has been seen, so that it
+    // starts as a new transaction and gets the prelude again first.
+    let f = Fast::start(numbers()).await;
+    let mut c = f.raw("acme_app").await;
+    c.query("reset all").query("select 2");
+    let got = c.round(2).await;
+    assert_eq!(rows(&got), ["2"]);
+    let log = f.upstream.conn(0);
+    let at = |needle: &str| {
+        log.sent
+            .iter()
+            .position(|m| m.tag == b'Q' && m.sql().is_some_and(|s| s == needle))
+            .unwrap_or_else(|| panic!("{needle:?} not sent: {:?}", log.sql()))
+    };
+    let (reset, select) = (at("reset all"), at("select 2"));
+    let reinjected = log.sent[reset..select]
+        .iter()
+        .any(|m| m.params().get(1).cloned().flatten().as_deref() == Some(ACME));
+    assert!(
+        reinjected,
+        "select 2 ran without the tenant set again: {:?}",
+        log.sql()
+    );
+}
