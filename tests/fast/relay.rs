@@ -121,3 +121,13 @@ async fn a_refused_statement_is_poisoned_in_place_and_never_reaches_the_server()
     assert!(!log.saw("evil_tenant"), "{:?}", log.sql());
     let _: Raw = c;
 }
+
+#[tokio::test]
+async fn a_server_that_dies_during_a_statement_outside_a_transaction_is_not_pooled() {
+    // The example of docs/architecture.md ("Testing").
+    let f = Fast::start(Script::default().when("select trigger", Reply::Drop)).await;
+    let c = f.connect("acme_app").await;
+    assert_sqlstate(c.simple_query("select trigger").await, "08006");
+    assert_eq!(f.upstream.conn(0).tenants_set(), [Some(ACME.to_owned())]);
+    assert_eq!(f.idle(), 0);
+}
