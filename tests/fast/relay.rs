@@ -78,9 +78,14 @@ async fn a_message_answering_nothing_ends_the_session_and_is_not_pooled() {
 }
 
 #[tokio::test]
-async fn a_malformed_frame_mid_transaction_is_not_pooled() {
-    // A length field below 4: no frame at all.
-    let (f, _err) = mid_transaction(Reply::Garbage(b"D\0\0\0\x01".to_vec())).await;
+async fn a_malformed_frame_mid_transaction_ends_the_session_and_is_not_pooled() {
+    // A length field below 4: no frame at all (the server's socket stays open).
+    let (f, err) = mid_transaction(Reply::Raw(b"D\0\0\0\x01".to_vec())).await;
+    assert_eq!(sqlstate(&err), "08006");
+    wait_until("the server connection to be closed", || {
+        f.upstream.conn(0).closed
+    })
+    .await;
     not_pooled_again(&f).await;
 }
 
