@@ -19,8 +19,8 @@ use tenantgate::protocol::messages;
 use tenantgate::protocol::{Frame, PqStream};
 use tenantgate::relay::{Expect, Msg, Relay};
 use tenantgate::tenant::guard::{Asker, Policy};
-use tenantgate::tenant::id::TenantFormat;
 use tenantgate::tenant::inject::Prelude;
+use tenantgate::tenant_id::TenantFormat;
 
 const SETTING: &str = "app.tenant_id";
 const TENANT: &str = "11111111-1111-1111-1111-111111111111";

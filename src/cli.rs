@@ -8,12 +8,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::client::auth::{Verifier, SCRAM_ITERATIONS};
+use crate::auth::{Verifier, SCRAM_ITERATIONS};
 use crate::config::Config;
 use crate::server::Proxy;
 use crate::shutdown::{self, Signal};
 
 pub mod signing;
+pub mod signing_install;
 mod terminal;
 
 /// tenantgate: a PostgreSQL proxy that injects the tenant into every transaction.

@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client::auth::{parse_verifier, Verifier};
+use crate::auth::{parse_verifier, Verifier};
 use crate::protocol::frame::{try_frame, try_startup_packet};
 use crate::protocol::startup::decode;
 use crate::tenant::identity::parse_options;

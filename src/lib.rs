@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  client ──TCP──▶ server.rs (accept, cap) ──▶ client/handshake.rs (SSL/GSS, startup)
-//!                                              ──▶ client/auth.rs (SCRAM / md5)
+//!                                              ──▶ auth/ (SCRAM / md5)
 //!                                              ──▶ client/mod.rs (user, tenant choice)
 //!                                              ──▶ client/session/ (the loop)
 //!                                                    │ tenant/guard.rs  (inspect SQL, refuse)
@@ -15,12 +15,15 @@
 //!
 //! Module map, in data-path order:
 //! - [`server`]: accept loop, connection cap, start-up; [`shared`]: the state every session
-//!   shares and reload; [`listener`]: the clients' TCP or Unix socket.
+//!   shares (cancel keys, live clients, timeout limits, console state) and reload;
+//!   [`listener`]: the clients' TCP or Unix socket.
 //! - [`proxy_protocol`]: PROXY v2 headers from trusted load balancers.
 //! - [`protocol`]: pure framing and the few messages the proxy builds or reads.
 //! - [`tls`]: rustls configurations for both sides.
-//! - [`client`]: handshake, authentication, tenant choice, the per-session loop.
-//! - [`tenant`]: tenant identity, the SQL guard, the injection.
+//! - [`auth`]: SCRAM-SHA-256 / md5 / cleartext: verifiers, credentials, the exchanges.
+//! - [`client`]: handshake, tenant choice, the per-session loop.
+//! - [`tenant`]: tenant identity, the SQL guard, the injection; [`tenant_id`]: the id formats
+//!   (a leaf the configuration validates with).
 //! - [`signing`]: signed tenant context (the key file, the HMAC the prelude sets, the SQL of
 //!   `tenantgate signing install`).
 //! - [`pool`]: upstream connections, the checkout guard, and the queue that serves waiting
@@ -31,34 +34,38 @@
 //! - [`verify`]: RLS posture checks (`verify`, the start-up refusal, the drift monitor);
 //!   [`admin`]: the HTTP health and metrics listener.
 //! - [`config`], [`error`], [`shutdown`], [`cli`]: the frame around it.
+//! - `fuzzing` (hidden): the entry points of the `fuzz/` targets, which `tests/fuzz_corpus.rs`
+//!   also runs over the stored corpus.
 //! - `demo` (feature `demo`, on by default): `tenantgate demo`, a narrated isolation
 //!   walk-through on a throwaway cluster from the `tenantgate-pgcluster` crate
 //!   (`crates/pgcluster`, which the tests use too).
 
 #![warn(missing_docs)]
 
-pub mod admin;
+pub(crate) mod admin;
+pub mod auth;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod config;
 #[cfg(feature = "demo")]
-pub mod demo;
-pub mod error;
+pub(crate) mod demo;
+pub(crate) mod error;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod listener;
-pub mod metrics;
+pub(crate) mod listener;
+pub(crate) mod metrics;
 pub mod pool;
-pub mod prepared;
+pub(crate) mod prepared;
 pub mod protocol;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod server;
 pub mod shared;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod signing;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod tenant;
-pub mod tls;
+pub mod tenant_id;
+pub(crate) mod tls;
 pub mod verify;

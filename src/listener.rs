@@ -13,7 +13,7 @@
 //! `0.0.0.0` port 0.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -79,8 +79,8 @@ impl Accepted {
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// A Unix socket, and its file (removed by [`Listener::remove_socket_file`]).
-    Unix(UnixListener, PathBuf),
+    /// A Unix socket (its file is removed at shutdown by [`remove_socket_file`]).
+    Unix(UnixListener),
 }
 
 impl Listener {
@@ -93,7 +93,7 @@ impl Listener {
                 let l = UnixListener::bind(path)?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-                Ok(Listener::Unix(l, path.clone()))
+                Ok(Listener::Unix(l))
             }
         }
     }
@@ -114,7 +114,7 @@ impl Listener {
                 let _ = s.set_nodelay(true);
                 Ok(Accepted::Tcp(s, a))
             }
-            Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
         }
     }
 }

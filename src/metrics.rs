@@ -204,17 +204,18 @@ pub fn security_events_dropped(total: u64) {
     metrics::counter!("tenantgate_security_events_dropped_total").absolute(total);
 }
 
-/// A posture check ran: `Some(report)` when it completed, `None` when it could not run.
-pub fn posture_check(report: Option<&crate::verify::Report>) {
+/// A posture check ran: `Some((failures, failed))` when it completed (its failing findings,
+/// and whether the report fails), `None` when it could not run.
+pub fn posture_check(outcome: Option<(usize, bool)>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     metrics::gauge!("tenantgate_posture_last_check_timestamp_seconds").set(now);
-    let result = match report {
-        Some(r) => {
-            metrics::gauge!("tenantgate_posture_failures").set(r.failures().len() as f64);
-            if r.failed() {
+    let result = match outcome {
+        Some((failures, failed)) => {
+            metrics::gauge!("tenantgate_posture_failures").set(failures as f64);
+            if failed {
                 "fail"
             } else {
                 "pass"

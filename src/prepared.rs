@@ -21,8 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{Bytes, BytesMut};
+use lru::LruCache;
 
 use crate::protocol::messages;
+
+/// Prefix of every name the proxy itself prepares upstream; clients may not use it in SQL
+/// (the inspector refuses it).
+pub const RESERVED_PREFIX: &[u8] = b"__tg";
 
 /// The process's prefix for server-side names: the reserved prefix plus a random token, so a
 /// name seen once (e.g. in a log) says nothing about another process's names.
@@ -30,10 +35,7 @@ pub fn server_prefix() -> &'static str {
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PREFIX.get_or_init(|| {
         let token: u32 = rand::random();
-        format!(
-            "{}_{token:08x}_",
-            String::from_utf8_lossy(crate::tenant::inspect::RESERVED_PREFIX)
-        )
+        format!("{}_{token:08x}_", String::from_utf8_lossy(RESERVED_PREFIX))
     })
 }
 
@@ -332,16 +334,6 @@ impl ClientStatements {
         self.bytes = 0;
         self.own = 0;
     }
-
-    /// Number of statements.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 /// Where a server statement stands.
@@ -366,11 +358,29 @@ struct Entry {
 /// The statements one upstream connection holds, least recently used first out. An entry is
 /// `Pending` from its Parse until the server answers, then `Ready`, or gone if the Parse
 /// failed or was skipped.
-#[derive(Debug, Default)]
+///
+/// An unbounded [`LruCache`]: the cap is applied by [`ServerStatements::evict_for_one_more`],
+/// because evicting means sending the server a Close and waiting for its answer, which the
+/// cache cannot do. Every use both promotes an entry and gives it the next tick, so ticks
+/// increase from the least to the most recently used: eviction walks from the old end and
+/// stops at the first entry the current segment used, instead of scanning every entry.
+#[derive(Debug)]
 pub struct ServerStatements {
-    map: HashMap<Bytes, Entry>,
+    map: LruCache<Bytes, Entry>,
     /// Monotonic use counter.
     tick: u64,
+    /// Entries in `Closing` (they do not count against the cap).
+    closing: usize,
+}
+
+impl Default for ServerStatements {
+    fn default() -> Self {
+        ServerStatements {
+            map: LruCache::unbounded(),
+            tick: 0,
+            closing: 0,
+        }
+    }
 }
 
 impl ServerStatements {
@@ -378,13 +388,18 @@ impl ServerStatements {
     /// closed); marks it used.
     pub fn touch(&mut self, name: &[u8]) -> bool {
         self.tick += 1;
-        match self.map.get_mut(name) {
-            Some(e) if e.state != State::Closing => {
-                e.tick = self.tick;
-                true
-            }
-            _ => false,
+        let tick = self.tick;
+        if self
+            .map
+            .peek(name)
+            .is_none_or(|e| e.state == State::Closing)
+        {
+            return false;
         }
+        if let Some(e) = self.map.get_mut(name) {
+            e.tick = tick;
+        }
+        true
     }
 
     /// A Parse of `name` was written.
@@ -400,17 +415,25 @@ impl ServerStatements {
     fn set(&mut self, name: Bytes, state: State) {
         self.tick += 1;
         let tick = self.tick;
-        self.map.insert(name, Entry { tick, state });
+        if let Some(old) = self.map.put(name, Entry { tick, state }) {
+            self.closing -= usize::from(old.state == State::Closing);
+        }
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        if let Some(old) = self.map.pop(name) {
+            self.closing -= usize::from(old.state == State::Closing);
+        }
     }
 
     /// The Parse of `name` failed or was skipped: it does not exist.
     pub fn failed(&mut self, name: &[u8]) {
         if self
             .map
-            .get(name)
+            .peek(name)
             .is_some_and(|e| e.state == State::Pending)
         {
-            self.map.remove(name);
+            self.remove(name);
         }
     }
 
@@ -419,28 +442,25 @@ impl ServerStatements {
     /// ones are marked closing until [`ServerStatements::closed`] or
     /// [`ServerStatements::close_skipped`].
     pub fn evict_for_one_more(&mut self, cap: usize, since: u64) -> Vec<Bytes> {
-        let live = self
+        let live = self.map.len() - self.closing;
+        let excess = (live + 1).saturating_sub(cap.max(1));
+        if excess == 0 {
+            return Vec::new();
+        }
+        let out: Vec<Bytes> = self
             .map
-            .values()
-            .filter(|e| e.state != State::Closing)
-            .count();
-        let mut excess = (live + 1).saturating_sub(cap.max(1));
-        let mut out = Vec::new();
-        while excess > 0 {
-            let Some(oldest) = self
-                .map
-                .iter()
-                .filter(|(_, e)| e.state == State::Ready && e.tick < since)
-                .min_by_key(|(_, e)| e.tick)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            if let Some(e) = self.map.get_mut(&oldest) {
+            .iter()
+            .rev()
+            .take_while(|(_, e)| e.tick < since)
+            .filter(|(_, e)| e.state == State::Ready)
+            .take(excess)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in &out {
+            if let Some(e) = self.map.peek_mut(name) {
                 e.state = State::Closing;
+                self.closing += 1;
             }
-            out.push(oldest);
-            excess -= 1;
         }
         out
     }
@@ -452,34 +472,28 @@ impl ServerStatements {
 
     /// CloseComplete arrived for `name`.
     pub fn closed(&mut self, name: &[u8]) {
-        self.map.remove(name);
+        self.remove(name);
     }
 
     /// The server skipped the Close of `name` (an earlier error): it still exists.
     pub fn close_skipped(&mut self, name: &[u8]) {
-        if let Some(e) = self.map.get_mut(name) {
-            e.state = State::Ready;
+        if let Some(e) = self.map.peek_mut(name) {
+            if e.state == State::Closing {
+                e.state = State::Ready;
+                self.closing -= 1;
+            }
         }
     }
 
     /// The server said `name` does not exist (26000).
     pub fn forget(&mut self, name: &[u8]) {
-        self.map.remove(name);
+        self.remove(name);
     }
 
     /// Forgets everything (the server ran DISCARD ALL / DEALLOCATE ALL).
     pub fn clear(&mut self) {
         self.map.clear();
-    }
-
-    /// Number of statements held.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether none are held.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.closing = 0;
     }
 }
 
@@ -597,9 +611,7 @@ mod tests {
         let a = StatementDef::new(Text::unshared(b"select $1"), &[0, 1, 0, 0, 0, 23]);
         let b = StatementDef::new(Text::unshared(b"select $1"), &[0, 1, 0, 0, 0, 23]);
         assert_ne!(a.server_name, b.server_name);
-        assert!(a
-            .server_name
-            .starts_with(crate::tenant::inspect::RESERVED_PREFIX));
+        assert!(a.server_name.starts_with(RESERVED_PREFIX));
         assert_ne!(&a.server_name[..], crate::tenant::inject::statement_name());
     }
 
@@ -617,6 +629,31 @@ mod tests {
         assert!(s.evict_for_one_more(2, since).len() <= 1);
         s.close_skipped(&n(1));
         assert!(s.touch(&n(1)));
+    }
+
+    #[test]
+    fn closing_statements_do_not_count_against_the_cap_and_order_survives() {
+        let mut s = ServerStatements::default();
+        let n = |i: u8| Bytes::from(vec![b'a' + i]);
+        for i in 0..4 {
+            s.confirm(n(i));
+        }
+        assert!(s.touch(&n(0)));
+        // Oldest first: 1, 2, 3, 0. Two over a cap of 3 (with one more to come).
+        let since = s.now();
+        assert_eq!(s.evict_for_one_more(3, since), vec![n(1), n(2)]);
+        // The two closing do not count: one more fits without evicting again.
+        assert!(s.evict_for_one_more(3, since).is_empty());
+        s.closed(&n(1));
+        s.close_skipped(&n(2));
+        // 2 is back (still the oldest), 1 is gone: 2, 3, 0 held.
+        assert_eq!(s.evict_for_one_more(3, s.now()), vec![n(2)]);
+        s.forget(&n(2));
+        // A re-Parse of a closing name replaces it and counts again.
+        assert_eq!(s.evict_for_one_more(3, s.now()), Vec::<Bytes>::new());
+        s.pending(n(3));
+        s.clear();
+        assert_eq!(s.evict_for_one_more(1, s.now()), Vec::<Bytes>::new());
     }
 
     #[test]

@@ -8,19 +8,25 @@
 //! skips to Sync; the relay drops the same entries, and the connection's statement list changes
 //! only on what the server confirmed (STYLE habit 15).
 //!
+//! A refused client message is replaced by a *poison* ([`Relay::poison`]): text PostgreSQL
+//! rejects with a syntax error, written where the message would have gone, so the server fails
+//! at exactly that place (skips to Sync, aborts the transaction block) and the relay swaps the
+//! refusal in for the syntax error.
+//!
 //! Frames are forwarded untouched; only tags are looked at, plus ErrorResponse fields,
 //! ParameterStatus, and a few CommandComplete tags that drop prepared statements.
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::error;
 use crate::pool::UpstreamConn;
 use crate::protocol::frame::FrameRef;
-use crate::protocol::messages::{command_tag, error_fields, parameter_status_fields, PgError};
+use crate::protocol::messages::{
+    self, command_tag, error_fields, parameter_status_fields, ErrorFields, PgError,
+};
 use crate::protocol::PqStream;
-use crate::tenant::inject::is_poison_error;
 
 /// Command tags after which the server connection may hold state that outlives the
 /// transaction (cursors, LISTEN, objects that may be temporary, SQL-level statements, loaded
@@ -80,21 +86,29 @@ pub struct Relay {
     /// The server reported an error in extended protocol and skips to the next Sync.
     skipping: bool,
     /// Refusals waiting for their poison's syntax error, in stream order.
-    pub poisons: VecDeque<PgError>,
+    poisons: VecDeque<PgError>,
     /// The server is in COPY IN: client CopyData/CopyDone/CopyFail must flow.
-    pub copy_in: bool,
+    copy_in: bool,
     /// Client statement names whose Parse failed or was skipped (the session forgets them).
-    pub failed_names: Vec<Bytes>,
+    failed_names: Vec<Bytes>,
     /// A client's SQL `DEALLOCATE name`, rewritten to this server name: forgotten on the
     /// connection when its `DEALLOCATE` tag arrives.
-    pub pending_dealloc: Option<Bytes>,
+    pending_dealloc: Option<Bytes>,
     /// Messages written while the server was discarding until Sync: applied to the
     /// connection by [`Relay::settle`].
     skipped: Vec<Expect>,
     /// The server dropped all prepared statements (DISCARD ALL / DEALLOCATE ALL).
-    pub discarded: bool,
+    discarded: bool,
     /// Tracked parameters the client's own statements changed (the session keeps them).
-    pub param_changes: Vec<(String, String)>,
+    param_changes: Vec<(String, String)>,
+}
+
+/// Text that PostgreSQL rejects with a syntax error naming it.
+const POISON: &[u8] = b"__tenantgate_refused_statement__";
+
+/// Whether an upstream error is the one a poison provokes.
+fn is_poison_error(e: &ErrorFields) -> bool {
+    e.code == "42601" && e.message.contains("__tenantgate_refused_statement__")
 }
 
 /// What the session must do after a server message.
@@ -109,6 +123,65 @@ pub enum Outcome {
 }
 
 impl Relay {
+    /// Refuses the client's message `tag` (`Q`, `P`, or the Sync-ending `S` of a Parse) in
+    /// place: writes a poison to `out` instead, and answers the client with `err` where the
+    /// poison's syntax error comes back.
+    pub fn poison(&mut self, out: &mut BytesMut, tag: u8, err: PgError) {
+        if tag == b'Q' {
+            messages::write_msg(out, b'Q', |b| messages::put_cstr(b, POISON));
+        } else {
+            messages::parse(out, crate::tenant::inject::statement_name(), POISON, &[]);
+        }
+        self.poisons.push_back(err);
+        self.push(Expect::Client(if tag == b'Q' {
+            Msg::Query
+        } else {
+            Msg::Parse(None)
+        }));
+        if tag == b'S' {
+            messages::sync(out);
+            self.push(Expect::Client(Msg::Sync));
+        }
+    }
+
+    /// The server is in COPY IN: client CopyData/CopyDone/CopyFail must flow to it.
+    pub fn in_copy(&self) -> bool {
+        self.copy_in
+    }
+
+    /// The client ended COPY IN (CopyDone / CopyFail), or the server connection is gone.
+    pub fn end_copy(&mut self) {
+        self.copy_in = false;
+    }
+
+    /// The client's SQL `DEALLOCATE` was rewritten to server name `server`: the connection
+    /// forgets it when the `DEALLOCATE` tag arrives.
+    pub fn expect_deallocate(&mut self, server: Bytes) {
+        self.pending_dealloc = Some(server);
+    }
+
+    /// Applies what the relay learnt about the client's own state: statements whose Parse
+    /// failed or that the server discarded, and tracked parameters the client SET (carried to
+    /// its next servers).
+    pub fn apply_client_changes(
+        &mut self,
+        statements: &mut crate::prepared::ClientStatements,
+        reported: &mut [(usize, String)],
+    ) {
+        for name in self.failed_names.drain(..) {
+            statements.remove(&name);
+        }
+        if std::mem::take(&mut self.discarded) {
+            statements.clear();
+        }
+        for (k, v) in self.param_changes.drain(..) {
+            let i = crate::protocol::params::tracked_index(&k);
+            if let Some(slot) = reported.iter_mut().find(|(n, _)| Some(*n) == i) {
+                slot.1 = v;
+            }
+        }
+    }
+
     /// Records what the server will answer to a message just written upstream.
     #[inline]
     pub fn push(&mut self, e: Expect) {
@@ -159,7 +232,7 @@ impl Relay {
             b'S' => {
                 if let Some((k, v)) = parameter_status_fields(f.body()) {
                     if k == "client_encoding" {
-                        if let Some(c) = crate::tenant::catalog::unsafe_client_encoding(&v) {
+                        if let Some(c) = crate::protocol::params::unsafe_client_encoding(&v) {
                             // The inspector could no longer see where statements end: never
                             // read another client message on this session (see catalog.rs).
                             tracing::warn!(client_encoding = %v, "server switched to an unsafe client encoding; session ended");
@@ -169,7 +242,7 @@ impl Relay {
                             return Outcome::ServerFatal;
                         }
                     }
-                    if head_is_client && crate::client::settings::tracked(&k).is_some() {
+                    if head_is_client && crate::protocol::params::tracked(&k).is_some() {
                         self.param_changes.push((k.clone(), v.clone()));
                     }
                     conn.set_param(k, v);

@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client;
-use crate::client::cancel::CancelRegistry;
 use crate::config::{secs, Config};
 use crate::events::EventSink;
 use crate::listener::{Accepted, Listener, Peer};
 use crate::pool::{Pool, PoolLimits, UpstreamSpec};
 use crate::protocol::stream::BoxStream;
+use crate::shared::cancel::CancelRegistry;
 use crate::shared::{Live, Shared};
 use crate::tenant::directory::Directory;
 use crate::verify::monitor::{Monitor, PostureState, Refused, Startup};
@@ -52,7 +52,7 @@ pub enum StartError {
     },
     /// A configured verifier is invalid.
     #[error("{0}")]
-    Auth(#[from] crate::client::auth::VerifierError),
+    Auth(#[from] crate::auth::VerifierError),
     /// The upstream role can bypass RLS or create code, and no override is set.
     #[error(transparent)]
     Refused(#[from] Refused),
@@ -182,9 +182,8 @@ impl Proxy {
 }
 
 /// The state sessions share, built from `config`, without the listener, the posture check or
-/// any background task: the first step of [`Proxy::start`], and the seam of the fast test layer
-/// (`tests/fast/`), which serves [`client::handle`] over in-memory streams against a scripted
-/// upstream that cannot answer the posture queries.
+/// any background task: the first step of [`Proxy::start`], and half of the seam of the fast
+/// test layer (`tests/fast/`), whose scripted upstream cannot answer the posture queries.
 pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
     let u = &config.upstream;
     let upstream_tls = crate::tls::upstream_config(u.tls, u.tls_ca.as_deref())?;
@@ -251,7 +250,7 @@ pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         .as_ref()
         .map(|q| Directory::new(q.clone(), secs(t.directory_ttl)));
     let statement_budget = crate::prepared::Budget::new(config.upstream.max_total_prepared_bytes);
-    let timeouts = crate::client::timeouts::Limits::new(&config);
+    let timeouts = crate::shared::limits::Limits::new(&config);
     let tenant_rate = crate::pool::rate::Rate::new(
         config.tenant.max_transactions_per_second,
         config.tenant.max_transactions_burst,
@@ -313,6 +312,18 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker: TaskTrack
             crate::metrics::client_disconnected();
         });
     }
+}
+
+/// Serves one already accepted TCP client from handshake to goodbye, with no connection cap,
+/// posture gate or PROXY header: the other half of the fast test layer's seam (with
+/// [`build_shared`]), which drives sessions over in-memory streams and a loopback listener.
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    io: BoxStream,
+    peer: SocketAddr,
+    session_id: String,
+) {
+    client::handle(shared, io, Peer::Tcp(peer), session_id).await
 }
 
 /// Checks that sessions may start (posture verified) and reads a PROXY header when

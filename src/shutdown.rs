@@ -42,17 +42,3 @@ impl Signals {
         }
     }
 }
-
-/// Waits for the next signal.
-#[cfg(unix)]
-pub async fn next() -> std::io::Result<Signal> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::select! {
-        _ = term.recv() => Signal::Drain,
-        _ = int.recv() => Signal::Immediate,
-        _ = hup.recv() => Signal::Reload,
-    })
-}

@@ -9,7 +9,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use crate::config::UpstreamTls;
+use serde::Deserialize;
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,19 @@ pub enum TlsError {
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
+}
+
+/// TLS towards PostgreSQL (`[upstream] tls`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS without certificate verification (like libpq's `sslmode=require`).
+    Require,
+    /// TLS with chain and host name verification.
+    VerifyFull,
 }
 
 /// Builds the client-facing TLS acceptor configuration from PEM files.

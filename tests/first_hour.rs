@@ -739,9 +739,8 @@ fn hash_password_prompts_twice_without_echo_on_a_terminal() {
     );
     assert!(!text(&out.stderr).contains("s3cret"));
     let verifier = text(&out.stdout).trim().to_owned();
-    let v = tenantgate::client::auth::parse_verifier(&verifier).expect("a verifier");
-    let again =
-        tenantgate::client::auth::Verifier::derive("s3cret-horse", v.salt.clone(), v.iterations);
+    let v = tenantgate::auth::parse_verifier(&verifier).expect("a verifier");
+    let again = tenantgate::auth::Verifier::derive("s3cret-horse", v.salt.clone(), v.iterations);
     assert_eq!(
         again.to_pg_string(),
         verifier,
@@ -783,9 +782,8 @@ fn hash_password_strips_one_line_ending_and_refuses_weak_iterations() {
         let out = hash_password_stdin(input, &[]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let verifier = text(&out.stdout).trim().to_owned();
-        let v = tenantgate::client::auth::parse_verifier(&verifier).expect("a verifier");
-        let again =
-            tenantgate::client::auth::Verifier::derive(password, v.salt.clone(), v.iterations);
+        let v = tenantgate::auth::parse_verifier(&verifier).expect("a verifier");
+        let again = tenantgate::auth::Verifier::derive(password, v.salt.clone(), v.iterations);
         assert_eq!(again.to_pg_string(), verifier, "{input:?}");
     }
     let out = hash_password_stdin(b"pw\n\n", &[]);

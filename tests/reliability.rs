@@ -589,7 +589,7 @@ fn user_without_secret(name: &str, tenant: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_file_secrets_are_read_again_on_sighup() {
-    use tenantgate::client::auth::Verifier;
+    use tenantgate::auth::Verifier;
     let db = common::fresh_database("authfile");
     let dir = std::env::temp_dir().join(format!("tg-authfile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use common::{ACME, GLOBEX};
 use support::raw::{codes, rows, Raw};
 use support::{start_on, Opts, TestProxy, PW};
-use tenantgate::signing::install::{self, InstallRequest};
+use tenantgate::cli::signing_install::{self as install, InstallRequest};
 use tenantgate::signing::sql::{self, InstallOptions};
 use tenantgate::signing::KeyRing;
 use tokio_postgres::NoTls;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::signing::install::{self, InstallRequest};
+use super::signing_install::{self as install, InstallRequest};
 use crate::signing::sql::InstallOptions;
 
 /// `tenantgate signing …`.

@@ -1,20 +1,19 @@
 //! The client side: handshake, authentication, tenant choice, then the session loop.
 
-pub mod auth;
-pub mod cancel;
 pub mod handshake;
-pub mod registry;
 pub mod rewrite;
 pub mod session;
 pub mod settings;
 pub mod timeouts;
 pub mod verdicts;
+pub mod who;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use crate::auth;
 use crate::config::{UserConfig, UserKind};
 use crate::error;
 use crate::events::{Action, EventKind, SecurityEvent, Subject};
@@ -26,7 +25,8 @@ use crate::protocol::PqStream;
 use crate::shared::Shared;
 use crate::tenant::identity::{self, Choice, TenantRequest, TenantSource};
 use handshake::{HandshakeError, Opening, Startup};
-use session::{Identity, Session, SessionParts};
+use session::{Session, SessionParts};
+use who::{kind_name, Identity};
 
 /// A login that passed every check, ready to become a session.
 struct Login {
@@ -38,8 +38,6 @@ struct Login {
     tls: bool,
     stream: PqStream,
     who: Identity,
-    tenant: Option<String>,
-    subject: Subject,
     startup: Vec<(String, String)>,
 }
 
@@ -97,7 +95,7 @@ async fn open(
         }
     };
     span.record("user", login.who.login.as_str());
-    if let Some(t) = &login.tenant {
+    if let Some(t) = &login.who.tenant {
         span.record("tenant", t.as_str());
     }
     if login.console {
@@ -130,13 +128,13 @@ async fn open(
     };
     // A seat under the tenant's `max_client_connections` (from the live config: a reload
     // applies to new sessions), held by the session until it ends.
-    let seat = match (&login.tenant, login.who.kind) {
+    let seat = match (&login.who.tenant, login.who.kind) {
         (Some(t), UserKind::App | UserKind::Operator) => {
             let cap = shared.live().config.tenant.max_client_connections;
             match Seat::take(&pool.tenant(t), cap) {
                 Some(seat) => Some(seat),
                 None => {
-                    record_tenant_limited(shared, &login.subject, t, Limited::Login);
+                    record_tenant_limited(shared, &login.who.subject(), t, Limited::Login);
                     let mut stream = login.stream;
                     error::too_many_for_tenant(t, true).encode(stream.out());
                     let _ = stream.flush().await;
@@ -147,19 +145,9 @@ async fn open(
         _ => None,
     };
     let cancel = shared.cancels.register(&pool.spec().host, pool.spec().port);
-    let listed = shared.clients.add(registry::ClientInfo {
-        session_id: login.subject.session_id.clone(),
-        user: login.who.login.clone(),
-        database: login.subject.database.clone().unwrap_or_default(),
-        addr: peer.socket_addr(),
-        tls: login.tls,
-        application_name: login.subject.application_name.clone().unwrap_or_default(),
-        connected: std::time::SystemTime::now(),
-        tenant: std::sync::Mutex::new(login.tenant.clone()),
-        pool: pool.name,
-        active: std::sync::atomic::AtomicBool::new(false),
-        kill: tokio_util::sync::CancellationToken::new(),
-    });
+    let listed = shared
+        .clients
+        .add(login.who.listing(peer.socket_addr(), login.tls, pool.name));
     let mut stream = login.stream;
     if let Err(e) = greet(
         &pool,
@@ -178,8 +166,6 @@ async fn open(
         shared: shared.clone(),
         client: stream,
         who: login.who,
-        tenant: login.tenant,
-        subject: login.subject,
         pool,
         seat,
         cancel,
@@ -432,14 +418,17 @@ async fn login(
         tls: start.tls,
         stream: start.stream,
         who: Identity {
+            session_id: subject.session_id,
             login: login_name,
+            user: user.name.clone(),
             kind: user.kind,
             allow_switch: user.allow_switch,
-            user: user.name.clone(),
             pool_mode: user.pool_mode,
+            database,
+            application_name: subject.application_name,
+            client_addr: peer.to_string(),
+            tenant,
         },
-        tenant,
-        subject,
         startup: start.params,
     }))
 }
@@ -465,9 +454,9 @@ async fn lookup(
             return Err(invalid("the tenant directory is unavailable".into()));
         }
     };
-    crate::tenant::id::validate_tenant_id(format, &id)
+    crate::tenant_id::validate_tenant_id(format, &id)
         .map_err(|e| invalid(format!("directory returned an invalid id: {e}")))?;
-    let id = crate::tenant::id::canonical(format, &id);
+    let id = crate::tenant_id::canonical(format, &id);
     identity::check_allowed(user, &id)?;
     Ok(id)
 }
@@ -654,14 +643,4 @@ pub fn resolve_user<'a>(
         at = dot + 1;
     }
     (None, None)
-}
-
-/// The `kind` field of events.
-pub fn kind_name(k: UserKind) -> &'static str {
-    match k {
-        UserKind::App => "app",
-        UserKind::Operator => "operator",
-        UserKind::Breakglass => "breakglass",
-        UserKind::Admin => "admin",
-    }
 }

@@ -11,25 +11,8 @@
 use crate::error;
 use crate::events::EventKind;
 use crate::protocol::messages::{PgError, Severity};
-use crate::tenant::catalog::unsafe_client_encoding;
+use crate::protocol::params::{tracked, unsafe_client_encoding, TRACKED};
 use crate::tenant::identity::{parse_options, TenantRequest, TenantSource};
-
-/// Reported parameters a client may set and the proxy keeps in sync, in PostgreSQL's spelling.
-pub const TRACKED: [&str; 6] = [
-    "application_name",
-    "client_encoding",
-    "DateStyle",
-    "IntervalStyle",
-    "TimeZone",
-    "standard_conforming_strings",
-];
-
-/// The position of a tracked parameter in [`TRACKED`] (exact, canonical spelling, as
-/// PostgreSQL reports it in ParameterStatus).
-#[inline]
-pub fn tracked_index(name: &str) -> Option<usize> {
-    TRACKED.iter().position(|t| *t == name)
-}
 
 /// Startup keys that are not settings.
 const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
@@ -69,14 +52,6 @@ impl Forbidden {
             ..err
         }
     }
-}
-
-/// The canonical spelling of a tracked parameter, if `name` is one.
-pub fn tracked(name: &str) -> Option<&'static str> {
-    TRACKED
-        .iter()
-        .copied()
-        .find(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// Splits startup parameters and `options` into tenant requests and settings.
@@ -171,6 +146,7 @@ pub fn with_defaults(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::params::tracked_index;
 
     fn p(k: &str, v: &str) -> (String, String) {
         (k.into(), v.into())

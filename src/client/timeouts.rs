@@ -22,79 +22,12 @@
 //!   `FATAL 57014 canceling statement due to statement timeout`.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::time::Sleep;
 
-use crate::config::Config;
 use crate::protocol::messages::PgError;
-
-/// What the session is waiting for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// Its client, outside a transaction.
-    ClientIdle,
-    /// Its client, while holding a server connection in a transaction.
-    IdleInTransaction,
-    /// The server's answer to a query.
-    Query,
-}
-
-/// The configured limits, in milliseconds (0: off), shared by every session and updated by a
-/// reload.
-#[derive(Debug, Default)]
-pub struct Limits {
-    /// `[server] client_idle_timeout`.
-    client_idle: AtomicU64,
-    /// `[upstream] idle_transaction_timeout`.
-    idle_transaction: AtomicU64,
-    /// `[upstream] query_timeout`.
-    query: AtomicU64,
-}
-
-/// Seconds from the configuration as whole milliseconds (a positive value never rounds to 0).
-fn millis(secs: f64) -> u64 {
-    if secs > 0.0 {
-        ((secs * 1000.0).ceil() as u64).max(1)
-    } else {
-        0
-    }
-}
-
-impl Limits {
-    /// The limits of `config`.
-    pub fn new(config: &Config) -> Limits {
-        let l = Limits::default();
-        l.update(config);
-        l
-    }
-
-    /// Takes the limits of a reloaded configuration; sessions use them from their next wait.
-    pub fn update(&self, config: &Config) {
-        let set = |a: &AtomicU64, secs: f64| a.store(millis(secs), Ordering::Relaxed);
-        set(&self.client_idle, config.server.client_idle_timeout);
-        set(
-            &self.idle_transaction,
-            config.upstream.idle_transaction_timeout,
-        );
-        set(&self.query, config.upstream.query_timeout);
-    }
-
-    /// The limit of one kind of wait; None when it is off.
-    #[inline]
-    pub fn get(&self, wait: Wait) -> Option<Duration> {
-        let a = match wait {
-            Wait::ClientIdle => &self.client_idle,
-            Wait::IdleInTransaction => &self.idle_transaction,
-            Wait::Query => &self.query,
-        };
-        match a.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-}
+use crate::shared::limits::{Limits, Wait};
 
 /// One session's timer: at most one deadline armed at a time.
 #[derive(Default)]
@@ -175,9 +108,7 @@ mod tests {
 
     fn limits(idle: f64, txn: f64, query: f64) -> Limits {
         let l = Limits::default();
-        l.client_idle.store(millis(idle), Ordering::Relaxed);
-        l.idle_transaction.store(millis(txn), Ordering::Relaxed);
-        l.query.store(millis(query), Ordering::Relaxed);
+        l.set(idle, txn, query);
         l
     }
 
@@ -210,12 +141,5 @@ mod tests {
         t.client_spoke();
         assert_eq!(t.armed.map(|a| a.0), Some(Wait::Query), "pipelined input");
         assert_eq!(t.fired().await, Wait::Query);
-    }
-
-    #[test]
-    fn a_positive_timeout_never_rounds_to_off() {
-        assert_eq!(millis(0.0001), 1);
-        assert_eq!(millis(0.0), 0);
-        assert_eq!(millis(2.5), 2500);
     }
 }

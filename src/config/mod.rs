@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::tenant::id::{validate_tenant_id, TenantFormat};
+pub use crate::auth::AuthMethod;
+use crate::tenant_id::{validate_tenant_id, TenantFormat};
+pub use crate::tls::UpstreamTls;
 
 pub mod auth_file;
 pub mod duration;
@@ -104,6 +106,19 @@ pub struct Config {
     /// The clients the proxy itself authenticates.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+}
+
+impl Config {
+    /// Every user's credential (PBKDF2 for plaintext passwords: call off the runtime).
+    pub fn auth_db(&self) -> Result<crate::auth::AuthDb, crate::auth::VerifierError> {
+        let users = self.users.iter().map(|u| crate::auth::UserSecrets {
+            name: &u.name,
+            scram: u.scram.as_deref(),
+            password: u.password.as_deref(),
+            method: u.auth,
+        });
+        crate::auth::AuthDb::build(users, self.security.resolved_mock_auth_secret.as_deref())
+    }
 }
 
 /// `[server]`: the client side of the proxy.
@@ -325,19 +340,6 @@ pub enum PoolMode {
     Session,
 }
 
-/// TLS towards PostgreSQL.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamTls {
-    /// Plain TCP.
-    #[default]
-    Disable,
-    /// TLS without certificate verification (like libpq's `sslmode=require`).
-    Require,
-    /// TLS with chain and host name verification.
-    VerifyFull,
-}
-
 /// `[tenant]`: the tenant setting and its shape.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -553,20 +555,6 @@ pub struct UserConfig {
     /// PgBouncer's per-user `pool_mode`: this user's sessions pool in this mode instead of
     /// `[upstream] pool_mode` (`app` and `operator` users).
     pub pool_mode: Option<PoolMode>,
-}
-
-/// Password exchange for a user.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthMethod {
-    /// SCRAM-SHA-256 (PostgreSQL's default), spelled as in pg_hba.conf.
-    #[default]
-    #[serde(rename = "scram-sha-256")]
-    ScramSha256,
-    /// MD5 challenge; needs a plaintext `password`.
-    Md5,
-    /// Cleartext password; only accepted over TLS.
-    Password,
 }
 
 /// The role a client plays.

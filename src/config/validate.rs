@@ -292,7 +292,7 @@ impl Config {
                     ))
                 }
                 (None, Some(v)) => {
-                    crate::client::auth::parse_verifier(v)
+                    crate::auth::parse_verifier(v)
                         .map_err(|e| invalid(key("scram"), e.to_string()))?;
                     if user.auth != AuthMethod::ScramSha256 {
                         return Err(invalid(

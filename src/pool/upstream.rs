@@ -116,9 +116,9 @@ pub struct UpstreamConn {
     pub id: u64,
     /// SHOW SERVERS' view of this connection, updated with atomics (no lock per checkout).
     pub info: Arc<ConnInfo>,
-    /// Values of the tracked reported parameters, indexed like `settings::TRACKED`, so a
+    /// Values of the tracked reported parameters, indexed like `params::TRACKED`, so a
     /// session checks its settings with a few string compares per transaction.
-    tracked: [Option<String>; crate::client::settings::TRACKED.len()],
+    tracked: [Option<String>; crate::protocol::params::TRACKED.len()],
 }
 
 /// What SHOW SERVERS reports about one connection; shared by the pool's list and the
@@ -183,7 +183,7 @@ impl UpstreamConn {
         }
     }
 
-    /// Current value of the tracked parameter `settings::TRACKED[i]`.
+    /// Current value of the tracked parameter `params::TRACKED[i]`.
     #[inline]
     pub fn tracked(&self, i: usize) -> Option<&str> {
         self.tracked.get(i).and_then(|v| v.as_deref())
@@ -191,7 +191,7 @@ impl UpstreamConn {
 
     /// Records a ParameterStatus the server sent.
     pub fn set_param(&mut self, name: String, value: String) {
-        if let Some(i) = crate::client::settings::tracked_index(&name) {
+        if let Some(i) = crate::protocol::params::tracked_index(&name) {
             self.tracked[i] = Some(value.clone());
         }
         match self.params.iter_mut().find(|(k, _)| *k == name) {
@@ -294,7 +294,7 @@ async fn startup(io: BoxStream, spec: &UpstreamSpec) -> Result<UpstreamConn, Ups
             b'S' => {
                 if let Some((k, v)) = parameter_status_fields(f.body()) {
                     if k == "client_encoding"
-                        && crate::tenant::catalog::unsafe_client_encoding(&v).is_some()
+                        && crate::protocol::params::unsafe_client_encoding(&v).is_some()
                     {
                         // Never pool a connection the inspector cannot read (see catalog.rs).
                         return Err(UpstreamError::Protocol(format!(

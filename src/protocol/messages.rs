@@ -312,11 +312,6 @@ pub fn describe_statement(buf: &mut BytesMut, name: &[u8]) {
     });
 }
 
-/// ParseComplete, for Parses of statements the server already holds.
-pub fn parse_complete(buf: &mut BytesMut) {
-    write_msg(buf, b'1', |_| {});
-}
-
 /// The fields of an ErrorResponse / NoticeResponse that the proxy looks at.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ErrorFields {

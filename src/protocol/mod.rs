@@ -5,6 +5,7 @@
 
 pub mod frame;
 pub mod messages;
+pub mod params;
 pub mod startup;
 pub mod stream;
 

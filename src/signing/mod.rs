@@ -15,11 +15,11 @@
 //! - [`keys`]: the key file (format, 0600, rotation) and the HMAC the proxy signs with.
 //! - [`sql`]: the SQL `tenantgate signing install` applies (plain SQL, PostgreSQL 13–17,
 //!   pgcrypto's `hmac()` when installed, else built-in `sha256()`).
-//! - [`install`]: `tenantgate signing install` and `signing remove-key`.
+//! - `cli::signing_install`: `tenantgate signing install` and `signing remove-key` (the
+//!   commands connect through `verify`, which depends on this module, so they live above both).
 //!
 //! The check that a database is set up for it lives in `verify::signing`.
 
-pub mod install;
 pub mod keys;
 pub mod sql;
 

@@ -82,7 +82,7 @@ pub fn literal(s: &str) -> String {
 
 /// `"ident"` with quotes doubled.
 pub fn ident(s: &str) -> String {
-    crate::verify::catalog::quote_ident(s)
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// The body of `current_tenant()`, with `mac(msg)` the expression computing the MAC of the

@@ -7,9 +7,9 @@ use crate::config::{ProbeAction, UserKind};
 use crate::error;
 use crate::events::{Action, EventKind};
 use crate::protocol::messages::PgError;
-use crate::tenant::catalog::unsafe_client_encoding;
-use crate::tenant::id::{literal_tenant, TenantFormat};
+use crate::protocol::params::unsafe_client_encoding;
 use crate::tenant::inspect::{inspect, Finding, Flags, InspectOptions, Inspection, Rule};
+use crate::tenant_id::{literal_tenant, TenantFormat};
 
 /// The policy knobs, from `[tenant]` and `[security]`.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 
 use crate::config::{TenantsSpec, UserConfig, UserKind};
 
-use super::id::{canonical, is_slug, validate_tenant_id, TenantFormat};
+use crate::tenant_id::{canonical, is_slug, validate_tenant_id, TenantFormat};
 
 /// Where a tenant request came from (recorded in tamper events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +227,7 @@ pub fn parse_options(options: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::id::*;
+    use crate::tenant_id::*;
 
     #[test]
     fn every_uuid_in_spelling_is_canonicalised() {

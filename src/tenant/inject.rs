@@ -42,8 +42,6 @@ use crate::signing::{SigningKey, SIGNATURE_SETTING};
 /// Schema-qualified, and its parameter types are given as OIDs (25 = text), so nothing in it
 /// is resolved through a search path a client could change.
 pub const SQL: &[u8] = b"SELECT pg_catalog.set_config($1, $2, false)";
-/// Text that PostgreSQL rejects with a syntax error naming it.
-pub const POISON: &[u8] = b"__tenantgate_refused_statement__";
 
 /// The proxy's prelude statement name: in the reserved namespace, random per process.
 pub fn statement_name() -> &'static [u8] {
@@ -302,21 +300,6 @@ impl Prelude {
         self.local = startup.to_vec();
         self.rekey();
     }
-}
-
-/// Appends a Query that fails with a syntax error naming [`POISON`].
-pub fn poison_query(out: &mut BytesMut) {
-    messages::write_msg(out, b'Q', |b| messages::put_cstr(b, POISON));
-}
-
-/// Appends a Parse of statement `name` that fails with a syntax error naming [`POISON`].
-pub fn poison_parse(out: &mut BytesMut, name: &[u8]) {
-    messages::parse(out, name, POISON, &[]);
-}
-
-/// Whether an upstream error is the one a poison provokes.
-pub fn is_poison_error(e: &ErrorFields) -> bool {
-    e.code == "42601" && e.message.contains("__tenantgate_refused_statement__")
 }
 
 /// Pre-encoded prelude bytes for benchmarks.

@@ -3,7 +3,6 @@
 pub mod catalog;
 pub mod directory;
 pub mod guard;
-pub mod id;
 pub mod identity;
 pub mod inject;
 pub mod inspect;

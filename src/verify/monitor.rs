@@ -415,7 +415,7 @@ impl Monitor {
 
     fn accept(&self, report: Report, drift: Vec<String>) {
         let now = now_rfc3339();
-        crate::metrics::posture_check(Some(&report));
+        crate::metrics::posture_check(Some((report.failures().len(), report.failed())));
         self.state.update(|s| {
             s.result = if report.failed() {
                 RunResult::Fail

@@ -1,5 +1,5 @@
 //! The proxy, in-process: its shared state built from a configuration
-//! (`server::build_shared`, the one seam in the library) and `client::handle` serving each
+//! (`server::build_shared`) and `server::serve_connection` (the library's seam) serving each
 //! client over an in-memory duplex ([`Fast::duplex`]) or a loopback listener ([`Fast::addr`],
 //! for tokio-postgres and its cancel tokens), against a scripted [`Upstream`]. No PostgreSQL, no
 //! posture check, no background task: a test takes milliseconds. Also the shared assertion
@@ -14,7 +14,6 @@ use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
 
 use tenantgate::config::Config;
-use tenantgate::listener::Peer;
 use tenantgate::shared::Shared;
 
 use crate::raw::Raw;
@@ -93,7 +92,7 @@ pub fn config(port: u16, upstream_extra: &str, extra: &str) -> Config {
 pub struct Fast {
     pub upstream: Upstream,
     pub shared: Arc<Shared>,
-    /// A loopback listener whose connections are served by `client::handle`.
+    /// A loopback listener whose connections are served by `server::serve_connection`.
     pub addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -139,10 +138,10 @@ impl Fast {
             while let Ok((sock, peer)) = listener.accept().await {
                 let _ = sock.set_nodelay(true);
                 n += 1;
-                tokio::spawn(tenantgate::client::handle(
+                tokio::spawn(tenantgate::server::serve_connection(
                     served.clone(),
                     Box::new(sock),
-                    Peer::Tcp(peer),
+                    peer,
                     format!("tcp{n}"),
                 ));
             }
@@ -158,8 +157,8 @@ impl Fast {
     /// A client end of an in-memory stream whose other end a session serves.
     pub fn duplex(&self) -> DuplexStream {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let peer = Peer::Tcp(SocketAddr::from(([127, 0, 0, 1], 50_000)));
-        tokio::spawn(tenantgate::client::handle(
+        let peer = SocketAddr::from(([127, 0, 0, 1], 50_000));
+        tokio::spawn(tenantgate::server::serve_connection(
             self.shared.clone(),
             Box::new(server),
             peer,

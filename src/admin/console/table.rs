@@ -12,8 +12,6 @@ pub enum Ty {
     Text,
     /// `int4` (OID 23): counts and sizes (PgBouncer's `i`).
     Int4,
-    /// `int8` (OID 20) (PgBouncer's `q`).
-    Int8,
     /// `numeric` (OID 1700): SHOW STATS totals, bytes and microseconds (PgBouncer's `N`,
     /// since 1.12: a u64 does not fit int8).
     Numeric,
@@ -25,7 +23,6 @@ impl Ty {
         match self {
             Ty::Text => (25, -1),
             Ty::Int4 => (23, 4),
-            Ty::Int8 => (20, 8),
             Ty::Numeric => (1700, -1),
         }
     }
@@ -139,7 +136,7 @@ mod tests {
         let mut out = BytesMut::new();
         write(
             &mut out,
-            &[("name", Ty::Text), ("n", Ty::Int8)],
+            &[("name", Ty::Text), ("n", Ty::Int4)],
             vec![
                 vec!["a".into(), 7u64.into()],
                 vec![Val::Null, (-1i32).into()],

@@ -17,7 +17,7 @@ impl Session {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::client::record_tenant_limited(
             &self.shared,
-            &self.subject,
+            &self.who.subject(),
             tag.name(),
             crate::client::Limited::Rate(rate),
         );
@@ -30,7 +30,7 @@ impl Session {
         let ev = SecurityEvent::new(
             crate::events::EventKind::StatementProbe,
             crate::events::Action::Block,
-            &self.subject,
+            &self.who.subject(),
         )
         .detail(format!(
             "reference to a statement or portal this session did not create: \"{name}\""
@@ -105,7 +105,7 @@ impl Session {
         let mut sql = b"DEALLOCATE \"".to_vec();
         sql.extend_from_slice(&server);
         sql.push(b'"');
-        self.relay.pending_dealloc = Some(server);
+        self.relay.expect_deallocate(server);
         let mut out = bytes::BytesMut::new();
         match f.tag() {
             b'Q' => messages::write_msg(&mut out, b'Q', |b| messages::put_cstr(b, &sql)),
@@ -134,10 +134,10 @@ impl Session {
                 ))
             }
             b'S' | b'H' => return Ok((Verdict::Forward, Vec::new())),
-            b'C' if !needs_tenant || self.tenant.is_some() => {
+            b'C' if !needs_tenant || self.who.tenant.is_some() => {
                 return Ok((Verdict::Forward, Vec::new()))
             }
-            _ if needs_tenant && self.tenant.is_none() => {
+            _ if needs_tenant && self.who.tenant.is_none() => {
                 let err = error::no_tenant(&self.shared.config.tenant.setting, &self.who.login);
                 return Ok((Verdict::Refuse(err), Vec::new()));
             }
@@ -158,17 +158,11 @@ impl Session {
             self.check_off_loop(f, text).await
         } else {
             let live = self.shared.live();
-            let tenant = self.tenant.as_deref();
+            let tenant = self.who.tenant.as_deref();
             if tag == b'P' && self.verdicts.hit(&live, tenant, text) {
                 Decision::forward()
             } else {
-                let asker = Asker {
-                    kind: self.who.kind,
-                    tenant,
-                    login: &self.who.login,
-                    allow_switch: self.who.allow_switch,
-                };
-                let d = live.policy.check(asker, &sql);
+                let d = live.policy.check(self.who.asker(), &sql);
                 if tag == b'P' {
                     self.verdicts.remember(&live, tenant, text, &d);
                 }
@@ -213,7 +207,7 @@ impl Session {
             });
         for e in events {
             let mut ev =
-                SecurityEvent::new(e.kind, e.action, &self.subject).statement(&sql, secret);
+                SecurityEvent::new(e.kind, e.action, &self.who.subject()).statement(&sql, secret);
             if let Verdict::Refuse(err) = &verdict {
                 ev = ev.sqlstate(err.code);
             }
@@ -236,21 +230,10 @@ impl Session {
         let off = (text.as_ptr() as usize).saturating_sub(f.raw.as_ptr() as usize);
         let text = f.raw.slice(off..off + text.len());
         let live = self.shared.live();
-        let who = (
-            self.who.kind,
-            self.tenant.clone(),
-            self.who.login.clone(),
-            self.who.allow_switch,
-        );
+        let who = self.who.clone();
         let checked = tokio::task::spawn_blocking(move || {
             let sql = String::from_utf8_lossy(&text);
-            let asker = Asker {
-                kind: who.0,
-                tenant: who.1.as_deref(),
-                login: &who.2,
-                allow_switch: who.3,
-            };
-            live.policy.check(asker, &sql)
+            live.policy.check(who.asker(), &sql)
         })
         .await;
         checked.unwrap_or_else(|e| {
@@ -298,7 +281,7 @@ impl Session {
             let ev = SecurityEvent::new(
                 crate::events::EventKind::TenantTamper,
                 crate::events::Action::Block,
-                &self.subject,
+                &self.who.subject(),
             )
             .detail(format!("switch to \"{to}\" refused"))
             .statement(&format!("SET {} = '{to}'", cfg.tenant.setting), false)
@@ -308,12 +291,12 @@ impl Session {
             return self.refuse_locally(tag, err).await;
         }
         let to = canonical(format, &to);
-        if self.tenant.as_deref() != Some(to.as_str()) {
+        if self.who.tenant.as_deref() != Some(to.as_str()) {
             let cap = cfg.tenant.max_client_connections;
             let Some(seat) = Seat::take(&self.pool.tenant(&to), cap) else {
                 crate::client::record_tenant_limited(
                     &self.shared,
-                    &self.subject,
+                    &self.who.subject(),
                     &to,
                     crate::client::Limited::Switch,
                 );
@@ -325,18 +308,17 @@ impl Session {
         let ev = SecurityEvent::new(
             crate::events::EventKind::TenantSwitch,
             crate::events::Action::Allow,
-            &self.subject,
+            &self.who.subject(),
         )
         .statement(&format!("SET {} = '{to}'", cfg.tenant.setting), false)
-        .switch(self.tenant.as_deref(), &to);
+        .switch(self.who.tenant.as_deref(), &to);
         self.shared.events.record(ev);
         self.prelude = Prelude::new(&cfg.tenant.setting, Some(&to), &self.prelude.local);
         self.prelude.set_signing(signing_key(&self.shared).as_ref());
-        self.subject.tenant = Some(to.clone());
         if let Ok(mut t) = self.listed.info.tenant.lock() {
             *t = Some(to.clone());
         }
-        self.tenant = Some(to);
+        self.who.tenant = Some(to);
         messages::write_msg(self.client.out(), b'C', |b| messages::put_cstr(b, b"SET"));
         let status = self.txn_status();
         messages::ready_for_query(self.client.out(), status);

@@ -14,11 +14,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::client::cancel::CancelHandle;
 use crate::client::rewrite::{Caps, Forwarded, Namespace, Refusal};
+use crate::client::who::Identity;
 use crate::config::{PoolMode, UserKind};
 use crate::error;
-use crate::events::{SecurityEvent, Subject};
+use crate::events::SecurityEvent;
 use crate::pool::queue::Seat;
 use crate::pool::{Pool, PoolError, PoolGuard, PoolStats};
 use crate::protocol::frame::FrameRef;
@@ -26,17 +26,18 @@ use crate::protocol::messages::{self, parse_msg, query_text, PgError};
 use crate::protocol::stream::StreamError;
 use crate::protocol::{Frame, PqStream};
 use crate::relay::{Expect, Msg, Outcome, Relay};
+use crate::shared::cancel::CancelHandle;
 use crate::shared::Shared;
-use crate::tenant::guard::{Asker, Decision, Verdict};
-use crate::tenant::id::{canonical, validate_tenant_id};
+use crate::tenant::guard::{Decision, Verdict};
 use crate::tenant::identity::check_allowed;
 use crate::tenant::inject::{self, Prelude};
+use crate::tenant_id::{canonical, validate_tenant_id};
 use bytes::Buf;
 
 mod guard;
 mod server;
 
-use server::{apply_relay_changes, signing_key};
+use server::signing_key;
 
 /// Settings a session may carry at session level (startup options plus its own `SET`s): bounds
 /// the prelude and the memory per session.
@@ -79,33 +80,14 @@ pub enum SessionError {
     Server(StreamError),
 }
 
-/// The fixed facts about an authenticated session.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// The user name as the client sent it (with any `.tenant` suffix).
-    pub login: String,
-    /// The configured user's kind.
-    pub kind: UserKind,
-    /// May switch tenant with an intercepted SET.
-    pub allow_switch: bool,
-    /// The configured user's name.
-    pub user: String,
-    /// The user's own `pool_mode`, overriding `[upstream] pool_mode`.
-    pub pool_mode: Option<PoolMode>,
-}
-
 /// One client session after authentication.
 pub struct Session {
     /// Config, pools, event sink, cancel registry.
     shared: Arc<Shared>,
     /// The client connection.
     client: PqStream,
-    /// Who the client is.
+    /// Who the client is, and its current tenant.
     who: Identity,
-    /// The current tenant (canonical), if any.
-    tenant: Option<String>,
-    /// Fields stamped on every security event of this session.
-    subject: Subject,
     /// The values this session's server connection must carry (tenant, startup settings).
     prelude: Prelude,
     /// The pool this session draws from (app or break-glass).
@@ -137,9 +119,9 @@ pub struct Session {
     /// The connection's statement LRU tick when the current segment started.
     segment_tick: u64,
     /// The SHOW CLIENTS entry (state follows attach/detach).
-    listed: crate::client::registry::Listed,
+    listed: crate::shared::clients::Listed,
     /// Reported parameters this session wants on its server (client's values over defaults),
-    /// by index into `settings::TRACKED`.
+    /// by index into `params::TRACKED`.
     reported: Vec<(usize, String)>,
     /// When the current segment started (query time in SHOW STATS, query duration metric).
     segment_started: Option<Instant>,
@@ -167,12 +149,8 @@ pub struct SessionParts {
     pub shared: Arc<Shared>,
     /// The authenticated client stream.
     pub client: PqStream,
-    /// Who.
+    /// Who the client is, with the chosen tenant.
     pub who: Identity,
-    /// The chosen tenant.
-    pub tenant: Option<String>,
-    /// Event subject.
-    pub subject: Subject,
     /// The pool for this kind.
     pub pool: Arc<Pool>,
     /// The tenant's seat (app and operator sessions with a tenant).
@@ -182,7 +160,7 @@ pub struct SessionParts {
     /// Optional end of the session.
     pub deadline: Option<Instant>,
     /// The SHOW CLIENTS entry.
-    pub listed: crate::client::registry::Listed,
+    pub listed: crate::shared::clients::Listed,
     /// The client's startup settings.
     pub settings: crate::client::settings::ClientSettings,
 }
@@ -199,7 +177,7 @@ impl Session {
                 .unwrap_or(p.shared.config.upstream.pool_mode),
         };
         let tenant = match p.who.kind {
-            UserKind::App | UserKind::Operator => p.tenant.as_deref(),
+            UserKind::App | UserKind::Operator => p.who.tenant.as_deref(),
             _ => None,
         };
         let mut prelude = Prelude::new(&p.shared.config.tenant.setting, tenant, &p.settings.local);
@@ -218,8 +196,6 @@ impl Session {
             shared: p.shared,
             client: p.client,
             who: p.who,
-            tenant: p.tenant,
-            subject: p.subject,
             prelude,
             pool: p.pool,
             seat: p.seat,
@@ -269,7 +245,7 @@ impl Session {
                 self.client.flush().await.map_err(SessionError::Client)?;
                 return Ok(());
             }
-            let dispatch = self.phase != Phase::AwaitRfq || self.relay.copy_in;
+            let dispatch = self.phase != Phase::AwaitRfq || self.relay.in_copy();
             if dispatch {
                 if let Some(f) = self
                     .client
@@ -370,7 +346,7 @@ impl Session {
             }
             return Ok(Flow::Continue);
         }
-        if self.relay.copy_in {
+        if self.relay.in_copy() {
             return self.forward_copy(f).await;
         }
 
@@ -455,20 +431,7 @@ impl Session {
         if let Some(err) = refusal {
             // PostgreSQL itself fails at exactly this place (skip to Sync, abort the block); the
             // relay puts the refusal in place of its syntax error.
-            match tag {
-                b'Q' => inject::poison_query(conn.stream.out()),
-                _ => inject::poison_parse(conn.stream.out(), inject::statement_name()),
-            }
-            self.relay.poisons.push_back(err);
-            self.relay.push(Expect::Client(if tag == b'Q' {
-                Msg::Query
-            } else {
-                Msg::Parse(None)
-            }));
-            if tag == b'S' {
-                messages::sync(conn.stream.out());
-                self.relay.push(Expect::Client(Msg::Sync));
-            }
+            self.relay.poison(conn.stream.out(), tag, err);
         }
         conn.busy = true;
         match tag {
@@ -497,13 +460,13 @@ impl Session {
     async fn forward_copy(&mut self, f: Frame) -> Result<Flow, SessionError> {
         let tag = f.tag();
         let Some(guard) = self.server.as_mut() else {
-            self.relay.copy_in = false;
+            self.relay.end_copy();
             return Ok(Flow::Continue);
         };
         let conn = guard.conn();
         conn.stream.queue(&f.raw);
         if matches!(tag, b'c' | b'f') {
-            self.relay.copy_in = false;
+            self.relay.end_copy();
             if !self.simple_segment {
                 // Extended protocol: the Sync sent before the data was ignored by the server;
                 // the client's next Sync ends the segment.
@@ -544,11 +507,8 @@ impl Session {
             off += len;
             let outcome = self.relay.on_server(f, conn, &mut self.client);
             if self.relay.has_session_changes() {
-                apply_relay_changes(
-                    &mut self.relay,
-                    &mut self.names.statements,
-                    &mut self.reported,
-                );
+                self.relay
+                    .apply_client_changes(&mut self.names.statements, &mut self.reported);
             }
             match outcome {
                 Outcome::Continue => {}
@@ -621,8 +581,8 @@ impl Session {
     /// client while this session holds a server connection in a transaction (or in the middle
     /// of an extended-protocol batch), or the client while idle.
     #[inline]
-    fn waiting_for(&self) -> crate::client::timeouts::Wait {
-        use crate::client::timeouts::Wait;
+    fn waiting_for(&self) -> crate::shared::limits::Wait {
+        use crate::shared::limits::Wait;
         match self.phase {
             Phase::AwaitRfq => Wait::Query,
             Phase::InSegment if self.server.is_some() => Wait::IdleInTransaction,
@@ -655,5 +615,5 @@ enum Io {
     Server(Result<(), StreamError>),
     Shutdown,
     Deadline,
-    Timeout(crate::client::timeouts::Wait),
+    Timeout(crate::shared::limits::Wait),
 }

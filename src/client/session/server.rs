@@ -28,7 +28,7 @@ impl Session {
             .reported
             .iter()
             .filter(|(i, v)| conn.tracked(*i) != Some(v.as_str()))
-            .map(|(i, v)| (crate::client::settings::TRACKED[*i], v.as_str()))
+            .map(|(i, v)| (crate::protocol::params::TRACKED[*i], v.as_str()))
             .collect();
         if conn.identity == self.prelude.identity && stale.is_empty() {
             return Ok(None);
@@ -189,25 +189,4 @@ pub(super) fn signing_key(shared: &Shared) -> Option<crate::signing::SigningKey>
     let live = shared.live();
     let keys = live.config.tenant.resolved_signing_keys.as_deref()?;
     Some(keys.current().clone())
-}
-
-/// Applies what the relay learnt about the client's own state: statements that failed or were
-/// discarded, and tracked parameters the client SET (carried to its next servers).
-pub(super) fn apply_relay_changes(
-    relay: &mut Relay,
-    statements: &mut crate::prepared::ClientStatements,
-    reported: &mut [(usize, String)],
-) {
-    for name in relay.failed_names.drain(..) {
-        statements.remove(&name);
-    }
-    if std::mem::take(&mut relay.discarded) {
-        statements.clear();
-    }
-    for (k, v) in relay.param_changes.drain(..) {
-        let i = crate::client::settings::tracked_index(&k);
-        if let Some(slot) = reported.iter_mut().find(|(n, _)| Some(*n) == i) {
-            slot.1 = v;
-        }
-    }
 }

@@ -114,7 +114,7 @@ impl<'a> Cx<'a, '_> {
             }
             _ => return,
         };
-        if catalog::unsafe_client_encoding(&text).is_some() {
+        if crate::protocol::params::unsafe_client_encoding(&text).is_some() {
             let span = head.s()..v.e();
             self.push(st, Rule::UnsafeEncoding, ENCODING_DETAIL, Some(text), span);
         }
@@ -139,7 +139,7 @@ impl<'a> Cx<'a, '_> {
         }
         let span = name.s()..setting.e();
         match self.literal_arg(la) {
-            Some(v) if catalog::unsafe_client_encoding(&v).is_some() => {
+            Some(v) if crate::protocol::params::unsafe_client_encoding(&v).is_some() => {
                 self.push(st, Rule::UnsafeEncoding, ENCODING_DETAIL, Some(v), span)
             }
             Some(_) => {}

@@ -476,7 +476,7 @@ impl<'a> Cx<'a, '_> {
     }
 
     /// Whether a `SET` clause names a reported parameter the proxy tracks per session
-    /// (`SET TIME ZONE`, `SET NAMES` and the names in `client::settings::TRACKED`).
+    /// (`SET TIME ZONE`, `SET NAMES` and the names in `protocol::params::TRACKED`).
     pub(super) fn tracked_setting(&self, c: &SetClause) -> bool {
         if c.parts != 1 {
             return false;
@@ -487,7 +487,7 @@ impl<'a> Cx<'a, '_> {
         let name = buf.get(..n).unwrap_or_default();
         name == b"time"
             || name == b"names"
-            || crate::client::settings::TRACKED
+            || crate::protocol::params::TRACKED
                 .iter()
                 .any(|t| t.as_bytes().eq_ignore_ascii_case(name))
     }

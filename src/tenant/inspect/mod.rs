@@ -148,8 +148,7 @@ pub enum Rule {
     Statistics,
 }
 
-/// Prefix of every name the proxy itself prepares upstream; clients may not use it in SQL.
-pub const RESERVED_PREFIX: &[u8] = b"__tg";
+pub use crate::prepared::RESERVED_PREFIX;
 
 impl Rule {
     /// A stable lower-case name, for logs and metrics.

@@ -4,19 +4,24 @@
 //! replaces whole, so a session reads one consistent snapshot of it. A reload that changes a
 //! restart-only key is refused whole ([`restart_only_change`]).
 
+pub mod cancel;
+pub mod clients;
+pub mod console;
+pub mod limits;
+
 use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::auth::AuthDb;
-use crate::client::cancel::CancelRegistry;
+use crate::auth::AuthDb;
 use crate::config::{secs, Config};
 use crate::events::EventSink;
 use crate::pool::Pool;
 use crate::tenant::directory::Directory;
 use crate::tenant::guard::Policy;
 use crate::verify::monitor::PostureState;
+use cancel::CancelRegistry;
 
 /// State shared by every session.
 pub struct Shared {
@@ -32,7 +37,7 @@ pub struct Shared {
     /// Proxy-issued cancel keys.
     pub cancels: Arc<CancelRegistry>,
     /// Live sessions, for SHOW CLIENTS.
-    pub clients: Arc<crate::client::registry::ClientRegistry>,
+    pub clients: Arc<clients::ClientRegistry>,
     /// The file `serve` loaded, for SIGHUP and the console's RELOAD.
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     /// The security event log.
@@ -48,11 +53,11 @@ pub struct Shared {
     /// Prepared statement text held by all sessions (`max_total_prepared_bytes`).
     pub statement_budget: Arc<crate::prepared::Budget>,
     /// `client_idle_timeout`, `idle_transaction_timeout`, `query_timeout` (reloadable).
-    pub timeouts: crate::client::timeouts::Limits,
+    pub timeouts: limits::Limits,
     /// `[tenant] max_transactions_per_second` and its burst (reloadable).
     pub tenant_rate: crate::pool::rate::Rate,
     /// What the admin console changed: PAUSE / SUSPEND / KILL state, a SHUTDOWN request.
-    pub console: crate::admin::console::State,
+    pub console: console::State,
 }
 
 /// The reloadable part of the state, swapped whole on SIGHUP.
@@ -67,9 +72,9 @@ pub struct Live {
 
 impl Live {
     /// Derives credentials (PBKDF2 off the runtime) and policy from a configuration.
-    pub async fn build(config: Arc<Config>) -> Result<Live, crate::client::auth::VerifierError> {
+    pub async fn build(config: Arc<Config>) -> Result<Live, crate::auth::VerifierError> {
         let cfg = config.clone();
-        let auth = tokio::task::spawn_blocking(move || AuthDb::build(&cfg))
+        let auth = tokio::task::spawn_blocking(move || cfg.auth_db())
             .await
             .unwrap_or_else(|_| Ok(AuthDb::default()))?;
         let t = &config.tenant;

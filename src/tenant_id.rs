@@ -1,6 +1,6 @@
 //! Tenant ids: the accepted formats, validation and canonical spelling.
 //!
-//! A leaf module (it knows nothing of the configuration or the session) so that the config
+//! A top-level leaf module (it knows nothing of the configuration or the session) so that the config
 //! loader, the handshake, the guard and the inspector can all depend on it without a cycle.
 
 use serde::Deserialize;

@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::keys::{fresh_key_id, valid_key_id, KeyFileError, KeyRing, SigningKey};
-use super::sql::{self, InstallOptions};
+use crate::signing::keys::{fresh_key_id, valid_key_id, KeyFileError, KeyRing, SigningKey};
+use crate::signing::sql::{self, InstallOptions};
 use crate::verify::{Target, VerifyError};
 
 /// Why `signing install` / `remove-key` stopped.

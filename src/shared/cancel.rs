@@ -159,14 +159,4 @@ impl CancelRegistry {
             }
         });
     }
-
-    /// Number of live sessions.
-    pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// Whether no session is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
