@@ -187,6 +187,18 @@ impl Fast {
             .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
     }
 
+    /// tokio-postgres logged in as `user` with more libpq settings (`application_name=x`).
+    pub async fn connect_with(&self, user: &str, settings: &str) -> tokio_postgres::Client {
+        let url = format!("{} {settings}", self.url(user, PW));
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {user} with {settings}: {e}"));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
     /// tokio-postgres, the error when the login fails.
     pub async fn try_connect(
         &self,

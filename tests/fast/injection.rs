@@ -115,3 +115,23 @@ async fn a_failed_injection_fails_closed_in_extended_protocol() {
     );
     assert_eq!(f.idle(), 0);
 }
+
+#[tokio::test]
+#[ignore = "known: a prelude that only refreshes reported parameters leaves the connection's identity at 0 (tenant/inject.rs run_prelude), so the next transaction pays a full prelude again"]
+async fn a_parameters_only_prelude_keeps_the_connections_identity() {
+    let f = Fast::start(Script::default()).await;
+    let first = f.connect_with("acme_app", "application_name=first").await;
+    first.simple_query("select 1").await.expect("first");
+    drop(first);
+    // Same tenant, another application_name: only that parameter is refreshed, once.
+    let second = f.connect_with("acme_app", "application_name=second").await;
+    for _ in 0..2 {
+        second.simple_query("select 2").await.expect("second");
+    }
+    assert_eq!(f.upstream.opened(), 1);
+    assert_eq!(
+        f.upstream.conn(0).tenants_set(),
+        [Some(ACME.to_owned())],
+        "the tenant was set again on a connection that carried it"
+    );
+}
