@@ -67,12 +67,14 @@ pub fn scram_verifier(password: &str, iterations: u32) -> String {
     )
 }
 
-/// The configured users: `acme_app` and `globex_app`, one tenant each, SCRAM.
+/// The configured users: `acme_app` and `globex_app`, one tenant each, and `shared_app`, which
+/// may choose any tenant (and has none until it does); all SCRAM.
 fn users_toml() -> String {
     let v = scram_verifier(PW, TEST_ITERATIONS);
     format!(
         "[[users]]\nname = \"acme_app\"\nscram = \"{v}\"\ntenant = \"{ACME}\"\n\n\
-         [[users]]\nname = \"globex_app\"\nscram = \"{v}\"\ntenant = \"{GLOBEX}\"\n\n"
+         [[users]]\nname = \"globex_app\"\nscram = \"{v}\"\ntenant = \"{GLOBEX}\"\n\n\
+         [[users]]\nname = \"shared_app\"\nscram = \"{v}\"\ntenants = \"*\"\n\n"
     )
 }
 

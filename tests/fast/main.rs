@@ -1,5 +1,6 @@
 //! The fast layer: the data path (handshake, authentication, the per-transaction injection, the
-//! relay, pipelining, COPY, cancel routing) against a scripted upstream, with no PostgreSQL.
+//! relay, the session and its pool, pipelining, COPY, cancel routing) against a scripted
+//! upstream, with no PostgreSQL.
 //! Every test takes milliseconds; `scripted.rs` is the harness. Behaviour that needs
 //! PostgreSQL's own answers (RLS, the SQL the guard lets through) is tested in the other test
 //! binaries, against a real server (docs/architecture.md, "Testing").
@@ -16,3 +17,4 @@ mod handshake;
 mod injection;
 mod pipeline;
 mod relay;
+mod session;

@@ -170,6 +170,22 @@ impl Raw {
     /// ReadyForQuery; panics on an ErrorResponse. Returns the greeting after authentication
     /// (ParameterStatus, BackendKeyData, ReadyForQuery ...).
     pub async fn authenticate(&mut self, password: &str) -> Vec<Msg> {
+        match self.exchange(password).await {
+            Ok(greeting) => greeting,
+            Err(e) => panic!("login refused: {:?}", e.field(b'M')),
+        }
+    }
+
+    /// Like [`Raw::authenticate`] for a login that must be refused: the ErrorResponse.
+    pub async fn authenticate_until_error(&mut self, password: &str) -> Msg {
+        match self.exchange(password).await {
+            Ok(greeting) => panic!("the login was accepted: {greeting:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// The SCRAM exchange, then the greeting through ReadyForQuery, or the first error.
+    async fn exchange(&mut self, password: &str) -> Result<Vec<Msg>, Msg> {
         let r = self;
         let mut scram: Option<ScramSha256> = None;
         let mut greeting = Vec::new();
@@ -207,10 +223,10 @@ impl Raw {
                         other => panic!("unsupported auth request {other}"),
                     }
                 }
-                b'E' => panic!("login refused: {:?}", m.field(b'M')),
+                b'E' => return Err(m),
                 b'Z' => {
                     greeting.push(m);
-                    return greeting;
+                    return Ok(greeting);
                 }
                 _ => greeting.push(m),
             }
