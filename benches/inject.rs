@@ -64,10 +64,7 @@ fn stream() -> PqStream {
 }
 
 fn conn() -> UpstreamConn {
-    let mut c = UpstreamConn::new(stream(), 1);
-    c.pid = 1;
-    c.secret = 2;
-    c
+    UpstreamConn::new(stream(), 1)
 }
 
 fn frames(buf: BytesMut) -> Vec<Frame> {
@@ -158,7 +155,7 @@ fn inject_bench(c: &mut Criterion) {
 
     let plain: Vec<Frame> = frames(select_answer());
     let mut conn = conn();
-    conn.identity = prelude.identity;
+    conn.carry(prelude.identity, prelude.applied_keys());
     let mut client = stream();
 
     g.bench_function("relay/select_plain", |b| {
@@ -191,7 +188,7 @@ fn inject_bench(c: &mut Criterion) {
                     let sql = String::from_utf8_lossy(text);
                     let d = p.check(asker(kind), &sql);
                     upstream_out.clear();
-                    if kind == UserKind::App && conn.identity != prelude.identity {
+                    if kind == UserKind::App && conn.identity() != prelude.identity {
                         prelude.write(&mut upstream_out, &[], &[], true, 4242);
                     }
                     upstream_out.extend_from_slice(&f.raw);

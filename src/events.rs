@@ -212,7 +212,7 @@ pub struct SecurityEvent {
     pub event: EventKind,
     /// What was done.
     pub action: Action,
-    /// Who.
+    /// The session it is about, flattened so the log's fields stay flat for `jq` and SIEMs.
     #[serde(flatten)]
     pub subject: Subject,
     /// The statement (truncated, redacted when it carries a secret).

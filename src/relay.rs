@@ -269,19 +269,19 @@ impl Relay {
         let (done, forward) = match (tag, head) {
             (b'1', Expect::Client(Msg::Parse(named))) => {
                 if let Some((_, server)) = named {
-                    conn.statements.confirm(server.clone());
+                    conn.statements().confirm(server.clone());
                 }
                 (true, true)
             }
             (b'1', Expect::Reprepare(server)) => {
-                conn.statements.confirm(server.clone());
+                conn.statements().confirm(server.clone());
                 (true, false)
             }
             (b'1', Expect::ReprepareUnnamed) => (true, false),
             (b'2', Expect::Client(Msg::Bind(_))) => (true, true),
             (b'3', Expect::Client(Msg::Close)) => (true, true),
             (b'3', Expect::Evict(server)) => {
-                conn.statements.closed(server);
+                conn.statements().closed(server);
                 (true, false)
             }
             (b't', Expect::Client(Msg::DescribeStatement(_))) => (false, true),
@@ -343,13 +343,13 @@ impl Relay {
         }
         self.skipping = false;
         let status = f.body().first().copied().unwrap_or(b'I');
-        conn.status = status;
-        if !self.expect.is_empty() {
+        let done = self.expect.is_empty();
+        conn.ready(status, done);
+        if !done {
             // More client Syncs are outstanding (pipelined segments).
             client.queue(f.raw);
             return Outcome::Continue;
         }
-        conn.busy = false;
         self.poisons.clear();
         self.copy_in = false;
         client.queue(f.raw);
@@ -373,13 +373,13 @@ impl Relay {
         // The server disagrees with the proxy's view of a statement it manages: take the
         // server's word, so the next use recovers by itself.
         match (&head, fields.code.as_str()) {
-            (Some(Expect::Reprepare(server)), "42P05") => conn.statements.confirm(server.clone()),
+            (Some(Expect::Reprepare(server)), "42P05") => conn.statements().confirm(server.clone()),
             (
                 Some(Expect::Client(
                     Msg::Bind(Some(server)) | Msg::DescribeStatement(Some(server)),
                 )),
                 "26000",
-            ) => conn.statements.forget(server),
+            ) => conn.statements().forget(server),
             _ => {}
         }
         match head {
@@ -435,10 +435,10 @@ impl Relay {
         match e {
             Expect::Client(Msg::Parse(Some((client, server)))) => {
                 self.failed_names.push(client.clone());
-                conn.statements.failed(server);
+                conn.statements().failed(server);
             }
-            Expect::Reprepare(server) => conn.statements.failed(server),
-            Expect::Evict(server) => conn.statements.close_skipped(server),
+            Expect::Reprepare(server) => conn.statements().failed(server),
+            Expect::Evict(server) => conn.statements().close_skipped(server),
             _ => {}
         }
     }
@@ -447,22 +447,22 @@ impl Relay {
         let t = command_tag(f.body());
         if t == b"DISCARD ALL" || t == b"DEALLOCATE ALL" {
             // Prepared statements are gone on this connection (the client's too).
-            conn.statements.clear();
+            conn.statements().clear();
             self.discarded = true;
         } else if t == b"DEALLOCATE" {
             // Only a name the proxy itself rewrote can be one it manages.
             if let Some(name) = self.pending_dealloc.take() {
-                conn.statements.forget(&name);
+                conn.statements().forget(&name);
             }
         }
         // Settings may have changed at session level (the client's SET, RESET, DISCARD ALL, or
         // a tenant SET that `probe_action = "log"` let through): the next transaction starts
         // with the prelude again.
         if t == b"SET" || t == b"RESET" || t.starts_with(b"DISCARD") {
-            conn.identity = 0;
+            conn.forget_identity();
         }
         if DIRTY_TAGS.iter().any(|d| t.starts_with(d)) {
-            conn.dirty = true;
+            conn.mark_dirty();
         }
     }
 }

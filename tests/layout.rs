@@ -151,3 +151,34 @@ fn every_top_level_module_is_in_the_module_map() {
         );
     }
 }
+
+/// The release policy (ROLLBACK, the resets, cancel-then-close) lives in `pool/reset.rs`
+/// behind `PoolGuard::release`: a session that cleaned a connection itself could leave the
+/// next client something the policy would not.
+#[test]
+fn sessions_never_clean_a_server_connection_themselves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/client");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    assert!(!files.is_empty());
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read source");
+        for (i, line) in non_test(&text).lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for word in [
+                "\"ROLLBACK",
+                "DISCARD ALL\"",
+                "reset_and_release",
+                "reset::plan",
+                "send_cancel",
+                "close_gracefully",
+            ] {
+                if code.contains(word) {
+                    found.push(format!("{}:{}: {word}", f.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "release policy outside pool/: {found:?}");
+}

@@ -21,9 +21,9 @@ pub enum Opening {
     Session(Startup),
     /// A cancel request for a proxy-issued key.
     Cancel {
-        /// Key half.
+        /// The proxy-issued key's pid half: looked up in the cancel registry, never sent upstream.
         pid: i32,
-        /// Key half.
+        /// The key's secret half: without it a guessed pid cancels nothing.
         secret: i32,
     },
 }

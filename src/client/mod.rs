@@ -516,7 +516,7 @@ async fn validate_settings(
         .await
         .map_err(|_| unavailable())?;
     let conn = guard.conn();
-    let out = conn.stream.out();
+    let out = conn.stream().out();
     messages::parse(
         out,
         b"",

@@ -131,8 +131,8 @@ impl Namespace {
                 };
                 let server = self.statement(stmt, conn, relay, since)?;
                 match &server {
-                    Some(name) => messages::write_bind(conn.stream.out(), portal, name, rest),
-                    None => conn.stream.queue(&f.raw),
+                    Some(name) => messages::write_bind(conn.stream().out(), portal, name, rest),
+                    None => conn.stream().queue(&f.raw),
                 }
                 if portal.is_empty() {
                     self.unnamed_portal = true;
@@ -146,15 +146,15 @@ impl Namespace {
                 Some((b'S', stmt)) => {
                     let server = self.statement(stmt, conn, relay, since)?;
                     match &server {
-                        Some(name) => messages::describe_statement(conn.stream.out(), name),
-                        None => conn.stream.queue(&f.raw),
+                        Some(name) => messages::describe_statement(conn.stream().out(), name),
+                        None => conn.stream().queue(&f.raw),
                     }
                     relay.push(Expect::Client(Msg::DescribeStatement(server)));
                     Ok(Forwarded::Upstream)
                 }
                 Some((b'P', portal)) => {
                     self.portal(portal)?;
-                    conn.stream.queue(&f.raw);
+                    conn.stream().queue(&f.raw);
                     relay.push(Expect::Client(Msg::DescribePortal));
                     Ok(Forwarded::Upstream)
                 }
@@ -165,13 +165,13 @@ impl Namespace {
                     return Err(malformed());
                 };
                 self.portal(portal)?;
-                conn.stream.queue(&f.raw);
+                conn.stream().queue(&f.raw);
                 relay.push(Expect::Client(Msg::Execute));
                 Ok(Forwarded::Upstream)
             }
             b'C' => self.close(f, conn, relay),
             _ => {
-                conn.stream.queue(&f.raw);
+                conn.stream().queue(&f.raw);
                 Ok(Forwarded::Upstream)
             }
         }
@@ -188,7 +188,7 @@ impl Namespace {
             return Err(malformed());
         };
         if pm.name.is_empty() {
-            conn.stream.queue(&f.raw);
+            conn.stream().queue(&f.raw);
             self.unnamed_statement = true;
             self.keep_unnamed(pm.sql, pm.types);
             relay.push(Expect::Client(Msg::Parse(None)));
@@ -223,8 +223,8 @@ impl Namespace {
             });
         }
         evict(conn, relay, self.caps.per_server, since);
-        def.write_parse(conn.stream.out());
-        conn.statements.pending(def.server_name.clone());
+        def.write_parse(conn.stream().out());
+        conn.statements().pending(def.server_name.clone());
         relay.push(Expect::Client(Msg::Parse(Some((
             client_name,
             def.server_name.clone(),
@@ -246,7 +246,7 @@ impl Namespace {
                 return Ok(None);
             }
             if let Some((sql, types)) = &self.unnamed_text {
-                messages::parse_raw_types(conn.stream.out(), b"", sql, types);
+                messages::parse_raw_types(conn.stream().out(), b"", sql, types);
                 relay.push(Expect::ReprepareUnnamed);
                 self.unnamed_statement = true;
                 return Ok(None);
@@ -299,9 +299,9 @@ impl Namespace {
             b'S' if name.is_empty() => self.unnamed_statement,
             b'S' => {
                 if let Some(def) = self.statements.remove(name) {
-                    if conn.statements.touch(&def.server_name) {
+                    if conn.statements().touch(&def.server_name) {
                         // Hygiene: the server statement goes too (it is this client's alone).
-                        messages::close_statement(conn.stream.out(), &def.server_name);
+                        messages::close_statement(conn.stream().out(), &def.server_name);
                         relay.push(Expect::Evict(def.server_name.clone()));
                     }
                 }
@@ -323,7 +323,7 @@ impl Namespace {
             if kind == b'S' {
                 self.unnamed_statement = false;
             }
-            conn.stream.queue(&f.raw);
+            conn.stream().queue(&f.raw);
             relay.push(Expect::Client(Msg::Close));
             return Ok(Forwarded::Upstream);
         }
@@ -384,19 +384,19 @@ fn ensure_prepared(
     cap: usize,
     since: u64,
 ) {
-    if conn.statements.touch(&def.server_name) {
+    if conn.statements().touch(&def.server_name) {
         return;
     }
     evict(conn, relay, cap, since);
-    def.write_parse(conn.stream.out());
-    conn.statements.pending(def.server_name.clone());
+    def.write_parse(conn.stream().out());
+    conn.statements().pending(def.server_name.clone());
     relay.push(Expect::Reprepare(def.server_name.clone()));
 }
 
 /// Closes least recently used statements so one more fits under `cap`.
 fn evict(conn: &mut UpstreamConn, relay: &mut Relay, cap: usize, since: u64) {
-    for old in conn.statements.evict_for_one_more(cap, since) {
-        messages::close_statement(conn.stream.out(), &old);
+    for old in conn.statements().evict_for_one_more(cap, since) {
+        messages::close_statement(conn.stream().out(), &old);
         relay.push(Expect::Evict(old));
     }
 }

@@ -1,7 +1,7 @@
 //! Release policy: what a server connection needs before another client may use it.
 //!
-//! The session hands its guard here when it detaches or ends; nothing else writes `ROLLBACK` or
-//! a reset. A connection that cannot be brought back to a clean, idle state within the deadline
+//! The session hands its guard here when it detaches or ends ([`PoolGuard::release`]); nothing
+//! else writes `ROLLBACK` or a reset, and the session never decides how a connection is cleaned. A connection that cannot be brought back to a clean, idle state within the deadline
 //! is closed, never pooled (STYLE habit 7).
 
 use std::time::Duration;
@@ -14,6 +14,57 @@ use crate::protocol::stream::StreamError;
 /// cursors, LISTEN, session advisory locks, temporary objects, sequences' session state and
 /// every setting. One multi-statement Query: each of these may run in a transaction block.
 pub const TRANSACTION_MODE_RESET: &str = "CLOSE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; RESET ALL";
+
+/// When a session gives its connection back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Between transactions (transaction pooling, at ReadyForQuery `I`): reset only what the
+    /// client may have left at session level (`dirty`).
+    Detach,
+    /// The session ended, in any state: roll back, reset for the pool mode, or cancel and close
+    /// a connection still running the client's query.
+    End {
+        /// The connection was held for the whole session: `DISCARD ALL`.
+        session_mode: bool,
+    },
+}
+
+impl PoolGuard {
+    /// Gives the connection back under the release policy. `settled`: no cancel this client
+    /// forwarded can still reach the connection (one that could would hit the next client's
+    /// query), else it is closed. Resets and closes run in their own task: the session does not
+    /// wait for them.
+    pub fn release(mut self, settled: bool, how: Release) {
+        let conn = self.conn();
+        let (status, dirty, busy) = (conn.status, conn.dirty, conn.busy);
+        match how {
+            Release::Detach if !settled => self.discard(),
+            Release::Detach => {
+                if dirty {
+                    tokio::spawn(reset_and_release(self, plan(b'I', true, false)));
+                }
+            }
+            Release::End { .. } if !settled => {
+                tokio::spawn(self.close_gracefully());
+            }
+            Release::End { .. } if busy => {
+                // Still running the client's query: cancel it, and never reuse the connection.
+                let (pid, secret) = (conn.pid, conn.secret);
+                let spec = self.pool().spec().clone();
+                tokio::spawn(async move {
+                    let _ = super::upstream::send_cancel(&spec.host, spec.port, pid, secret).await;
+                    self.close_gracefully().await;
+                });
+            }
+            Release::End { session_mode } => {
+                let queries = plan(status, dirty, session_mode);
+                if !queries.is_empty() {
+                    tokio::spawn(reset_and_release(self, queries));
+                }
+            }
+        }
+    }
+}
 
 /// What a connection needs at release, from its state and the pool mode.
 pub fn plan(status: u8, dirty: bool, session_mode: bool) -> Vec<&'static str> {

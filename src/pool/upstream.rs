@@ -30,7 +30,7 @@ pub struct UpstreamSpec {
     pub password: Option<String>,
     /// TLS client configuration, when TLS is wanted.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Whether TLS failure is fatal (always, when `tls` is set).
+    /// How long opening and authenticating one connection may take (TCP, TLS and startup).
     pub connect_timeout: Duration,
     /// Largest message accepted from the server.
     pub max_message: usize,
@@ -85,37 +85,39 @@ impl UpstreamError {
 }
 
 /// A live, authenticated upstream connection.
+///
+/// Its fields are the pool's: outside `pool/`, the session, relay and injection see it through
+/// the methods below, which say what may change (a ReadyForQuery, the identity it carries, state
+/// that makes it need a reset) rather than handing out every field.
 pub struct UpstreamConn {
     /// The framed socket.
-    pub stream: PqStream,
+    pub(super) stream: PqStream,
     /// The server's BackendKeyData, for forwarding cancels.
-    pub pid: i32,
+    pub(super) pid: i32,
     /// Secret half of the server's cancel key.
-    pub secret: i32,
+    pub(super) secret: i32,
     /// Reported parameters, kept current from ParameterStatus messages.
-    pub params: Vec<(String, String)>,
+    pub(super) params: Vec<(String, String)>,
     /// Last ReadyForQuery status (`I`, `T`, `E`).
-    pub status: u8,
+    pub(super) status: u8,
     /// When the connection was opened (for `server_lifetime`).
-    pub created: Instant,
+    pub(super) created: Instant,
     /// When it was last released (for `idle_timeout`).
-    pub last_used: Instant,
+    pub(super) last_used: Instant,
     /// The session identity (tenant + settings) whose values this connection carries at
     /// session level, as confirmed by the server; 0 when unknown (see `tenant::inject`).
-    pub identity: u64,
+    pub(super) identity: u64,
     /// Setting names that identity applied (reset when another identity takes over).
-    pub applied_keys: Vec<String>,
+    pub(super) applied_keys: Vec<String>,
     /// The connection may hold state that outlives a transaction (a cursor, LISTEN, a
     /// possibly temporary object): it is reset before another client gets it.
-    pub dirty: bool,
+    pub(super) dirty: bool,
     /// Client messages were forwarded and their ReadyForQuery has not arrived yet.
-    pub busy: bool,
+    pub(super) busy: bool,
     /// Server-side prepared statements this connection holds (transaction pooling).
-    pub statements: crate::prepared::ServerStatements,
-    /// A process-unique id for logs and SHOW SERVERS.
-    pub id: u64,
+    pub(super) statements: crate::prepared::ServerStatements,
     /// SHOW SERVERS' view of this connection, updated with atomics (no lock per checkout).
-    pub info: Arc<ConnInfo>,
+    pub(super) info: Arc<ConnInfo>,
     /// Values of the tracked reported parameters, indexed like `params::TRACKED`, so a
     /// session checks its settings with a few string compares per transaction.
     tracked: [Option<String>; crate::protocol::params::TRACKED.len()],
@@ -171,7 +173,6 @@ impl UpstreamConn {
             dirty: false,
             busy: false,
             statements: Default::default(),
-            id,
             info: Arc::new(ConnInfo {
                 id,
                 pid: AtomicI32::new(0),
@@ -181,6 +182,103 @@ impl UpstreamConn {
             }),
             tracked: Default::default(),
         }
+    }
+
+    /// The framed socket.
+    #[inline]
+    pub fn stream(&mut self) -> &mut PqStream {
+        &mut self.stream
+    }
+
+    /// The server-side prepared statements this connection holds.
+    #[inline]
+    pub fn statements(&mut self) -> &mut crate::prepared::ServerStatements {
+        &mut self.statements
+    }
+
+    /// The server's cancel key (BackendKeyData): pid and secret.
+    pub fn backend_key(&self) -> (i32, i32) {
+        (self.pid, self.secret)
+    }
+
+    /// The last ReadyForQuery status (`I`, `T`, `E`).
+    #[inline]
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
+    /// Client or proxy messages were sent: their ReadyForQuery is awaited.
+    #[inline]
+    pub fn start_busy(&mut self) {
+        self.busy = true;
+    }
+
+    /// A ReadyForQuery arrived with `status`; `done`: it was the last one awaited.
+    #[inline]
+    pub fn ready(&mut self, status: u8, done: bool) {
+        self.status = status;
+        if done {
+            self.busy = false;
+        }
+    }
+
+    /// The session identity whose values the connection carries (0: unknown).
+    #[inline]
+    pub fn identity(&self) -> u64 {
+        self.identity
+    }
+
+    /// The prelude of `identity` committed, setting `applied_keys` at session level.
+    pub fn carry(&mut self, identity: u64, applied_keys: Vec<String>) {
+        self.identity = identity;
+        self.applied_keys = applied_keys;
+    }
+
+    /// The connection's settings can no longer be trusted to be any identity's (a prelude in
+    /// flight, the client's SET, RESET or DISCARD): the next transaction gets the prelude.
+    #[inline]
+    pub fn forget_identity(&mut self) {
+        self.identity = 0;
+    }
+
+    /// Forgets the identity while a prelude is in flight, returning it for
+    /// [`UpstreamConn::restore_identity`].
+    #[inline]
+    pub fn take_identity(&mut self) -> u64 {
+        std::mem::take(&mut self.identity)
+    }
+
+    /// A prelude that set only reported parameters committed: the connection still carries
+    /// the identity [`UpstreamConn::take_identity`] returned.
+    #[inline]
+    pub fn restore_identity(&mut self, identity: u64) {
+        self.identity = identity;
+    }
+
+    /// Setting names set at session level on this connection (the next identity resets them).
+    pub fn applied_keys(&self) -> &[String] {
+        &self.applied_keys
+    }
+
+    /// Queues what `write` writes, given the settings this connection carries at session
+    /// level (a new identity's prelude resets them) and its backend pid (signatures bind it).
+    #[inline]
+    pub fn write_prelude(&mut self, write: impl FnOnce(&mut bytes::BytesMut, &[String], i32)) {
+        write(self.stream.out(), &self.applied_keys, self.pid)
+    }
+
+    /// The client set `name` at session level: whoever gets the connection next with another
+    /// identity has it reset.
+    pub fn add_applied_key(&mut self, name: &str) {
+        if !self.applied_keys.iter().any(|k| k == name) {
+            self.applied_keys.push(name.to_owned());
+        }
+    }
+
+    /// The connection may hold state that outlives a transaction: reset before reuse.
+    #[inline]
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
     }
 
     /// Current value of the tracked parameter `params::TRACKED[i]`.

@@ -56,7 +56,7 @@ impl Directory {
         }
         let mut guard = pool.checkout(0, None).await?;
         let conn = guard.conn();
-        let out = conn.stream.out();
+        let out = conn.stream().out();
         messages::parse(out, b"", self.query.as_bytes(), &[25]);
         messages::bind_text(out, b"", b"", &[slug.as_bytes()]);
         messages::execute(out, b"");

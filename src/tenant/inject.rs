@@ -190,16 +190,19 @@ pub async fn run_prelude(
     prelude: &Prelude,
     stale: &[(&str, &str)],
 ) -> Result<(), PreludeError> {
-    let full = conn.identity != prelude.identity;
+    let full = conn.identity() != prelude.identity;
     if !full && stale.is_empty() {
         return Ok(());
     }
-    prelude.write(conn.stream.out(), stale, &conn.applied_keys, full, conn.pid);
-    conn.identity = 0;
+    conn.write_prelude(|out, applied, pid| prelude.write(out, stale, applied, full, pid));
+    // Unknown until the server confirms: a prelude that fails leaves no identity behind.
+    let carried = conn.take_identity();
     exchange(conn, |_| {}).await?;
     if full {
-        conn.identity = prelude.identity;
-        conn.applied_keys = prelude.applied_keys();
+        conn.carry(prelude.identity, prelude.applied_keys());
+    } else {
+        // Only reported parameters were refreshed: the tenant and settings it carried stand.
+        conn.restore_identity(carried);
     }
     Ok(())
 }
@@ -215,7 +218,7 @@ pub async fn read_settings(
     let stmt = NAME
         .get_or_init(|| format!("{}get", crate::prepared::server_prefix()))
         .as_bytes();
-    let out = conn.stream.out();
+    let out = conn.stream().out();
     messages::close_statement(out, stmt);
     messages::parse(
         out,
@@ -241,11 +244,11 @@ async fn exchange(
     conn: &mut crate::pool::UpstreamConn,
     mut row: impl FnMut(&[u8]),
 ) -> Result<(), PreludeError> {
-    conn.busy = true;
-    conn.stream.flush().await?;
+    conn.start_busy();
+    conn.stream().flush().await?;
     let mut refused = None;
     loop {
-        let f = conn.stream.read_frame().await?;
+        let f = conn.stream().read_frame().await?;
         match f.tag() {
             b'D' => row(f.body()),
             b'S' => {
@@ -261,13 +264,12 @@ async fn exchange(
                 refused.get_or_insert(e);
             }
             b'Z' => {
-                conn.status = f.body().first().copied().unwrap_or(b'E');
+                conn.ready(f.body().first().copied().unwrap_or(b'E'), true);
                 break;
             }
             _ => {}
         }
     }
-    conn.busy = false;
     match refused {
         Some(e) => Err(PreludeError::Refused(e)),
         None => Ok(()),

@@ -61,7 +61,7 @@ impl Session {
         };
         match (tag, rewritten) {
             (b'P', Some(r)) => {
-                conn.stream.queue(&r);
+                conn.stream().queue(&r);
                 self.names.parsed_unnamed();
                 self.relay.push(Expect::Client(Msg::Parse(None)));
             }
@@ -72,16 +72,16 @@ impl Session {
                 return Ok(done == Forwarded::Synthetic);
             }
             (b'S', _) => {
-                conn.stream.queue(&f.raw);
+                conn.stream().queue(&f.raw);
                 self.relay.push(Expect::Client(Msg::Sync));
             }
             (b'Q', r) => {
                 self.names.query_sent();
-                conn.stream.queue(r.as_deref().unwrap_or(&f.raw));
+                conn.stream().queue(r.as_deref().unwrap_or(&f.raw));
                 self.relay.push(Expect::Client(Msg::Query));
             }
             // Flush, or a message PostgreSQL itself will judge.
-            _ => conn.stream.queue(&f.raw),
+            _ => conn.stream().queue(&f.raw),
         }
         Ok(false)
     }

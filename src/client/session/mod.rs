@@ -269,7 +269,7 @@ impl Session {
             let timed = self.timer.arm(self.waiting_for(), &self.shared.timeouts);
             let timer = &mut self.timer;
             let deadline = self.deadline;
-            let server = self.server.as_mut().map(|g| &mut g.conn().stream);
+            let server = self.server.as_mut().map(|g| g.conn().stream());
             let event = tokio::select! {
                 // The server first: its answer is what the session waits for, and a wake-up
                 // for it then costs no poll of the (usually quiet) client socket.
@@ -425,15 +425,15 @@ impl Session {
         };
         self.relay.settle(conn);
         if std::mem::take(&mut self.tainted) {
-            conn.identity = 0;
-            conn.dirty = true;
+            conn.forget_identity();
+            conn.mark_dirty();
         }
         if let Some(err) = refusal {
             // PostgreSQL itself fails at exactly this place (skip to Sync, abort the block); the
             // relay puts the refusal in place of its syntax error.
-            self.relay.poison(conn.stream.out(), tag, err);
+            self.relay.poison(conn.stream().out(), tag, err);
         }
-        conn.busy = true;
+        conn.start_busy();
         match tag {
             b'Q' | b'F' => {
                 self.phase = Phase::AwaitRfq;
@@ -448,7 +448,7 @@ impl Session {
             _ => {}
         }
         if self.phase == Phase::AwaitRfq || tag == b'H' || !self.client.has_buffered_frame() {
-            conn.stream.flush().await.map_err(SessionError::Server)?;
+            conn.stream().flush().await.map_err(SessionError::Server)?;
         }
         if self.client.has_pending_writes() && !self.client.has_buffered_frame() {
             self.client.flush().await.map_err(SessionError::Client)?;
@@ -464,7 +464,7 @@ impl Session {
             return Ok(Flow::Continue);
         };
         let conn = guard.conn();
-        conn.stream.queue(&f.raw);
+        conn.stream().queue(&f.raw);
         if matches!(tag, b'c' | b'f') {
             self.relay.end_copy();
             if !self.simple_segment {
@@ -474,7 +474,7 @@ impl Session {
             }
         }
         if !self.client.has_buffered_frame() || matches!(tag, b'c' | b'f' | b'S' | b'H') {
-            conn.stream.flush().await.map_err(SessionError::Server)?;
+            conn.stream().flush().await.map_err(SessionError::Server)?;
         }
         Ok(Flow::Continue)
     }
@@ -488,9 +488,9 @@ impl Session {
             return Ok(Flow::Continue);
         };
         let conn = guard.conn();
-        let max = conn.stream.max_message();
+        let max = conn.stream().max_message();
         // Taken out while the relay updates the connection; given back before any await.
-        let mut buf = conn.stream.take_read_buffer();
+        let mut buf = conn.stream().take_read_buffer();
         let mut off = 0;
         let mut end = Ok(None);
         loop {
@@ -527,7 +527,7 @@ impl Session {
             }
         }
         buf.advance(off);
-        conn.stream.restore_read_buffer(buf);
+        conn.stream().restore_read_buffer(buf);
         PoolStats::add(&self.pool.stats.sent, off as u64);
         match end {
             Err(e) => Err(SessionError::Server(StreamError::Frame(e))),
@@ -595,7 +595,7 @@ impl Session {
     fn txn_status(&self) -> u8 {
         self.server
             .as_ref()
-            .map(|g| g.conn_ref().status)
+            .map(|g| g.conn_ref().status())
             .unwrap_or(b'I')
     }
 

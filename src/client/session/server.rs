@@ -2,6 +2,7 @@
 //! session's identity, the settings carried between transactions, and release.
 
 use super::*;
+use crate::pool::reset::Release;
 
 impl Session {
     /// At a segment's start on an idle connection: makes the connection carry this session's
@@ -12,8 +13,8 @@ impl Session {
             return Ok(None);
         };
         let conn = guard.conn();
-        self.segment_tick = conn.statements.now();
-        if conn.status != b'I' {
+        self.segment_tick = conn.statements().now();
+        if conn.status() != b'I' {
             return Ok(None);
         }
         if self.shared.config.tenant.signing_key_file.is_some() {
@@ -30,7 +31,7 @@ impl Session {
             .filter(|(i, v)| conn.tracked(*i) != Some(v.as_str()))
             .map(|(i, v)| (crate::protocol::params::TRACKED[*i], v.as_str()))
             .collect();
-        if conn.identity == self.prelude.identity && stale.is_empty() {
+        if conn.identity() == self.prelude.identity && stale.is_empty() {
             return Ok(None);
         }
         match inject::run_prelude(conn, &self.prelude, &stale).await {
@@ -72,9 +73,7 @@ impl Session {
         // The connection now carries these at session level: whoever gets it next with another
         // identity has them reset by its prelude.
         for n in &names {
-            if !conn.applied_keys.contains(n) {
-                conn.applied_keys.push(n.clone());
-            }
+            conn.add_applied_key(n);
         }
         match inject::read_settings(conn, &names).await {
             Ok(values) => self.prelude.update(values),
@@ -109,7 +108,8 @@ impl Session {
             }
         };
         let conn = guard.conn();
-        self.cancel.target.attach(conn.pid, conn.secret);
+        let (pid, secret) = conn.backend_key();
+        self.cancel.target.attach(pid, secret);
         self.names.attached();
         self.listed
             .info
@@ -128,13 +128,8 @@ impl Session {
             .active
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.relay.reset();
-        if let Some(mut g) = self.server.take() {
-            if !settled {
-                g.discard();
-            } else if g.conn().dirty {
-                let plan = crate::pool::reset::plan(b'I', true, false);
-                tokio::spawn(crate::pool::reset::reset_and_release(g, plan));
-            }
+        if let Some(g) = self.server.take() {
+            g.release(settled, Release::Detach);
         }
     }
 
@@ -152,33 +147,14 @@ impl Session {
     }
 
     /// Leaves nothing behind for the next client: waits for this client's forwarded cancels to
-    /// settle (a late one must not hit the next client's query), cancels what still runs, and
-    /// hands the connection to the release policy (`pool::reset`).
+    /// settle (a late one must not hit the next client's query) and hands the connection to the
+    /// release policy ([`PoolGuard::release`](crate::pool::PoolGuard::release)).
     pub(super) async fn finish(&mut self) {
         let settled = self.cancel.target.settle().await;
         self.client.shutdown().await;
-        let Some(mut guard) = self.server.take() else {
-            return;
-        };
-        if !settled {
-            tokio::spawn(guard.close_gracefully());
-            return;
-        }
-        let conn = guard.conn();
-        if conn.busy {
-            let (pid, secret) = (conn.pid, conn.secret);
-            let spec = guard.pool().spec().clone();
-            tokio::spawn(async move {
-                let _ =
-                    crate::pool::upstream::send_cancel(&spec.host, spec.port, pid, secret).await;
-                guard.close_gracefully().await; // busy: closed, never reused
-            });
-            return;
-        }
-        let plan =
-            crate::pool::reset::plan(conn.status, conn.dirty, self.mode == PoolMode::Session);
-        if !plan.is_empty() {
-            tokio::spawn(crate::pool::reset::reset_and_release(guard, plan));
+        if let Some(guard) = self.server.take() {
+            let session_mode = self.mode == PoolMode::Session;
+            guard.release(settled, Release::End { session_mode });
         }
     }
 }
