@@ -117,7 +117,6 @@ async fn a_failed_injection_fails_closed_in_extended_protocol() {
 }
 
 #[tokio::test]
-#[ignore = "known: a prelude that only refreshes reported parameters leaves the connection's identity at 0 (tenant/inject.rs run_prelude), so the next transaction pays a full prelude again"]
 async fn a_parameters_only_prelude_keeps_the_connections_identity() {
     let f = Fast::start(Script::default()).await;
     let first = f.connect_with("acme_app", "application_name=first").await;
