@@ -181,7 +181,10 @@ impl Proxy {
     }
 }
 
-async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
+/// The state sessions share, built from `config`, without the listener, the posture check or
+/// any background task: the first step of [`Proxy::start`], and half of the seam of the fast
+/// test layer (`tests/fast/`), whose scripted upstream cannot answer the posture queries.
+pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
     let u = &config.upstream;
     let upstream_tls = crate::tls::upstream_config(u.tls, u.tls_ca.as_deref())?;
     let spec = UpstreamSpec {
@@ -309,6 +312,18 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker: TaskTrack
             crate::metrics::client_disconnected();
         });
     }
+}
+
+/// Serves one already accepted TCP client from handshake to goodbye, with no connection cap,
+/// posture gate or PROXY header: the other half of the fast test layer's seam (with
+/// [`build_shared`]), which drives sessions over in-memory streams and a loopback listener.
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    io: BoxStream,
+    peer: SocketAddr,
+    session_id: String,
+) {
+    client::handle(shared, io, Peer::Tcp(peer), session_id).await
 }
 
 /// Checks that sessions may start (posture verified) and reads a PROXY header when

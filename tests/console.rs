@@ -70,7 +70,7 @@ async fn pause_holds_new_work_until_resume() {
             .await
             .map(|r| r.get::<_, i32>(0))
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    p.queued(1).await;
     assert!(!q.is_finished(), "query ran while paused");
     assert!(
         stdout(&console(&p, "SHOW POOLS")).contains("|transaction||4|1"),
@@ -359,13 +359,7 @@ async fn kill_ends_clients_and_server_connections_and_holds_new_ones_until_resum
         "{e:?}"
     );
     // No server connection is left: PostgreSQL shows none of the pool's role.
-    for _ in 0..50 {
-        if p.backends(None) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(p.backends(None), 0, "server connections closed");
+    common::wait_until("server connections closed", || p.backends(None) == 0).await;
     // A new client's work waits until RESUME.
     let d = p.connect("acme_app").await;
     let q = tokio::spawn(async move {
@@ -373,7 +367,7 @@ async fn kill_ends_clients_and_server_connections_and_holds_new_ones_until_resum
             .await
             .map(|r| r.get::<_, i32>(0))
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    p.queued(1).await;
     assert!(!q.is_finished(), "served while killed");
     assert!(console(&p, &format!("RESUME {}", p.db)).status.success());
     let v = tokio::time::timeout(Duration::from_secs(10), q)

@@ -186,7 +186,7 @@ async fn run_driver_with(driver: &str, program: &str, args: &[String], temporary
     let result = run_script(&p, driver, program, args).await;
     let elapsed = began.elapsed();
     let most = watch.stop().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.released().await;
     let idle_in_txn = p.backends(Some("idle in transaction"));
     p.stop().await;
     match result {
@@ -584,7 +584,7 @@ async fn tokio_postgres() {
         logins().len(),
         began.elapsed()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.released().await;
     assert!(
         p.backends(None) <= POOL_SIZE as i64,
         "more upstream backends than pool_size"

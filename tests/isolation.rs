@@ -105,7 +105,7 @@ async fn another_sessions_statements_and_portals_cannot_be_named() {
         assert!(codes(&got).is_empty(), "{got:?}");
         only("acme", &rows(&got));
         a.close_conn().await;
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        p.released().await;
 
         let mut b = raw(&p, "globex_app").await;
         for (what, expect) in [
@@ -251,7 +251,7 @@ async fn session_mode_hands_a_clean_connection_to_the_next_client() {
     }
     // Leaves in the middle of a transaction.
     drop(a);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    p.released().await;
 
     let mut b = raw(&p, "globex_app").await;
     for (sql, code) in [

@@ -67,17 +67,6 @@ fn waiting(p: &TestProxy) -> usize {
     pool_owner(p).pool.stats.waiting.load(Ordering::Relaxed)
 }
 
-/// Polls until `cond` holds (a deadline for a hung test, not a timing assertion).
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("gave up waiting for {what}");
-}
-
 /// Receives the next served client's name.
 async fn next_served(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -110,7 +99,7 @@ async fn a_flooding_tenant_holds_at_most_its_share_and_the_quiet_one_is_served()
         releases.insert(format!("acme{i}"), h.release);
     }
     let mut served = Vec::new();
-    until("the flood to be served or queued", || {
+    common::wait_until("the flood to be served or queued", || {
         while let Ok(n) = rx.try_recv() {
             served.push(n);
         }
@@ -201,10 +190,10 @@ async fn waiting_tenants_are_served_in_turn_not_in_arrival_order() {
     // ACME queues six more, one after the other, then GLOBEX queues one.
     for i in 2..8 {
         go(&format!("acme{i}"));
-        until("the ACME checkout to queue", || waiting(&p) == i - 1).await;
+        common::wait_until("the ACME checkout to queue", || waiting(&p) == i - 1).await;
     }
     go("globex");
-    until("the GLOBEX checkout to queue", || waiting(&p) == 7).await;
+    common::wait_until("the GLOBEX checkout to queue", || waiting(&p) == 7).await;
 
     // Release connections one at a time: each release serves exactly one waiter.
     let mut after = Vec::new();

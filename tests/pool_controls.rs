@@ -11,23 +11,11 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
 use common::{ACME, GLOBEX};
 use support::raw::Raw;
 use support::{start, Opts, TestProxy, PW};
 use tenantgate::config::Config;
-
-/// Polls until `cond` holds (a bound against a hung test, not a timing assertion).
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("gave up waiting for {what}");
-}
 
 /// The proxy's shared state.
 fn shared(p: &TestProxy) -> &tenantgate::shared::Shared {
@@ -109,7 +97,7 @@ async fn a_query_past_query_timeout_is_cancelled_upstream_and_the_client_closed(
     assert_eq!(code, "57014");
     assert_eq!(message, "canceling statement due to statement timeout");
     // The query does not run on upstream, and the pool's one slot came back.
-    until("the sleeping backend to go", || {
+    common::wait_until("the sleeping backend to go", || {
         p.backends(Some("active")) == 0
     })
     .await;

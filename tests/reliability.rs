@@ -415,11 +415,8 @@ async fn sighup_reloads_users_and_keeps_connections() {
     // Add a user and reload.
     std::fs::write(&cfg, base + &fixed_user("globex_app", common::GLOBEX.id)).unwrap();
     hup(child.id());
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (g, conn) = tokio_postgres::connect(&url("globex_app"), tokio_postgres::NoTls)
-        .await
-        .expect("new user after reload");
-    tokio::spawn(conn);
+    // The reload is applied once the new user logs in (users and policy are swapped together).
+    let g = connect_when_up(&url("globex_app")).await;
     let n = count(&g, "customers").await;
     assert_eq!(n, common::GLOBEX.customers);
     // The connection opened before the reload still works, under the new policy.
@@ -572,7 +569,8 @@ fn serve_url(port: u16, db: &str, user: &str) -> String {
     )
 }
 
-/// Connects once the child is listening (it needs a moment to start); panics after 5 s.
+/// Connects once the child is listening (it needs a moment to start), or once a reload let
+/// the login in; panics after 5 s.
 async fn connect_when_up(url: &str) -> tokio_postgres::Client {
     for _ in 0..50 {
         if let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await {
@@ -581,7 +579,7 @@ async fn connect_when_up(url: &str) -> tokio_postgres::Client {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("proxy did not come up at {url}");
+    panic!("could not connect within 5 s: {url}");
 }
 
 /// A `[[users]]` entry with a fixed tenant and no secret (it comes from the auth_file).

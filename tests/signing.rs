@@ -402,7 +402,7 @@ async fn run_attack(attack: Attack, signed: bool) -> Loot {
                 .await;
             assert!(codes(&got).is_empty(), "{got:?}");
             a.close_conn().await;
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            p.released().await;
             let mut next = raw(&p, "acme_app").await;
             let loot = probe(&mut next, "").await;
             next.close_conn().await;

@@ -273,7 +273,7 @@ async fn pooled_connections_never_leak_a_tenant() {
     for t in tasks {
         t.await.expect("client task");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    p.released().await;
     assert!(
         p.backends(None) <= 2,
         "more upstream backends than pool_size"

@@ -217,7 +217,7 @@ async fn leak_torture() {
         task.await.expect("client task");
     }
     let max_backends = watcher.stop();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.released().await;
     let idle_in_txn = p.backends(Some("idle in transaction"));
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     println!(

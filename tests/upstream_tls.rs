@@ -49,7 +49,18 @@ fn ssl_cluster() -> (tenantgate_pgcluster::PgCluster, std::path::PathBuf) {
             "alter system set ssl = on; select pg_reload_conf();",
         )
         .expect("enable ssl");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The reload is asynchronous: wait until new backends see it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cluster
+        .psql("postgres", "show ssl")
+        .is_ok_and(|s| s.trim() == "on")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssl = on never took effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     cluster.create_database("app", None).unwrap();
     cluster.psql("app", common::SCHEMA_SQL).unwrap();
     let ca_path = std::env::temp_dir().join(format!("tg-upstream-ca-{}.pem", std::process::id()));

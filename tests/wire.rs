@@ -255,7 +255,7 @@ async fn session_mode_keeps_named_statements_and_resets_on_release() {
         .await
         .unwrap();
     drop(c);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    p.released().await;
     // The single server was reset (DISCARD ALL) before the next client got it.
     let c2 = p.connect("globex_app").await;
     let r = c2

@@ -125,6 +125,17 @@ fn register_exit_hook() {
     assert_eq!(rc, 0, "atexit registration failed");
 }
 
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after 10 s. For a state the
+/// test can observe (a pool count, a backend gone, a setting reloaded) instead of a sleep that
+/// hopes to be long enough: as fast as the state allows, and a clear failure when it never comes.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// `select count(*) from <table>`: how many of its rows the session `c` sees.
 pub async fn count(c: &impl tokio_postgres::GenericClient, table: &str) -> i64 {
     c.query_one(&format!("select count(*) from {table}"), &[])

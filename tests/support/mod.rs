@@ -254,6 +254,31 @@ impl Drop for TestProxy {
 }
 
 impl TestProxy {
+    /// The running proxy's shared state (pools, console, posture).
+    pub fn shared(&self) -> &Arc<tenantgate::shared::Shared> {
+        &self.proxy.as_ref().expect("proxy running").shared
+    }
+
+    /// Waits until no server connection of the app pool is checked out: every session that
+    /// ended has had its connection reset and pooled, or closed. What a test that drops a
+    /// client and then connects the next one waits for.
+    pub async fn released(&self) {
+        let pool = &self.shared().pool;
+        common::wait_until("every server connection released", || {
+            pool.stats.active.load(Ordering::Relaxed) == 0
+        })
+        .await;
+    }
+
+    /// Waits until `n` checkouts queue in the app pool (PAUSE, KILL or a full pool hold them).
+    pub async fn queued(&self, n: usize) {
+        let pool = &self.shared().pool;
+        common::wait_until(&format!("{n} checkout(s) queued in the pool"), || {
+            pool.stats.waiting.load(Ordering::Relaxed) == n
+        })
+        .await;
+    }
+
     /// A libpq key=value connection string through the proxy.
     pub fn url(&self, user: &str, password: &str) -> String {
         format!(

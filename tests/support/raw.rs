@@ -5,8 +5,13 @@
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// What a raw client talks over: TCP to a proxy, or one end of an in-memory duplex
+/// (`tests/fast`).
+pub trait Sock: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Sock for T {}
 
 /// One server message.
 #[derive(Debug, Clone)]
@@ -103,7 +108,7 @@ impl Msg {
 
 /// A connected, authenticated raw client.
 pub struct Raw {
-    sock: TcpStream,
+    sock: Box<dyn Sock>,
     rbuf: BytesMut,
     pub out: BytesMut,
 }
@@ -126,14 +131,31 @@ impl Raw {
             .await
             .expect("connect");
         sock.set_nodelay(true).ok();
-        let mut r = Raw {
-            sock,
+        Raw::login(sock, user, password, db).await
+    }
+
+    /// A raw client over any stream, nothing sent yet (handshake tests send their own bytes).
+    pub fn over(sock: impl Sock + 'static) -> Raw {
+        Raw {
+            sock: Box::new(sock),
             rbuf: BytesMut::new(),
             out: BytesMut::new(),
-        };
+        }
+    }
+
+    /// Logs in over `sock` as `user` (SCRAM with `password`), through ReadyForQuery.
+    pub async fn login(sock: impl Sock + 'static, user: &str, password: &str, db: &str) -> Raw {
+        let mut r = Raw::over(sock);
+        r.startup(&[("user", user), ("database", db)]).await;
+        r.authenticate(password).await;
+        r
+    }
+
+    /// Sends a StartupMessage (protocol 3.0) with these parameters.
+    pub async fn startup(&mut self, params: &[(&str, &str)]) {
         let mut body = Vec::new();
         body.extend_from_slice(&196608i32.to_be_bytes());
-        for (k, v) in [("user", user), ("database", db)] {
+        for (k, v) in params {
             cstr(&mut body, k.as_bytes());
             cstr(&mut body, v.as_bytes());
         }
@@ -141,8 +163,32 @@ impl Raw {
         let mut start = BytesMut::new();
         start.put_i32(body.len() as i32 + 4);
         start.put_slice(&body);
-        r.sock.write_all(&start).await.expect("startup");
+        self.sock.write_all(&start).await.expect("startup");
+    }
+
+    /// Answers the server's authentication requests (SCRAM with `password`) through
+    /// ReadyForQuery; panics on an ErrorResponse. Returns the greeting after authentication
+    /// (ParameterStatus, BackendKeyData, ReadyForQuery ...).
+    pub async fn authenticate(&mut self, password: &str) -> Vec<Msg> {
+        match self.exchange(password).await {
+            Ok(greeting) => greeting,
+            Err(e) => panic!("login refused: {:?}", e.field(b'M')),
+        }
+    }
+
+    /// Like [`Raw::authenticate`] for a login that must be refused: the ErrorResponse.
+    pub async fn authenticate_until_error(&mut self, password: &str) -> Msg {
+        match self.exchange(password).await {
+            Ok(greeting) => panic!("the login was accepted: {greeting:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// The SCRAM exchange, then the greeting through ReadyForQuery, or the first error.
+    async fn exchange(&mut self, password: &str) -> Result<Vec<Msg>, Msg> {
+        let r = self;
         let mut scram: Option<ScramSha256> = None;
+        let mut greeting = Vec::new();
         loop {
             let m = r.read().await;
             match m.tag {
@@ -177,9 +223,12 @@ impl Raw {
                         other => panic!("unsupported auth request {other}"),
                     }
                 }
-                b'E' => panic!("login refused: {:?}", m.field(b'M')),
-                b'Z' => return r,
-                _ => {}
+                b'E' => return Err(m),
+                b'Z' => {
+                    greeting.push(m);
+                    return Ok(greeting);
+                }
+                _ => greeting.push(m),
             }
         }
     }
