@@ -162,6 +162,17 @@ async fn accepts_exactly_the_proxys_signatures(db: &str, keys: &KeyRing, variant
     );
 }
 
+/// `verify`'s check 10, as the app role: the installed function is the one it expects.
+async fn check_10_passes(db: &str, keys: &KeyRing, variant: &str) {
+    use tenantgate::verify::{report::Status, signing};
+    let c = app_client(db).await;
+    let facts = signing::gather(&c, common::TENANT_SETTING, Some(keys.current()))
+        .await
+        .expect("gather");
+    let check = signing::check(&facts);
+    assert_eq!(check.status, Status::Pass, "{variant}: {check:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sql_function_accepts_the_proxys_signature_and_nothing_else() {
     let db = common::fresh_database("sig_fn");
@@ -173,6 +184,7 @@ async fn the_sql_function_accepts_the_proxys_signature_and_nothing_else() {
     );
     assert!(src.contains("sha256(k.opad"), "built-in HMAC: {src}");
     accepts_exactly_the_proxys_signatures(&db, &keys, "built-in sha256()").await;
+    check_10_passes(&db, &keys, "built-in sha256()").await;
 
     // Idempotent: a second run changes nothing (one key), and with pgcrypto installed
     // meanwhile it switches to pgcrypto's hmac().
@@ -193,6 +205,9 @@ async fn the_sql_function_accepts_the_proxys_signature_and_nothing_else() {
         "pgcrypto HMAC: {src}"
     );
     accepts_exactly_the_proxys_signatures(&db, &keys, "pgcrypto hmac()").await;
+    // verify once expected pgcrypto's schema quoted while the install left it bare: check 10
+    // failed every pgcrypto installation.
+    check_10_passes(&db, &keys, "pgcrypto hmac()").await;
 
     // Rotation: a new key signs; the old one still verifies until it is removed.
     let old = keys.current().clone();
@@ -229,6 +244,39 @@ async fn the_sql_function_accepts_the_proxys_signature_and_nothing_else() {
         "a removed key no longer verifies"
     );
     assert_eq!(KeyRing::load(&path).expect("file").keys().len(), 1);
+}
+
+/// A `%` in the tenant setting's name once broke the `format()` that fills in pgcrypto's
+/// schema (`unrecognized format() type specifier`): the install must apply, and write the
+/// body `verify` expects, with and without pgcrypto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percent_in_the_setting_name_installs() {
+    for crypto in [false, true] {
+        let db = common::fresh_database("sig_pct");
+        if crypto {
+            superuser_sql(&db, "create extension if not exists pgcrypto");
+        }
+        let mut req = request(&db, &key_path());
+        req.options.setting = "app.ten%ant_id".into();
+        install::install(&req)
+            .await
+            .unwrap_or_else(|e| panic!("install (pgcrypto {crypto}): {e}"));
+        let (su, conn) = tokio_postgres::connect(&superuser_url(&db), NoTls)
+            .await
+            .expect("superuser connects");
+        tokio::spawn(conn);
+        let src: String = su
+            .query_one(
+                "select prosrc from pg_proc where proname = 'current_tenant'",
+                &[],
+            )
+            .await
+            .expect("the function exists")
+            .get(0);
+        let expected =
+            sql::expected_body("app.ten%ant_id", if crypto { Some("public") } else { None });
+        assert_eq!(src, expected, "pgcrypto {crypto}");
+    }
 }
 
 // ----- the attacks -----

@@ -7,7 +7,8 @@
 //! function or the schema (a member can replace the function or read the keys), and the
 //! function must be `SECURITY DEFINER` and resolve nothing through the caller's `search_path`:
 //! its body is exactly the one `signing install` writes (every name schema-qualified,
-//! `crate::signing::sql`), or it pins `search_path` itself. With a key, a functional
+//! `crate::signing::sql`; the one earlier releases wrote is accepted too), or it pins
+//! `search_path` itself. With a key, a functional
 //! probe signs a value for this very backend and asks the function: it must return the value,
 //! and NULL for the same signature claimed for another backend.
 
@@ -113,7 +114,8 @@ pub async fn gather(
     {
         let src: String = r.get(5);
         let crypto: Option<String> = r.get(6);
-        let installed = src == crate::signing::sql::expected_body(setting, crypto.as_deref());
+        let installed =
+            crate::signing::sql::accepted_bodies(setting, crypto.as_deref()).contains(&src);
         facts.function = Some(FunctionFacts {
             owner: r.get(0),
             security_definer: r.get(1),
