@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{is_quiet, Pool, Slot, Slots};
+use super::guard::{is_quiet, Slot};
+use super::{Pool, Slots};
 
 /// `min_pool_size`, `reserve_pool_size`, `reserve_pool_timeout`.
 #[derive(Debug, Clone, Copy)]
