@@ -8,32 +8,36 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::guard::{is_quiet, PoolGuard, Slot};
+use super::limits::UserTag;
 use super::queue::{TenantTag, Ticket};
 use super::slots::{take_idle, Grant};
 use super::{Pool, PoolError, UpstreamConn};
 
 impl Pool {
     /// A connection right now, without waiting, opening, allocating or reading the clock: a
-    /// free slot (nobody eligible waits for it, see [`Slots::free`]), no PAUSE, `tenant` under
-    /// its cap, and a healthy idle connection, preferably one already carrying `identity` (see
-    /// `tenant::inject`). One lock. `None` means [`Pool::checkout`] must wait or open.
+    /// free slot (nobody eligible waits for it, see [`Slots::free`]), no PAUSE, `tenant` and
+    /// `user` under their caps, and a healthy idle connection, preferably one already carrying
+    /// `identity` (see `tenant::inject`). One lock. `None` means [`Pool::checkout`] must wait
+    /// or open.
     pub fn try_checkout(
         self: &Arc<Self>,
         identity: u64,
         tenant: Option<&Arc<TenantTag>>,
+        user: Option<&Arc<UserTag>>,
     ) -> Option<PoolGuard> {
         let mut conn = {
             let mut s = self.slots();
-            if s.idle.is_empty() || !s.may_take(tenant.map(Arc::as_ref)) {
+            if s.idle.is_empty() || !s.may_take(tenant.map(Arc::as_ref), user.map(Arc::as_ref)) {
                 return None;
             }
             let conn = take_idle(&mut s.idle, identity)?;
-            s.take(tenant.map(Arc::as_ref));
+            s.take(tenant.map(Arc::as_ref), user.map(Arc::as_ref));
             conn
         };
         let slot = Slot {
             pool: self.clone(),
             tenant: tenant.cloned(),
+            user: user.cloned(),
             held: true,
         };
         if !is_quiet(&mut conn) {
@@ -67,27 +71,40 @@ impl Pool {
         }
     }
 
-    /// Checks out a connection for `tenant` (None: the proxy's own work), waiting up to
-    /// `pool_timeout` for its turn (see `queue`); prefers one carrying `identity`.
+    /// Checks out a connection for `tenant` and `user` (None: the proxy's own work), waiting
+    /// up to `query_wait_timeout` for its turn (see `queue`); prefers one carrying `identity`.
     pub async fn checkout(
         self: &Arc<Self>,
         identity: u64,
         tenant: Option<&Arc<TenantTag>>,
+        user: Option<&Arc<UserTag>>,
     ) -> Result<PoolGuard, PoolError> {
+        let (tag, who) = (tenant.map(Arc::as_ref), user.map(Arc::as_ref));
         let queued = {
             let mut s = self.slots();
-            if s.may_take(tenant.map(Arc::as_ref)) {
-                s.take(tenant.map(Arc::as_ref));
-                None
+            let now = if s.may_take(tag, who) {
+                let mut none = None;
+                let grant = s.grant(&mut none, identity);
+                if grant.is_some() {
+                    s.take(tag, who);
+                } else {
+                    // The database is full: wait in turn, and let the balancer make room.
+                    s.set_db_blocked(true);
+                }
+                grant
             } else {
-                Some(s.queue.push(tenant))
+                None
+            };
+            match now {
+                Some(g) => Ok(g),
+                None => Err(s.queue.push(tenant, user)),
             }
         };
         let (granted, waited) = match queued {
-            None => (None, Duration::ZERO),
-            Some((ticket, rx)) => {
+            Ok(g) => (g, Duration::ZERO),
+            Err((ticket, rx)) => {
                 let start = Instant::now();
-                let granted = self.wait(ticket, rx, tenant).await?;
+                let granted = self.wait(ticket, rx, tenant, user).await?;
                 (granted, start.elapsed())
             }
         };
@@ -96,14 +113,30 @@ impl Pool {
         let slot = Slot {
             pool: self.clone(),
             tenant: tenant.cloned(),
+            user: user.cloned(),
             held: true,
         };
-        let conn = match granted.or_else(|| self.pop_idle(identity)) {
-            Some(c) => c,
-            // Boxed: connecting (TCP, TLS, SCRAM) is rare, and its state would otherwise be
-            // part of every session's future.
-            None => Box::new(Box::pin(self.open()).await?),
+        let token = match granted {
+            Grant::Conn(mut c) => {
+                if is_quiet(&mut c) {
+                    return Ok(self.hand_out(slot, c, waited));
+                }
+                // The server went away while it was idle: its place counts for the replacement.
+                self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                c.db_token.take()
+            }
+            Grant::Open(t) => Some(t),
         };
+        let token = match token.or_else(|| self.db.try_reserve()) {
+            Some(t) => t,
+            None => match self.pop_idle(identity) {
+                Some(c) => return Ok(self.hand_out(slot, c, waited)),
+                None => return Err(PoolError::Timeout(waited)),
+            },
+        };
+        // Boxed: connecting (TCP, TLS, SCRAM) is rare, and its state would otherwise be part
+        // of every session's future.
+        let conn = Box::new(Box::pin(self.open(token)).await?);
         Ok(self.hand_out(slot, conn, waited))
     }
 
@@ -115,6 +148,7 @@ impl Pool {
         ticket: Ticket,
         rx: oneshot::Receiver<Grant>,
         tenant: Option<&Arc<TenantTag>>,
+        user: Option<&Arc<UserTag>>,
     ) -> Result<Grant, PoolError> {
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         if let Some(t) = tenant {
@@ -123,6 +157,7 @@ impl Pool {
         let mut w = Waiting {
             pool: self,
             tenant,
+            user,
             ticket,
             rx,
             done: false,
@@ -179,6 +214,8 @@ pub(super) struct Waiting<'a> {
     pub(super) pool: &'a Pool,
     /// Its tenant (whose count the grant incremented).
     pub(super) tenant: Option<&'a Arc<TenantTag>>,
+    /// Its user (whose count the grant incremented).
+    pub(super) user: Option<&'a Arc<UserTag>>,
     /// Its place in the queue.
     pub(super) ticket: Ticket,
     /// Where the grant arrives.
@@ -198,11 +235,18 @@ impl Drop for Waiting<'_> {
         }
         let mut s = self.pool.slots();
         if s.queue.remove(self.ticket) {
+            if s.queue.is_empty() {
+                s.set_db_blocked(false);
+            }
             return;
         }
         // No longer queued: served, and the grant was sent under the lock we now hold.
         if let Ok(grant) = self.rx.try_recv() {
-            s.give_back(self.tenant.map(Arc::as_ref), grant);
+            s.give_back(
+                self.tenant.map(Arc::as_ref),
+                self.user.map(Arc::as_ref),
+                grant.into_conn(),
+            );
         }
     }
 }

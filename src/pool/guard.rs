@@ -7,25 +7,30 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use super::limits::UserTag;
 use super::queue::TenantTag;
-use super::slots::Grant;
+use super::slots::Back;
 use super::{Pool, UpstreamConn};
 
-/// One held slot of a pool, counted against its tenant; given back exactly once.
+/// One held slot of a pool, counted against its tenant and user; given back exactly once.
 pub(super) struct Slot {
     /// Where it belongs.
     pub(super) pool: Arc<Pool>,
     /// The tenant it counts against.
     pub(super) tenant: Option<Arc<TenantTag>>,
+    /// The user it counts against.
+    pub(super) user: Option<Arc<UserTag>>,
     /// Still held (false once given back).
     pub(super) held: bool,
 }
 
 impl Slot {
     /// Gives the slot back with `conn` (a clean connection, or None), to the next waiter.
-    pub(super) fn give_back(&mut self, conn: Grant) {
+    pub(super) fn give_back(&mut self, conn: Back) {
         if std::mem::take(&mut self.held) {
-            self.pool.slots().give_back(self.tenant.as_deref(), conn);
+            self.pool
+                .slots()
+                .give_back(self.tenant.as_deref(), self.user.as_deref(), conn);
         }
     }
 }

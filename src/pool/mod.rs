@@ -5,15 +5,18 @@
 //! connection) while attached; dropping it hands a clean connection (ReadyForQuery `I`, nothing
 //! in flight) straight to the next waiter in the tenants' round-robin, or to the idle stack, and
 //! closes anything else, so a dirty connection can never reach the next tenant. A tenant never
-//! holds more than `[tenant] max_server_connections` slots (see `queue`).
+//! holds more than `[tenant] max_server_connections` slots (see `queue`), a `[[users]]` login
+//! no more than its `max_user_connections` / `pool_size`, and the pools of the database
+//! together no more than `max_db_connections` connections (see `limits`).
 //!
 //! Files: `slots.rs` (the state under the lock and the hand-off to the next waiter),
 //! `checkout.rs` (getting a connection, waiting in the queue), `guard.rs` (what a checkout
-//! holds and how it comes back), `queue.rs` (who is served next), `sizing.rs` (min and reserve
+//! holds and how it comes back), `queue.rs` (who is served next), `limits.rs` (caps across pools), `sizing.rs` (min and reserve
 //! pool), `upstream.rs` (opening a connection), `reset.rs`, `rate.rs`, `stats.rs`.
 
 mod checkout;
 mod guard;
+pub mod limits;
 pub mod queue;
 pub mod rate;
 pub mod reset;
@@ -27,9 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 pub use guard::PoolGuard;
+use limits::{Database, DbToken};
 use queue::{FairQueue, TenantTag, TenantTags};
 pub use sizing::Sizing;
-use slots::{Grant, Slots};
+use slots::{Back, Slots};
 pub use stats::{PoolStats, StatsSnapshot};
 pub use upstream::{ConnInfo, UpstreamConn, UpstreamError, UpstreamSpec};
 
@@ -95,6 +99,9 @@ pub struct Pool {
     retire_below: AtomicU64,
     /// `min_pool_size` and the reserve pool.
     sizing: Sizing,
+    /// The database this pool connects to (`max_db_connections`, users' caps), shared with
+    /// the other pools.
+    db: Arc<Database>,
 }
 
 /// Pool sizing and timing.
@@ -115,9 +122,14 @@ pub struct PoolLimits {
 }
 
 impl Pool {
-    /// A new, empty pool.
-    pub fn new(name: &'static str, spec: UpstreamSpec, limits: PoolLimits) -> Arc<Pool> {
-        Arc::new(Pool {
+    /// A new, empty pool on `db` (shared by every pool of the same database).
+    pub fn new(
+        name: &'static str,
+        spec: UpstreamSpec,
+        limits: PoolLimits,
+        db: &Arc<Database>,
+    ) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
             name,
             spec,
             slots: Mutex::new(Slots {
@@ -128,6 +140,8 @@ impl Pool {
                 idle: Vec::new(),
                 queue: FairQueue::default(),
                 reserve_in_use: 0,
+                db: db.clone(),
+                db_blocked: false,
             }),
             tenants: TenantTags::default(),
             size: AtomicUsize::new(limits.size),
@@ -139,7 +153,42 @@ impl Pool {
             conns: Mutex::new(Vec::new()),
             retire_below: AtomicU64::new(0),
             sizing: limits.sizing,
-        })
+            db: db.clone(),
+        });
+        db.register(&pool);
+        pool
+    }
+
+    /// The database this pool connects to (`max_db_connections`, the users' counts).
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// Serves waiters again (a cap was raised, or the database has room); returns whether the
+    /// pool is still blocked by `max_db_connections`.
+    pub(crate) fn redispatch(&self) -> bool {
+        let mut s = self.slots();
+        s.dispatch(None);
+        s.db_blocked
+    }
+
+    /// Closes the least recently used idle connection (for the database's cap); returns
+    /// whether there was one.
+    pub(crate) fn evict_idle(&self) -> bool {
+        let conn = {
+            let mut s = self.slots();
+            if s.idle.is_empty() {
+                return false;
+            }
+            s.idle.remove(0)
+        };
+        drop(conn);
+        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            pool = self.name,
+            "closed an idle connection for max_db_connections"
+        );
+        true
     }
 
     /// The slot state. A panic while it was held cannot leave it half-updated in a way worse
@@ -273,9 +322,11 @@ impl Pool {
     pub fn spec(&self) -> &UpstreamSpec {
         &self.spec
     }
-    /// Opens a fresh connection (also used at start-up to learn server parameters).
-    pub async fn open(&self) -> Result<UpstreamConn, UpstreamError> {
-        let conn = upstream::connect(&self.spec).await?;
+    /// Opens a fresh connection, counted against `max_db_connections` by `token` for as long
+    /// as it is open.
+    pub(super) async fn open(&self, token: DbToken) -> Result<UpstreamConn, UpstreamError> {
+        let mut conn = upstream::connect(&self.spec).await?;
+        conn.db_token = Some(token);
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut conns) = self.conns.lock() {
             conns.retain(|w| w.strong_count() > 0);
@@ -324,7 +375,7 @@ impl Pool {
     }
 
     /// A clean connection coming back: None when it is past `server_lifetime` (closed).
-    fn recycle(&self, mut conn: Box<UpstreamConn>) -> Grant {
+    fn recycle(&self, mut conn: Box<UpstreamConn>) -> Back {
         conn.last_used = Instant::now();
         conn.info.set_active(false);
         if conn.last_used.saturating_duration_since(conn.created) >= self.lifetime

@@ -8,6 +8,11 @@ use super::guard::Slot;
 use super::*;
 
 fn pool(size: usize) -> Arc<Pool> {
+    pool_on(size, &Database::new(0), Duration::from_secs(30))
+}
+
+/// A pool of `size` on `db`, whose checkouts wait at most `timeout`.
+fn pool_on(size: usize, db: &Arc<Database>, timeout: Duration) -> Arc<Pool> {
     let spec = UpstreamSpec {
         host: "127.0.0.1".into(),
         port: 1,
@@ -24,20 +29,22 @@ fn pool(size: usize) -> Arc<Pool> {
         PoolLimits {
             size,
             tenant_cap: None,
-            timeout: Duration::from_secs(30),
+            timeout,
             idle_timeout: Duration::from_secs(60),
             lifetime: Duration::from_secs(60),
             sizing: Sizing::default(),
         },
+        db,
     )
 }
 
 /// Takes a free slot as a checkout would.
 fn hold(pool: &Arc<Pool>, tenant: Option<&Arc<TenantTag>>) -> Slot {
-    pool.slots().take(tenant.map(|t| &**t));
+    pool.slots().take(tenant.map(|t| &**t), None);
     Slot {
         pool: pool.clone(),
         tenant: tenant.cloned(),
+        user: None,
         held: true,
     }
 }
@@ -47,12 +54,13 @@ fn a_waiter_served_as_it_gives_up_gives_the_slot_back() {
     let pool = pool(1);
     let a = pool.tenant("a");
     let held = hold(&pool, None);
-    let (ticket, rx) = pool.slots().queue.push(Some(&a));
+    let (ticket, rx) = pool.slots().queue.push(Some(&a), None);
     pool.stats.waiting.fetch_add(1, Ordering::Relaxed);
     a.usage.waiting.fetch_add(1, Ordering::Relaxed);
     let waiter = Waiting {
         pool: &pool,
         tenant: Some(&a),
+        user: None,
         ticket,
         rx,
         done: false,
@@ -75,7 +83,7 @@ async fn abandoned_and_failed_checkouts_leave_the_queue_and_the_slot() {
     let held = hold(&pool, None);
     // Abandoned while queued (the session's select! on a cancel drops the future).
     {
-        let waiting = pool.checkout(0, Some(&a));
+        let waiting = pool.checkout(0, Some(&a), None);
         tokio::pin!(waiting);
         let polled = futures_poll_once(waiting.as_mut()).await;
         assert!(polled.is_none(), "queued behind the held slot");
@@ -91,7 +99,7 @@ async fn abandoned_and_failed_checkouts_leave_the_queue_and_the_slot() {
     // Served a slot, then the connection cannot be opened: the slot comes back.
     let waiting = tokio::spawn({
         let (pool, a) = (pool.clone(), a.clone());
-        async move { pool.checkout(0, Some(&a)).await.map(|_| ()) }
+        async move { pool.checkout(0, Some(&a), None).await.map(|_| ()) }
     });
     while pool.slots().queue.is_empty() {
         tokio::task::yield_now().await;
@@ -100,6 +108,70 @@ async fn abandoned_and_failed_checkouts_leave_the_queue_and_the_slot() {
     let r = waiting.await.expect("task");
     assert!(matches!(r, Err(PoolError::Upstream(_))), "{r:?}");
     assert_eq!((a.held(), pool.slots().free), (0, 1));
+}
+
+#[tokio::test]
+async fn at_max_db_connections_a_checkout_waits_for_a_connection_to_close() {
+    let db = Database::new(1);
+    let pool = pool_on(2, &db, Duration::from_millis(300));
+    // The database's one connection is open elsewhere (another pool).
+    let elsewhere = db.try_reserve().expect("the first connection");
+    // A free slot is not enough: the checkout waits, and times out with the pool's error.
+    let r = pool.checkout(0, None, None).await.map(|_| ());
+    assert!(matches!(r, Err(PoolError::Timeout(_))), "{r:?}");
+    assert_eq!(db.open(), 1, "nothing opened past the cap");
+    assert!(
+        !pool.slots().db_blocked,
+        "a waiter that left unblocks the pool"
+    );
+    assert_eq!(pool.slots().free, 2, "no slot kept");
+    // Waiting when the other connection closes: served (the open then fails on port 1).
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.checkout(0, None, None).await.map(|_| ()) }
+    });
+    while pool.slots().queue.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    assert!(pool.slots().db_blocked);
+    // Blocked: a new checkout queues behind it rather than taking the next token first.
+    assert!(!pool.slots().may_take(None, None));
+    drop(elsewhere);
+    let r = waiting.await.expect("task");
+    assert!(matches!(r, Err(PoolError::Upstream(_))), "{r:?}");
+    assert_eq!((db.open(), pool.slots().free), (0, 2));
+}
+
+#[tokio::test]
+async fn a_user_at_its_cap_waits_while_other_users_are_served() {
+    let pool = pool(3);
+    let db = pool.database().clone();
+    db.configure(0, [("batch".to_string(), 1)]);
+    let (batch, web) = (db.user("batch"), db.user("web"));
+    // batch holds its one connection.
+    pool.slots().take(None, Some(&batch));
+    let held = Slot {
+        pool: pool.clone(),
+        tenant: None,
+        user: Some(batch.clone()),
+        held: true,
+    };
+    let waiting = pool.checkout(0, None, Some(&batch));
+    tokio::pin!(waiting);
+    assert!(
+        futures_poll_once(waiting.as_mut()).await.is_none(),
+        "batch waits"
+    );
+    assert_eq!(pool.slots().queue.len(), 1);
+    // Another user goes ahead with a free slot (its open fails on port 1: it was served).
+    let r = pool.checkout(0, None, Some(&web)).await.map(|_| ());
+    assert!(matches!(r, Err(PoolError::Upstream(_))), "{r:?}");
+    assert_eq!(batch.held(), 1, "never past the cap");
+    // batch's connection comes back: its waiter is next.
+    drop(held);
+    let r = waiting.await.map(|_| ());
+    assert!(matches!(r, Err(PoolError::Upstream(_))), "{r:?}");
+    assert_eq!((batch.held(), web.held(), pool.slots().free), (0, 0, 3));
 }
 
 /// Polls a future once: Some(output) if it finished.
