@@ -216,6 +216,11 @@ pub struct FairQueue<T> {
     lanes: HashMap<u64, Lane<T>>,
     /// Lane ids with waiters, in turn order: the front is served next (if under its cap).
     ring: VecDeque<u64>,
+    /// How many lanes at the front of `ring` are new: they had no waiter before and have not
+    /// had a turn since. They go before the lanes that have (FIFO among themselves), as
+    /// FQ-CoDel's new flows do, so a tenant with one transaction at a time is served at the
+    /// next release instead of after a turn of every busy tenant.
+    fresh: usize,
     /// Next ticket number.
     seq: u64,
     /// Waiters in all lanes.
@@ -227,6 +232,7 @@ impl<T> Default for FairQueue<T> {
         FairQueue {
             lanes: HashMap::new(),
             ring: VecDeque::new(),
+            fresh: 0,
             seq: 0,
             len: 0,
         }
@@ -245,7 +251,7 @@ impl<T> FairQueue<T> {
     }
 
     /// Queues a checkout of `tag` and `user` behind the tenant's earlier ones; a tenant that
-    /// had no waiter takes the last turn.
+    /// had no waiter takes its turn after the other new ones, before those that had theirs.
     pub fn push(
         &mut self,
         tag: Option<&Arc<TenantTag>>,
@@ -259,7 +265,8 @@ impl<T> FairQueue<T> {
             waiters: VecDeque::new(),
         });
         if lane.waiters.is_empty() {
-            self.ring.push_back(lane_id);
+            self.ring.insert(self.fresh, lane_id);
+            self.fresh += 1;
         }
         lane.waiters.push_back(Waiter {
             seq: self.seq,
@@ -287,14 +294,19 @@ impl<T> FairQueue<T> {
         self.len -= 1;
         if lane.waiters.is_empty() {
             self.lanes.remove(&ticket.lane);
-            self.ring.retain(|l| *l != ticket.lane);
+            if let Some(i) = self.ring.iter().position(|l| *l == ticket.lane) {
+                self.ring.remove(i);
+                if i < self.fresh {
+                    self.fresh -= 1;
+                }
+            }
         }
         true
     }
 
-    /// The next waiter to serve: the oldest of the first tenant in turn order that `eligible`
-    /// accepts (under its cap) whose user is under its own cap. That tenant's turn moves to the
-    /// back; tenants skipped keep their place, so a capped tenant is next as soon as it may
+    /// The next waiter to serve: the oldest of the first tenant in turn order (new tenants
+    /// first, see `fresh`) that `eligible` accepts (under its cap) whose user is under its own
+    /// cap. That tenant's turn moves to the back; tenants skipped keep their place, so a capped tenant is next as soon as it may
     /// hold one more (and a capped user's checkout as soon as the user may).
     #[allow(clippy::type_complexity)]
     pub fn pop_next(
@@ -317,6 +329,9 @@ impl<T> FairQueue<T> {
             Some((ri, wi))
         })?;
         let lane_id = self.ring.remove(ri)?;
+        if ri < self.fresh {
+            self.fresh -= 1;
+        }
         let lane = self.lanes.get_mut(&lane_id)?;
         let w = lane.waiters.remove(wi)?;
         self.len -= 1;
@@ -370,8 +385,33 @@ mod tests {
         assert_eq!(q.len(), 8);
         let order = serve(&mut q, &mut rx, 8);
         assert_eq!(order, ["a0", "b0", "none0", "a1", "b1", "a2", "a3", "a4"]);
+        assert_eq!(q.fresh, 0);
         assert!(q.is_empty());
         assert!(q.lanes.is_empty() && q.ring.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_that_starts_waiting_goes_before_those_that_had_their_turn() {
+        let tags = TenantTags::default();
+        let (a, b, c) = (tags.get("a"), tags.get("b"), tags.get("c"));
+        let mut q = FairQueue::default();
+        let mut rx = Vec::new();
+        for i in 0..4 {
+            rx.push((format!("a{i}"), q.push(Some(&a), None).1));
+        }
+        // a has had its turn; b and c start waiting one after the other.
+        let served = serve(&mut q, &mut rx, 1);
+        rx.push(("b0".into(), q.push(Some(&b), None).1));
+        rx.push(("c0".into(), q.push(Some(&c), None).1));
+        rx.push(("b1".into(), q.push(Some(&b), None).1));
+        let order = [served, serve(&mut q, &mut rx, 6)].concat();
+        assert_eq!(order, ["a0", "b0", "c0", "a1", "b1", "a2", "a3"]);
+        // A new lane that gives up leaves the count of new lanes right.
+        let (t, _r) = q.push(Some(&c), None);
+        assert_eq!(q.fresh, 1);
+        assert!(q.remove(t));
+        assert_eq!(q.fresh, 0);
+        assert!(q.is_empty() && q.ring.is_empty());
     }
 
     #[test]
