@@ -212,7 +212,26 @@ async fn max_db_connections_caps_the_servers_and_a_release_serves_the_waiter() {
         most <= 2,
         "{most} server connections with max_db_connections = 2"
     );
-    b.batch_execute("commit").await.unwrap();
+    // Reloadable, as in PgBouncer: raised to 3, a third transaction is served at once.
+    let path = std::env::temp_dir().join(format!("tg-maxdb-{}.toml", std::process::id()));
+    support::remove_at_exit(&path);
+    let raised = Opts {
+        pool_size: 4,
+        pool_timeout: 1.0,
+        upstream_extra: "max_db_connections = 3\n".into(),
+        extra: admin_user(),
+        ..Opts::default()
+    };
+    std::fs::write(&path, support::config_toml(&p.db, &p.events_path, &raised)).unwrap();
+    p.proxy.as_ref().unwrap().shared.reload(&path).await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    c.batch_execute("begin; select 1")
+        .await
+        .expect("room for a third");
+    assert_eq!(p.backends(None), 3);
+    for t in [&a, &b, &c] {
+        t.batch_execute("commit").await.unwrap();
+    }
     p.stop().await;
 }
 

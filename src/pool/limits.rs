@@ -80,11 +80,12 @@ impl Database {
             .into_iter()
             .map(|(n, c)| (n.into_boxed_str(), c))
             .collect();
+        // The table first: a session starting meanwhile reads the new cap.
+        *lock(&self.user_caps) = caps.clone();
         for tag in lock(&self.users).values().filter_map(Weak::upgrade) {
             let cap = caps.get(&tag.name).copied().unwrap_or(NO_CAP);
             tag.cap.store(cap, Ordering::Relaxed);
         }
-        *lock(&self.user_caps) = caps;
         let old = self.cap.swap(max_db_connections, Ordering::Relaxed);
         if max_db_connections != 0 && (old == 0 || max_db_connections < old) {
             self.start_balancer();
