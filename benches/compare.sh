@@ -133,7 +133,7 @@ done
 
 if [ "$FAIRNESS" = 1 ]; then
   : "${POOL:=8}" "${ROUNDS:=2}" "${DURATION:=10}"
-  IDLE=0 SKIP_MATRIX=1 SKIP_INJECT=1 PROFILE=0
+  IDLE=0 SKIP_MATRIX=1 SKIP_INJECT=1 SKIP_TENANT=1 PROFILE=0
 fi
 : "${POOL:=16}"
 if [ "$QUICK" = 1 ]; then
