@@ -121,8 +121,12 @@ impl Pool {
                 if is_quiet(&mut c) {
                     return Ok(self.hand_out(slot, c, waited));
                 }
-                // The server went away while it was idle: its place counts for the replacement.
+                // The server went away while it was idle: another idle one, or a new one in its
+                // place (its token counts for the replacement).
                 self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                if let Some(other) = self.pop_idle(identity) {
+                    return Ok(self.hand_out(slot, other, waited));
+                }
                 c.db_token.take()
             }
             Grant::Open(t) => Some(t),
