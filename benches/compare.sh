@@ -41,6 +41,8 @@ POOL=""
 FAIRNESS=0
 FLOOD=64
 FLOOD_KINDS="sleep select"
+FAIR_TARGETS="pgbouncer tenantgate tenantgate-capped"
+PROFILE_CELL="select:simple:16"
 SLEEP_MS=5
 WORKERS=1
 SCALE=10
@@ -78,6 +80,8 @@ Options:
   --flood-kinds "K.." sleep: each flood transaction holds its connection in pg_sleep(--sleep-ms),
                       the connection hog; select: pgbench -S, CPU-bound (default: both)
   --sleep-ms N        the sleep flood's transaction length (default 5)
+  --fair-targets "…"  which of pgbouncer, tenantgate, tenantgate-capped --fairness measures, in
+                      that order (default: all three); for A/B runs of two tenantgate binaries
   --workers N         tenantgate's server.worker_threads (default 1: one event loop; 0: one per core)
   --scale N           pgbench scale factor (default 10)
   --idle N            idle clients for the RSS measurement (default 10000; 0 skips)
@@ -87,6 +91,7 @@ Options:
   --tenant-only       only the tenant-scoped workload (signing's cost): --skip-matrix --skip-inject --idle 0
   --tenant-cells "…"  cells of the tenant group (default "tenant:simple:16 tenant:simple:1")
   --profile           perf-record tenantgate during one -S -M simple -c 16 run (perf.data kept in --out)
+  --profile-cell C    the cell --profile records (default select:simple:16)
   --hold              after set-up and warm-up, print the three targets and wait (Ctrl-C cleans up):
                       for profiling by hand (perf, valgrind, strace)
   --out DIR           where results go
@@ -105,6 +110,8 @@ while [ $# -gt 0 ]; do
     --fairness) FAIRNESS=1 ;;
     --flood) FLOOD="$2"; shift ;;
     --flood-kinds) FLOOD_KINDS="$2"; shift ;;
+    --fair-targets) FAIR_TARGETS="$2"; shift ;;
+    --profile-cell) PROFILE_CELL="$2"; shift ;;
     --sleep-ms) SLEEP_MS="$2"; shift ;;
     --workers) WORKERS="$2"; shift ;;
     --scale) SCALE="$2"; shift ;;
@@ -126,7 +133,7 @@ done
 
 if [ "$FAIRNESS" = 1 ]; then
   : "${POOL:=8}" "${ROUNDS:=2}" "${DURATION:=10}"
-  IDLE=0 SKIP_MATRIX=1 SKIP_INJECT=1 PROFILE=0
+  IDLE=0 SKIP_MATRIX=1 SKIP_INJECT=1 SKIP_TENANT=1 PROFILE=0
 fi
 : "${POOL:=16}"
 if [ "$QUICK" = 1 ]; then
@@ -562,7 +569,7 @@ if [ "$FAIRNESS" = 1 ]; then
   printf 'SELECT pg_sleep(%s);\n' "$(python3 -c "print($SLEEP_MS / 1000)")" >"$WORK/flood-sleep.sql"
   CAP=$(( POOL / 2 > 0 ? POOL / 2 : 1 ))
   echo "# fairness: flood = $FLOOD clients ($FLOOD_KINDS; sleep = pg_sleep(${SLEEP_MS}ms) per transaction), quiet = 1 client -S, tenantgate-capped: max_server_connections = $CAP" >>"$RESULTS"
-  for target in pgbouncer tenantgate tenantgate-capped; do
+  for target in $FAIR_TARGETS; do
     if [ "$target" = tenantgate-capped ]; then
       printf '\n[tenant]\nmax_server_connections = %s\n' "$CAP" >>"$WORK/tenantgate.toml"
       "$TG_BIN" check-config -c "$WORK/tenantgate.toml" >/dev/null || die "the capped config is refused"
@@ -636,11 +643,11 @@ fi
 # ------------------------------------------------------------------ profile
 if [ "$PROFILE" = 1 ]; then
   if command -v perf >/dev/null 2>&1; then
-    log "perf record of tenantgate during -S -M simple -c 16"
+    log "perf record of tenantgate during $PROFILE_CELL"
     perf record -e cpu-clock -F 999 -g --call-graph dwarf,16384 -p "$TG_PID" -o "$WORK/perf.data" \
       -- sleep "$DURATION" >"$WORK/perf.log" 2>&1 &
     perf_pid=$!
-    run_pgbench profile select:simple:16 tenantgate 1 "$DURATION"
+    run_pgbench profile "$PROFILE_CELL" tenantgate 1 "$DURATION"
     wait "$perf_pid" || true
     cp "$WORK/perf.data" "$OUT/perf.data" 2>/dev/null || true
     perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio --percent-limit 0.5 \

@@ -205,6 +205,11 @@ pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         lifetime: secs(u.server_lifetime),
         sizing,
     };
+    let database = crate::pool::limits::Database::new(0);
+    database.configure(
+        u.max_db_connections,
+        crate::pool::limits::user_caps(&config),
+    );
     let pool = Pool::new(
         "app",
         spec.clone(),
@@ -217,6 +222,7 @@ pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
                 reserve_timeout: secs(u.reserve_pool_timeout),
             },
         ),
+        &database,
     );
     let breakglass = u.breakglass.as_ref().map(|bg| {
         Pool::new(
@@ -227,6 +233,7 @@ pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
                 ..spec.clone()
             },
             limits(bg.pool_size, None, crate::pool::Sizing::default()),
+            &database,
         )
     });
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
@@ -386,7 +393,7 @@ async fn refuse_early(mut tcp: BoxStream, err: crate::protocol::messages::PgErro
 async fn warm_up(pool: Arc<Pool>, shutdown: CancellationToken) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match pool.checkout(0, None).await {
+        match pool.checkout(0, None, None).await {
             Ok(g) => {
                 drop(g);
                 return;

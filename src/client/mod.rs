@@ -512,7 +512,7 @@ async fn validate_settings(
     let unavailable = || error::upstream_unavailable().into_fatal();
     let mut guard = shared
         .pool
-        .checkout(0, None)
+        .checkout(0, None, None)
         .await
         .map_err(|_| unavailable())?;
     let conn = guard.conn();
@@ -584,7 +584,7 @@ async fn greet(
         Some(p) => p,
         None => {
             // First client before any upstream connection: open one to learn the parameters.
-            match pool.checkout(0, None).await {
+            match pool.checkout(0, None, None).await {
                 Ok(g) => {
                     drop(g);
                     pool.server_params().unwrap_or_default()

@@ -222,6 +222,17 @@ pub struct UpstreamConfig {
     /// Most upstream connections this pool opens.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// PgBouncer's `max_db_connections`: most server connections open to the database, every
+    /// pool (app and break-glass) and idle ones included (0: no limit). Past it a checkout
+    /// waits (up to `query_wait_timeout`) while an idle connection of another pool is closed
+    /// or one is released. Reloadable.
+    #[serde(default)]
+    pub max_db_connections: usize,
+    /// PgBouncer's `max_user_connections`: most server connections the sessions of one
+    /// `[[users]]` login hold at once, for every user without its own (0: no limit). Past it
+    /// the user's checkouts wait their turn while other users' go ahead. Reloadable.
+    #[serde(default)]
+    pub max_user_connections: usize,
     /// Seconds a transaction waits for a server connection before `53300` (PgBouncer's
     /// `query_wait_timeout`; 0: no limit). Reloadable. Read through [`UpstreamConfig::pool_timeout`],
     /// which also accepts the old name.
@@ -555,6 +566,12 @@ pub struct UserConfig {
     /// PgBouncer's per-user `pool_mode`: this user's sessions pool in this mode instead of
     /// `[upstream] pool_mode` (`app` and `operator` users).
     pub pool_mode: Option<PoolMode>,
+    /// PgBouncer's per-user `pool_size`: most connections of the shared pool this user's
+    /// sessions hold at once (at most the pool's own size). Reloadable.
+    pub pool_size: Option<usize>,
+    /// PgBouncer's per-user `max_user_connections`, overriding `[upstream]
+    /// max_user_connections` (0: use that one). Reloadable.
+    pub max_user_connections: Option<usize>,
 }
 
 /// The role a client plays.

@@ -244,3 +244,51 @@ fn guc_names() {
     assert!(!is_guc_name("app.1x"));
     assert!(!is_guc_name("app..x"));
 }
+
+#[test]
+fn connection_caps_across_pools_are_validated() {
+    let user = |extra: &str| {
+        format!("{BASE}\n[[users]]\nname = \"batch\"\npassword = \"p\"\ntenant = \"11111111-1111-1111-1111-111111111111\"\n{extra}\n")
+    };
+    let c = Config::from_toml(&user("pool_size = 2\nmax_user_connections = 3")).unwrap();
+    assert_eq!(
+        (
+            c.upstream.max_db_connections,
+            c.upstream.max_user_connections
+        ),
+        (0, 0)
+    );
+    assert_eq!(
+        crate::pool::limits::user_caps(&c),
+        vec![("batch".to_string(), 2)],
+        "the smaller of the two"
+    );
+    for bad in ["pool_size = 0", "pool_size = 21"] {
+        let err = Config::from_toml(&user(bad)).unwrap_err();
+        assert!(
+            err.to_string().contains("users[1].pool_size"),
+            "{bad}: {err}"
+        );
+    }
+    let err = Config::from_toml(&format!(
+        "{BASE}\n[[users]]\nname = \"a\"\npassword = \"p\"\nkind = \"admin\"\nmax_user_connections = 1\n"
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("max_user_connections"), "{err}");
+    let with = |upstream: &str| {
+        BASE.replace(
+            "password = \"x\"\n",
+            &format!("password = \"x\"\n{upstream}\n"),
+        )
+    };
+    let c = Config::from_toml(&with("max_db_connections = 5\nmax_user_connections = 4")).unwrap();
+    assert_eq!(
+        crate::pool::limits::user_caps(&c),
+        vec![("base".to_string(), 4)]
+    );
+    let err = Config::from_toml(&with("min_pool_size = 3\nmax_db_connections = 2")).unwrap_err();
+    assert!(
+        err.to_string().contains("upstream.max_db_connections"),
+        "{err}"
+    );
+}

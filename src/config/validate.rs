@@ -128,6 +128,15 @@ impl Config {
                 format!("must not exceed pool_size ({})", u.pool_size),
             ));
         }
+        if u.max_db_connections != 0 && u.max_db_connections < u.min_pool_size {
+            return Err(invalid(
+                "upstream.max_db_connections",
+                format!(
+                    "must be at least min_pool_size ({}), or 0 for no limit",
+                    u.min_pool_size
+                ),
+            ));
+        }
         for (key, value) in [
             ("upstream.host", &u.host),
             ("upstream.database", &u.database),
@@ -308,6 +317,31 @@ impl Config {
                 return Err(invalid(
                     key("pool_mode"),
                     "only applies to `app` and `operator` users (break-glass sessions always hold their connection; admin users have none)",
+                ));
+            }
+            if let Some(n) = user.pool_size {
+                let pool = match user.kind {
+                    UserKind::Breakglass => self.upstream.breakglass.as_ref().map(|b| b.pool_size),
+                    UserKind::Admin => None,
+                    _ => Some(self.upstream.pool_size),
+                };
+                let Some(size) = pool else {
+                    return Err(invalid(
+                        key("pool_size"),
+                        "admin users have no server connections",
+                    ));
+                };
+                if n == 0 || n > size {
+                    return Err(invalid(
+                        key("pool_size"),
+                        format!("must be between 1 and the pool's own size ({size}): users share one pool"),
+                    ));
+                }
+            }
+            if user.max_user_connections.is_some() && user.kind == UserKind::Admin {
+                return Err(invalid(
+                    key("max_user_connections"),
+                    "admin users have no server connections",
                 ));
             }
             if user.tenant.is_some() && user.tenants.is_some() {

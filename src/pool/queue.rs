@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::oneshot;
 
+use super::limits::{under_user_cap, UserTag};
+
 /// One tenant as one pool counts it, shared by all of the tenant's sessions (see
 /// [`TenantTags`]), so the hot path reads a counter instead of hashing the tenant id.
 #[derive(Debug)]
@@ -190,12 +192,22 @@ pub struct Ticket {
     seq: u64,
 }
 
+/// One waiting checkout.
+struct Waiter<T> {
+    /// Its ticket number.
+    seq: u64,
+    /// Its user, checked against the user's cap when the waiter's turn comes.
+    user: Option<Arc<UserTag>>,
+    /// Where to send what it is granted.
+    tx: oneshot::Sender<T>,
+}
+
 /// One tenant's waiters, oldest first.
 struct Lane<T> {
     /// The tenant (None: checkouts without one), kept alive while it has waiters.
     tag: Option<Arc<TenantTag>>,
-    /// Waiting checkouts: their ticket number and where to send what they are granted.
-    waiters: VecDeque<(u64, oneshot::Sender<T>)>,
+    /// Waiting checkouts.
+    waiters: VecDeque<Waiter<T>>,
 }
 
 /// Waiting checkouts per tenant, served round-robin across tenants and FIFO within one.
@@ -204,6 +216,11 @@ pub struct FairQueue<T> {
     lanes: HashMap<u64, Lane<T>>,
     /// Lane ids with waiters, in turn order: the front is served next (if under its cap).
     ring: VecDeque<u64>,
+    /// How many lanes at the front of `ring` are new: they had no waiter before and have not
+    /// had a turn since. They go before the lanes that have (FIFO among themselves), as
+    /// FQ-CoDel's new flows do, so a tenant with one transaction at a time is served at the
+    /// next release instead of after a turn of every busy tenant.
+    fresh: usize,
     /// Next ticket number.
     seq: u64,
     /// Waiters in all lanes.
@@ -215,6 +232,7 @@ impl<T> Default for FairQueue<T> {
         FairQueue {
             lanes: HashMap::new(),
             ring: VecDeque::new(),
+            fresh: 0,
             seq: 0,
             len: 0,
         }
@@ -232,9 +250,13 @@ impl<T> FairQueue<T> {
         self.len == 0
     }
 
-    /// Queues a checkout of `tag` behind the tenant's earlier ones; a tenant that had no waiter
-    /// takes the last turn.
-    pub fn push(&mut self, tag: Option<&Arc<TenantTag>>) -> (Ticket, oneshot::Receiver<T>) {
+    /// Queues a checkout of `tag` and `user` behind the tenant's earlier ones; a tenant that
+    /// had no waiter takes its turn after the other new ones, before those that had theirs.
+    pub fn push(
+        &mut self,
+        tag: Option<&Arc<TenantTag>>,
+        user: Option<&Arc<UserTag>>,
+    ) -> (Ticket, oneshot::Receiver<T>) {
         let (tx, rx) = oneshot::channel();
         let lane_id = tag.map_or(0, |t| t.id);
         self.seq += 1;
@@ -243,9 +265,14 @@ impl<T> FairQueue<T> {
             waiters: VecDeque::new(),
         });
         if lane.waiters.is_empty() {
-            self.ring.push_back(lane_id);
+            self.ring.insert(self.fresh, lane_id);
+            self.fresh += 1;
         }
-        lane.waiters.push_back((self.seq, tx));
+        lane.waiters.push_back(Waiter {
+            seq: self.seq,
+            user: user.cloned(),
+            tx,
+        });
         self.len += 1;
         let ticket = Ticket {
             lane: lane_id,
@@ -260,33 +287,53 @@ impl<T> FairQueue<T> {
         let Some(lane) = self.lanes.get_mut(&ticket.lane) else {
             return false;
         };
-        let Some(i) = lane.waiters.iter().position(|(s, _)| *s == ticket.seq) else {
+        let Some(i) = lane.waiters.iter().position(|w| w.seq == ticket.seq) else {
             return false;
         };
         lane.waiters.remove(i);
         self.len -= 1;
         if lane.waiters.is_empty() {
             self.lanes.remove(&ticket.lane);
-            self.ring.retain(|l| *l != ticket.lane);
+            if let Some(i) = self.ring.iter().position(|l| *l == ticket.lane) {
+                self.ring.remove(i);
+                if i < self.fresh {
+                    self.fresh -= 1;
+                }
+            }
         }
         true
     }
 
-    /// The next waiter to serve: the oldest of the first tenant in turn order that `eligible`
-    /// accepts (under its cap). That tenant's turn moves to the back; tenants skipped keep
-    /// their place, so a capped tenant is next as soon as it may hold one more.
+    /// The next waiter to serve: the oldest of the first tenant in turn order (new tenants
+    /// first, see `fresh`) that `eligible` accepts (under its cap) whose user is under its own
+    /// cap. That tenant's turn moves to the back; tenants skipped keep their place, so a capped tenant is next as soon as it may
+    /// hold one more (and a capped user's checkout as soon as the user may).
+    #[allow(clippy::type_complexity)]
     pub fn pop_next(
         &mut self,
         eligible: impl Fn(Option<&TenantTag>) -> bool,
-    ) -> Option<(Option<Arc<TenantTag>>, oneshot::Sender<T>)> {
-        let i = self.ring.iter().position(|id| {
-            self.lanes
-                .get(id)
-                .is_some_and(|l| eligible(l.tag.as_deref()))
+    ) -> Option<(
+        Option<Arc<TenantTag>>,
+        Option<Arc<UserTag>>,
+        oneshot::Sender<T>,
+    )> {
+        let (ri, wi) = self.ring.iter().enumerate().find_map(|(ri, id)| {
+            let lane = self.lanes.get(id)?;
+            if !eligible(lane.tag.as_deref()) {
+                return None;
+            }
+            let wi = lane
+                .waiters
+                .iter()
+                .position(|w| under_user_cap(w.user.as_deref()))?;
+            Some((ri, wi))
         })?;
-        let lane_id = self.ring.remove(i)?;
+        let lane_id = self.ring.remove(ri)?;
+        if ri < self.fresh {
+            self.fresh -= 1;
+        }
         let lane = self.lanes.get_mut(&lane_id)?;
-        let (_, tx) = lane.waiters.pop_front()?;
+        let w = lane.waiters.remove(wi)?;
         self.len -= 1;
         let tag = lane.tag.clone();
         if lane.waiters.is_empty() {
@@ -294,7 +341,7 @@ impl<T> FairQueue<T> {
         } else {
             self.ring.push_back(lane_id);
         }
-        Some((tag, tx))
+        Some((tag, w.user, w.tx))
     }
 }
 
@@ -310,7 +357,7 @@ mod tests {
     ) -> Vec<String> {
         let mut served = Vec::new();
         for _ in 0..n {
-            let Some((_, tx)) = q.pop_next(|_| true) else {
+            let Some((_, _, tx)) = q.pop_next(|_| true) else {
                 break;
             };
             tx.send(()).expect("receiver alive");
@@ -330,16 +377,41 @@ mod tests {
         let mut q = FairQueue::default();
         let mut rx = Vec::new();
         for i in 0..5 {
-            rx.push((format!("a{i}"), q.push(Some(&a)).1));
+            rx.push((format!("a{i}"), q.push(Some(&a), None).1));
         }
-        rx.push(("b0".into(), q.push(Some(&b)).1));
-        rx.push(("none0".into(), q.push(None).1));
-        rx.push(("b1".into(), q.push(Some(&b)).1));
+        rx.push(("b0".into(), q.push(Some(&b), None).1));
+        rx.push(("none0".into(), q.push(None, None).1));
+        rx.push(("b1".into(), q.push(Some(&b), None).1));
         assert_eq!(q.len(), 8);
         let order = serve(&mut q, &mut rx, 8);
         assert_eq!(order, ["a0", "b0", "none0", "a1", "b1", "a2", "a3", "a4"]);
+        assert_eq!(q.fresh, 0);
         assert!(q.is_empty());
         assert!(q.lanes.is_empty() && q.ring.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_that_starts_waiting_goes_before_those_that_had_their_turn() {
+        let tags = TenantTags::default();
+        let (a, b, c) = (tags.get("a"), tags.get("b"), tags.get("c"));
+        let mut q = FairQueue::default();
+        let mut rx = Vec::new();
+        for i in 0..4 {
+            rx.push((format!("a{i}"), q.push(Some(&a), None).1));
+        }
+        // a has had its turn; b and c start waiting one after the other.
+        let served = serve(&mut q, &mut rx, 1);
+        rx.push(("b0".into(), q.push(Some(&b), None).1));
+        rx.push(("c0".into(), q.push(Some(&c), None).1));
+        rx.push(("b1".into(), q.push(Some(&b), None).1));
+        let order = [served, serve(&mut q, &mut rx, 6)].concat();
+        assert_eq!(order, ["a0", "b0", "c0", "a1", "b1", "a2", "a3"]);
+        // A new lane that gives up leaves the count of new lanes right.
+        let (t, _r) = q.push(Some(&c), None);
+        assert_eq!(q.fresh, 1);
+        assert!(q.remove(t));
+        assert_eq!(q.fresh, 0);
+        assert!(q.is_empty() && q.ring.is_empty());
     }
 
     #[test]
@@ -347,16 +419,16 @@ mod tests {
         let tags = TenantTags::default();
         let (a, b) = (tags.get("a"), tags.get("b"));
         let mut q: FairQueue<()> = FairQueue::default();
-        let _ra = q.push(Some(&a));
-        let _rb = q.push(Some(&b));
-        let _rb2 = q.push(Some(&b));
+        let _ra = q.push(Some(&a), None);
+        let _rb = q.push(Some(&b), None);
+        let _rb2 = q.push(Some(&b), None);
         // a holds its cap: b is served, a stays first in line.
         a.acquire();
         let cap = Some(1);
-        let (t, _) = q.pop_next(|t| under_cap(t, cap)).expect("b");
+        let (t, _, _) = q.pop_next(|t| under_cap(t, cap)).expect("b");
         assert_eq!(t.expect("tag").name(), "b");
         a.release();
-        let (t, _) = q.pop_next(|t| under_cap(t, cap)).expect("a");
+        let (t, _, _) = q.pop_next(|t| under_cap(t, cap)).expect("a");
         assert_eq!(t.expect("tag").name(), "a");
         // Only capped waiters: nobody.
         b.acquire();
@@ -369,13 +441,13 @@ mod tests {
         let tags = TenantTags::default();
         let a = tags.get("a");
         let mut q: FairQueue<()> = FairQueue::default();
-        let (t1, _r1) = q.push(Some(&a));
-        let (t2, _r2) = q.push(None);
+        let (t1, _r1) = q.push(Some(&a), None);
+        let (t2, _r2) = q.push(None, None);
         assert!(q.remove(t1));
         assert!(!q.remove(t1), "removed twice");
         assert_eq!(q.len(), 1);
         assert_eq!(q.ring.len(), 1);
-        let (tag, _tx) = q.pop_next(|_| true).expect("the other waiter");
+        let (tag, _, _tx) = q.pop_next(|_| true).expect("the other waiter");
         assert!(tag.is_none());
         assert!(!q.remove(t2), "already served");
         assert!(q.is_empty() && q.lanes.is_empty() && q.ring.is_empty());

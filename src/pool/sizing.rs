@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{is_quiet, Pool, Slot, Slots};
+use super::guard::{is_quiet, Slot};
+use super::{Pool, Slots};
 
 /// `min_pool_size`, `reserve_pool_size`, `reserve_pool_timeout`.
 #[derive(Debug, Clone, Copy)]
@@ -48,12 +49,12 @@ impl Slots {
 
     /// A returning slot that is a reserve one and nobody waits for: retired (its connection
     /// stays idle until `idle_timeout`). Returns whether it was.
-    pub(super) fn retire_reserve(&mut self, conn: &mut super::Grant) -> bool {
+    pub(super) fn retire_reserve(&mut self, conn: &mut super::slots::Back) -> bool {
         if self.reserve_in_use == 0 || !self.queue.is_empty() {
             return false;
         }
         self.reserve_in_use -= 1;
-        self.idle.extend(conn.take());
+        self.keep_idle(conn.take());
         true
     }
 }
@@ -98,19 +99,25 @@ impl Pool {
             self.stats.closed.fetch_add(gone as u64, Ordering::Relaxed);
         }
         while self.server_rows().len() < self.sizing.min {
-            {
+            let token = {
                 let mut s = self.slots();
-                if !s.may_take(None) || !s.queue.is_empty() {
+                if !s.may_take(None, None) || !s.queue.is_empty() {
                     return;
                 }
-                s.take(None);
-            }
+                // Within `max_db_connections`: warming never takes a waiter's place.
+                let Some(token) = s.db.try_reserve() else {
+                    return;
+                };
+                s.take(None, None);
+                token
+            };
             let mut slot = Slot {
                 pool: self.clone(),
                 tenant: None,
+                user: None,
                 held: true,
             };
-            match Box::pin(self.open()).await {
+            match Box::pin(self.open(token)).await {
                 Ok(conn) => slot.give_back(Some(Box::new(conn))),
                 Err(e) => {
                     tracing::warn!(pool = self.name, error = %e, "min_pool_size: cannot open a connection");

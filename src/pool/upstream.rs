@@ -121,6 +121,9 @@ pub struct UpstreamConn {
     /// Values of the tracked reported parameters, indexed like `params::TRACKED`, so a
     /// session checks its settings with a few string compares per transaction.
     tracked: [Option<String>; crate::protocol::params::TRACKED.len()],
+    /// Counts this connection against `max_db_connections` until it is dropped (set by the
+    /// pool that opened it).
+    pub(super) db_token: Option<super::DbToken>,
 }
 
 /// What SHOW SERVERS reports about one connection; shared by the pool's list and the
@@ -181,6 +184,7 @@ impl UpstreamConn {
                 since_us: AtomicU64::new(unix_micros(now)),
             }),
             tracked: Default::default(),
+            db_token: None,
         }
     }
 

@@ -140,6 +140,10 @@ impl Shared {
         };
         self.pool.resize(new.upstream.pool_size);
         self.pool.set_tenant_cap(new.tenant.max_server_connections);
+        self.pool.database().configure(
+            new.upstream.max_db_connections,
+            crate::pool::limits::user_caps(&new),
+        );
         self.pool.set_wait_timeout(secs(new.upstream.pool_timeout));
         self.timeouts.update(&new);
         self.tenant_rate.set(

@@ -54,7 +54,7 @@ impl Directory {
         if let Some(hit) = self.cache.get(slug) {
             return Ok(hit);
         }
-        let mut guard = pool.checkout(0, None).await?;
+        let mut guard = pool.checkout(0, None, None).await?;
         let conn = guard.conn();
         let out = conn.stream().out();
         messages::parse(out, b"", self.query.as_bytes(), &[25]);

@@ -275,6 +275,8 @@ mod tests {
             allow_switch: false,
             allow_catalog_monitoring: false,
             pool_mode: None,
+            pool_size: None,
+            max_user_connections: None,
         }
     }
 

@@ -50,14 +50,23 @@ use rand::distr::Alphanumeric;
 use rand::RngExt;
 
 mod dirs;
+mod error;
 mod find;
 mod process;
+mod registry;
 pub mod seed;
+mod server;
+mod sql;
+mod util;
 
 use dirs::*;
+pub use error::ClusterError;
 pub use find::find_bindir;
 use find::*;
 use process::*;
+pub use registry::stop_all_registered;
+use registry::*;
+use util::*;
 
 /// What to install when no PostgreSQL server binaries are found.
 pub const INSTALL_HINT: &str = "install the PostgreSQL server: `apt-get install -y postgresql` \
@@ -81,86 +90,6 @@ const HOST: &str = "127.0.0.1";
 const LOG_TAIL_LINES: usize = 30;
 /// Longest Unix socket path we create (`sun_path` holds 104–108 bytes).
 const MAX_SOCKET_PATH_LEN: usize = 100;
-
-/// Why a cluster could not be found, started or used.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// No directory with `initdb`, `pg_ctl` and `postgres` was found.
-    #[error("PostgreSQL server binaries not found (looked in: {looked_in}); {INSTALL_HINT}")]
-    NotInstalled {
-        /// Every place searched, in order.
-        looked_in: String,
-    },
-    /// We are root and cannot run the server as another user.
-    #[error(
-        "running as root, and initdb/postgres refuse to run as root: {reason}; \
-         run as a non-root user, or create the `postgres` OS user (useradd -r postgres)"
-    )]
-    CannotDropRoot {
-        /// What is missing (the user, or both `setpriv` and `runuser`).
-        reason: String,
-    },
-    /// A file-system or process-spawn operation failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// The operation, with its path.
-        what: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// A PostgreSQL program (initdb, pg_ctl) exited unsuccessfully.
-    #[error("{what} failed ({status}): {output}{}", log_section(.log_tail))]
-    Command {
-        /// The program and its purpose.
-        what: String,
-        /// Its exit status.
-        status: String,
-        /// Its stdout and stderr.
-        output: String,
-        /// The end of the server log, if the server was involved.
-        log_tail: String,
-    },
-    /// `psql` failed: a connection error or an SQL error (`ON_ERROR_STOP`).
-    #[error("psql as {user:?} on database {database:?} failed ({status}): {stderr}")]
-    Psql {
-        /// The role connected as.
-        user: String,
-        /// The database connected to.
-        database: String,
-        /// psql's exit status.
-        status: String,
-        /// psql's stderr, holding the server's error message.
-        stderr: String,
-    },
-    /// The server did not accept connections in time.
-    #[error("PostgreSQL on {HOST}:{port} not ready after {waited:?}{}", log_section(.log_tail))]
-    NotReady {
-        /// The port it should listen on.
-        port: u16,
-        /// How long we waited.
-        waited: Duration,
-        /// The end of the server log.
-        log_tail: String,
-    },
-    /// The cluster directory would not be reachable by the server's OS user.
-    #[error(
-        "{dir} is not traversable by the `{SERVER_OS_USER}` OS user; \
-         choose a base directory under /tmp (ClusterOptions::base_dir or TMPDIR)"
-    )]
-    Unreachable {
-        /// The ancestor directory lacking search permission for others.
-        dir: PathBuf,
-    },
-}
-
-fn log_section(tail: &str) -> String {
-    if tail.trim().is_empty() {
-        String::new()
-    } else {
-        format!("\n--- server log (last lines) ---\n{tail}")
-    }
-}
 
 /// How to start a cluster. `Default` gives a random superuser password and a free port.
 #[derive(Debug, Clone)]
@@ -211,55 +140,6 @@ pub struct PgCluster {
     log_path: PathBuf,
     /// How long to wait for readiness after a (re)start.
     start_timeout: Duration,
-}
-
-/// What stopping a cluster needs; lives both in its `PgCluster` and in the registry.
-#[derive(Debug, Clone)]
-struct Instance {
-    /// Registry key; unique within the process.
-    id: u64,
-    /// The cluster directory, removed on stop.
-    root: PathBuf,
-    /// PGDATA, inside `root`.
-    data_dir: PathBuf,
-    /// Where `pg_ctl` and friends live.
-    bindir: PathBuf,
-    /// Whether server-side commands need to drop root.
-    run_as: RunAs,
-}
-
-/// How server-side programs (`initdb`, `pg_ctl`) are run.
-#[derive(Debug, Clone)]
-enum RunAs {
-    /// Not root: run directly.
-    CurrentUser,
-    /// Root: `setpriv --reuid=postgres --regid=postgres --init-groups -- <cmd>`.
-    Setpriv(PathBuf),
-    /// Root without setpriv: `runuser -u postgres -- <cmd>`.
-    Runuser(PathBuf),
-}
-
-/// Clusters started by this process and not yet stopped.
-static RUNNING: Mutex<Vec<Instance>> = Mutex::new(Vec::new());
-/// Source of `Instance::id`.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-fn registry() -> MutexGuard<'static, Vec<Instance>> {
-    // A panic elsewhere must not stop us from cleaning up: ignore poisoning.
-    RUNNING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Stops every cluster this process started that is still running, and removes its directory.
-///
-/// Meant for a process-exit hook (`libc::atexit`): clusters kept in statics never drop.
-/// Never panics; `PgCluster::stop` on an already-swept cluster is a no-op.
-pub fn stop_all_registered() {
-    let instances = std::mem::take(&mut *registry());
-    for instance in instances {
-        let _ = std::panic::catch_unwind(|| instance.shutdown());
-    }
 }
 
 impl PgCluster {
@@ -365,115 +245,6 @@ impl PgCluster {
         tail_of(&self.log_path, lines)
     }
 
-    /// A libpq/tokio-postgres key=value connection string for `user` on `database`.
-    pub fn conn_str(&self, user: &str, password: &str, database: &str) -> String {
-        format!(
-            "host={HOST} port={} user={} password={} dbname={} sslmode=disable",
-            self.port,
-            quote_conninfo(user),
-            quote_conninfo(password),
-            quote_conninfo(database)
-        )
-    }
-
-    /// Runs `sql` (any number of statements, as a script) as the superuser over TCP with
-    /// `psql -X -q -A -t -v ON_ERROR_STOP=1`, and returns stdout: unaligned rows, `|` between
-    /// columns, no headers or command tags. An SQL error stops the script; the error carries
-    /// psql's stderr.
-    pub fn psql(&self, database: &str, sql: &str) -> Result<String, ClusterError> {
-        self.psql_as(SUPERUSER, &self.superuser_password, database, sql)
-    }
-
-    /// [`PgCluster::psql`] as another role (e.g. `app_user`, to see what RLS lets through).
-    pub fn psql_as(
-        &self,
-        user: &str,
-        password: &str,
-        database: &str,
-        sql: &str,
-    ) -> Result<String, ClusterError> {
-        let conninfo = format!(
-            "host={HOST} port={} user={} dbname={} sslmode=disable connect_timeout=10 \
-             application_name=tenantgate-pgcluster",
-            self.port,
-            quote_conninfo(user),
-            quote_conninfo(database)
-        );
-        let mut cmd = Command::new(client_tool(&self.instance.bindir, "psql"));
-        cmd.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            "-",
-            "-d",
-        ])
-        .arg(&conninfo)
-        .env("PGPASSWORD", password)
-        // These would change what the script sees; the conninfo overrides the rest.
-        .env_remove("PGOPTIONS")
-        .env_remove("PGSERVICE")
-        .env_remove("PGPASSFILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| ClusterError::Io {
-            what: format!("spawning {:?}", cmd.get_program()),
-            source,
-        })?;
-        // Feed stdin from another thread: psql may fill stdout before it has read everything.
-        let writer = child.stdin.take().map(|mut stdin| {
-            let sql = sql.to_owned();
-            std::thread::spawn(move || {
-                // An early exit (ON_ERROR_STOP) closes the pipe; the exit status reports it.
-                let _ = stdin.write_all(sql.as_bytes());
-            })
-        });
-        let out = child
-            .wait_with_output()
-            .map_err(|source| ClusterError::Io {
-                what: "waiting for psql".to_owned(),
-                source,
-            })?;
-        if let Some(writer) = writer {
-            let _ = writer.join();
-        }
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(ClusterError::Psql {
-                user: user.to_owned(),
-                database: database.to_owned(),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            })
-        }
-    }
-
-    /// `CREATE DATABASE name [TEMPLATE template]`, both quoted as identifiers. Retries for a
-    /// few seconds while the template is briefly in use (e.g. by autovacuum).
-    pub fn create_database(&self, name: &str, template: Option<&str>) -> Result<(), ClusterError> {
-        let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
-        if let Some(template) = template {
-            let _ = write!(sql, " TEMPLATE {}", quote_ident(template));
-        }
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.psql("postgres", &sql) {
-                Err(ClusterError::Psql { stderr, .. })
-                    if attempts < 10 && stderr.contains("is being accessed by other users") =>
-                {
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                other => return other.map(drop),
-            }
-        }
-    }
-
     /// `pg_ctl restart -m fast` on the same port (sessions are cut), then waits until ready.
     pub fn restart_fast(&self) -> Result<(), ClusterError> {
         let timeout = self.start_timeout.as_secs().max(1).to_string();
@@ -495,287 +266,12 @@ impl PgCluster {
         drop(running);
         instance.shutdown();
     }
-
-    /// `initdb` into `data/` with a SCRAM-protected superuser.
-    fn initdb(&self, owner: Option<(u32, u32)>) -> Result<(), ClusterError> {
-        let pwfile = self.instance.root.join("pwfile");
-        write_private(
-            &pwfile,
-            format!("{}\n", self.superuser_password).as_bytes(),
-            owner,
-        )?;
-        let mut cmd = self.instance.server_cmd("initdb");
-        cmd.arg("-D")
-            .arg(&self.instance.data_dir)
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .args(["--encoding=UTF8", "--locale=C", "--no-sync"]);
-        let out = run(&mut cmd);
-        let _ = fs::remove_file(&pwfile);
-        let out = out?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(self.command_error("initdb", &out, false))
-        }
-    }
-
-    /// Appends our settings to `postgresql.conf` (later lines win over initdb's).
-    fn write_settings(&self, opts: &ClusterOptions) -> Result<(), ClusterError> {
-        let mut conf =
-            String::from("\n# --- tenantgate throwaway cluster: fast, not durable ---\n");
-        let settings: [(&str, String); 11] = [
-            ("listen_addresses", quote_conf(HOST)),
-            (
-                "unix_socket_directories",
-                quote_conf(&self.instance.root.to_string_lossy()),
-            ),
-            ("max_connections", opts.max_connections.to_string()),
-            ("shared_buffers", "128MB".to_owned()),
-            ("password_encryption", quote_conf("scram-sha-256")),
-            ("fsync", "off".to_owned()),
-            ("synchronous_commit", "off".to_owned()),
-            ("full_page_writes", "off".to_owned()),
-            // `pg_ctl -l` sends stderr to postgres.log; no collector needed.
-            ("logging_collector", "off".to_owned()),
-            ("log_min_messages", "warning".to_owned()),
-            ("log_line_prefix", quote_conf("%m [%p] %q%u@%d ")),
-        ];
-        for (name, value) in &settings {
-            let _ = writeln!(conf, "{name} = {value}");
-        }
-        for (name, value) in &opts.extra_settings {
-            let _ = writeln!(conf, "{name} = {value}");
-        }
-        self.append_conf(&conf)
-    }
-
-    fn append_conf(&self, text: &str) -> Result<(), ClusterError> {
-        let path = self.instance.data_dir.join("postgresql.conf");
-        fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .map_err(|source| ClusterError::Io {
-                what: format!("appending to {}", path.display()),
-                source,
-            })
-    }
-
-    /// `pg_ctl start` on a free port; picks another port if the first was taken meanwhile.
-    fn start_server(&mut self, opts: &ClusterOptions) -> Result<(), ClusterError> {
-        let timeout = opts.start_timeout.as_secs().max(1).to_string();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.port = match opts.port {
-                Some(port) => port,
-                None => free_port()?,
-            };
-            self.append_conf(&format!("port = {}\n", self.port))?;
-            let log_before = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
-            let out = self.pg_ctl(&["-w", "-t", &timeout, "-s", "start"], true)?;
-            if out.status.success() {
-                return Ok(());
-            }
-            let new_log = fs::read(&self.log_path)
-                .map(|log| {
-                    String::from_utf8_lossy(&log[(log_before as usize).min(log.len())..])
-                        .into_owned()
-                })
-                .unwrap_or_default();
-            let port_taken =
-                new_log.contains("could not bind") || new_log.contains("Address already in use");
-            if opts.port.is_none() && port_taken && attempt < 3 {
-                tracing::debug!(
-                    port = self.port,
-                    "port taken before the server bound it; retrying"
-                );
-                continue;
-            }
-            return Err(self.command_error("pg_ctl start", &out, true));
-        }
-    }
-
-    /// Polls until the server accepts a superuser login over TCP.
-    fn wait_ready(&self, deadline: Instant) -> Result<(), ClusterError> {
-        let began = Instant::now();
-        let pg_isready = client_tool(&self.instance.bindir, "pg_isready");
-        loop {
-            // pg_isready is cheap and needs no password; the psql login then proves SCRAM works.
-            let accepting = Command::new(&pg_isready)
-                .args([
-                    "-q", "-t", "2", "-h", HOST, "-U", SUPERUSER, "-d", "postgres", "-p",
-                ])
-                .arg(self.port.to_string())
-                .stdin(Stdio::null())
-                .output()
-                .map(|out| out.status.success())
-                // No pg_isready: let psql decide.
-                .unwrap_or(true);
-            if accepting {
-                match self.psql("postgres", "SELECT 1") {
-                    Ok(_) => return Ok(()),
-                    Err(e) if Instant::now() >= deadline => {
-                        return Err(ClusterError::NotReady {
-                            port: self.port,
-                            waited: began.elapsed(),
-                            log_tail: format!(
-                                "{}\n(last attempt: {e})",
-                                self.log_tail(LOG_TAIL_LINES)
-                            ),
-                        })
-                    }
-                    Err(_) => {}
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ClusterError::NotReady {
-                    port: self.port,
-                    waited: began.elapsed(),
-                    log_tail: self.log_tail(LOG_TAIL_LINES),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `pg_ctl -D <data> [-l <log>] <args>` as the server's OS user.
-    fn pg_ctl(&self, args: &[&str], with_log: bool) -> Result<Output, ClusterError> {
-        let mut cmd = self.instance.server_cmd("pg_ctl");
-        cmd.arg("-D").arg(&self.instance.data_dir);
-        if with_log {
-            cmd.arg("-l").arg(&self.log_path);
-        }
-        cmd.args(args);
-        run(&mut cmd)
-    }
-
-    fn command_error(&self, what: &str, out: &Output, with_log: bool) -> ClusterError {
-        ClusterError::Command {
-            what: what.to_owned(),
-            status: out.status.to_string(),
-            output: combined_output(out),
-            log_tail: if with_log {
-                self.log_tail(LOG_TAIL_LINES)
-            } else {
-                String::new()
-            },
-        }
-    }
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-impl Instance {
-    /// A command for a server-side program, dropping root when needed; runs in the cluster
-    /// directory so a dropped-privilege child never starts in an unreadable cwd (/root).
-    fn server_cmd(&self, program: &str) -> Command {
-        let mut cmd = self.run_as.command(&self.bindir.join(program));
-        cmd.current_dir(&self.root).stdin(Stdio::null());
-        cmd
-    }
-
-    /// Stops the server if it runs, then removes the directory. Best effort, logs failures.
-    fn shutdown(&self) {
-        let pidfile = self.data_dir.join("postmaster.pid");
-        if pidfile.exists() {
-            let stopped = run(self
-                .server_cmd("pg_ctl")
-                .arg("-D")
-                .arg(&self.data_dir)
-                .args(["-m", "immediate", "-w", "-t", "10", "-s", "stop"]));
-            match stopped {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => {
-                    tracing::warn!(output = %combined_output(&out), "pg_ctl stop failed; killing the postmaster");
-                    kill_postmaster(&pidfile, &self.data_dir);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pg_ctl stop failed; killing the postmaster");
-                    kill_postmaster(&pidfile, &self.data_dir);
-                }
-            }
-        }
-        match fs::remove_dir_all(&self.root) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(dir = %self.root.display(), error = %e, "could not remove cluster directory")
-            }
-        }
-    }
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> Result<u16, ClusterError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|source| ClusterError::Io {
-            what: "finding a free port on 127.0.0.1".to_owned(),
-            source,
-        })
-}
-
-fn run(cmd: &mut Command) -> Result<Output, ClusterError> {
-    cmd.output().map_err(|source| ClusterError::Io {
-        what: format!("running {:?}", cmd.get_program()),
-        source,
-    })
-}
-
-fn combined_output(out: &Output) -> String {
-    let mut text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !stderr.trim().is_empty() {
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(stderr.trim());
-    }
-    text
-}
-
-fn tail_of(path: &Path, lines: usize) -> String {
-    let Ok(bytes) = fs::read(path) else {
-        return String::new();
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn random_token(len: usize) -> String {
-    rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
-}
-
-/// `"name"` with embedded quotes doubled: any string is a valid identifier this way.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A `postgresql.conf` string value.
-fn quote_conf(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// A libpq conninfo value: single-quoted, `\` and `'` backslash-escaped.
-fn quote_conninfo(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 // A cluster is shared across test threads through a `OnceLock`.

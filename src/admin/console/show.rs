@@ -85,7 +85,7 @@ pub(super) fn databases(shared: &Shared, out: &mut BytesMut) {
     let c = &shared.config;
     let u = &c.upstream;
     let clients = shared.clients.len();
-    let servers: usize = pools(shared).iter().map(|p| p.server_rows().len()).sum();
+    let db_limits = shared.pool.database();
     let paused = pools(shared).iter().any(|p| p.is_paused());
     let rows = vec![
         vec![
@@ -100,8 +100,8 @@ pub(super) fn databases(shared: &Shared, out: &mut BytesMut) {
             (u.server_lifetime as i64).into(),
             mode_name(u.pool_mode).into(),
             Val::Null,
-            0i32.into(),
-            servers.into(),
+            db_limits.cap().into(),
+            db_limits.open().into(),
             c.server.max_client_conn.into(),
             clients.into(),
             paused.into(),
@@ -153,24 +153,30 @@ pub(super) fn databases(shared: &Shared, out: &mut BytesMut) {
 }
 
 /// SHOW USERS: each configured login (no secrets). A user's "connections" are the server
-/// connections its sessions hold right now.
+/// connections its sessions hold right now; `max_user_connections` is the one in force (its
+/// own, else `[upstream]`'s; 0: none).
 pub(super) fn users(shared: &Shared, out: &mut BytesMut) {
     let live = shared.live();
     let clients = shared.clients.snapshot();
+    let held = shared.pool.database().users_held();
+    let default_max = live.config.upstream.max_user_connections;
     let rows = live
         .config
         .users
         .iter()
         .map(|u| {
             let mine = clients.iter().filter(|c| c.user == u.name);
-            let held = mine.clone().filter(|c| c.state() == "active").count();
+            let max = u.max_user_connections.filter(|&n| n > 0);
             vec![
                 u.name.clone().into(),
-                "".into(),
+                u.pool_size
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+                    .into(),
                 "".into(),
                 u.pool_mode.map(mode_name).map(str::to_owned).into(),
-                0i32.into(),
-                held.into(),
+                max.unwrap_or(default_max).into(),
+                held.get(&u.name).copied().unwrap_or(0).into(),
                 0i32.into(),
                 mine.count().into(),
             ]
@@ -464,6 +470,16 @@ pub(super) fn config(shared: &Shared, out: &mut BytesMut) {
             false,
         ),
         ("pool_size", c.upstream.pool_size.to_string(), true),
+        (
+            "max_db_connections",
+            c.upstream.max_db_connections.to_string(),
+            true,
+        ),
+        (
+            "max_user_connections",
+            c.upstream.max_user_connections.to_string(),
+            true,
+        ),
         ("pool_timeout", c.upstream.pool_timeout.to_string(), false),
         (
             "max_prepared_statements",

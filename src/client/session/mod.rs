@@ -96,6 +96,8 @@ pub struct Session {
     /// pool counts it (its share and its turn in the queue); None for sessions without a
     /// tenant, which never attach, and break-glass ones.
     seat: Option<Seat>,
+    /// The user's count of server connections (`max_user_connections`, a user's `pool_size`).
+    user_share: Arc<crate::pool::limits::UserTag>,
     /// Transaction or session pooling.
     mode: PoolMode,
     /// The attached upstream connection, if any.
@@ -187,6 +189,7 @@ impl Session {
         let defaults = p.pool.server_params().unwrap_or_default();
         let reported = crate::client::settings::with_defaults(&p.settings.reported, &defaults);
         let up = &p.shared.config.upstream;
+        let user_share = p.pool.database().user(&p.who.user);
         let caps = Caps {
             per_server: up.max_prepared_statements,
             count: up.max_client_prepared_statements,
@@ -199,6 +202,7 @@ impl Session {
             prelude,
             pool: p.pool,
             seat: p.seat,
+            user_share,
             mode,
             server: None,
             phase: Phase::Idle,

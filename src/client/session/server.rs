@@ -93,7 +93,8 @@ impl Session {
     pub(super) async fn attach(&mut self) -> Result<(), PoolError> {
         let identity = self.prelude.identity;
         let share = self.seat.as_ref().map(Seat::tag);
-        let mut guard = match self.pool.try_checkout(identity, share) {
+        let user = Some(&self.user_share);
+        let mut guard = match self.pool.try_checkout(identity, share, user) {
             Some(g) => g,
             None => {
                 // Waiting (or connecting): a CancelRequest now ends the wait.
@@ -102,7 +103,7 @@ impl Session {
                 tokio::pin!(cancelled);
                 cancelled.as_mut().enable();
                 tokio::select! {
-                    g = self.pool.checkout(identity, share) => g?,
+                    g = self.pool.checkout(identity, share, user) => g?,
                     _ = cancelled => return Err(PoolError::Cancelled),
                 }
             }
