@@ -21,7 +21,7 @@ use crate::client;
 use crate::config::{secs, Config};
 use crate::events::EventSink;
 use crate::listener::{Accepted, Listener, Peer};
-use crate::pool::{Pool, PoolLimits, UpstreamSpec};
+use crate::pool::{Pool, PoolLimits, PoolName, UpstreamSpec};
 use crate::protocol::stream::BoxStream;
 use crate::shared::cancel::CancelRegistry;
 use crate::shared::{Live, Shared};
@@ -211,7 +211,7 @@ pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
         crate::pool::limits::user_caps(&config),
     );
     let pool = Pool::new(
-        "app",
+        PoolName::App,
         spec.clone(),
         limits(
             u.pool_size,
@@ -226,7 +226,7 @@ pub async fn build_shared(config: Arc<Config>) -> Result<Shared, StartError> {
     );
     let breakglass = u.breakglass.as_ref().map(|bg| {
         Pool::new(
-            "breakglass",
+            PoolName::Breakglass,
             UpstreamSpec {
                 user: bg.user.clone(),
                 password: bg.resolved_password.clone(),

@@ -226,7 +226,7 @@ fn pools(shared: &Shared) -> Vec<PoolView> {
     std::iter::once(&shared.pool)
         .chain(shared.breakglass.iter())
         .map(|p| PoolView {
-            name: p.name,
+            name: p.name.as_str(),
             size: p.size(),
             active: p.stats.active.load(Ordering::Relaxed),
             idle: p.idle_count(),

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use crate::config::{PoolMode, UserKind};
 use crate::events::Subject;
+use crate::pool::PoolName;
 use crate::shared::clients::ClientInfo;
 use crate::tenant::guard::Asker;
 
@@ -63,7 +64,7 @@ impl Identity {
     }
 
     /// The SHOW CLIENTS entry for this session.
-    pub fn listing(&self, addr: SocketAddr, tls: bool, pool: &'static str) -> ClientInfo {
+    pub fn listing(&self, addr: SocketAddr, tls: bool, pool: PoolName) -> ClientInfo {
         ClientInfo {
             session_id: self.session_id.clone(),
             user: self.login.clone(),

@@ -62,7 +62,7 @@ impl Pool {
         self.stats
             .wait_us
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-        crate::metrics::pool_wait(self.name, waited);
+        crate::metrics::pool_wait(self.name.as_str(), waited);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         conn.info.set_active(true);
         PoolGuard {

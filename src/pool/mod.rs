@@ -69,10 +69,29 @@ pub struct ServerRow {
     pub since: std::time::SystemTime,
 }
 
+/// Which upstream role a pool connects as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoolName {
+    /// The application role (`NOSUPERUSER NOBYPASSRLS`): every tenant's sessions.
+    App,
+    /// The break-glass role (`BYPASSRLS`): audited admin sessions, no tenant.
+    Breakglass,
+}
+
+impl PoolName {
+    /// As SHOW POOLS, SHOW CLIENTS, logs and metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolName::App => "app",
+            PoolName::Breakglass => "breakglass",
+        }
+    }
+}
+
 /// One pool per upstream role.
 pub struct Pool {
-    /// `app` or `breakglass`, for logs and SHOW POOLS.
-    pub name: &'static str,
+    /// Which role, for logs and SHOW POOLS.
+    pub name: PoolName,
     /// How to open connections.
     spec: UpstreamSpec,
     /// Free slots, idle connections and waiters (see [`Slots`]).
@@ -124,7 +143,7 @@ pub struct PoolLimits {
 impl Pool {
     /// A new, empty pool on `db` (shared by every pool of the same database).
     pub fn new(
-        name: &'static str,
+        name: PoolName,
         spec: UpstreamSpec,
         limits: PoolLimits,
         db: &Arc<Database>,
@@ -185,7 +204,7 @@ impl Pool {
         drop(conn);
         self.stats.closed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            pool = self.name,
+            pool = self.name.as_str(),
             "closed an idle connection for max_db_connections"
         );
         true

@@ -70,7 +70,7 @@ impl Pool {
     /// A checkout waited `reserve_pool_timeout`: add a reserve slot for the queue.
     pub(super) fn use_reserve(&self) {
         if self.slots().add_reserve(self.sizing.reserve) {
-            tracing::info!(pool = self.name, "using a reserve pool connection");
+            tracing::info!(pool = self.name.as_str(), "using a reserve pool connection");
         }
     }
 
@@ -120,7 +120,7 @@ impl Pool {
             match Box::pin(self.open(token)).await {
                 Ok(conn) => slot.give_back(Some(Box::new(conn))),
                 Err(e) => {
-                    tracing::warn!(pool = self.name, error = %e, "min_pool_size: cannot open a connection");
+                    tracing::warn!(pool = self.name.as_str(), error = %e, "min_pool_size: cannot open a connection");
                     return;
                 }
             }

@@ -24,7 +24,7 @@ fn pool_on(size: usize, db: &Arc<Database>, timeout: Duration) -> Arc<Pool> {
         max_message: 1 << 20,
     };
     Pool::new(
-        "test",
+        PoolName::App,
         spec,
         PoolLimits {
             size,

@@ -26,7 +26,7 @@ pub struct ClientInfo {
     /// The tenant, if any (may change by trusted switch).
     pub tenant: Mutex<Option<String>>,
     /// Which pool serves it (`app` or `breakglass`).
-    pub pool: &'static str,
+    pub pool: crate::pool::PoolName,
     /// Whether a server connection is attached right now.
     pub active: AtomicBool,
     /// Cancelled by the console's KILL: the session ends with FATAL `database removed`.
@@ -92,7 +92,7 @@ impl ClientRegistry {
     }
 
     /// Ends every session served by the pool `pool` (console KILL); returns how many.
-    pub fn kill_pool(&self, pool: &str) -> usize {
+    pub fn kill_pool(&self, pool: crate::pool::PoolName) -> usize {
         let victims: Vec<_> = self
             .snapshot()
             .into_iter()

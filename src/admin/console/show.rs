@@ -37,7 +37,7 @@ fn mode_name(m: PoolMode) -> &'static str {
 
 /// The pool mode a pool serves in (break-glass sessions always hold their connection).
 fn pool_mode(shared: &Shared, p: &Pool) -> &'static str {
-    if p.name == "breakglass" {
+    if p.name == crate::pool::PoolName::Breakglass {
         "session"
     } else {
         mode_name(shared.config.upstream.pool_mode)
