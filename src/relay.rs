@@ -104,11 +104,12 @@ pub struct Relay {
 }
 
 /// Text that PostgreSQL rejects with a syntax error naming it.
-const POISON: &[u8] = b"__tenantgate_refused_statement__";
+const POISON_TEXT: &str = "__tenantgate_refused_statement__";
+const POISON: &[u8] = POISON_TEXT.as_bytes();
 
 /// Whether an upstream error is the one a poison provokes.
 fn is_poison_error(e: &ErrorFields) -> bool {
-    e.code == "42601" && e.message.contains("__tenantgate_refused_statement__")
+    e.code == "42601" && e.message.contains(POISON_TEXT)
 }
 
 /// What the session must do after a server message.
@@ -234,7 +235,7 @@ impl Relay {
                     if k == "client_encoding" {
                         if let Some(c) = crate::protocol::params::unsafe_client_encoding(&v) {
                             // The inspector could no longer see where statements end: never
-                            // read another client message on this session (see catalog.rs).
+                            // read another client message on this session (see protocol/params.rs).
                             tracing::warn!(client_encoding = %v, "server switched to an unsafe client encoding; session ended");
                             crate::error::unsafe_encoding(&v, c)
                                 .into_fatal()
