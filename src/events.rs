@@ -203,6 +203,12 @@ pub struct Subject {
     pub database: Option<String>,
 }
 
+impl From<&Subject> for Subject {
+    fn from(s: &Subject) -> Subject {
+        s.clone()
+    }
+}
+
 /// One line of the event log.
 #[derive(Debug, Clone, Serialize)]
 pub struct SecurityEvent {
@@ -245,13 +251,14 @@ pub struct SecurityEvent {
 }
 
 impl SecurityEvent {
-    /// A new event stamped now.
-    pub fn new(event: EventKind, action: Action, subject: &Subject) -> Self {
+    /// A new event stamped now; `subject` by value (a session's, built for the event) or by reference (a long-lived
+    /// one, cloned).
+    pub fn new(event: EventKind, action: Action, subject: impl Into<Subject>) -> Self {
         Self {
             ts: now_rfc3339(),
             event,
             action,
-            subject: subject.clone(),
+            subject: subject.into(),
             statement: None,
             sqlstate: None,
             detail: None,
@@ -638,7 +645,7 @@ fn writer(
 fn report_dropped(out: &mut Output, dropped: &AtomicU64) {
     let n = dropped.swap(0, Ordering::Relaxed);
     if n > 0 {
-        let mut ev = SecurityEvent::new(EventKind::EventsDropped, Action::Log, &Subject::default());
+        let mut ev = SecurityEvent::new(EventKind::EventsDropped, Action::Log, Subject::default());
         ev.count = Some(n);
         ev.detail = Some("the event queue was full".into());
         write_event(out, &ev);
@@ -693,7 +700,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let ev = SecurityEvent::new(EventKind::RoleTamper, Action::Block, &Subject::default())
+        let ev = SecurityEvent::new(EventKind::RoleTamper, Action::Block, Subject::default())
             .statement("alter role x password 'hunter2'", true);
         assert!(!ev.statement.unwrap().contains("hunter2"));
     }

@@ -30,7 +30,7 @@ impl Session {
         let ev = SecurityEvent::new(
             crate::events::EventKind::StatementProbe,
             crate::events::Action::Block,
-            &self.who.subject(),
+            self.who.subject(),
         )
         .detail(format!(
             "reference to a statement or portal this session did not create: \"{name}\""
@@ -207,7 +207,7 @@ impl Session {
             });
         for e in events {
             let mut ev =
-                SecurityEvent::new(e.kind, e.action, &self.who.subject()).statement(&sql, secret);
+                SecurityEvent::new(e.kind, e.action, self.who.subject()).statement(&sql, secret);
             if let Verdict::Refuse(err) = &verdict {
                 ev = ev.sqlstate(err.code);
             }
@@ -281,7 +281,7 @@ impl Session {
             let ev = SecurityEvent::new(
                 crate::events::EventKind::TenantTamper,
                 crate::events::Action::Block,
-                &self.who.subject(),
+                self.who.subject(),
             )
             .detail(format!("switch to \"{to}\" refused"))
             .statement(&format!("SET {} = '{to}'", cfg.tenant.setting), false)
@@ -308,7 +308,7 @@ impl Session {
         let ev = SecurityEvent::new(
             crate::events::EventKind::TenantSwitch,
             crate::events::Action::Allow,
-            &self.who.subject(),
+            self.who.subject(),
         )
         .statement(&format!("SET {} = '{to}'", cfg.tenant.setting), false)
         .switch(self.who.tenant.as_deref(), &to);
