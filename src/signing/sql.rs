@@ -111,29 +111,29 @@ pub fn ident(s: &str) -> String {
 /// - A sequential scan of the key table (one or two rows): cheaper to start than an index
 ///   scan.
 pub fn function_body(setting: &str, mac: impl Fn(&str) -> String) -> String {
-    let (tenant, sig, msg) = parts(setting);
-    let mac = mac(&msg);
-    format!(
-        "
-DECLARE
-    tenant_value pg_catalog.text;
-BEGIN
-    SELECT {tenant} INTO tenant_value
-      FROM {KEY_TABLE} AS k
-     WHERE {sig} OPERATOR(pg_catalog.=) (k.key_id OPERATOR(pg_catalog.||) ':'::pg_catalog.text
-           OPERATOR(pg_catalog.||) pg_catalog.encode({mac}, 'hex'::pg_catalog.text));
-    RETURN tenant_value;
-END
-"
-    )
+    body(setting, mac, false)
 }
 
 /// The body `signing install` wrote before 2026-12-03 (with the `starts_with` pre-filter and
 /// the empty-tenant test): just as sound, so `verify` accepts it until the next install
 /// replaces it.
 fn previous_function_body(setting: &str, mac: impl Fn(&str) -> String) -> String {
+    body(setting, mac, true)
+}
+
+/// The function's body; `prefiltered`: with the tests the previous release had before the MAC.
+fn body(setting: &str, mac: impl Fn(&str) -> String, prefiltered: bool) -> String {
     let (tenant, sig, msg) = parts(setting);
     let mac = mac(&msg);
+    let prefilter = if prefiltered {
+        format!(
+            "pg_catalog.starts_with({sig}, k.key_id OPERATOR(pg_catalog.||) ':'::pg_catalog.text)
+       AND {tenant} OPERATOR(pg_catalog.<>) ''::pg_catalog.text
+       AND "
+        )
+    } else {
+        String::new()
+    };
     format!(
         "
 DECLARE
@@ -141,9 +141,7 @@ DECLARE
 BEGIN
     SELECT {tenant} INTO tenant_value
       FROM {KEY_TABLE} AS k
-     WHERE pg_catalog.starts_with({sig}, k.key_id OPERATOR(pg_catalog.||) ':'::pg_catalog.text)
-       AND {tenant} OPERATOR(pg_catalog.<>) ''::pg_catalog.text
-       AND {sig} OPERATOR(pg_catalog.=) (k.key_id OPERATOR(pg_catalog.||) ':'::pg_catalog.text
+     WHERE {prefilter}{sig} OPERATOR(pg_catalog.=) (k.key_id OPERATOR(pg_catalog.||) ':'::pg_catalog.text
            OPERATOR(pg_catalog.||) pg_catalog.encode({mac}, 'hex'::pg_catalog.text));
     RETURN tenant_value;
 END
