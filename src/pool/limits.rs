@@ -101,20 +101,11 @@ impl Database {
     /// session).
     pub fn user(&self, user: &str) -> Arc<UserTag> {
         let mut map = lock(&self.users);
-        if let Some(t) = map.get(user).and_then(Weak::upgrade) {
-            return t;
-        }
-        if map.len() >= 64 && map.len().is_power_of_two() {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
-        let cap = lock(&self.user_caps).get(user).copied().unwrap_or(NO_CAP);
-        let tag = Arc::new(UserTag {
+        super::queue::intern(&mut map, user, || UserTag {
             name: user.into(),
             held: AtomicUsize::new(0),
-            cap: AtomicUsize::new(cap),
-        });
-        map.insert(user.into(), Arc::downgrade(&tag));
-        tag
+            cap: AtomicUsize::new(lock(&self.user_caps).get(user).copied().unwrap_or(NO_CAP)),
+        })
     }
 
     /// Server connections each user with a live session holds now (SHOW USERS).

@@ -122,6 +122,25 @@ pub fn under_cap(tag: Option<&TenantTag>, cap: Option<usize>) -> bool {
     }
 }
 
+/// The live `T` registered under `name`, or a new one from `make`. Entries are weak, so a name
+/// nobody holds any more costs nothing once the amortised clean-up (only when the map would
+/// grow past a power of two) has run. Tenant tags and user tags share it.
+pub(super) fn intern<T>(
+    map: &mut HashMap<Box<str>, Weak<T>>,
+    name: &str,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    if let Some(t) = map.get(name).and_then(Weak::upgrade) {
+        return t;
+    }
+    if map.len() >= 64 && map.len().is_power_of_two() {
+        map.retain(|_, w| w.strong_count() > 0);
+    }
+    let t = Arc::new(make());
+    map.insert(name.into(), Arc::downgrade(&t));
+    t
+}
+
 /// One [`TenantTag`] per tenant id, handed out when a session starts or switches tenant (not
 /// per transaction). Entries are weak: a tenant with no session left costs nothing.
 #[derive(Debug, Default)]
@@ -139,23 +158,14 @@ impl TenantTags {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        if let Some(t) = map.get(tenant).and_then(Weak::upgrade) {
-            return t;
-        }
-        // Amortised clean-up of tenants that left: only when the map would grow.
-        if map.len() >= 64 && map.len().is_power_of_two() {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
-        let tag = Arc::new(TenantTag {
+        intern(&mut map, tenant, || TenantTag {
             id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
             name: tenant.into(),
             held: AtomicUsize::new(0),
             clients: AtomicUsize::new(0),
             bucket: Default::default(),
             usage: Usage::default(),
-        });
-        map.insert(tenant.into(), Arc::downgrade(&tag));
-        tag
+        })
     }
 
     /// Every tenant with a live session (SHOW TENANTS, metrics), in no particular order.
