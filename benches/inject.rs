@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use tenantgate::config::{ProbeAction, UserKind};
 use tenantgate::pool::UpstreamConn;
-use tenantgate::protocol::frame::try_frame;
+use tenantgate::protocol::frame::{try_frame, FrameRef};
 use tenantgate::protocol::messages;
 use tenantgate::protocol::{Frame, PqStream};
 use tenantgate::relay::{Expect, Msg, Relay};
@@ -111,7 +111,7 @@ fn relay_txn(
     answers: &[Frame],
 ) -> usize {
     for f in answers {
-        relay.on_server(f.as_ref(), conn, client);
+        relay.on_server(FrameRef { raw: &f.raw }, conn, client);
     }
     let n = client.out().len();
     client.out().clear();

@@ -92,6 +92,7 @@ impl EventKind {
 
     /// Every `action` this event is written with. `docs/security-events.md` lists the same
     /// (a test compares them), and test proxies check every line they wrote against it.
+    #[cfg(any(test, feature = "internals"))]
     pub fn actions(self) -> &'static [Action] {
         use Action::*;
         match self {
@@ -116,6 +117,7 @@ impl EventKind {
     }
 
     /// Optional fields this event may carry besides [`COMMON_FIELDS`] (also documented).
+    #[cfg(any(test, feature = "internals"))]
     pub fn optional_fields(self) -> &'static [&'static str] {
         match self {
             EventKind::AuthFailed | EventKind::TenantLimited => &[
@@ -159,6 +161,7 @@ impl EventKind {
 }
 
 /// Fields on every event, always present (null when unknown).
+#[cfg(any(test, feature = "internals"))]
 pub const COMMON_FIELDS: [&str; 10] = [
     "ts",
     "event",

@@ -34,38 +34,55 @@
 //! - [`verify`]: RLS posture checks (`verify`, the start-up refusal, the drift monitor);
 //!   [`admin`]: the HTTP health and metrics listener.
 //! - [`config`], [`error`], [`shutdown`], [`cli`]: the frame around it.
-//! - `fuzzing` (hidden): the entry points of the `fuzz/` targets, which `tests/fuzz_corpus.rs`
-//!   also runs over the stored corpus.
+//! - `fuzzing` (feature `internals` only): the entry points of the `fuzz/` targets, which
+//!   `tests/fuzz_corpus.rs` also runs over the stored corpus.
 //! - `demo` (feature `demo`, on by default): `tenantgate demo`, a narrated isolation
 //!   walk-through on a throwaway cluster from the `tenantgate-pgcluster` crate
 //!   (`crates/pgcluster`, which the tests use too).
 
 #![warn(missing_docs)]
 
-pub(crate) mod admin;
-pub mod auth;
+/// Declares modules that are crate-private in the proxy and public with the `internals` feature,
+/// which only the test suite, the benches and the fuzz targets turn on (the crate's own
+/// dev-dependency on itself, `fuzz/Cargo.toml`). Without it the library's one public door is
+/// [`cli`], so nothing else is an API anyone can come to rely on, and `dead_code` sees every
+/// item no proxy path uses.
+macro_rules! internal {
+    ($($(#[$attr:meta])* $name:ident;)*) => {$(
+        $(#[$attr])* #[cfg(feature = "internals")] pub mod $name;
+        $(#[$attr])* #[cfg(not(feature = "internals"))] pub(crate) mod $name;
+    )*};
+}
+
 pub mod cli;
+
+internal! {
+    auth;
+    config;
+    events;
+    pool;
+    protocol;
+    proxy_protocol;
+    relay;
+    server;
+    shared;
+    signing;
+    tenant;
+    tenant_id;
+    verify;
+}
+
+pub(crate) mod admin;
 pub(crate) mod client;
-pub mod config;
 #[cfg(feature = "demo")]
 pub(crate) mod demo;
 pub(crate) mod error;
-pub mod events;
-#[doc(hidden)]
+/// The fuzz targets' entry points; `tests/fuzz_corpus.rs` runs them over the stored corpus.
+#[cfg(feature = "internals")]
 pub mod fuzzing;
 pub(crate) mod listener;
 pub(crate) mod metrics;
-pub mod pool;
 pub(crate) mod prepared;
-pub mod protocol;
-pub mod proxy_protocol;
-pub mod relay;
-pub mod server;
-pub mod shared;
 pub(crate) mod shutdown;
-pub mod signing;
 pub(crate) mod telemetry;
-pub mod tenant;
-pub mod tenant_id;
 pub(crate) mod tls;
-pub mod verify;

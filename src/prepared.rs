@@ -215,6 +215,7 @@ impl Budget {
     }
 
     /// Distinct shared texts held now.
+    #[cfg(test)]
     pub fn shared_texts(&self) -> usize {
         let texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
         texts.values().map(Vec::len).sum()

@@ -104,7 +104,8 @@ pub fn parse(h: &[u8], peer: SocketAddr) -> Result<SocketAddr, ProxyHeaderError>
     }
 }
 
-/// Builds a v2 PROXY header for a TCP/IPv4 connection (used by tests and tools).
+/// Builds a v2 PROXY header for a TCP/IPv4 connection: what a load balancer sends, for tests.
+#[cfg(any(test, feature = "internals"))]
 pub fn encode_v4(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4) -> Vec<u8> {
     let mut h = SIGNATURE.to_vec();
     h.extend_from_slice(&[0x21, 0x11, 0, 12]);

@@ -67,11 +67,14 @@ pub enum StartError {
 /// A running proxy.
 pub struct Proxy {
     /// The TCP address clients connect to (useful with port 0); `0.0.0.0:0` when listening on
-    /// a Unix socket (`[server] listen`, a path).
+    /// a Unix socket (`[server] listen`, a path). Read by the demo and the tests; the binary
+    /// only logs it.
+    #[cfg_attr(not(any(feature = "demo", feature = "internals")), allow(dead_code))]
     pub addr: SocketAddr,
     /// Shared state (pools, events) for inspection and the admin endpoints.
     pub shared: Arc<Shared>,
     /// Where the admin HTTP listener is bound, when `admin_listen` is configured.
+    #[cfg_attr(not(any(feature = "demo", feature = "internals")), allow(dead_code))]
     pub admin_addr: Option<SocketAddr>,
     /// Stops the admin listener once draining is over.
     admin_stop: CancellationToken,
@@ -324,6 +327,7 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker: TaskTrack
 /// Serves one already accepted TCP client from handshake to goodbye, with no connection cap,
 /// posture gate or PROXY header: the other half of the fast test layer's seam (with
 /// [`build_shared`]), which drives sessions over in-memory streams and a loopback listener.
+#[cfg(feature = "internals")]
 pub async fn serve_connection(
     shared: Arc<Shared>,
     io: BoxStream,

@@ -4,6 +4,8 @@
 //!   module can be understood (and tested) with only the ones below it.
 //! - No source file over 800 lines outside its tests.
 //! - Every top-level module is in the module map of `src/lib.rs`.
+//! - The library's one public module is `cli`; the rest is public only with the `internals`
+//!   feature (tests, benches, fuzz).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -161,6 +163,36 @@ fn every_top_level_module_is_in_the_module_map() {
             "src/lib.rs's module map does not name `{module}`"
         );
     }
+}
+
+/// A `pub mod` outside the `internal!` block would make that module an API of the proxy
+/// binary's library for good; the tests, benches and fuzz targets reach the rest through the
+/// `internals` feature instead.
+#[test]
+fn only_cli_is_public_without_the_internals_feature() {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .expect("lib.rs");
+    let mut public = Vec::new();
+    let mut pending_cfg = String::new();
+    for line in lib.lines().map(str::trim) {
+        if line.starts_with("#[") {
+            pending_cfg.push_str(line);
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("pub mod ") {
+            if !pending_cfg.contains("feature = \"internals\"") {
+                public.push(name.trim_end_matches(';').to_string());
+            }
+        }
+        if !line.starts_with("///") {
+            pending_cfg.clear();
+        }
+    }
+    assert_eq!(
+        public,
+        ["cli"],
+        "modules public without the `internals` feature"
+    );
 }
 
 /// The release policy (ROLLBACK, the resets, cancel-then-close) lives in `pool/reset.rs`

@@ -20,9 +20,9 @@ mod db;
 mod exchange;
 mod verifier;
 
-pub use db::{AuthDb, Credential, Mock, UserSecrets};
+pub use db::{AuthDb, UserSecrets};
 pub use exchange::{authenticate, AuthError};
-pub use verifier::{parse_verifier, Verifier, VerifierError, SCRAM_ITERATIONS, SCRAM_SALT_LEN};
+pub use verifier::{parse_verifier, Verifier, VerifierError, SCRAM_ITERATIONS};
 
 /// Password exchange for a user.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

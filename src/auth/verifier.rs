@@ -51,7 +51,9 @@ impl Verifier {
         }
     }
 
-    /// A verifier nobody knows the password of (for unknown users, so they fail the same way).
+    /// A verifier nobody knows the password of, without the cost of deriving one: the fuzz
+    /// target's server side. (Unknown users get a derived mock instead, see `auth::db`.)
+    #[cfg(feature = "internals")]
     pub fn random() -> Verifier {
         Verifier {
             iterations: SCRAM_ITERATIONS,

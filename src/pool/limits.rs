@@ -261,7 +261,8 @@ pub struct UserTag {
 }
 
 impl UserTag {
-    /// The configured user name.
+    /// Which user this tag counts (the tests check the interning by it).
+    #[cfg(test)]
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -272,6 +273,7 @@ impl UserTag {
     }
 
     /// The cap (None: none).
+    #[cfg(test)]
     pub fn cap(&self) -> Option<usize> {
         let c = self.cap.load(Ordering::Relaxed);
         (c != NO_CAP).then_some(c)

@@ -242,6 +242,7 @@ impl Pool {
     }
 
     /// Each tenant with a live session and the server connections it holds.
+    #[cfg(feature = "internals")]
     pub fn tenants_held(&self) -> Vec<(String, usize)> {
         self.tenants.held()
     }

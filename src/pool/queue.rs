@@ -177,7 +177,8 @@ impl TenantTags {
         map.values().filter_map(Weak::upgrade).collect()
     }
 
-    /// Every tenant with a live session, and the connections it holds (for SHOW and tests).
+    /// Every tenant with a live session, and the connections it holds (for tests).
+    #[cfg(feature = "internals")]
     pub fn held(&self) -> Vec<(String, usize)> {
         let map = match self.map.lock() {
             Ok(m) => m,
@@ -251,6 +252,7 @@ impl<T> Default for FairQueue<T> {
 
 impl<T> FairQueue<T> {
     /// Number of waiting checkouts.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

@@ -74,16 +74,6 @@ impl Pool {
         }
     }
 
-    /// Reserve slots in use now (SHOW POOLS).
-    pub fn reserve_in_use(&self) -> usize {
-        self.slots().reserve_in_use
-    }
-
-    /// `min_pool_size`, `reserve_pool_size` and `reserve_pool_timeout`.
-    pub fn sizing(&self) -> Sizing {
-        self.sizing
-    }
-
     /// `min_pool_size`: closes idle connections the server closed (a restart of PostgreSQL),
     /// then opens connections until `min` are open, taking only slots nobody waits for.
     /// Called every second by the server's warmer.

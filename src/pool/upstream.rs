@@ -259,11 +259,6 @@ impl UpstreamConn {
         self.identity = identity;
     }
 
-    /// Setting names set at session level on this connection (the next identity resets them).
-    pub fn applied_keys(&self) -> &[String] {
-        &self.applied_keys
-    }
-
     /// Queues what `write` writes, given the settings this connection carries at session
     /// level (a new identity's prelude resets them) and its backend pid (signatures bind it).
     #[inline]

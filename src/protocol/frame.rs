@@ -48,14 +48,6 @@ impl<'a> FrameRef<'a> {
     }
 }
 
-impl Frame {
-    /// A borrowed view of this frame.
-    #[inline]
-    pub fn as_ref(&self) -> FrameRef<'_> {
-        FrameRef { raw: &self.raw }
-    }
-}
-
 /// A frame that cannot be accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {

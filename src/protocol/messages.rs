@@ -4,8 +4,6 @@
 
 use bytes::{BufMut, BytesMut};
 
-/// Protocol 3.0, as sent in StartupMessage.
-pub const PROTOCOL_3_0: i32 = 196_608;
 /// The magic "protocol version" of an SSLRequest.
 pub const SSL_REQUEST: i32 = 80_877_103;
 /// The magic "protocol version" of a GSSENCRequest.

@@ -105,12 +105,7 @@ impl ClientRegistry {
     }
 
     /// Number of sessions.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

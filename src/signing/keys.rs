@@ -310,11 +310,6 @@ impl KeyRing {
         Ok(())
     }
 
-    /// A new key id that is not in the ring (see [`fresh_key_id`]).
-    pub fn fresh_id(&self) -> String {
-        fresh_key_id(&self.keys)
-    }
-
     /// The file text.
     pub fn render(&self) -> String {
         let mut s = String::from(
@@ -450,7 +445,7 @@ mod tests {
     #[test]
     fn rotation_keeps_the_signing_key() {
         let mut ring = KeyRing::single(SigningKey::generate("k1").expect("id"));
-        let id = ring.fresh_id();
+        let id = fresh_key_id(ring.keys());
         ring.push(SigningKey::generate(&id).expect("id"))
             .expect("new id");
         assert_eq!(ring.current().id(), id);
@@ -458,7 +453,7 @@ mod tests {
         assert!(ring.remove(&id).is_err(), "the signing key stays");
         ring.remove("k1").expect("old key goes");
         assert_eq!(ring.keys().len(), 1);
-        assert_ne!(ring.fresh_id(), id);
+        assert_ne!(fresh_key_id(ring.keys()), id);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 pub mod keys;
 pub mod sql;
 
-pub use keys::{KeyFileError, KeyRing, SigningKey};
+pub use keys::{KeyRing, SigningKey};
 
 /// The setting the proxy puts the signature in. Fixed (not configurable) so that
 /// `tenantgate.current_tenant()` and the inspector agree on it; the inspector guards it like

@@ -181,6 +181,7 @@ pub fn pgcrypto_mac(schema: &str, msg: &str) -> String {
 
 /// The body `signing install` gives the function when pgcrypto is installed in
 /// `crypto_schema` (None: not installed).
+#[cfg(any(test, feature = "internals"))]
 pub fn expected_body(setting: &str, crypto_schema: Option<&str>) -> String {
     match crypto_schema {
         None => function_body(setting, builtin_mac),

@@ -280,6 +280,7 @@ pub const SQL_FUNCTIONS: [(&str, &[SqlArgs]); 6] = [
 ];
 
 /// Every function known to run SQL text from an argument, old and new, for the catalog test.
+#[cfg(any(test, feature = "internals"))]
 pub const ALL_SQL_FUNCTIONS: [&str; 10] = [
     "query_to_xml",
     "query_to_xmlschema",

@@ -33,7 +33,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::protocol::messages::{self, ErrorFields};
 use crate::signing::{SigningKey, SIGNATURE_SETTING};
@@ -304,16 +304,16 @@ impl Prelude {
     }
 }
 
-/// Pre-encoded prelude bytes for benchmarks.
-pub fn encoded(p: &Prelude) -> Bytes {
-    let mut out = BytesMut::new();
-    p.write(&mut out, &[], &[], true, 0);
-    out.freeze()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    fn encoded(p: &Prelude) -> Bytes {
+        let mut out = BytesMut::new();
+        p.write(&mut out, &[], &[], true, 0);
+        out.freeze()
+    }
 
     #[test]
     fn tenant_is_a_parameter_not_sql() {

@@ -297,11 +297,6 @@ fn owned_finding(f: &CreationFacts, o: &Owned) -> Finding {
 /// Appended to findings that signing turns into warnings.
 const SIGNED_NOTE: &str = " (a warning with signed tenant context: such code cannot forge the signed tenant; session state is still reset between clients)";
 
-/// Check 8: the role can create or alter no code anywhere.
-pub fn check(f: &CreationFacts) -> Check {
-    check_for(f, false)
-}
-
 /// Check 8 as judged with signing on (`signed`) or off. With signed tenant context, privileges
 /// to create code (TEMPORARY, CREATE, TRIGGER) and owned functions are warnings: code can set
 /// the tenant setting but cannot sign it, and the policies trust only the signature. Owned
@@ -411,7 +406,7 @@ mod tests {
             object: "public.f()".into(),
             owner: "app_user".into(),
         });
-        assert_eq!(check(&f).status, Status::Fail);
+        assert_eq!(check_for(&f, false).status, Status::Fail);
         let c = check_for(&f, true);
         assert_eq!(c.status, Status::Warn, "{c:?}");
         assert!(c
@@ -428,7 +423,7 @@ mod tests {
 
     #[test]
     fn nothing_to_create_passes() {
-        assert_eq!(check(&facts()).status, Status::Pass);
+        assert_eq!(check_for(&facts(), false).status, Status::Pass);
     }
 
     #[test]
@@ -437,7 +432,7 @@ mod tests {
         f.superuser = true;
         f.grants
             .push(grant("database", "app", "TEMPORARY", "PUBLIC"));
-        assert_eq!(check(&f).status, Status::Skip);
+        assert_eq!(check_for(&f, false).status, Status::Skip);
     }
 
     #[test]
@@ -445,7 +440,7 @@ mod tests {
         let mut f = facts();
         f.grants
             .push(grant("database", "app", "TEMPORARY", "PUBLIC"));
-        let c = check(&f);
+        let c = check_for(&f, false);
         assert_eq!(c.status, Status::Fail);
         let m = &c.findings[0].message;
         assert!(m.contains("granted to PUBLIC"), "{m}");
@@ -461,7 +456,7 @@ mod tests {
         let mut f = facts();
         f.grants
             .push(grant("schema", "public", "CREATE", "writers"));
-        let m = check(&f).findings[0].message.clone();
+        let m = check_for(&f, false).findings[0].message.clone();
         assert!(m.contains("writers, of which app_user is a member"), "{m}");
         assert!(
             m.contains("REVOKE CREATE ON SCHEMA public FROM \"writers\";"),
@@ -476,7 +471,7 @@ mod tests {
         f.grants.push(grant("database", "app", "OWNER", "app_user"));
         f.grants
             .push(grant("schema", "public", "OWNER", "pg_database_owner"));
-        let c = check(&f);
+        let c = check_for(&f, false);
         assert_eq!(c.status, Status::Fail);
         assert!(c.findings[0]
             .message
@@ -500,7 +495,7 @@ mod tests {
             object: "public.customers".into(),
             owner: "app_owner".into(),
         });
-        let c = check(&f);
+        let c = check_for(&f, false);
         assert_eq!(c.status, Status::Fail);
         assert!(c.findings[0]
             .message
@@ -521,7 +516,7 @@ mod tests {
                 owner: "app_user".into(),
             });
         }
-        let c = check(&f);
+        let c = check_for(&f, false);
         assert_eq!(c.findings.len(), OWNED_LISTED + 1);
         assert!(c.findings[OWNED_LISTED]
             .message

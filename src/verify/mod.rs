@@ -32,7 +32,7 @@ pub mod probe;
 pub mod report;
 pub mod signing;
 
-pub use connect::{Session, Target};
+pub use connect::Target;
 pub use report::{Check, Finding, Report, Scope, Status};
 
 use tokio_postgres::Client;

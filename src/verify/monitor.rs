@@ -117,11 +117,6 @@ impl PostureState {
         }
     }
 
-    /// Whether health should be 200: a completed, passing last run.
-    pub fn healthy(&self) -> bool {
-        self.snapshot().result == RunResult::Pass
-    }
-
     /// The server's refusal of the proxy's login, while it lasts (see [`Snapshot::rejected`]).
     pub fn rejected(&self) -> Option<String> {
         match self.snapshot.read() {

@@ -84,7 +84,7 @@ pub(super) fn version(out: &mut BytesMut) {
 pub(super) fn databases(shared: &Shared, out: &mut BytesMut) {
     let c = &shared.config;
     let u = &c.upstream;
-    let clients = shared.clients.len();
+    let clients = shared.clients.count();
     let db_limits = shared.pool.database();
     let paused = pools(shared).iter().any(|p| p.is_paused());
     let rows = vec![
@@ -371,7 +371,7 @@ pub(super) fn lists(shared: &Shared, out: &mut BytesMut) {
         ("pools", ps.len()),
         ("peer_pools", 0),
         ("free_clients", 0),
-        ("used_clients", shared.clients.len()),
+        ("used_clients", shared.clients.count()),
         ("login_clients", 0),
         ("free_servers", 0),
         ("used_servers", servers),

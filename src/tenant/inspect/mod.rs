@@ -151,28 +151,19 @@ pub enum Rule {
 pub use crate::prepared::RESERVED_PREFIX;
 
 impl Rule {
-    /// A stable lower-case name, for logs and metrics.
-    pub const fn as_str(self) -> &'static str {
-        self.names().0
-    }
-
     /// The words a client reads in an error's detail ("… [row security]").
     pub const fn label(self) -> &'static str {
-        self.names().1
-    }
-
-    const fn names(self) -> (&'static str, &'static str) {
         match self {
-            Rule::TenantTamper => ("tenant_tamper", "tenant setting"),
-            Rule::RoleTamper => ("role_tamper", "role"),
-            Rule::RlsTamper => ("rls_tamper", "row security"),
-            Rule::DoBlock => ("do_block", "DO block"),
-            Rule::TenantLiteral => ("tenant_literal", "tenant literal"),
-            Rule::ReservedName => ("reserved_name", "reserved name"),
-            Rule::UnsafeEncoding => ("unsafe_encoding", "client encoding"),
-            Rule::OtherSessions => ("other_sessions", "other sessions"),
-            Rule::LargeObject => ("large_object", "large object"),
-            Rule::Statistics => ("statistics", "statistics"),
+            Rule::TenantTamper => "tenant setting",
+            Rule::RoleTamper => "role",
+            Rule::RlsTamper => "row security",
+            Rule::DoBlock => "DO block",
+            Rule::TenantLiteral => "tenant literal",
+            Rule::ReservedName => "reserved name",
+            Rule::UnsafeEncoding => "client encoding",
+            Rule::OtherSessions => "other sessions",
+            Rule::LargeObject => "large object",
+            Rule::Statistics => "statistics",
         }
     }
 }
@@ -254,34 +245,9 @@ impl Flags {
         (Flags::RESETS_SETTINGS, "RESETS_SETTINGS"),
     ];
 
-    /// No flags.
-    pub const fn empty() -> Flags {
-        Flags(0)
-    }
-
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
     /// Whether every flag in `other` is set.
     pub const fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
-    }
-
-    /// Whether any flag in `other` is set.
-    pub const fn intersects(self, other: Flags) -> bool {
-        self.0 & other.0 != 0
-    }
-
-    /// Whether no flag is set.
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// Sets the flags in `other`.
-    pub fn insert(&mut self, other: Flags) {
-        self.0 |= other.0;
     }
 }
 

@@ -568,7 +568,7 @@ fn begin_atomic_bodies_are_one_statement() {
     // the closing END always starts a statement.
     let sql = "CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1 end; END; SET ROLE x";
     let i = ins(sql);
-    assert_eq!((i.statements, i.flags), (2, Flags::empty()));
+    assert_eq!((i.statements, i.flags), (2, Flags::default()));
     assert_eq!(&sql[i.findings[0].statement.clone()], "SET ROLE x");
     let sql = "CREATE FUNCTION f() RETURNS int BEGIN ATOMIC END; SELECT 2";
     assert_eq!(ins(sql).statements, 2);
@@ -829,7 +829,7 @@ fn flags_of_statement_kinds() {
         "DISCARD PLANS",
         "ALTER TABLE p DETACH PARTITION c CONCURRENTLY",
     ] {
-        assert_eq!(flags(sql), Flags::empty(), "{sql:?}");
+        assert_eq!(flags(sql), Flags::default(), "{sql:?}");
     }
     assert_eq!(flags("PREPARE p AS SELECT 1"), Flags::SQL_PREPARE);
     assert_eq!(flags("PREPARE p (int) AS SELECT $1"), Flags::SQL_PREPARE);
@@ -837,9 +837,9 @@ fn flags_of_statement_kinds() {
     assert_eq!(flags("EXPLAIN (ANALYZE) EXECUTE p"), Flags::SQL_EXECUTE);
     assert_eq!(flags("RESET ALL"), Flags::RESETS_SETTINGS);
     assert_eq!(flags("DISCARD ALL"), Flags::RESETS_SETTINGS);
-    assert_eq!(flags("DISCARD TEMP"), Flags::empty());
+    assert_eq!(flags("DISCARD TEMP"), Flags::default());
     assert_eq!(flags("LISTEN c"), Flags::LISTEN);
-    assert_eq!(flags("UNLISTEN *"), Flags::empty());
+    assert_eq!(flags("UNLISTEN *"), Flags::default());
     for sql in [
         "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
         "declare c binary no scroll cursor with hold for select 1",
@@ -848,11 +848,11 @@ fn flags_of_statement_kinds() {
     }
     assert_eq!(
         flags("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1"),
-        Flags::empty()
+        Flags::default()
     );
     assert_eq!(
         flags("DECLARE c CURSOR FOR SELECT 'with hold'"),
-        Flags::empty()
+        Flags::default()
     );
     for sql in [
         "CREATE TEMP TABLE t (x int)",
@@ -872,10 +872,10 @@ fn flags_of_statement_kinds() {
     ] {
         assert_eq!(flags(sql), Flags::SESSION_LOCK, "{sql}");
     }
-    assert_eq!(flags("SELECT pg_advisory_xact_lock(1)"), Flags::empty());
-    assert_eq!(flags("SET TimeZone = 'UTC'"), Flags::empty());
-    assert_eq!(flags("SET TIME ZONE 'UTC'"), Flags::empty());
-    assert_eq!(flags("SET NAMES 'UTF8'"), Flags::empty());
+    assert_eq!(flags("SELECT pg_advisory_xact_lock(1)"), Flags::default());
+    assert_eq!(flags("SET TimeZone = 'UTC'"), Flags::default());
+    assert_eq!(flags("SET TIME ZONE 'UTC'"), Flags::default());
+    assert_eq!(flags("SET NAMES 'UTF8'"), Flags::default());
     let session = |sql: &str| ins(sql).session_settings;
     assert_eq!(
         session("select set_config('search_path', 'x', false)"),
@@ -902,18 +902,18 @@ fn flags_of_statement_kinds() {
             "App.x"
         ]
     );
-    assert_eq!(flags("NOTIFY c"), Flags::empty());
+    assert_eq!(flags("NOTIFY c"), Flags::default());
     assert_eq!(session("SET search_path = x"), ["search_path"]);
     assert_eq!(session("RESET search_path"), ["search_path"]);
     assert!(session("SET LOCAL search_path = x").is_empty());
     assert!(session("SET TRANSACTION READ ONLY").is_empty());
     assert!(session("RESET ALL").is_empty());
-    assert_eq!(flags("select 1"), Flags::empty());
+    assert_eq!(flags("select 1"), Flags::default());
     assert_eq!(flags("select 1; begin; listen x"), Flags::LISTEN);
     // Statements inside a BEGIN ATOMIC body do not run now.
     assert_eq!(
         flags("CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END"),
-        Flags::empty()
+        Flags::default()
     );
 }
 
@@ -964,11 +964,9 @@ fn flags_debug_and_ops() {
     let f = Flags::SQL_PREPARE | Flags::LISTEN;
     assert_eq!(format!("{f:?}"), "{SQL_PREPARE, LISTEN}");
     assert!(f.contains(Flags::LISTEN) && !f.contains(Flags::TEMP_OBJECT));
-    assert!(f.intersects(Flags::LISTEN | Flags::TEMP_OBJECT));
-    assert_eq!((f & Flags::LISTEN).bits(), Flags::LISTEN.bits());
-    let mut g = Flags::empty();
-    assert!(g.is_empty());
-    g.insert(Flags::SQL_PREPARE);
+    assert_eq!(f & Flags::LISTEN, Flags::LISTEN);
+    let mut g = Flags::default();
+    g |= Flags::SQL_PREPARE;
     assert_eq!(g, Flags::SQL_PREPARE);
 }
 
@@ -992,7 +990,6 @@ fn texts_too_large_to_inspect_fail_closed() {
     assert_eq!(i.findings[0].rule, Rule::TenantTamper);
     assert_eq!(i.findings[0].statement, 0..5);
     assert!(i.flags.contains(Flags::CONTAINS_SECRET));
-    assert_eq!(Rule::TenantLiteral.as_str(), "tenant_literal");
 }
 
 #[test]
