@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::queue::Held;
 use super::Pool;
 
 /// The upstream database every pool connects to: `max_db_connections` and the users' counts.
@@ -103,7 +104,7 @@ impl Database {
         let mut map = lock(&self.users);
         super::queue::intern(&mut map, user, || UserTag {
             name: user.into(),
-            held: AtomicUsize::new(0),
+            held: Held::default(),
             cap: AtomicUsize::new(lock(&self.user_caps).get(user).copied().unwrap_or(NO_CAP)),
         })
     }
@@ -113,7 +114,7 @@ impl Database {
         lock(&self.users)
             .values()
             .filter_map(Weak::upgrade)
-            .map(|t| (t.name.to_string(), t.held()))
+            .map(|t| (t.name.to_string(), t.held.get()))
             .collect()
     }
 
@@ -253,9 +254,9 @@ const NO_CAP: usize = usize::MAX;
 pub struct UserTag {
     /// The configured user name.
     name: Box<str>,
-    /// Server connections its sessions hold now. Changed under the lock of the pool the user
-    /// checks out from (a user uses one pool: its kind decides which), like a tenant's count.
-    held: AtomicUsize,
+    /// Server connections its sessions hold now, counted under the lock of the pool the user
+    /// checks out from (a user uses one pool: its kind decides which).
+    pub(super) held: Held,
     /// Most it may hold (`usize::MAX`: no cap). Reloadable.
     cap: AtomicUsize,
 }
@@ -267,35 +268,18 @@ impl UserTag {
         &self.name
     }
 
-    /// Server connections held now.
-    pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
-    }
-
     /// The cap (None: none).
     #[cfg(test)]
     pub fn cap(&self) -> Option<usize> {
         let c = self.cap.load(Ordering::Relaxed);
         (c != NO_CAP).then_some(c)
     }
-
-    /// Counts one more connection held (under the pool's lock).
-    pub(super) fn acquire(&self) {
-        self.held.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one connection less (under the pool's lock).
-    pub(super) fn release(&self) {
-        let _ = self
-            .held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| h.checked_sub(1));
-    }
 }
 
 /// Whether a checkout of `user` may hold one more connection.
 #[inline]
 pub fn under_user_cap(user: Option<&UserTag>) -> bool {
-    user.is_none_or(|u| u.held() < u.cap.load(Ordering::Relaxed))
+    user.is_none_or(|u| u.held.get() < u.cap.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -326,13 +310,13 @@ mod tests {
         let other = db.user("web");
         assert_eq!((batch.cap(), other.cap()), (Some(1), None));
         assert!(Arc::ptr_eq(&batch, &db.user("batch")));
-        batch.acquire();
+        batch.held.acquire();
         assert!(!under_user_cap(Some(&batch)));
         assert!(under_user_cap(Some(&other)));
         db.configure(0, [("batch".to_string(), 2)]);
         assert!(under_user_cap(Some(&batch)), "raised on reload");
-        batch.release();
-        batch.release();
+        batch.held.release();
+        batch.held.release();
         assert_eq!(db.users_held().get("batch"), Some(&0));
     }
 }

@@ -27,9 +27,8 @@ pub struct TenantTag {
     id: u64,
     /// The canonical tenant id (for SHOW and logs).
     name: Box<str>,
-    /// Server connections the tenant holds right now. Changed only under the pool's lock, so a
-    /// check against the cap and the increment that follows cannot interleave with another's.
-    held: AtomicUsize,
+    /// Server connections the tenant holds right now.
+    pub(super) held: Held,
     /// Client sessions of the tenant right now (`[tenant] max_client_connections`), one per
     /// [`Seat`].
     clients: AtomicUsize,
@@ -69,19 +68,32 @@ impl TenantTag {
 
     /// Server connections held right now.
     pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.held.get()
+    }
+}
+
+/// Server connections one tenant (a [`TenantTag`]) or one user (a `limits::UserTag`) holds.
+/// Changed only under the pool's lock, so a check against a cap and the increment that follows
+/// cannot interleave with another checkout's; read without it by SHOW and the metrics.
+#[derive(Debug, Default)]
+pub struct Held(AtomicUsize);
+
+impl Held {
+    /// Held now.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 
     /// Counts one more connection held (under the pool's lock).
-    pub(crate) fn acquire(&self) {
-        self.held.fetch_add(1, Ordering::Relaxed);
+    pub(super) fn acquire(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one connection less (under the pool's lock).
-    pub(crate) fn release(&self) {
-        // Saturating: a miscount must not wrap into "holds everything".
+    /// Counts one connection less (under the pool's lock). Saturating: a miscount must not
+    /// wrap into "holds everything".
+    pub(super) fn release(&self) {
         let _ = self
-            .held
+            .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| h.checked_sub(1));
     }
 }
@@ -161,7 +173,7 @@ impl TenantTags {
         intern(&mut map, tenant, || TenantTag {
             id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
             name: tenant.into(),
-            held: AtomicUsize::new(0),
+            held: Held::default(),
             clients: AtomicUsize::new(0),
             bucket: Default::default(),
             usage: Usage::default(),
@@ -435,15 +447,15 @@ mod tests {
         let _rb = q.push(Some(&b), None);
         let _rb2 = q.push(Some(&b), None);
         // a holds its cap: b is served, a stays first in line.
-        a.acquire();
+        a.held.acquire();
         let cap = Some(1);
         let (t, _, _) = q.pop_next(|t| under_cap(t, cap)).expect("b");
         assert_eq!(t.expect("tag").name(), "b");
-        a.release();
+        a.held.release();
         let (t, _, _) = q.pop_next(|t| under_cap(t, cap)).expect("a");
         assert_eq!(t.expect("tag").name(), "a");
         // Only capped waiters: nobody.
-        b.acquire();
+        b.held.acquire();
         assert!(q.pop_next(|t| under_cap(t, cap)).is_none());
         assert_eq!(q.len(), 1);
     }
@@ -490,10 +502,10 @@ mod tests {
         let a2 = tags.get("a");
         assert!(Arc::ptr_eq(&a1, &a2));
         assert_ne!(a1.id, tags.get("b").id);
-        a1.acquire();
+        a1.held.acquire();
         assert_eq!(tags.held(), vec![("a".to_string(), 1)]);
-        a1.release();
-        a1.release(); // never below zero
+        a1.held.release();
+        a1.held.release(); // never below zero
         assert_eq!(a2.held(), 0);
         drop((a1, a2));
         assert!(tags.held().is_empty());

@@ -78,10 +78,10 @@ impl Slots {
     pub(super) fn take(&mut self, tag: Option<&TenantTag>, user: Option<&UserTag>) {
         self.free -= 1;
         if let Some(t) = tag {
-            t.acquire();
+            t.held.acquire();
         }
         if let Some(u) = user {
-            u.acquire();
+            u.held.acquire();
         }
     }
 
@@ -89,10 +89,10 @@ impl Slots {
     #[inline]
     fn untake(tag: Option<&TenantTag>, user: Option<&UserTag>) {
         if let Some(t) = tag {
-            t.release();
+            t.held.release();
         }
         if let Some(u) = user {
-            u.release();
+            u.held.release();
         }
     }
 

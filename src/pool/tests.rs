@@ -166,12 +166,12 @@ async fn a_user_at_its_cap_waits_while_other_users_are_served() {
     // Another user goes ahead with a free slot (its open fails on port 1: it was served).
     let r = pool.checkout(0, None, Some(&web)).await.map(|_| ());
     assert!(matches!(r, Err(PoolError::Upstream(_))), "{r:?}");
-    assert_eq!(batch.held(), 1, "never past the cap");
+    assert_eq!(batch.held.get(), 1, "never past the cap");
     // batch's connection comes back: its waiter is next.
     drop(held);
     let r = waiting.await.map(|_| ());
     assert!(matches!(r, Err(PoolError::Upstream(_))), "{r:?}");
-    assert_eq!((batch.held(), web.held(), pool.slots().free), (0, 0, 3));
+    assert_eq!((batch.held.get(), web.held.get(), pool.slots().free), (0, 0, 3));
 }
 
 /// Polls a future once: Some(output) if it finished.
