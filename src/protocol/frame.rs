@@ -13,7 +13,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The message type byte.
+    /// The message type byte (`Q`, `P`, `Z`, …); 0 only for an empty frame.
     #[inline]
     pub fn tag(&self) -> u8 {
         self.raw.first().copied().unwrap_or(0)
@@ -35,7 +35,7 @@ pub struct FrameRef<'a> {
 }
 
 impl<'a> FrameRef<'a> {
-    /// The message type byte.
+    /// The message type byte (`Q`, `P`, `Z`, …); 0 only for an empty frame.
     #[inline]
     pub fn tag(&self) -> u8 {
         self.raw.first().copied().unwrap_or(0)
@@ -49,7 +49,7 @@ impl<'a> FrameRef<'a> {
 }
 
 impl Frame {
-    /// A borrowed view of this frame.
+    /// For code that handles both owned frames and frames walked in place in a read buffer.
     #[inline]
     pub fn as_ref(&self) -> FrameRef<'_> {
         FrameRef { raw: &self.raw }
