@@ -180,7 +180,8 @@ impl Rule {
 /// One thing a statement did that the session must judge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    /// Which rule.
+    /// Decides the event, and whether `probe_action = "log"` may let it through (catalog rules are
+    /// always refused).
     pub rule: Rule,
     /// Byte range of the whole offending statement in the inspected text, without surrounding
     /// whitespace, comments or the `;`.
@@ -254,12 +255,12 @@ impl Flags {
         (Flags::RESETS_SETTINGS, "RESETS_SETTINGS"),
     ];
 
-    /// No flags.
+    /// `Flags::default()`, for `const` contexts.
     pub const fn empty() -> Flags {
         Flags(0)
     }
 
-    /// The raw bits.
+    /// For tests; the bit values are not a stable format.
     pub const fn bits(self) -> u32 {
         self.0
     }
