@@ -79,7 +79,7 @@ impl Pool {
         self.slots().reserve_in_use
     }
 
-    /// `min_pool_size`, `reserve_pool_size` and `reserve_pool_timeout`.
+    /// As built at start: these keys change only with a restart.
     pub fn sizing(&self) -> Sizing {
         self.sizing
     }
