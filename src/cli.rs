@@ -21,12 +21,12 @@ mod terminal;
 #[derive(Debug, Parser)]
 #[command(name = "tenantgate", version, about)]
 pub struct Cli {
-    /// What to do.
+    /// The subcommand to run; with none, clap prints the help and exits 2.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Subcommands.
+/// One variant per subcommand: each variant's and field's doc comment is its `--help` text.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy.
@@ -88,7 +88,7 @@ pub enum Command {
     /// Signed tenant context: install the key table and `tenantgate.current_tenant()`,
     /// rotate and remove keys (README, "Signed tenant context").
     Signing {
-        /// What to do.
+        /// `install` or `remove-key`.
         #[command(subcommand)]
         command: signing::SigningCommand,
     },
@@ -411,7 +411,7 @@ async fn serve(cfg: Arc<Config>, path: PathBuf) -> anyhow::Result<()> {
     }
 }
 
-/// Why a health check failed.
+/// Printed after the URL on stderr; the command then exits 1.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthcheckError {
     /// The URL is not `http://host:port/path`.

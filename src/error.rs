@@ -299,7 +299,7 @@ pub fn catalog_refused(kind: &str, name: &str) -> PgError {
     .with_hint("tenantgate refuses catalog views and functions that expose other sessions of the shared upstream role, large objects and activity statistics; a monitoring user needs allow_catalog_monitoring = true.")
 }
 
-/// `EXPLAIN ANALYZE`, refused.
+/// `EXPLAIN ANALYZE` refused: its row counts include the rows RLS removed (other tenants').
 pub fn explain_analyze_refused(what: &str) -> PgError {
     refused(what).with_hint(
         "EXPLAIN ANALYZE reports rows that row security removed, which counts other tenants' rows; use EXPLAIN without ANALYZE.",
@@ -345,7 +345,7 @@ pub fn client_lost() -> PgError {
     PgError::fatal("08006", "connection lost")
 }
 
-/// A break-glass session reached `[breakglass] max_session_duration`.
+/// A break-glass session reached `[upstream.breakglass] max_session_seconds`.
 pub fn breakglass_time_limit() -> PgError {
     PgError::fatal(
         "57P05",

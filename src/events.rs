@@ -6,7 +6,7 @@
 //! and counted, and the loss itself is reported as `events_dropped`. At shutdown
 //! [`EventSink::close`] writes the open aggregates and lets the writer finish what is queued.
 //!
-//! Probe events pass through [`limit::Limiter`] first: per session, per tenant and per proxy
+//! Probe events pass through `limit::Limiter` first: per session, per tenant and per proxy
 //! budgets, beyond which events are counted into aggregate lines instead of written one by one,
 //! so a looping client cannot flood the log, nor the diagnostics (a probe is logged at WARN only
 //! when its line is written).
@@ -30,7 +30,7 @@ const QUEUE: usize = 16_384;
 /// Statement text is truncated to this many bytes in events.
 pub const MAX_STATEMENT: usize = 2048;
 
-/// The contract's event names.
+/// The `event` field of a log line, in snake_case; `docs/security-events.md` describes each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -179,11 +179,12 @@ pub const COMMON_FIELDS: [&str; 10] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
-    /// Refused.
+    /// Refused: a statement, a login, or (`upstream_posture`) the proxy's start or serving.
     Block,
-    /// Forwarded and recorded.
+    /// Recorded without refusing anything: a logged probe still reaches PostgreSQL.
     Log,
-    /// Allowed (audit records).
+    /// Let through on purpose and recorded for audit (switches, operator and break-glass
+    /// statements, a role admitted by `allow_privileged`).
     Allow,
 }
 
@@ -200,7 +201,7 @@ pub struct Subject {
     pub tenant: Option<String>,
     /// The client's address (from PROXY protocol when trusted).
     pub client_addr: Option<String>,
-    /// The client's application_name.
+    /// From the startup packet: chosen by the client, so informative only.
     pub application_name: Option<String>,
     /// The database the client named.
     pub database: Option<String>,
@@ -217,9 +218,9 @@ impl From<&Subject> for Subject {
 pub struct SecurityEvent {
     /// RFC 3339 UTC with milliseconds.
     pub ts: String,
-    /// The event name.
+    /// Written as [`EventKind::as_str`] names it.
     pub event: EventKind,
-    /// What was done.
+    /// Written as `block`, `log` or `allow`.
     pub action: Action,
     /// The session it is about, flattened so the log's fields stay flat for `jq` and SIEMs.
     #[serde(flatten)]
@@ -303,7 +304,7 @@ impl SecurityEvent {
         self
     }
 
-    /// Attaches detail text.
+    /// Written as is: unlike the statement, never redacted.
     pub fn detail(mut self, d: impl Into<String>) -> Self {
         self.detail = Some(d.into());
         self
@@ -329,7 +330,6 @@ pub fn truncate(s: &str, max: usize) -> &str {
 
 /// What the writer thread is sent.
 enum Msg {
-    /// An event to write.
     Event(Box<SecurityEvent>),
     /// Wake up: a reopen was requested (the flag says so even when the queue was full).
     Wake,
@@ -348,7 +348,8 @@ pub struct EventSink {
     dropped: Arc<AtomicU64>,
     /// Total dropped since start (for metrics).
     pub dropped_total: Arc<AtomicU64>,
-    /// Per-event counters, for metrics.
+    /// Every event recorded, by kind, whether written or folded into an aggregate
+    /// (`tenantgate_security_events_total`).
     pub counts: Arc<EventCounts>,
     /// Asks the writer to reopen its file (SIGHUP).
     reopen: Arc<AtomicBool>,
@@ -356,7 +357,7 @@ pub struct EventSink {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
-/// Counters of recorded events by name.
+/// Indexed by `EventKind as usize`, which is the order of [`ALL_KINDS`].
 #[derive(Debug, Default)]
 pub struct EventCounts(pub [AtomicU64; ALL_KINDS.len()]);
 

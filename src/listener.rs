@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::config::listen::Listen;
 use crate::protocol::stream::BoxStream;
 
-/// Who connected.
+/// A client's address as logs, events and SHOW CLIENTS give it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
     /// A TCP client (after a PROXY header, the address it names).
@@ -61,7 +61,6 @@ impl std::fmt::Display for Peer {
 pub enum Accepted {
     /// From the TCP listener (Nagle off).
     Tcp(TcpStream, SocketAddr),
-    /// From the Unix socket.
     Unix(UnixStream),
 }
 
@@ -75,9 +74,7 @@ impl Accepted {
     }
 }
 
-/// The bound clients' socket.
 pub enum Listener {
-    /// TCP.
     Tcp(TcpListener),
     /// A Unix socket (its file is removed at shutdown by [`remove_socket_file`]).
     Unix(UnixListener),
@@ -106,7 +103,7 @@ impl Listener {
         }
     }
 
-    /// The next client.
+    /// TCP clients get TCP_NODELAY: the proxy batches its own writes, so Nagle only adds latency.
     pub async fn accept(&self) -> std::io::Result<Accepted> {
         match self {
             Listener::Tcp(l) => {

@@ -136,12 +136,11 @@ fn describe() {
     }
 }
 
-/// A client connection was accepted.
+/// Counts clients refused over `max_client_conn` too, until their [`client_disconnected`].
 pub fn client_connected() {
     metrics::gauge!("tenantgate_client_connections").increment(1.0);
 }
 
-/// A client connection ended.
 pub fn client_disconnected() {
     metrics::gauge!("tenantgate_client_connections").decrement(1.0);
 }

@@ -152,7 +152,7 @@ impl Budget {
         })
     }
 
-    /// Bytes in use now.
+    /// Bytes counted against `max_total_prepared_bytes` now (SHOW MEM).
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed) as usize
     }
@@ -239,7 +239,6 @@ impl Budget {
 /// process-wide [`Budget`].
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    /// By client-chosen name.
     map: HashMap<Bytes, Arc<StatementDef>>,
     /// Sum of the definitions' sizes, texts included (the per-client cap).
     bytes: usize,
@@ -275,12 +274,10 @@ impl ClientStatements {
         }
     }
 
-    /// The definition of `name`.
     pub fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
         self.map.get(name)
     }
 
-    /// Whether `name` is defined.
     pub fn contains(&self, name: &[u8]) -> bool {
         self.map.contains_key(name)
     }
@@ -342,16 +339,15 @@ impl ClientStatements {
 enum State {
     /// Its Parse was sent; usable by later messages of the same pipeline.
     Pending,
-    /// The server confirmed it.
+    /// ParseComplete arrived (or 42P05: it existed already).
     Ready,
     /// A Close was sent; it stays until its CloseComplete.
     Closing,
 }
 
-/// One server statement's bookkeeping.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// Last use (LRU).
+    /// The tick of its last use, which eviction compares with the current segment's start.
     tick: u64,
     state: State,
 }

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// The 12-byte v2 signature.
+/// The first 12 bytes of a v2 header; a stream that does not start with them is served as it is.
 pub const SIGNATURE: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
 ];
@@ -24,7 +24,7 @@ pub enum ProxyHeaderError {
     /// The peer is not a trusted load balancer.
     #[error("PROXY header from untrusted source {0}")]
     Untrusted(SocketAddr),
-    /// Malformed header.
+    /// A v2 signature, then no valid header (the text says what is wrong, e.g. `short IPv4 block`).
     #[error("invalid PROXY protocol header: {0}")]
     Malformed(&'static str),
     /// The socket failed or timed out.

@@ -115,7 +115,7 @@ fn is_poison_error(e: &ErrorFields) -> bool {
 /// What the session must do after a server message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Nothing special.
+    /// The segment goes on: keep relaying.
     Continue,
     /// ReadyForQuery with this status was forwarded: the segment is over.
     Ready(u8),

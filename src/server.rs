@@ -1,4 +1,5 @@
-//! The accept loop and the state every session shares.
+//! Start-up, the accept loop and shutdown: [`Proxy`] builds the state sessions share
+//! ([`crate::shared`]), starts the background tasks and accepts.
 //!
 //! Connections are capped before they are served (`max_client_conn`, STYLE habit 2): beyond
 //! the cap a client gets PostgreSQL's `53300 sorry, too many clients already`. Accept errors
@@ -36,7 +37,7 @@ pub enum StartError {
     Bind {
         /// The address or socket path.
         addr: String,
-        /// The failure.
+        /// In the message and as `source()` (`cli::render_error` prints it once).
         source: std::io::Error,
     },
     /// TLS material is unusable.
@@ -45,9 +46,9 @@ pub enum StartError {
     /// The event log cannot be opened.
     #[error("cannot open the event log {path} (security.event_log): {source}")]
     EventLog {
-        /// The configured target.
+        /// As configured in `[security] event_log`.
         path: String,
-        /// The failure.
+        /// In the message and as `source()` (`cli::render_error` prints it once).
         source: std::io::Error,
     },
     /// A configured verifier is invalid.
@@ -64,7 +65,7 @@ pub enum StartError {
     Admin(#[from] crate::admin::AdminError),
 }
 
-/// A running proxy.
+/// A running proxy. Dropping it stops nothing: call [`Proxy::shutdown`].
 pub struct Proxy {
     /// The TCP address clients connect to (useful with port 0); `0.0.0.0:0` when listening on
     /// a Unix socket (`[server] listen`, a path). Read by the demo and the tests; the binary
@@ -78,9 +79,9 @@ pub struct Proxy {
     pub admin_addr: Option<SocketAddr>,
     /// Stops the admin listener once draining is over.
     admin_stop: CancellationToken,
-    /// The accept loop.
+    /// Aborted first at shutdown, so no session starts while the others drain.
     task: tokio::task::JoinHandle<()>,
-    /// The sessions.
+    /// Every session's task, so that shutdown can wait for them to end.
     tracker: TaskTracker,
 }
 

@@ -5,7 +5,7 @@
 pub enum Signal {
     /// Stop accepting, let transactions finish, then exit.
     Drain,
-    /// Exit now.
+    /// SIGINT: exit without draining.
     Immediate,
     /// Reload configuration and reopen the event log.
     Reload,

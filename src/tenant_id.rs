@@ -19,15 +19,15 @@ pub enum TenantFormat {
 /// Why a tenant id was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TenantIdError {
-    /// Not a canonical UUID.
+    /// Not 8-4-4-4-12 hex digits (either case passes; braces and other `uuid_in` spellings do not).
     #[error("tenant id is not a canonical UUID")]
     NotUuid,
-    /// Not a slug.
+    /// Not `[a-z0-9][a-z0-9_-]{0,62}` (upper case is refused, not folded).
     #[error("tenant id must match [a-z0-9][a-z0-9_-]{{0,62}}")]
     NotSlug,
 }
 
-/// Checks `id` against `format`.
+/// Case-insensitive for UUIDs ([`canonical`] then lowercases them), exact for slugs.
 pub fn validate_tenant_id(format: TenantFormat, id: &str) -> Result<(), TenantIdError> {
     match format {
         TenantFormat::Uuid if is_uuid(id) => Ok(()),
@@ -45,7 +45,7 @@ pub fn canonical(format: TenantFormat, id: &str) -> String {
     }
 }
 
-/// 8-4-4-4-12 hexadecimal digits.
+/// 8-4-4-4-12 hexadecimal digits, in either case.
 pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36

@@ -16,12 +16,7 @@ use serde::Deserialize;
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
     #[error("{path}: {reason}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
+    Pem { path: String, reason: String },
     /// rustls refused the material.
     #[error("{0}")]
     Rustls(#[from] rustls::Error),
@@ -35,7 +30,7 @@ fn provider() -> Arc<CryptoProvider> {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamTls {
-    /// Plain TCP.
+    /// Plain TCP (libpq's `sslmode=disable`); the only mode for a Unix socket `host`.
     #[default]
     Disable,
     /// TLS without certificate verification (like libpq's `sslmode=require`).

@@ -32,7 +32,6 @@ pub struct Context<'a> {
     pub interval_seconds: f64,
     /// `[security] on_drift`, as configured.
     pub on_drift: &'a str,
-    /// The pools.
     pub pools: Vec<PoolView>,
 }
 
@@ -43,9 +42,7 @@ pub struct TenantSecurity<'a> {
     pub status: &'static str,
     /// The upstream role as the last check saw it.
     pub database: Database<'a>,
-    /// Row-level security per table.
     pub rls: Rls<'a>,
-    /// The pools.
     pub pools: &'a [PoolView],
     /// The last posture run (the drift monitor's).
     pub last_drift_check: DriftCheck<'a>,
@@ -68,22 +65,18 @@ pub struct Database<'a> {
     pub bypassrls: Option<bool>,
     /// Roles with either flag that this role is a member of.
     pub privileged_memberships: Vec<&'a str>,
-    /// PostgreSQL's version.
+    /// `server_version`.
     pub server_version: Option<&'a str>,
 }
 
 /// `rls`: the tables and their protection.
 #[derive(Debug, Serialize)]
 pub struct Rls<'a> {
-    /// Tables with RLS enabled.
     pub enabled_tables: usize,
-    /// Tables with RLS forced.
     pub forced_tables: usize,
-    /// Tables with the tenant column.
     pub tenant_tables: usize,
     /// The setting policies must read.
     pub setting: Option<&'a str>,
-    /// The tenant column.
     pub tenant_column: Option<&'a str>,
     /// One entry per table with the tenant column or RLS.
     pub tables: Vec<TableView<'a>>,
@@ -98,9 +91,7 @@ pub struct TableView<'a> {
     pub rls_enabled: bool,
     /// `relforcerowsecurity`.
     pub rls_forced: bool,
-    /// Policy names.
     pub policies: Vec<&'a str>,
-    /// Whether it has the tenant column.
     pub tenant_column: bool,
 }
 
@@ -130,11 +121,10 @@ pub struct DriftCheck<'a> {
 /// One check, without its passing findings.
 #[derive(Debug, Serialize)]
 pub struct CheckView<'a> {
-    /// 1 to 7.
+    /// 1 to 10, numbered as `verify` and the docs number them.
     pub id: u8,
-    /// Machine name.
+    /// Stable machine name (`rls_forced`), for scripts.
     pub key: &'static str,
-    /// Verdict.
     pub status: Status,
     /// One line.
     pub summary: &'a str,

@@ -46,7 +46,6 @@ pub enum AdminError {
     Bind {
         /// The configured `admin_listen`.
         addr: SocketAddr,
-        /// The failure.
         source: std::io::Error,
     },
 }

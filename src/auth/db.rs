@@ -11,24 +11,25 @@ use super::AuthMethod;
 /// One configured user's secrets, as the configuration states them.
 #[derive(Clone, Copy)]
 pub struct UserSecrets<'a> {
-    /// The user name.
+    /// The configured name; it also salts the verifier derived from `password`, so the salt
+    /// survives reloads.
     pub name: &'a str,
     /// A stored SCRAM verifier (`scram = "SCRAM-SHA-256$…"`), preferred when present.
     pub scram: Option<&'a str>,
     /// A plaintext password (needed for md5 and cleartext).
     pub password: Option<&'a str>,
-    /// Which exchange to run.
+    /// `[[users]] auth`.
     pub method: AuthMethod,
 }
 
 /// Credentials of one configured user.
 #[derive(Clone)]
 pub struct Credential {
-    /// For SCRAM.
+    /// Parsed from `scram`, else derived from the plaintext password: every user has one.
     pub verifier: Verifier,
     /// For md5 and cleartext (only when a plaintext password is configured).
     pub plain: Option<String>,
-    /// Which exchange to run.
+    /// `[[users]] auth`: the exchange the client is asked for.
     pub method: AuthMethod,
 }
 
@@ -37,7 +38,6 @@ pub struct Credential {
 pub struct AuthDb {
     /// By configured user name.
     users: HashMap<String, Arc<Credential>>,
-    /// How unknown users are answered.
     mock: Mock,
 }
 
@@ -80,12 +80,13 @@ impl AuthDb {
         })
     }
 
-    /// The credential of a configured user.
+    /// By configured name (a `name.<tenant>` login is resolved to its user first).
     pub fn get(&self, name: &str) -> Option<Arc<Credential>> {
         self.users.get(name).cloned()
     }
 
-    /// How unknown users are answered.
+    /// For a login no user matches: the exchange it goes through, failing as a wrong password
+    /// would.
     pub fn mock(&self) -> &Mock {
         &self.mock
     }

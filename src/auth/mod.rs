@@ -24,7 +24,7 @@ pub use db::{AuthDb, UserSecrets};
 pub use exchange::{authenticate, AuthError};
 pub use verifier::{parse_verifier, Verifier, VerifierError, SCRAM_ITERATIONS};
 
-/// Password exchange for a user.
+/// `[[users]] auth`: the password exchange the client is asked for.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {

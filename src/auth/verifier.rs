@@ -15,7 +15,7 @@ pub const SCRAM_SALT_LEN: usize = 16;
 pub struct Verifier {
     /// PBKDF2 iterations.
     pub iterations: u32,
-    /// Salt bytes.
+    /// Raw bytes (base64 in the text form).
     pub salt: Vec<u8>,
     /// SHA-256(ClientKey).
     pub stored_key: Vec<u8>,

@@ -1,4 +1,5 @@
-//! `tenantgate signing install` and `tenantgate signing remove-key` (see `crate::signing`).
+//! The `signing` subcommands: their arguments (clap) and what they print;
+//! [`super::signing_install`] does the work.
 
 use std::path::PathBuf;
 

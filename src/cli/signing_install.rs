@@ -54,7 +54,7 @@ pub struct Installed {
     pub signing_key: String,
     /// A key was created (first install or `--add-key`).
     pub new_key: Option<String>,
-    /// The SQL was applied.
+    /// False with `--print`: the SQL still has to be run.
     pub applied: bool,
 }
 
@@ -72,7 +72,8 @@ fn new_key(ring: Option<&KeyRing>, id: Option<&str>) -> Result<SigningKey, Insta
         .ok_or_else(|| InstallError::Usage(format!("--key-id \"{id}\" is not a valid key id")))
 }
 
-/// `tenantgate signing install`.
+/// `tenantgate signing install`: the SQL first, then the key file (the module documentation says
+/// why).
 pub async fn install(req: &InstallRequest) -> Result<Installed, InstallError> {
     let existing = match req.key_file.try_exists() {
         Ok(true) => Some(KeyRing::load(&req.key_file)?),

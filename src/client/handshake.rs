@@ -34,7 +34,6 @@ pub struct Startup {
     pub stream: PqStream,
     /// Startup parameters as sent.
     pub params: Vec<(String, String)>,
-    /// Whether TLS was negotiated.
     pub tls: bool,
     /// The TLS server name the client asked for (SNI), if any.
     pub sni: Option<String>,

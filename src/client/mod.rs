@@ -34,7 +34,6 @@ struct Login {
     settings: settings::ClientSettings,
     /// An admin on the console database rather than a data session.
     console: bool,
-    /// Whether TLS was negotiated.
     tls: bool,
     stream: PqStream,
     who: Identity,

@@ -38,7 +38,6 @@ pub struct Caps {
 /// A message refused by the namespace rules.
 #[derive(Debug)]
 pub struct Refusal {
-    /// What the client gets.
     pub error: PgError,
     /// The name it tried, for the probe event; None when it is not a probe (a cap).
     pub probe: Option<String>,

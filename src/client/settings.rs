@@ -1,12 +1,12 @@
 //! The client's startup settings (`options=-c …`, PGTZ, DateStyle, search_path …) under
 //! pooling.
 //!
-//! Reported parameters (the ones PostgreSQL sends ParameterStatus for: TimeZone, DateStyle …)
-//! are kept in sync per session, at session level, only when the server connection's value
-//! differs, as PgBouncer does. Other settings are applied to every transaction with
-//! `set_config(name, value, true)` in the same write as the tenant, so they hold without
-//! leaking to other clients. Settings that would change who the session is or weaken RLS are
-//! refused at connect.
+//! Reported parameters (the ones PostgreSQL sends ParameterStatus for: TimeZone, DateStyle …) are
+//! kept in sync per session, at session level, only when the server connection's value differs, as
+//! PgBouncer does. Other settings are set at session level by the prelude that sets the tenant
+//! (`tenant::inject`), as part of the session's identity: a connection carrying another identity
+//! gets them reset first, so they hold without leaking to other clients. Settings that would change
+//! who the session is or weaken RLS are refused at connect.
 
 use crate::error;
 use crate::events::EventKind;
@@ -22,7 +22,7 @@ const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
 pub struct ClientSettings {
     /// Tracked reported parameters (canonical name, value).
     pub reported: Vec<(String, String)>,
-    /// Other settings, applied to every transaction.
+    /// Other settings: part of the session's identity, set by the prelude with the tenant.
     pub local: Vec<(String, String)>,
 }
 
@@ -30,7 +30,6 @@ pub struct ClientSettings {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("setting \"{name}\" at connect is not allowed through this proxy")]
 pub struct Forbidden {
-    /// The setting.
     pub name: String,
     /// The tamper event it is.
     pub event: EventKind,

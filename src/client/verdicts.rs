@@ -17,7 +17,7 @@ use bytes::Bytes;
 use crate::shared::Live;
 use crate::tenant::guard::Decision;
 
-/// Longest text kept.
+/// Longest text kept: longer ones are inspected every time.
 const MAX_TEXT: usize = 2048;
 /// Bytes of text kept per session: the memory is emptied when it would grow past this.
 const MAX_BYTES: usize = 16 * 1024;

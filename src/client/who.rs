@@ -23,7 +23,6 @@ pub struct Identity {
     pub login: String,
     /// The configured user's name.
     pub user: String,
-    /// The configured user's kind.
     pub kind: UserKind,
     /// May switch tenant with an intercepted SET.
     pub allow_switch: bool,

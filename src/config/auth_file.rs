@@ -25,7 +25,6 @@ use super::{invalid, ConfigError, UserConfig};
 struct Entry {
     /// 1-based line number.
     line: usize,
-    /// The login name.
     name: String,
     /// The SCRAM verifier or plaintext password.
     secret: String,

@@ -36,7 +36,7 @@ pub enum ConfigError {
     Read {
         /// The path given on the command line.
         path: PathBuf,
-        /// The I/O failure.
+        /// In the message and as `source()` (`cli::render_error` prints it once).
         source: std::io::Error,
     },
     /// TOML syntax or an unknown/mistyped key (serde names the key).
@@ -55,7 +55,7 @@ pub enum ConfigError {
     At {
         /// 1-based line in the file.
         line: usize,
-        /// The error itself.
+        /// Kept whole, so [`ConfigError::key`] still finds the key through it.
         source: Box<ConfigError>,
     },
 }
@@ -155,13 +155,15 @@ pub struct ServerConfig {
     /// Largest protocol message accepted from a client, in bytes; larger closes with 08P01.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
-    /// Seconds a client may take from TCP accept to finishing authentication.
+    /// Seconds a client may take to log in: TLS, startup packet, authentication and the tenant
+    /// lookup. Counted from the end of the PROXY header, which has its own 5 s limit.
     #[serde(
         default = "default_auth_timeout",
         deserialize_with = "duration::seconds"
     )]
     pub auth_timeout: f64,
-    /// Seconds SIGTERM waits for in-flight transactions before closing them.
+    /// Seconds a drain (SIGTERM, the console's `SHUTDOWN WAIT_FOR_CLIENTS`, `on_drift = "refuse"`)
+    /// waits for sessions to finish their transactions; the rest are then closed.
     #[serde(
         default = "default_shutdown_timeout",
         deserialize_with = "duration::seconds"
@@ -205,7 +207,7 @@ pub struct UpstreamConfig {
     /// Host name or address of PostgreSQL, or the directory of its Unix socket (an absolute
     /// path, as libpq's `host=/var/run/postgresql`): then `<host>/.s.PGSQL.<port>` is used.
     pub host: String,
-    /// Port of PostgreSQL.
+    /// TCP port, or, with a socket directory as `host`, the number in `.s.PGSQL.<port>`.
     #[serde(default = "default_pg_port")]
     pub port: u16,
     /// The only database clients may name; anything else gets FATAL 3D000.
@@ -272,19 +274,23 @@ pub struct UpstreamConfig {
     /// (PgBouncer's `idle_transaction_timeout`; 0: off, the default). Reloadable.
     #[serde(default, deserialize_with = "duration::seconds")]
     pub idle_transaction_timeout: f64,
-    /// Seconds allowed to open and authenticate one upstream connection.
+    /// Seconds to open one upstream connection. For the pool it bounds everything up to the
+    /// server's first ReadyForQuery (DNS, TCP or Unix socket, TLS, startup, authentication); for
+    /// the posture checks (tokio-postgres) only the socket connect, per address.
     #[serde(
         default = "default_connect_timeout",
         deserialize_with = "duration::seconds"
     )]
     pub connect_timeout: f64,
-    /// Seconds an idle upstream connection may sit unused before it is closed.
+    /// Seconds an idle upstream connection may sit unused before it is closed (checked every 15 s,
+    /// so up to 15 s more).
     #[serde(
         default = "default_idle_timeout",
         deserialize_with = "duration::seconds"
     )]
     pub idle_timeout: f64,
-    /// Seconds after which an upstream connection is retired when next released.
+    /// Seconds after which an upstream connection is retired: at its next release, or by the 15 s
+    /// idle check.
     #[serde(
         default = "default_server_lifetime",
         deserialize_with = "duration::seconds"
@@ -385,7 +391,7 @@ pub struct TenantConfig {
     pub resolved_signing_keys: Option<std::sync::Arc<crate::signing::KeyRing>>,
     /// Most server connections of the app pool one tenant may hold at once (None: no cap), so
     /// one tenant's load cannot take the whole pool; its other transactions wait their turn
-    /// (within `pool_timeout`). Reloadable.
+    /// (within `query_wait_timeout`). Reloadable.
     pub max_server_connections: Option<usize>,
     /// Most client sessions one tenant may have open at once (None: no cap); past it a login
     /// gets `53300` and a `tenant_limited` event, so one tenant cannot use up

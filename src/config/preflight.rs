@@ -66,7 +66,8 @@ fn tls_error(e: crate::tls::TlsError, cert: &Path, key: &Path) -> ConfigError {
     )
 }
 
-/// `"<path>: <reason>"` with the path written once, as `"<path>: <reason>"`.
+/// A TLS error's text as `<path>: <reason>`, with the path written once even when the error already
+/// starts with it.
 fn without_path(text: &str, path: &Path) -> String {
     let p = path.display().to_string();
     let reason = text.strip_prefix(&format!("{p}: ")).unwrap_or(text);

@@ -444,7 +444,7 @@ impl Config {
         Ok(())
     }
 
-    /// The configured user called `name`.
+    /// By configured name, exactly: a `name.<tenant>` login must be resolved first.
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
     }

@@ -69,11 +69,9 @@ enum Access {
 /// One proxy user of the demo, with a development password shown to the person watching.
 #[derive(Debug, Clone, Copy)]
 struct DemoUser {
-    /// The login name.
     name: &'static str,
     /// Its password (printed in the `psql` lines: this is a throwaway demo).
     password: &'static str,
-    /// Its tenant rule.
     access: Access,
 }
 

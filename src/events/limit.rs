@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use super::{Action, EventKind, SecurityEvent};
 use crate::config::SecurityConfig;
 
-/// The budgets of one window (`[security]` keys of the same names).
+/// The budgets of one window (`[security] event_window`, `events_per_session`, `events_per_tenant`,
+/// `events_per_window`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Length of a window.
@@ -84,7 +85,6 @@ struct Aggregate {
     /// The first event folded (for repeats: the line already written), re-emitted as the
     /// aggregate line.
     sample: SecurityEvent,
-    /// Events folded.
     count: u64,
     /// `ts` of the first and last event folded.
     first_ts: Option<String>,
@@ -93,7 +93,6 @@ struct Aggregate {
 
 /// The state of the current window.
 pub struct Limiter {
-    /// The budgets.
     limits: Limits,
     /// When the current window closes; `None` until the first event.
     closes: Option<Instant>,
@@ -117,7 +116,6 @@ pub enum Outcome {
 }
 
 impl Limiter {
-    /// An empty limiter.
     pub fn new(limits: Limits) -> Limiter {
         Limiter {
             limits,

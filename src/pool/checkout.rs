@@ -15,7 +15,7 @@ use super::{Pool, PoolError, UpstreamConn};
 
 impl Pool {
     /// A connection right now, without waiting, opening, allocating or reading the clock: a
-    /// free slot (nobody eligible waits for it, see [`Slots::free`]), no PAUSE, `tenant` and
+    /// free slot (nobody eligible waits for it, see `Slots::free`), no PAUSE, `tenant` and
     /// `user` under their caps, and a healthy idle connection, preferably one already carrying
     /// `identity` (see `tenant::inject`). One lock. `None` means [`Pool::checkout`] must wait
     /// or open.
@@ -144,7 +144,7 @@ impl Pool {
         Ok(self.hand_out(slot, conn, waited))
     }
 
-    /// Waits for the queue to hand this checkout a slot, up to `pool_timeout`. Cancel-safe:
+    /// Waits for the queue to hand this checkout a slot, up to `query_wait_timeout`. Cancel-safe:
     /// dropped at any point (timeout, the client's cancel, the client gone), it leaves the
     /// queue, or gives back what it was handed (see [`Waiting`]).
     async fn wait(
@@ -214,13 +214,11 @@ impl Pool {
 /// cancel, client gone), it takes itself out of the queue, or, when a release handed it a slot
 /// in the meantime, gives that slot and connection back: nothing leaks.
 pub(super) struct Waiting<'a> {
-    /// The pool it waits in.
     pub(super) pool: &'a Pool,
     /// Its tenant (whose count the grant incremented).
     pub(super) tenant: Option<&'a Arc<TenantTag>>,
     /// Its user (whose count the grant incremented).
     pub(super) user: Option<&'a Arc<UserTag>>,
-    /// Its place in the queue.
     pub(super) ticket: Ticket,
     /// Where the grant arrives.
     pub(super) rx: oneshot::Receiver<Grant>,

@@ -14,7 +14,6 @@ use super::{Pool, UpstreamConn};
 
 /// One held slot of a pool, counted against its tenant and user; given back exactly once.
 pub(super) struct Slot {
-    /// Where it belongs.
     pub(super) pool: Arc<Pool>,
     /// The tenant it counts against.
     pub(super) tenant: Option<Arc<TenantTag>>,
@@ -64,7 +63,7 @@ pub struct PoolGuard {
 }
 
 impl PoolGuard {
-    /// The connection.
+    /// Always there: only `Drop` takes the connection out.
     #[inline]
     pub fn conn(&mut self) -> &mut UpstreamConn {
         // Invariant: `conn` is Some from checkout until drop.
@@ -73,7 +72,7 @@ impl PoolGuard {
             .unwrap_or_else(|| unreachable!("guard used after drop"))
     }
 
-    /// Read-only access.
+    /// The same connection as [`PoolGuard::conn`], through a shared borrow.
     #[inline]
     pub fn conn_ref(&self) -> &UpstreamConn {
         self.conn

@@ -35,7 +35,6 @@ pub struct Database {
     /// Pools with waiters held back only by the cap: while above zero, a closed or newly idle
     /// connection wakes the balancer.
     blocked: AtomicUsize,
-    /// Wakes the balancer.
     wake: Notify,
     /// The balancer task was started (on the first block or a lowered cap).
     balancing: AtomicBool,
@@ -213,7 +212,6 @@ async fn balance(db: Weak<Database>) {
 /// checkout opening it) and given back when it closes.
 #[derive(Debug)]
 pub struct DbToken {
-    /// Where it counts.
     db: Arc<Database>,
 }
 
@@ -246,13 +244,12 @@ pub fn user_caps(config: &crate::config::Config) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// No cap.
+/// The stored cap of a user without one: `held < cap` then always holds, with no branch.
 const NO_CAP: usize = usize::MAX;
 
 /// One `[[users]]` login as the pools count it, shared by all of its sessions.
 #[derive(Debug)]
 pub struct UserTag {
-    /// The configured user name.
     name: Box<str>,
     /// Server connections its sessions hold now, counted under the lock of the pool the user
     /// checks out from (a user uses one pool: its kind decides which).

@@ -9,10 +9,10 @@
 //! no more than its `max_user_connections` / `pool_size`, and the pools of the database
 //! together no more than `max_db_connections` connections (see `limits`).
 //!
-//! Files: `slots.rs` (the state under the lock and the hand-off to the next waiter),
-//! `checkout.rs` (getting a connection, waiting in the queue), `guard.rs` (what a checkout
-//! holds and how it comes back), `queue.rs` (who is served next), `limits.rs` (caps across pools), `sizing.rs` (min and reserve
-//! pool), `upstream.rs` (opening a connection), `reset.rs`, `rate.rs`, `stats.rs`.
+//! Files: `slots.rs` (the state under the lock and the hand-off to the next waiter), `checkout.rs`
+//! (getting a connection, waiting in the queue), `guard.rs` (what a checkout holds and how it comes
+//! back), `queue.rs` (who is served next), `limits.rs` (caps across pools), `sizing.rs` (min and
+//! reserve pool), `upstream.rs` (opening a connection), `reset.rs`, `rate.rs`, `stats.rs`.
 
 mod checkout;
 mod guard;
@@ -40,7 +40,7 @@ pub use upstream::{ConnInfo, UpstreamConn, UpstreamError, UpstreamSpec};
 /// Why a checkout failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// No connection became free within `pool_timeout`.
+    /// No connection became free within `query_wait_timeout`.
     #[error("timed out after {0:?} waiting for a server connection")]
     Timeout(Duration),
     /// A new connection could not be opened.
@@ -92,7 +92,6 @@ impl PoolName {
 pub struct Pool {
     /// Which role, for logs and SHOW POOLS.
     pub name: PoolName,
-    /// How to open connections.
     spec: UpstreamSpec,
     /// Free slots, idle connections and waiters (see [`Slots`]).
     slots: Mutex<Slots>,
@@ -104,11 +103,11 @@ pub struct Pool {
     /// How long a checkout may wait, in microseconds (`query_wait_timeout`, reloadable; 0: no
     /// limit).
     timeout_us: AtomicU64,
-    /// Close idle connections unused for this long.
+    /// `idle_timeout`: idle connections unused this long are closed by the reaper.
     idle_timeout: Duration,
-    /// Retire connections older than this when released.
+    /// `server_lifetime`: older connections are closed when released, or by the reaper while idle.
     lifetime: Duration,
-    /// Counters.
+    /// Read by SHOW STATS and SHOW POOLS, the health document and `/metrics`.
     pub stats: PoolStats,
     /// ParameterStatus values of the first connection, shown to clients at login.
     server_params: Mutex<Option<Vec<(String, String)>>>,
@@ -123,18 +122,19 @@ pub struct Pool {
     db: Arc<Database>,
 }
 
-/// Pool sizing and timing.
+/// A pool's settings from `[upstream]` (the break-glass pool takes its size from
+/// `[upstream.breakglass]`).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolLimits {
-    /// Most connections.
+    /// `pool_size`; reserve slots come on top of it ([`Sizing`]).
     pub size: usize,
     /// Most connections one tenant may hold (`[tenant] max_server_connections`).
     pub tenant_cap: Option<usize>,
-    /// Checkout wait limit.
+    /// `query_wait_timeout` (zero: no limit).
     pub timeout: Duration,
-    /// Idle connection lifetime.
+    /// `idle_timeout`: idle connections unused this long are closed by the reaper.
     pub idle_timeout: Duration,
-    /// Connection lifetime.
+    /// `server_lifetime`: older connections are closed at release, or by the reaper while idle.
     pub lifetime: Duration,
     /// `min_pool_size` and the reserve pool.
     pub sizing: Sizing,
@@ -230,7 +230,7 @@ impl Pool {
         s.dispatch(None);
     }
 
-    /// Whether the pool is paused.
+    /// Set by PAUSE, SUSPEND or KILL; SHOW POOLS and SHOW DATABASES show it.
     pub fn is_paused(&self) -> bool {
         self.slots().paused
     }
@@ -365,7 +365,7 @@ impl Pool {
         self.server_params.lock().ok().and_then(|p| p.clone())
     }
 
-    /// Number of idle connections.
+    /// For SHOW POOLS, the health document and `/metrics`.
     pub fn idle_count(&self) -> usize {
         self.slots().idle.len()
     }

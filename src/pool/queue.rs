@@ -215,9 +215,7 @@ pub struct Ticket {
     seq: u64,
 }
 
-/// One waiting checkout.
 struct Waiter<T> {
-    /// Its ticket number.
     seq: u64,
     /// Its user, checked against the user's cap when the waiter's turn comes.
     user: Option<Arc<UserTag>>,
@@ -229,7 +227,6 @@ struct Waiter<T> {
 struct Lane<T> {
     /// The tenant (None: checkouts without one), kept alive while it has waiters.
     tag: Option<Arc<TenantTag>>,
-    /// Waiting checkouts.
     waiters: VecDeque<Waiter<T>>,
 }
 
@@ -244,7 +241,6 @@ pub struct FairQueue<T> {
     /// FQ-CoDel's new flows do, so a tenant with one transaction at a time is served at the
     /// next release instead of after a turn of every busy tenant.
     fresh: usize,
-    /// Next ticket number.
     seq: u64,
     /// Waiters in all lanes.
     len: usize,
@@ -263,7 +259,7 @@ impl<T> Default for FairQueue<T> {
 }
 
 impl<T> FairQueue<T> {
-    /// Number of waiting checkouts.
+    /// Waiting checkouts, every lane together.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
@@ -328,10 +324,10 @@ impl<T> FairQueue<T> {
         true
     }
 
-    /// The next waiter to serve: the oldest of the first tenant in turn order (new tenants
-    /// first, see `fresh`) that `eligible` accepts (under its cap) whose user is under its own
-    /// cap. That tenant's turn moves to the back; tenants skipped keep their place, so a capped tenant is next as soon as it may
-    /// hold one more (and a capped user's checkout as soon as the user may).
+    /// The next waiter to serve: the oldest of the first tenant in turn order (new tenants first,
+    /// see `fresh`) that `eligible` accepts (under its cap) whose user is under its own cap. That
+    /// tenant's turn moves to the back; tenants skipped keep their place, so a capped tenant is
+    /// next as soon as it may hold one more (and a capped user's checkout as soon as the user may).
     #[allow(clippy::type_complexity)]
     pub fn pop_next(
         &mut self,

@@ -55,7 +55,8 @@ impl Rate {
     }
 }
 
-/// One tenant's tokens.
+/// One tenant's tokens (on its [`super::queue::TenantTag`]); the rate comes from the shared
+/// [`Rate`] at each take.
 #[derive(Debug, Default)]
 pub struct Bucket {
     /// Tokens left and when they were counted; None until the first transaction (full).

@@ -1,8 +1,9 @@
 //! Release policy: what a server connection needs before another client may use it.
 //!
-//! The session hands its guard here when it detaches or ends ([`PoolGuard::release`]); nothing
-//! else writes `ROLLBACK` or a reset, and the session never decides how a connection is cleaned. A connection that cannot be brought back to a clean, idle state within the deadline
-//! is closed, never pooled (STYLE habit 7).
+//! The session hands its guard here when it detaches or ends ([`PoolGuard::release`]); nothing else
+//! writes `ROLLBACK` or a reset, and the session never decides how a connection is cleaned. A
+//! connection that cannot be brought back to a clean, idle state within the deadline is closed,
+//! never pooled (STYLE habit 7).
 
 use std::time::Duration;
 

@@ -13,7 +13,6 @@ pub(super) type Back = Option<Box<UpstreamConn>>;
 /// What a checkout is handed with its slot, decided under the lock so the database's cap holds:
 /// a connection (released just now or idle), or the right to open one.
 pub(super) enum Grant {
-    /// A connection to use.
     Conn(Box<UpstreamConn>),
     /// No connection was free: open one, counted by this token.
     Open(DbToken),

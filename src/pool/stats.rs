@@ -51,13 +51,13 @@ pub struct PoolStats {
 pub struct StatsSnapshot {
     /// Server assignments (checkouts).
     pub server_assignment_count: u64,
-    /// Transactions.
+    /// Transactions completed (ReadyForQuery `I` after client work).
     pub xact_count: u64,
-    /// Queries.
+    /// Simple Query and Execute messages forwarded.
     pub query_count: u64,
-    /// Bytes from clients.
+    /// PgBouncer's `total_received`: bytes received from clients and forwarded.
     pub bytes_received: u64,
-    /// Bytes to clients.
+    /// PgBouncer's `total_sent`: bytes of server answers relayed to clients.
     pub bytes_sent: u64,
     /// Microseconds in transactions.
     pub xact_time: u64,
@@ -81,13 +81,13 @@ struct Window {
 }
 
 impl PoolStats {
-    /// Adds `n` to a counter.
+    /// Relaxed: the counters are statistics, not synchronisation.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The totals now.
+    /// Read counter by counter (relaxed loads), so not one consistent instant.
     pub fn totals(&self) -> StatsSnapshot {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {

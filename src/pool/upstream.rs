@@ -1,4 +1,5 @@
-//! One upstream PostgreSQL connection: connect, (TLS), authenticate, learn its parameters.
+//! One upstream PostgreSQL connection: connect, (TLS), authenticate, learn its parameters; and
+//! the proxy's own exchanges on it (a batch to ReadyForQuery, a CancelRequest).
 //!
 //! postgres-protocol provides the SCRAM-SHA-256 client and md5 hashing; the framing is ours.
 
@@ -18,19 +19,20 @@ use crate::protocol::stream::{BoxStream, PqStream, StreamError};
 /// Everything needed to open a connection to one upstream role.
 #[derive(Clone)]
 pub struct UpstreamSpec {
-    /// Host name or address.
+    /// Host name or address, or a Unix socket directory ([`unix_socket_path`]).
     pub host: String,
-    /// TCP port.
+    /// TCP port, or the `<port>` of the socket file's name.
     pub port: u16,
-    /// Database to connect to.
+    /// `[upstream] database`, the same for both pools.
     pub database: String,
-    /// Role to log in as.
+    /// The app role, or the break-glass role for that pool.
     pub user: String,
     /// Its password, when the server asks for one.
     pub password: Option<String>,
     /// TLS client configuration, when TLS is wanted.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// How long opening and authenticating one connection may take (TCP, TLS and startup).
+    /// How long opening one connection may take: DNS, TCP (or Unix socket), TLS, startup and
+    /// authentication, up to the first ReadyForQuery.
     pub connect_timeout: Duration,
     /// Largest message accepted from the server.
     pub max_message: usize,
@@ -52,12 +54,12 @@ impl std::fmt::Debug for UpstreamSpec {
 /// Why an upstream connection could not be opened or used.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// TCP or TLS I/O failed.
+    /// Connecting (TCP or Unix socket) or the SSLRequest exchange failed.
     #[error("could not connect to server {addr}: {source}")]
     Connect {
-        /// host:port
+        /// `host:port`, or the socket path.
         addr: String,
-        /// The failure.
+        /// In the message and as `source()` (`cli::render_error` prints it once).
         source: std::io::Error,
     },
     /// The stream broke after connecting.
@@ -90,7 +92,6 @@ impl UpstreamError {
 /// the methods below, which say what may change (a ReadyForQuery, the identity it carries, state
 /// that makes it need a reset) rather than handing out every field.
 pub struct UpstreamConn {
-    /// The framed socket.
     pub(super) stream: PqStream,
     /// The server's BackendKeyData, for forwarding cancels.
     pub(super) pid: i32,
@@ -188,7 +189,7 @@ impl UpstreamConn {
         }
     }
 
-    /// The framed socket.
+    /// Raw frame I/O: nothing read or written here changes the connection's bookkeeping.
     #[inline]
     pub fn stream(&mut self) -> &mut PqStream {
         &mut self.stream

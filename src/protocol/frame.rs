@@ -13,7 +13,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The message type byte.
+    /// The message type byte (`Q`, `P`, `Z`, …); 0 only for an empty frame.
     #[inline]
     pub fn tag(&self) -> u8 {
         self.raw.first().copied().unwrap_or(0)
@@ -35,7 +35,7 @@ pub struct FrameRef<'a> {
 }
 
 impl<'a> FrameRef<'a> {
-    /// The message type byte.
+    /// The message type byte (`Q`, `P`, `Z`, …); 0 only for an empty frame.
     #[inline]
     pub fn tag(&self) -> u8 {
         self.raw.first().copied().unwrap_or(0)

@@ -137,7 +137,7 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     write_msg(buf, b'Z', |b| b.put_u8(status));
 }
 
-/// ParameterStatus.
+/// ParameterStatus (`S`): a setting's current value, as the server reports it.
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     write_msg(buf, b'S', |b| {
         put_cstr(b, strip_nul(name));
@@ -145,7 +145,7 @@ pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     });
 }
 
-/// BackendKeyData.
+/// BackendKeyData (`K`): the key a client sends back in a CancelRequest.
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
     write_msg(buf, b'K', |b| {
         b.put_i32(pid);
@@ -244,7 +244,7 @@ pub fn close_statement(buf: &mut BytesMut, name: &[u8]) {
     });
 }
 
-/// Sync.
+/// Sync: ends an extended-protocol batch; the server answers with ReadyForQuery.
 pub fn sync(buf: &mut BytesMut) {
     write_msg(buf, b'S', |_| {});
 }
@@ -266,13 +266,14 @@ pub fn query_text(body: &[u8]) -> Option<&[u8]> {
 pub struct ParseMsg<'a> {
     /// Statement name (empty = unnamed).
     pub name: &'a [u8],
-    /// The SQL text.
+    /// Bytes as sent, NUL stripped; not checked as UTF-8 here.
     pub sql: &'a [u8],
     /// Parameter type OIDs, as sent (count + OIDs).
     pub types: &'a [u8],
 }
 
-/// Decodes a Parse body.
+/// Decodes a Parse body; None when the name or the SQL lacks its NUL (the type section is not
+/// checked).
 pub fn parse_msg(body: &[u8]) -> Option<ParseMsg<'_>> {
     let (name, rest) = read_cstr(body)?;
     let (sql, types) = read_cstr(rest)?;

@@ -1,8 +1,9 @@
 //! Startup and reported parameters the proxy must understand itself: the reported parameters
 //! it keeps in sync per session under pooling, and the client encodings it refuses.
 //!
-//! Pure data and lookups, shared by the handshake, the relay (ParameterStatus), the pool (a
-//! server connection's values) and the inspector (`SET`), so none of them depends on another.
+//! Pure data and lookups, shared by the handshake (startup settings), the guard and the
+//! inspector (`SET`), the relay (ParameterStatus) and the pool (a server connection's values),
+//! so none of them depends on another.
 //!
 //! Encodings: `pg_encname_tbl` in `src/common/encnames.c` (identical in 13–17) lists every
 //! accepted spelling after `clean_encoding_name` (lower-case, non-alphanumerics dropped). The

@@ -13,7 +13,8 @@ pub enum StartupPacket {
     GssEncRequest,
     /// Cancel the query running for this key.
     Cancel {
-        /// Process id half of the key.
+        /// The key's first half: a backend pid in PostgreSQL, a random number when the proxy issued
+        /// it.
         pid: i32,
         /// Secret half of the key.
         secret: i32,

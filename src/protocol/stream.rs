@@ -33,7 +33,6 @@ pub enum StreamError {
 
 /// A framed protocol stream with a read and a write buffer.
 pub struct PqStream {
-    /// The socket.
     io: BoxStream,
     /// Bytes read but not yet framed.
     rbuf: BytesMut,

@@ -27,7 +27,6 @@ pub struct CancelTarget {
     pub waiting_cancel: Notify,
     /// Upstream host for the cancel connection.
     host: String,
-    /// Upstream port.
     port: u16,
 }
 
@@ -86,9 +85,9 @@ pub struct CancelRegistry {
 pub struct CancelHandle {
     /// The registry to remove from.
     registry: Arc<CancelRegistry>,
-    /// The proxy-issued key.
+    /// The (pid, secret) the client got in BackendKeyData: random, never the upstream's.
     pub key: (i32, i32),
-    /// The session's target.
+    /// Shared with the registry, which forwards a cancel to whatever connection it points at.
     pub target: Arc<CancelTarget>,
 }
 

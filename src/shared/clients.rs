@@ -13,15 +13,15 @@ pub struct ClientInfo {
     pub session_id: String,
     /// The login name as sent.
     pub user: String,
-    /// The database named.
+    /// From the startup packet; the user name when absent, as in PostgreSQL.
     pub database: String,
     /// Client address (after PROXY protocol).
     pub addr: SocketAddr,
-    /// Whether TLS was negotiated.
+    /// Shown as `TLS` in SHOW CLIENTS' `tls` column.
     pub tls: bool,
     /// application_name from startup.
     pub application_name: String,
-    /// When the session started.
+    /// Wall-clock time; [`ClientRegistry::snapshot`] sorts by it.
     pub connected: SystemTime,
     /// The tenant, if any (may change by trusted switch).
     pub tenant: Mutex<Option<String>>,
@@ -44,18 +44,17 @@ impl ClientInfo {
     }
 }
 
-/// All live sessions.
+/// Every live session by id; an entry leaves when its [`Listed`] is dropped.
 #[derive(Default)]
 pub struct ClientRegistry {
-    /// By session id.
     map: Mutex<HashMap<String, Arc<ClientInfo>>>,
 }
 
 /// Keeps a session listed until dropped.
 pub struct Listed {
-    /// Where to remove from.
     registry: Arc<ClientRegistry>,
-    /// The entry.
+    /// Shared with the registry: the session updates its `tenant` in place, and KILL cancels its
+    /// `kill`.
     pub info: Arc<ClientInfo>,
 }
 
@@ -68,7 +67,7 @@ impl Drop for Listed {
 }
 
 impl ClientRegistry {
-    /// Lists a session.
+    /// Lists a session until the returned [`Listed`] is dropped.
     pub fn add(self: &Arc<Self>, info: ClientInfo) -> Listed {
         let info = Arc::new(info);
         if let Ok(mut m) = self.map.lock() {
@@ -104,7 +103,7 @@ impl ClientRegistry {
         victims.len()
     }
 
-    /// Number of sessions.
+    /// Live sessions now (SHOW LISTS' `used_clients`).
     pub fn count(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }

@@ -20,7 +20,7 @@ pub struct State {
 /// PAUSE and SUSPEND state of the whole pooler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Serving.
+    /// Serving: the start state, and what RESUME returns to.
     Running = 0,
     /// PAUSE (or KILL): no server connections are handed out.
     Paused = 1,
@@ -29,7 +29,7 @@ pub enum Mode {
 }
 
 impl State {
-    /// The current mode.
+    /// Read by the console only; checkouts obey each pool's own pause flag (`Pool::pause`).
     pub fn mode(&self) -> Mode {
         match self.mode.load(Ordering::Relaxed) {
             1 => Mode::Paused,

@@ -39,7 +39,7 @@ fn millis(secs: f64) -> u64 {
 }
 
 impl Limits {
-    /// The limits of `config`.
+    /// Built once at start; a reload updates it in place ([`Limits::update`]).
     pub fn new(config: &Config) -> Limits {
         let l = Limits::default();
         l.update(config);

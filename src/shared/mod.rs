@@ -23,7 +23,7 @@ use crate::tenant::guard::Policy;
 use crate::verify::monitor::PostureState;
 use cancel::CancelRegistry;
 
-/// State shared by every session.
+/// Built once at start and held by every session; what a reload replaces is in [`Live`].
 pub struct Shared {
     /// The configuration the proxy started with (listen address, upstream, pool mode:
     /// settings a reload cannot change).
@@ -40,7 +40,7 @@ pub struct Shared {
     pub clients: Arc<clients::ClientRegistry>,
     /// The file `serve` loaded, for SIGHUP and the console's RELOAD.
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
-    /// The security event log.
+    /// A queue to the event writer's thread: recording never waits.
     pub events: EventSink,
     /// TLS for clients, when configured.
     pub tls: Option<TlsAcceptor>,

@@ -38,17 +38,17 @@ pub enum KeyFileError {
     /// It cannot be read (missing, permissions, not a file).
     #[error("{path}: {reason}")]
     Read {
-        /// The file.
+        /// As given (`[tenant] signing_key_file` or `--key-file`).
         path: PathBuf,
-        /// What went wrong.
+        /// The OS error, or `not a regular file`.
         reason: String,
     },
     /// Group or others may access it.
     #[error("{path}: permissions {mode:04o} are too open: the signing key must be readable by its owner only (chmod 600)")]
     Mode {
-        /// The file.
+        /// As given (`[tenant] signing_key_file` or `--key-file`).
         path: PathBuf,
-        /// Its permission bits.
+        /// Its permission bits (`& 0o7777`), shown in octal.
         mode: u32,
     },
     /// A line is not `<key id> <64 hex digits>`, or repeats a key id.
@@ -65,9 +65,9 @@ pub enum KeyFileError {
     /// Writing the file failed.
     #[error("cannot write {path}: {source}")]
     Write {
-        /// The file.
+        /// As given (`[tenant] signing_key_file` or `--key-file`).
         path: PathBuf,
-        /// The failure.
+        /// In the message and as `source()` (`cli::render_error` prints it once).
         source: std::io::Error,
     },
 }
@@ -77,7 +77,6 @@ pub enum KeyFileError {
 pub struct SigningKey {
     /// The id carried in every signature, so the database knows which key to check with.
     id: String,
-    /// The secret.
     secret: [u8; KEY_LEN],
 }
 
@@ -107,12 +106,12 @@ impl SigningKey {
         })
     }
 
-    /// A fresh random key.
+    /// A key of random bytes from the thread-local CSPRNG; None when `id` is not a valid key id.
     pub fn generate(id: &str) -> Option<SigningKey> {
         SigningKey::new(id, rand::random::<[u8; KEY_LEN]>())
     }
 
-    /// The key id.
+    /// Also in every signature, before the `:`.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -310,7 +309,7 @@ impl KeyRing {
         Ok(())
     }
 
-    /// The file text.
+    /// The file text, with a header comment that states the format and the 0600 rule.
     pub fn render(&self) -> String {
         let mut s = String::from(
             "# tenantgate signing keys: `<key id> <64 hex digits>` per line; the last line signs.\n\

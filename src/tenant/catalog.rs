@@ -1,6 +1,6 @@
-//! Deny-lists derived from PostgreSQL's catalogs and source: built-in functions that run SQL text, and the catalog objects through which
-//! one client of the shared upstream role sees other clients' sessions, large objects or
-//! activity statistics.
+//! Deny-lists derived from PostgreSQL's catalogs and source: built-in functions that run SQL text,
+//! and the catalog objects through which one client of the shared upstream role sees other clients'
+//! sessions, large objects or activity statistics.
 //!
 //! Why a table of names and not privileges: every client reaches PostgreSQL as the same
 //! `NOSUPERUSER NOBYPASSRLS` role, so whatever that role may see of "its own" backends, every
@@ -43,13 +43,13 @@ pub enum Exposure {
 /// How PostgreSQL would name the object in `permission denied for <kind> <name>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
-    /// A view.
+    /// A system view (`pg_locks`, the `pg_stat_*` views, …).
     View,
-    /// A table.
+    /// A catalog table (`pg_largeobject`, `pg_largeobject_metadata`).
     Table,
-    /// A function.
+    /// A function (`pg_cancel_backend`, `pg_stat_get_*`, …).
     Function,
-    /// A column.
+    /// A `pg_class` column (`reltuples`, `relpages`, …).
     Column,
 }
 
@@ -180,9 +180,9 @@ pub fn maybe_catalog_word(w: &[u8]) -> bool {
 /// A refused catalog object: `name` (lower case) names it in the error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CatalogObject {
-    /// View, table, function or column.
+    /// The `<kind>` of PostgreSQL's `permission denied for <kind> <name>`.
     pub kind: ObjectKind,
-    /// What it exposes.
+    /// Which inspector rule the finding is reported under.
     pub exposure: Exposure,
 }
 

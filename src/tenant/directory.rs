@@ -25,7 +25,7 @@ pub enum DirectoryError {
     /// The query failed upstream.
     #[error("directory query failed: {0}")]
     Query(String),
-    /// The stream broke.
+    /// The app pool's connection broke during the lookup.
     #[error("{0}")]
     Stream(#[from] crate::protocol::stream::StreamError),
 }

@@ -14,11 +14,11 @@ use crate::tenant_id::{literal_tenant, TenantFormat};
 /// The policy knobs, from `[tenant]` and `[security]`.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// The tenant GUC.
+    /// `[tenant] setting`: the GUC the RLS policies read; setting or resetting it is tampering.
     pub setting: String,
     /// The tenant column, for cross-tenant literal detection.
     pub column: String,
-    /// Tenant id format.
+    /// `[tenant] format`: how a literal compared with the tenant column is read as a tenant id.
     pub format: TenantFormat,
     /// Block or only log probes.
     pub probe_action: ProbeAction,
@@ -33,14 +33,15 @@ pub struct Policy {
     pub user_names: Vec<String>,
 }
 
-/// An event the session should record for this statement.
+/// An event the session records for this statement, adding the subject, the statement text and
+/// (when refused) the SQLSTATE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventDraft {
-    /// Which event.
+    /// Its name in the log ([`EventKind::as_str`]).
     pub kind: EventKind,
-    /// What was done.
+    /// `log` rather than `block` when `probe_action = "log"` lets a probe through.
     pub action: Action,
-    /// What matched.
+    /// What matched, with the inspector rule's label in brackets.
     pub detail: Option<String>,
 }
 
@@ -58,7 +59,8 @@ pub enum Verdict {
 /// The guard's answer for one Query or Parse text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// Forward, refuse or switch.
+    /// Session state under transaction pooling is refused later, by the session (see
+    /// `session_state`).
     pub verdict: Verdict,
     /// Events to record (in order).
     pub events: Vec<EventDraft>,
@@ -132,7 +134,8 @@ impl Decision {
 /// Who is asking: the parts of the session the policy depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct Asker<'a> {
-    /// The user's kind.
+    /// Break-glass statements are only audited and admin ones pass; app and operator SQL is
+    /// inspected.
     pub kind: UserKind,
     /// The session tenant (canonical), if any.
     pub tenant: Option<&'a str>,
@@ -327,7 +330,7 @@ fn catalog_rule(r: Rule) -> bool {
 
 impl Policy {
     /// Whether `login` (as sent: `name` or `name.tenant`) is a configured catalog monitor.
-    /// Resolved like the handshake's `resolve_user`: the exact name first, then the first
+    /// Resolved like `client::resolve_user` at login: the exact name first, then the first
     /// `name.` prefix that names a configured user.
     fn is_catalog_monitor(&self, login: &str) -> bool {
         if self.catalog_monitors.is_empty() {

@@ -1,4 +1,5 @@
-//! Who the tenant is: format validation and the choice made at connect.
+//! Who the tenant is: the choice made at connect, from the user's configuration and what the client
+//! asked for (the id formats are in [`crate::tenant_id`]).
 //!
 //! Pure code: the handshake collects what the client asked for (user-name suffix, startup
 //! `options`, TLS SNI) and this module decides, so every rule is testable with strings.
@@ -32,7 +33,7 @@ impl TenantSource {
 /// One way the client asked for a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRequest {
-    /// How it was asked.
+    /// Named in logs and tamper events ([`TenantSource::as_str`]).
     pub source: TenantSource,
     /// The raw value asked for.
     pub value: String,
@@ -55,9 +56,9 @@ pub enum TenantRefusal {
     /// A fixed-tenant user asked for another tenant: a tamper attempt.
     #[error("user \"{user}\" is bound to its own tenant and may not choose tenant \"{asked}\"")]
     FixedTenant {
-        /// The configured user.
+        /// Its configured name (no tenant suffix).
         user: String,
-        /// What it asked for.
+        /// As the client sent it (not canonicalised).
         asked: String,
     },
     /// The requests disagree with each other.
@@ -66,23 +67,23 @@ pub enum TenantRefusal {
     /// The value is not a valid tenant id and cannot be looked up.
     #[error("invalid tenant \"{asked}\": {reason}")]
     Invalid {
-        /// What was asked for.
+        /// As the client sent it.
         asked: String,
-        /// Why it is not valid.
+        /// The [`TenantIdError`](crate::tenant_id::TenantIdError) message.
         reason: String,
     },
     /// The tenant is not in the user's allow-list.
     #[error("user \"{user}\" may not use tenant \"{asked}\"")]
     NotAllowed {
-        /// The configured user.
+        /// Its configured name (no tenant suffix).
         user: String,
-        /// What it asked for.
+        /// The canonical id (for a slug, the id the directory mapped it to).
         asked: String,
     },
     /// Breakglass and admin sessions do not take a tenant.
     #[error("{kind} sessions do not take a tenant")]
     NoTenantKind {
-        /// The user kind.
+        /// `admin` or `breakglass`.
         kind: &'static str,
     },
 }

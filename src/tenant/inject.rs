@@ -72,7 +72,6 @@ pub fn identity(
 pub struct Prelude {
     /// See [`identity`].
     pub identity: u64,
-    /// The tenant setting's name.
     setting: String,
     /// The tenant (None: reset to the default, for sessions without one).
     tenant: Option<String>,

@@ -1,4 +1,6 @@
-//! Tenant enforcement: who the tenant is, the guard that inspects SQL, and the injection.
+//! Tenant enforcement: who the tenant is ([`identity`], the slug [`directory`]), the guard that
+//! inspects SQL ([`guard`] over [`inspect`], with the [`catalog`] deny-lists), and the injection
+//! ([`inject`]).
 
 pub mod catalog;
 pub mod directory;

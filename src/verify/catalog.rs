@@ -30,7 +30,7 @@ pub struct RoleFacts {
 /// A role with a flag that defeats RLS, reachable from the connecting role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PrivilegedRole {
-    /// Its name.
+    /// `rolname`.
     pub name: String,
     /// `rolsuper`.
     pub superuser: bool,
@@ -46,9 +46,9 @@ pub struct TableFacts {
     pub oid: u32,
     /// `schema.table`, quoted only where needed for display.
     pub name: String,
-    /// The schema.
+    /// `nspname`, unquoted (`name` is the display form).
     pub schema: String,
-    /// The table.
+    /// `relname`, unquoted.
     pub table: String,
     /// The owner (exempt from RLS unless it is forced).
     pub owner: String,
@@ -75,7 +75,7 @@ pub struct TableFacts {
 /// One row of `pg_policy`, deparsed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PolicyFacts {
-    /// Policy name.
+    /// `polname`.
     pub name: String,
     /// `ALL`, `SELECT`, `INSERT`, `UPDATE` or `DELETE`.
     pub command: String,
@@ -85,9 +85,9 @@ pub struct PolicyFacts {
     pub roles: Vec<String>,
     /// Whether it applies to the connecting role.
     pub applies: bool,
-    /// The `USING` expression.
+    /// Deparsed; None when absent (an INSERT policy has none).
     pub using: Option<String>,
-    /// The `WITH CHECK` expression.
+    /// Deparsed; None when absent (writes are then checked against `USING`, as PostgreSQL does).
     pub with_check: Option<String>,
 }
 
@@ -109,11 +109,11 @@ pub struct FunctionFacts {
 /// Everything the catalog checks are judged on.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Facts {
-    /// The role.
+    /// Who is connected: check 1 judges it.
     pub role: RoleFacts,
     /// Tables with the column or with RLS.
     pub tables: Vec<TableFacts>,
-    /// Risky functions.
+    /// For check 7: functions the role can execute that can change the tenant setting.
     pub functions: Vec<FunctionFacts>,
     /// What the role can create or alter (check 8).
     pub creation: super::creation::CreationFacts,

@@ -145,11 +145,11 @@ fn writes(cmd: &str) -> bool {
 /// of the setting is a failure (SQL running as the upstream role can set it).
 #[derive(Debug, Clone, Copy)]
 pub struct Tie<'a> {
-    /// The tenant setting.
+    /// `[tenant] setting`: reading it raw is sound without signing and a failure with it.
     pub setting: &'a str,
     /// The tenant column (for the suggested `ALTER POLICY`).
     pub column: &'a str,
-    /// Signing is on.
+    /// Policies must then read `tenantgate.current_tenant()`.
     pub signed: bool,
 }
 

@@ -65,7 +65,8 @@ impl Target {
         })
     }
 
-    /// As the `[upstream]` role, with the pool's TLS mode and connect timeout.
+    /// As the `[upstream]` role, with the pool's TLS mode. `connect_timeout` bounds only the socket
+    /// connect here (tokio-postgres), not the login.
     pub fn from_upstream(u: &UpstreamConfig) -> Result<Target, VerifyError> {
         let mut config = Config::new();
         config
@@ -183,7 +184,7 @@ pub fn rejected(e: &VerifyError) -> Option<String> {
 /// An open checking connection; [`Session::close`] ends it before returning, so the check
 /// leaves no backend behind (tests count the upstream role's backends).
 pub struct Session {
-    /// The client to query with.
+    /// Starts read-only, with a `statement_timeout` ([`Target::connect`] sets both).
     pub client: Client,
     /// The task driving the connection; it ends after Terminate when the client is dropped.
     task: tokio::task::JoinHandle<()>,
@@ -203,13 +204,11 @@ struct RustlsConnect(Arc<rustls::ClientConfig>);
 
 /// One handshake towards a named server.
 struct RustlsHandshake {
-    /// The client configuration.
     config: Arc<rustls::ClientConfig>,
     /// The server name to present (and verify, in verify-full).
     name: rustls_pki_types::ServerName<'static>,
 }
 
-/// An established TLS stream.
 struct RustlsStream(tokio_rustls::client::TlsStream<Socket>);
 
 impl MakeTlsConnect<Socket> for RustlsConnect {

@@ -39,7 +39,7 @@ pub struct Owned {
     pub kind: String,
     /// The object as SQL names it (quoted, functions with their argument types).
     pub object: String,
-    /// The owning role.
+    /// The connecting role, or a role it reaches.
     pub owner: String,
 }
 

@@ -23,7 +23,7 @@ use super::VerifyError;
 /// One unique key, primary key, exclusion constraint, unique index or foreign key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyFacts {
-    /// The table's oid.
+    /// Matches [`TableFacts::oid`](super::catalog::TableFacts::oid).
     #[serde(skip)]
     pub table_oid: u32,
     /// Constraint or index name.

@@ -52,7 +52,7 @@ pub enum VerifyError {
     /// A check query failed.
     #[error("{what}: {message}")]
     Query {
-        /// Which step.
+        /// Named in the error, e.g. `preparing the session`.
         what: &'static str,
         /// The server's message (or the client's, for a broken connection).
         message: String,

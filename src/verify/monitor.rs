@@ -71,14 +71,13 @@ pub struct Snapshot {
 
 /// Shared posture state: written by the start-up check and the monitor, read by admin.
 pub struct PostureState {
-    /// The latest result.
     snapshot: RwLock<Snapshot>,
     /// Cancelled once the upstream role is known to be acceptable: the accept loop waits for it.
     pub verified: CancellationToken,
     /// Cancelled when the posture made the proxy stop (`on_drift = "refuse"`, or a deferred
     /// start-up check that found a privileged role): `serve` exits non-zero.
     pub refused: CancellationToken,
-    /// Why it stopped.
+    /// Set with `refused`; `serve` exits with it.
     refusal: RwLock<Option<String>>,
     /// `[security] serve_unprotected`: failures do not close the gate.
     serve_unprotected: AtomicBool,
@@ -179,9 +178,9 @@ pub struct Monitor {
     pub target: Target,
     /// Setting, column, catalog scope.
     pub opts: Options,
-    /// Where results go.
+    /// Where results go: the health endpoints and the accept gate read them.
     pub state: Arc<PostureState>,
-    /// The security event log.
+    /// For `upstream_posture` events.
     pub events: EventSink,
     /// `[upstream] allow_privileged`.
     pub allow_privileged: bool,
@@ -225,11 +224,10 @@ pub struct Refused(pub String);
 
 /// The role findings that stop a start, and how to override them.
 struct Blocker {
-    /// The check's key.
     key: &'static str,
     /// Why it matters, for the refusal message.
     why: &'static str,
-    /// The override.
+    /// The configuration key that overrides it, named in the refusal.
     key_name: &'static str,
     /// What allowing it gives up, for the `allow` event.
     allowed: &'static str,

@@ -17,7 +17,6 @@ pub const MAX_TENANTS: usize = 20;
 
 /// What one probe query came to.
 enum Probe<T> {
-    /// It ran.
     Ok(T),
     /// The database refused it; the SQLSTATE and message.
     Refused(String, String),

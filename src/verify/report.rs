@@ -57,7 +57,7 @@ impl Status {
 /// One judged object: a role, a table, a policy, a function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// Its verdict.
+    /// Combined into the check's status by [`Status::combine`].
     pub status: Status,
     /// What it is about, e.g. `public.vehicles` or `public.vehicles/tenant_isolation`.
     pub object: String,
@@ -76,10 +76,10 @@ impl Finding {
     }
 }
 
-/// One numbered check of the list.
+/// One numbered check, as `docs/posture.md` lists them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// 1 to 9, as in the docs.
+    /// 1 to 10, as in the docs.
     pub id: u8,
     /// Stable machine name, e.g. `rls_forced`.
     pub key: &'static str,
@@ -89,7 +89,7 @@ pub struct Check {
     pub status: Status,
     /// One line saying what was found.
     pub summary: String,
-    /// The objects involved.
+    /// Every judged object, passing ones too (the health document leaves those out).
     pub findings: Vec<Finding>,
 }
 
@@ -135,7 +135,8 @@ impl Check {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// Catalog checks only (1, 2, 3, 7, 8, 9): cheap, no data read; the drift monitor's subset.
+    /// Catalog checks only (1, 2, 3, 7, 8, 9, and 10 with signing): cheap, no data read; what
+    /// start-up and the drift monitor run.
     Catalog,
     /// Everything, including the probes that read tables (4, 5, 6): `tenantgate verify`.
     Full,
@@ -146,7 +147,7 @@ pub enum Scope {
 pub struct Report {
     /// Worst check status.
     pub status: Status,
-    /// Which checks ran.
+    /// [`Scope::Catalog`] for start-up and drift runs, [`Scope::Full`] for `verify`.
     pub scope: Scope,
     /// The custom setting policies must read.
     pub setting: String,

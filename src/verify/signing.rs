@@ -24,7 +24,7 @@ const TITLE: &str = "signed tenant context";
 /// The function as the catalogs describe it.
 #[derive(Debug, Clone, Default)]
 pub struct FunctionFacts {
-    /// Its owner.
+    /// `proowner`, by name.
     pub owner: String,
     /// `prosecdef`.
     pub security_definer: bool,
@@ -41,7 +41,7 @@ pub struct FunctionFacts {
 /// The key table as the catalogs describe it.
 #[derive(Debug, Clone, Default)]
 pub struct TableFacts {
-    /// Its owner.
+    /// `relowner`, by name.
     pub owner: String,
     /// The checking role is (a member of) its owner.
     pub role_is_owner: bool,
@@ -52,7 +52,7 @@ pub struct TableFacts {
 /// Everything check 10 judges.
 #[derive(Debug, Clone, Default)]
 pub struct SigningFacts {
-    /// The checking role.
+    /// `current_user`.
     pub user: String,
     /// `tenantgate.current_tenant()`, when it exists.
     pub function: Option<FunctionFacts>,

@@ -25,7 +25,6 @@ pub enum ClusterError {
     Io {
         /// The operation, with its path.
         what: String,
-        /// The underlying error.
         #[source]
         source: io::Error,
     },
@@ -46,7 +45,6 @@ pub enum ClusterError {
     Psql {
         /// The role connected as.
         user: String,
-        /// The database connected to.
         database: String,
         /// psql's exit status.
         status: String,
@@ -58,7 +56,6 @@ pub enum ClusterError {
     NotReady {
         /// The port it should listen on.
         port: u16,
-        /// How long we waited.
         waited: Duration,
         /// The end of the server log.
         log_tail: String,

@@ -220,7 +220,6 @@ impl PgCluster {
         SUPERUSER
     }
 
-    /// The superuser's password.
     pub fn superuser_password(&self) -> &str {
         &self.superuser_password
     }
@@ -235,7 +234,7 @@ impl PgCluster {
         &self.instance.data_dir
     }
 
-    /// The server log file.
+    /// `pg_ctl -l`'s file; start errors quote its tail.
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }

@@ -43,7 +43,6 @@ impl SeedTenant {
     }
 }
 
-/// Tenant acme.
 pub const ACME: SeedTenant = SeedTenant {
     id: "11111111-1111-1111-1111-111111111111",
     slug: "acme",
@@ -53,7 +52,6 @@ pub const ACME: SeedTenant = SeedTenant {
     services: 2,
     appointments: 6,
 };
-/// Tenant globex.
 pub const GLOBEX: SeedTenant = SeedTenant {
     id: "22222222-2222-2222-2222-222222222222",
     slug: "globex",
@@ -63,7 +61,6 @@ pub const GLOBEX: SeedTenant = SeedTenant {
     services: 3,
     appointments: 10,
 };
-/// Tenant initech.
 pub const INITECH: SeedTenant = SeedTenant {
     id: "33333333-3333-3333-3333-333333333333",
     slug: "initech",
@@ -73,7 +70,6 @@ pub const INITECH: SeedTenant = SeedTenant {
     services: 4,
     appointments: 14,
 };
-/// Tenant umbrella.
 pub const UMBRELLA: SeedTenant = SeedTenant {
     id: "44444444-4444-4444-4444-444444444444",
     slug: "umbrella",

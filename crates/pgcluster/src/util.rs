@@ -54,7 +54,7 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A `postgresql.conf` string value.
+/// A `postgresql.conf` string value: single-quoted, `'` doubled.
 pub(crate) fn quote_conf(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }

@@ -42,12 +42,10 @@ pub fn is_console(database: &str) -> bool {
 
 pub use crate::shared::console::Mode;
 
-/// SHOW subcommands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Show {
     /// The command list, as a notice.
     Help,
-    /// `version`.
     Version,
     /// Settings: key, value, changeable.
     Config,
@@ -91,7 +89,6 @@ pub enum Shutdown {
 /// A console command, parsed. A database argument is the name as the client gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsoleCommand {
-    /// SHOW ….
     Show(Show),
     /// Re-read the configuration file.
     Reload,

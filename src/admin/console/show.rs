@@ -69,7 +69,6 @@ pub(super) fn help(out: &mut BytesMut) {
     table::complete(out, "SHOW");
 }
 
-/// SHOW VERSION.
 pub(super) fn version(out: &mut BytesMut) {
     table::write(
         out,
@@ -326,7 +325,6 @@ pub(super) fn clients(shared: &Shared, out: &mut BytesMut) {
     table::write(out, &cols, rows);
 }
 
-/// SHOW SERVERS.
 pub(super) fn servers(shared: &Shared, out: &mut BytesMut) {
     let mut rows = Vec::new();
     for p in pools(shared) {
@@ -429,7 +427,6 @@ fn resident_bytes() -> Option<usize> {
     Some(pages.saturating_mul(4096))
 }
 
-/// SHOW STATE.
 pub(super) fn state(shared: &Shared, out: &mut BytesMut) {
     let m = shared.console.mode();
     let yes = |b: bool| if b { "yes" } else { "no" };

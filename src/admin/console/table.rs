@@ -31,7 +31,6 @@ impl Ty {
 /// One value of a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Val {
-    /// A string.
     Text(String),
     /// A number (written in text format, like every console value).
     Int(i64),

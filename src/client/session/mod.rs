@@ -84,7 +84,6 @@ pub enum SessionError {
 pub struct Session {
     /// Config, pools, event sink, cancel registry.
     shared: Arc<Shared>,
-    /// The client connection.
     client: PqStream,
     /// Who the client is, and its current tenant.
     who: Identity,
@@ -98,11 +97,10 @@ pub struct Session {
     seat: Option<Seat>,
     /// The user's count of server connections (`max_user_connections`, a user's `pool_size`).
     user_share: Arc<crate::pool::limits::UserTag>,
-    /// Transaction or session pooling.
+    /// The user's own `pool_mode`, else `[upstream]`'s.
     mode: PoolMode,
-    /// The attached upstream connection, if any.
+    /// Kept between transactions only in session pooling.
     server: Option<PoolGuard>,
-    /// Where in the cycle we are.
     phase: Phase,
     /// The last segment ended with a Query (simple protocol), not a Sync.
     simple_segment: bool,
@@ -147,7 +145,6 @@ pub struct Session {
 
 /// Everything `Session::new` needs.
 pub struct SessionParts {
-    /// Shared state.
     pub shared: Arc<Shared>,
     /// The authenticated client stream.
     pub client: PqStream,
@@ -157,13 +154,10 @@ pub struct SessionParts {
     pub pool: Arc<Pool>,
     /// The tenant's seat (app and operator sessions with a tenant).
     pub seat: Option<Seat>,
-    /// The cancel key.
     pub cancel: CancelHandle,
-    /// Optional end of the session.
+    /// `max_session_seconds` for break-glass sessions; None otherwise.
     pub deadline: Option<Instant>,
-    /// The SHOW CLIENTS entry.
     pub listed: crate::shared::clients::Listed,
-    /// The client's startup settings.
     pub settings: crate::client::settings::ClientSettings,
 }
 

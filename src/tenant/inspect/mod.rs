@@ -171,7 +171,8 @@ impl Rule {
 /// One thing a statement did that the session must judge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    /// Which rule.
+    /// Decides the event, and whether `probe_action = "log"` may let it through (catalog rules are
+    /// always refused).
     pub rule: Rule,
     /// Byte range of the whole offending statement in the inspected text, without surrounding
     /// whitespace, comments or the `;`.

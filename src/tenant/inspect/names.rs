@@ -161,7 +161,7 @@ pub(super) enum WordRule {
     DynamicSql,
     /// `PASSWORD`: the text must be redacted from logs.
     Secret,
-    /// `set_config(…)`.
+    /// `set_config(…)`: its name argument decides the rule; a non-literal name fails closed.
     SetConfig,
     /// A session-level advisory lock.
     SessionLock,
