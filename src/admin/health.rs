@@ -32,6 +32,8 @@ pub struct Context<'a> {
     pub interval_seconds: f64,
     /// `[security] on_drift`, as configured.
     pub on_drift: &'a str,
+    /// Signed tenant context is on: the periodic run includes check 10.
+    pub signed: bool,
     pub pools: Vec<PoolView>,
 }
 
@@ -214,7 +216,11 @@ pub fn tenant_security<'a>(snap: &'a Snapshot, ctx: &'a Context<'a>) -> TenantSe
             runs: snap.runs,
             interval_seconds: ctx.interval_seconds,
             on_drift: ctx.on_drift,
-            scope: "catalog checks 1, 2, 3, 7, 8, 9",
+            scope: if ctx.signed {
+                "catalog checks 1, 2, 3, 7, 8, 9, 10"
+            } else {
+                "catalog checks 1, 2, 3, 7, 8, 9"
+            },
         },
         checks: report
             .map(|r| r.checks.iter().map(check_view).collect())
@@ -234,6 +240,7 @@ mod tests {
             upstream_database: "app",
             interval_seconds: 300.0,
             on_drift: "warn",
+            signed: false,
             pools: vec![PoolView {
                 name: "app",
                 size: 4,
@@ -249,5 +256,16 @@ mod tests {
         assert_eq!(doc["rls"]["enabled_tables"], 0);
         assert_eq!(doc["pools"][0]["idle"], 2);
         assert_eq!(doc["last_drift_check"]["result"], "pending");
+        assert_eq!(
+            doc["last_drift_check"]["scope"],
+            "catalog checks 1, 2, 3, 7, 8, 9"
+        );
+        let signed = Context { signed: true, ..ctx };
+        let doc = serde_json::to_value(tenant_security(&snap, &signed)).unwrap();
+        assert_eq!(
+            doc["last_drift_check"]["scope"],
+            "catalog checks 1, 2, 3, 7, 8, 9, 10",
+            "the monitor runs check 10 when signing is on"
+        );
     }
 }

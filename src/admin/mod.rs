@@ -244,6 +244,7 @@ fn context(shared: &Shared) -> Context<'_> {
             crate::config::OnDrift::Warn => "warn",
             crate::config::OnDrift::Refuse => "refuse",
         },
+        signed: c.tenant.signing_key_file.is_some(),
         pools: pools(shared),
     }
 }
