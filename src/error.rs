@@ -3,6 +3,7 @@
 //! Internal failures are logged with their cause; what reaches the client is chosen here, so
 //! no internal detail (addresses, secrets) leaks by accident (neon's `UserFacingError` idea).
 
+use crate::pool::Limit;
 use crate::protocol::messages::PgError;
 
 /// SQLSTATE for refused statements and tenant violations.
@@ -112,14 +113,18 @@ pub fn tenant_refused(reason: impl std::fmt::Display) -> PgError {
 }
 
 /// No server connection became free in time.
-pub fn pool_timeout() -> PgError {
+pub fn pool_timeout(limit: Limit) -> PgError {
     PgError::error(
         "53300",
         "tenantgate: timed out waiting for a server connection",
     )
-    .with_hint(
-        "All upstream connections are busy; raise [upstream] pool_size or query_wait_timeout.",
-    )
+    .with_hint(match limit {
+        Limit::Paused => "The pool is paused (admin console PAUSE); RESUME serves waiting clients.",
+        Limit::TenantShare => "This tenant's sessions hold all the server connections it may share; raise [tenant] max_server_connections or query_wait_timeout.",
+        Limit::UserCap => "This user's sessions hold all the server connections it may use; raise the user's pool_size or max_user_connections, or query_wait_timeout.",
+        Limit::DbCap => "The database has [upstream] max_db_connections server connections open; raise it or query_wait_timeout.",
+        Limit::PoolSize => "All upstream connections are busy; raise [upstream] pool_size or query_wait_timeout.",
+    })
 }
 
 /// The upstream could not be reached or refused the proxy.

@@ -260,11 +260,13 @@ mod tests {
             doc["last_drift_check"]["scope"],
             "catalog checks 1, 2, 3, 7, 8, 9"
         );
-        let signed = Context { signed: true, ..ctx };
+        let signed = Context {
+            signed: true,
+            ..ctx
+        };
         let doc = serde_json::to_value(tenant_security(&snap, &signed)).unwrap();
         assert_eq!(
-            doc["last_drift_check"]["scope"],
-            "catalog checks 1, 2, 3, 7, 8, 9, 10",
+            doc["last_drift_check"]["scope"], "catalog checks 1, 2, 3, 7, 8, 9, 10",
             "the monitor runs check 10 when signing is on"
         );
     }

@@ -11,7 +11,7 @@ use super::guard::{is_quiet, PoolGuard, Slot};
 use super::limits::UserTag;
 use super::queue::{TenantTag, Ticket};
 use super::slots::{take_idle, Grant};
-use super::{Pool, PoolError, UpstreamConn};
+use super::{Limit, Pool, PoolError, UpstreamConn};
 
 impl Pool {
     /// A connection right now, without waiting, opening, allocating or reading the clock: a
@@ -135,7 +135,7 @@ impl Pool {
             Some(t) => t,
             None => match self.pop_idle(identity) {
                 Some(c) => return Ok(self.hand_out(slot, c, waited)),
-                None => return Err(PoolError::Timeout(waited)),
+                None => return Err(PoolError::Timeout(waited, Limit::DbCap)),
             },
         };
         // Boxed: connecting (TCP, TLS, SCRAM) is rare, and its state would otherwise be part
@@ -192,7 +192,12 @@ impl Pool {
                 w.done = true;
                 Err(PoolError::Closed)
             }
-            Err(_) => Err(PoolError::Timeout(total)),
+            Err(_) => {
+                let limit = self
+                    .slots()
+                    .limit(tenant.map(Arc::as_ref), user.map(Arc::as_ref));
+                Err(PoolError::Timeout(total, limit))
+            }
         }
     }
 

@@ -40,9 +40,10 @@ pub use upstream::{ConnInfo, UpstreamConn, UpstreamError, UpstreamSpec};
 /// Why a checkout failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// No connection became free within `query_wait_timeout`.
-    #[error("timed out after {0:?} waiting for a server connection")]
-    Timeout(Duration),
+    /// No connection became free within `query_wait_timeout`; what the checkout was waiting
+    /// behind when it gave up, so the client's hint names the setting that would have helped.
+    #[error("timed out after {0:?} waiting for a server connection ({1:?})")]
+    Timeout(Duration, Limit),
     /// A new connection could not be opened.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -52,6 +53,21 @@ pub enum PoolError {
     /// The client cancelled its query while it waited for a connection.
     #[error("canceling statement due to user request")]
     Cancelled,
+}
+
+/// Which limit a checkout that timed out was waiting behind, first match in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The console's PAUSE (or SUSPEND) holds new checkouts.
+    Paused,
+    /// The tenant holds its `[tenant] max_server_connections`.
+    TenantShare,
+    /// The user holds its `pool_size` / `max_user_connections`.
+    UserCap,
+    /// The database holds `[upstream] max_db_connections` server connections.
+    DbCap,
+    /// Every slot of the pool is in use (`pool_size`, plus the reserve).
+    PoolSize,
 }
 
 /// A server connection as SHOW SERVERS reports it.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::limits::{under_user_cap, Database, DbToken, UserTag};
 use super::queue::{self, FairQueue, TenantTag};
-use super::UpstreamConn;
+use super::{Limit, UpstreamConn};
 
 /// A connection coming back with its slot: None when it was closed (dirty, too old, failed).
 pub(super) type Back = Option<Box<UpstreamConn>>;
@@ -69,6 +69,21 @@ impl Slots {
             && !self.db_blocked
             && queue::under_cap(tag, self.tenant_cap)
             && under_user_cap(user)
+    }
+
+    /// Why [`Slots::may_take`] says no (or would have, for a waiter that was never served).
+    pub(super) fn limit(&self, tag: Option<&TenantTag>, user: Option<&UserTag>) -> Limit {
+        if self.paused {
+            Limit::Paused
+        } else if !queue::under_cap(tag, self.tenant_cap) {
+            Limit::TenantShare
+        } else if !under_user_cap(user) {
+            Limit::UserCap
+        } else if self.db_blocked {
+            Limit::DbCap
+        } else {
+            Limit::PoolSize
+        }
     }
 
     /// Takes a slot for `tag` and `user` (after [`Slots::may_take`], or for the waiter

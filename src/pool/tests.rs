@@ -118,7 +118,10 @@ async fn at_max_db_connections_a_checkout_waits_for_a_connection_to_close() {
     let elsewhere = db.try_reserve().expect("the first connection");
     // A free slot is not enough: the checkout waits, and times out with the pool's error.
     let r = pool.checkout(0, None, None).await.map(|_| ());
-    assert!(matches!(r, Err(PoolError::Timeout(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(PoolError::Timeout(_, Limit::DbCap))),
+        "{r:?}"
+    );
     assert_eq!(db.open(), 1, "nothing opened past the cap");
     assert!(
         !pool.slots().db_blocked,
@@ -183,4 +186,45 @@ async fn futures_poll_once<F: Future + Unpin>(mut f: F) -> Option<F::Output> {
         })
     })
     .await
+}
+
+/// A timed-out checkout names what it waited behind, so the client's 53300 hint points at the
+/// setting that would have helped (a tenant at its share must not be told to raise pool_size).
+#[tokio::test]
+async fn a_timed_out_checkout_names_the_limit_it_waited_behind() {
+    let quick = Duration::from_millis(50);
+    let timed_out = |r: Result<PoolGuard, PoolError>| match r {
+        Err(PoolError::Timeout(_, limit)) => limit,
+        other => panic!("expected a timeout, got {:?}", other.map(|_| ())),
+    };
+    // Every slot in use.
+    let pool = pool_on(1, &Database::new(0), quick);
+    let held = hold(&pool, None);
+    assert_eq!(timed_out(pool.checkout(0, None, None).await), Limit::PoolSize);
+    drop(held);
+    // The tenant at its share, with slots free.
+    let pool = pool_on(3, &Database::new(0), quick);
+    pool.set_tenant_cap(Some(1));
+    let a = pool.tenant("a");
+    let held = hold(&pool, Some(&a));
+    assert_eq!(timed_out(pool.checkout(0, Some(&a), None).await), Limit::TenantShare);
+    drop(held);
+    // The user at its cap, with slots free.
+    let pool = pool_on(3, &Database::new(0), quick);
+    let db = pool.database().clone();
+    db.configure(0, [("batch".to_string(), 1)]);
+    let batch = db.user("batch");
+    pool.slots().take(None, Some(&batch));
+    let held = Slot {
+        pool: pool.clone(),
+        tenant: None,
+        user: Some(batch.clone()),
+        held: true,
+    };
+    assert_eq!(timed_out(pool.checkout(0, None, Some(&batch)).await), Limit::UserCap);
+    drop(held);
+    // Paused by the console.
+    let pool = pool_on(3, &Database::new(0), quick);
+    pool.pause();
+    assert_eq!(timed_out(pool.checkout(0, None, None).await), Limit::Paused);
 }

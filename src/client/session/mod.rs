@@ -380,7 +380,7 @@ impl Session {
             }
             if let Err(e) = self.attach().await {
                 let err = match e {
-                    PoolError::Timeout(_) => error::pool_timeout(),
+                    PoolError::Timeout(_, limit) => error::pool_timeout(limit),
                     PoolError::Cancelled => error::query_canceled(),
                     other => {
                         tracing::warn!(error = %other, "cannot get an upstream connection");
