@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use common::count;
 use support::{start, stderr, stdout, Opts, PW};
 
 fn admin_opts() -> Opts {
@@ -30,9 +31,7 @@ fn console(p: &support::TestProxy, sql: &str) -> std::process::Output {
 async fn show_commands_list_pools_clients_servers_stats_config() {
     let p = start(admin_opts()).await;
     let c = p.connect("acme_app").await;
-    c.query_one("select count(*) from customers", &[])
-        .await
-        .unwrap();
+    count(&c, "customers").await;
     let out = console(&p, "SHOW POOLS");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -146,9 +145,7 @@ async fn console_columns_are_named_and_typed_as_pgbouncer_sends_them() {
     let p = start(admin_opts()).await;
     let c = p.connect("acme_app").await;
     for _ in 0..3 {
-        c.query_one("select count(*) from customers", &[])
-            .await
-            .unwrap();
+        count(&c, "customers").await;
     }
     // SHOW STATS: PgBouncer's 25 columns (numeric since 1.12), then tenantgate's three.
     let (cols, rows) = typed(&p, "SHOW STATS").await;

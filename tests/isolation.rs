@@ -771,7 +771,7 @@ async fn a_cancel_sent_while_leaving_never_hits_the_next_tenant() {
         });
         // B waits for the same server connection and runs right after A.
         if let Err(e) = b.simple_query("select pg_sleep(0.03)").await {
-            if e.as_db_error().map(|d| d.code().code()) == Some("57014") {
+            if common::sqlstate(&e) == Some("57014") {
                 hit += 1;
             }
         }

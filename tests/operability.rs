@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use common::{ACME, GLOBEX, INITECH};
+use common::{assert_sqlstate, count, ACME, GLOBEX, INITECH};
 use support::{Opts, TestProxy, PW};
 use tenantgate::config::Config;
 use tenantgate::server::Proxy;
@@ -139,8 +139,7 @@ async fn a_wrong_upstream_password_is_not_reported_as_unreachable() {
     let Err(err) = p.try_connect("acme_app", PW).await else {
         panic!("accepted while the upstream rejects the proxy");
     };
-    let db_err = err.as_db_error().expect("a server error");
-    assert_eq!(db_err.code().code(), "08004", "{db_err:?}");
+    let db_err = assert_sqlstate(&err, "08004");
     assert!(db_err.message().contains("rejected"), "{db_err:?}");
     assert!(
         db_err.detail().unwrap_or("").contains("not transient"),
@@ -207,12 +206,8 @@ async fn a_unix_socket_upstream_serves_tenants() {
         proxy: Some(proxy),
     };
     let client = p.connect("acme_app").await;
-    let n: i64 = client
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("query over the Unix socket")
-        .get(0);
-    assert_eq!(n, ACME.customers);
+    // Over the Unix socket.
+    assert_eq!(count(&client, "customers").await, ACME.customers);
     // The backend really came over the socket (no client address).
     let unix_backends = c
         .psql(
@@ -308,12 +303,7 @@ async fn the_proxy_listens_on_a_unix_socket_where_psql_looks_for_one() {
     .await
     .expect("tokio-postgres over the socket");
     tokio::spawn(conn);
-    let n: i64 = client
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("query")
-        .get(0);
-    assert_eq!(n, GLOBEX.customers);
+    assert_eq!(count(&client, "customers").await, GLOBEX.customers);
     assert!(client.simple_query("set role postgres").await.is_err());
     let tamper = p.events_named("role_tamper").await;
     assert_eq!(tamper[0]["client_addr"], "[local]", "{tamper:?}");

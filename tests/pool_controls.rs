@@ -12,7 +12,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use common::{ACME, GLOBEX};
+use common::{count, expect_sqlstate, ACME, GLOBEX};
 use support::raw::Raw;
 use support::{start, Opts, TestProxy, PW};
 use tenantgate::config::Config;
@@ -102,12 +102,8 @@ async fn a_query_past_query_timeout_is_cancelled_upstream_and_the_client_closed(
     })
     .await;
     let b = p.connect("globex_app").await;
-    let n: i64 = b
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("the slot was given back")
-        .get(0);
-    assert_eq!(n, GLOBEX.customers);
+    // Served: the slot was given back.
+    assert_eq!(count(&b, "customers").await, GLOBEX.customers);
     // A quick query is not affected.
     b.simple_query("select pg_sleep(0.01)").await.expect("fast");
     p.stop().await;
@@ -171,12 +167,8 @@ async fn query_wait_timeout_is_the_new_name_of_pool_timeout() {
         .await
         .expect("holds the pool");
     let g = p.connect("globex_app").await;
-    let e = g
-        .simple_query("select 1")
-        .await
-        .expect_err("waits query_wait_timeout");
-    let db = e.as_db_error().expect("a server error");
-    assert_eq!(db.code().code(), "53300", "{db:?}");
+    // Waits query_wait_timeout.
+    let db = expect_sqlstate(g.simple_query("select 1").await, "53300");
     assert!(db.message().contains("timed out"), "{db:?}");
     a.batch_execute("commit").await.expect("commit");
     p.stop().await;
@@ -199,12 +191,8 @@ async fn a_tenant_over_its_transaction_rate_gets_53400_while_another_is_served()
     acme.simple_query("begin; select 1; commit")
         .await
         .expect("3rd");
-    let e = acme2
-        .simple_query("select 1")
-        .await
-        .expect_err("the 4th is over the rate");
-    let db = e.as_db_error().expect("a server error");
-    assert_eq!(db.code().code(), "53400", "{db:?}");
+    // The 4th is over the rate.
+    let db = expect_sqlstate(acme2.simple_query("select 1").await, "53400");
     assert_eq!(
         db.message(),
         format!(
@@ -237,12 +225,8 @@ async fn a_tenant_over_its_transaction_rate_gets_53400_while_another_is_served()
     };
     std::fs::write(&path, support::config_toml(&p.db, &p.events_path, &lifted)).expect("write");
     shared(&p).reload(&path).await;
-    let n: i64 = acme2
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("served after the reload")
-        .get(0);
-    assert_eq!(n, ACME.customers);
+    // Served after the reload.
+    assert_eq!(count(&acme2, "customers").await, ACME.customers);
     p.stop().await;
 }
 

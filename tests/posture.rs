@@ -2,7 +2,7 @@
 //! privileged upstream role, the admin HTTP endpoints and the drift monitor.
 
 mod common;
-use common::sqlstate;
+use common::{count, expect_sqlstate};
 mod support;
 
 use std::io::{Read, Write};
@@ -507,10 +507,7 @@ async fn admin_endpoints_answer() {
 
     // Some traffic, so the data-path series move.
     let client = p.connect("acme_app").await;
-    client
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("query");
+    count(&client, "customers").await;
     let (status, metrics) = http_get(admin, "/metrics");
     assert_eq!(status, 200);
     for series in [
@@ -602,11 +599,8 @@ async fn drift_turns_health_503_and_records_an_event() {
             .is_some_and(|r| r.contains("public.vehicles")),
         "{ready}"
     );
-    let err = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("a new session while the posture fails");
-    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
+    // No new session while the posture fails.
+    expect_sqlstate(p.try_connect("acme_app", support::PW).await, "57P03");
     // Repaired: healthy and serving again.
     superuser_sql(&db, "ALTER TABLE vehicles FORCE ROW LEVEL SECURITY");
     wait_for("health 200", || {
@@ -615,14 +609,7 @@ async fn drift_turns_health_503_and_records_an_event() {
     .await;
     assert_eq!(http_get(admin, "/health/ready").0, 200);
     let client = p.connect("acme_app").await;
-    assert_eq!(
-        client
-            .query_one("select count(*) from customers", &[])
-            .await
-            .expect("query")
-            .get::<_, i64>(0),
-        common::ACME.customers
-    );
+    assert_eq!(count(&client, "customers").await, common::ACME.customers);
     drop(client);
     p.stop().await;
 }
@@ -893,16 +880,13 @@ async fn with_allow_object_creation_a_pg_temp_function_reads_another_tenant() {
     .await
     .unwrap_or_else(|e| panic!("hardened start: {e}"));
     let acme = p.connect("acme_app").await;
-    let err = acme
-        .simple_query(&attack_sql(common::GLOBEX.id))
-        .await
-        .expect_err("no TEMPORARY, no pg_temp function");
-    assert_eq!(sqlstate(&err), Some("42501"), "{err}");
-    let n: i64 = acme
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("still serving")
-        .get(0);
+    // No TEMPORARY, no pg_temp function.
+    expect_sqlstate(
+        acme.simple_query(&attack_sql(common::GLOBEX.id)).await,
+        "42501",
+    );
+    // Still serving.
+    let n = count(&acme, "customers").await;
     assert_eq!(n, common::ACME.customers);
     drop(acme);
     p.stop().await;
@@ -940,12 +924,8 @@ async fn an_unprotected_table_refuses_clients_until_it_is_fixed() {
         "{ready}"
     );
     assert_eq!(http_get(admin, "/health/tenant-security").0, 503);
-    let err = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("no session while a tenant table is unprotected");
-    let db_err = err.as_db_error().expect("a FATAL from the proxy");
-    assert_eq!(db_err.code().code(), "57P03", "{err}");
+    // No session while a tenant table is unprotected.
+    let db_err = expect_sqlstate(p.try_connect("acme_app", support::PW).await, "57P03");
     assert!(
         db_err.message().contains("not accepting connections")
             && db_err.detail().is_some_and(|d| d.contains("tenant isolation"))
@@ -975,11 +955,7 @@ async fn an_unprotected_table_refuses_clients_until_it_is_fixed() {
     })
     .await;
     let acme = p.connect("acme_app").await;
-    let n: i64 = acme
-        .query_one("select count(*) from invoices", &[])
-        .await
-        .expect("query")
-        .get(0);
+    let n = count(&acme, "invoices").await;
     assert_eq!(n, 0, "globex's invoice is not acme's");
     drop(acme);
     p.stop().await;
@@ -1088,7 +1064,7 @@ async fn keys_without_the_tenant_are_reported_with_composite_sql() {
     .await
     .expect("the naive foreign key accepts another tenant's customer");
     // Composite foreign key (the demo schema's vehicles): 23503, as for an id that does not exist.
-    let err = acme
+    let pointing_at_globex = acme
         .execute(
             &format!(
                 "insert into vehicles (tenant_id, customer_id, make, model, model_year, plate) \
@@ -1097,9 +1073,8 @@ async fn keys_without_the_tenant_are_reported_with_composite_sql() {
             ),
             &[],
         )
-        .await
-        .expect_err("a vehicle cannot point at globex's customer");
-    assert_eq!(sqlstate(&err), Some("23503"), "{err}");
+        .await;
+    expect_sqlstate(pointing_at_globex, "23503");
     drop(acme);
     p.stop().await;
 }
@@ -1124,11 +1099,8 @@ async fn object_creation_granted_after_start_closes_the_gate_like_any_drift() {
             .is_some_and(|r| r.contains("object_creation") && r.contains("REVOKE TEMPORARY")),
         "{ready}"
     );
-    let err = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("no new session while the role can create code");
-    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
+    // No new session while the role can create code.
+    expect_sqlstate(p.try_connect("acme_app", support::PW).await, "57P03");
     superuser_sql(
         &db,
         &format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
@@ -1164,10 +1136,7 @@ async fn require_tenant_keys_refuses_sessions_on_a_single_column_key() {
             .is_some_and(|r| r.contains("customers_email_key")),
         "{ready}"
     );
-    let err = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("gated");
-    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
+    // Gated.
+    expect_sqlstate(p.try_connect("acme_app", support::PW).await, "57P03");
     p.stop().await;
 }
