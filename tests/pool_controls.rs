@@ -58,7 +58,7 @@ async fn idle_in_transaction_is_closed_25p03_and_its_connection_rolled_back_and_
         .await;
     assert!(support::raw::codes(&msgs).is_empty(), "{msgs:?}");
     let pid = support::raw::rows(&msgs).pop().expect("the backend pid");
-    assert_eq!(msgs.last().map(|m| m.body.clone()), Some(b"T".to_vec()));
+    assert_eq!(support::raw::status(&msgs), Some(b'T'));
     // A now sits idle in its transaction, holding the only server connection.
     let (code, message) = fatal_then_closed(&mut a).await;
     assert_eq!(code, "25P03");

@@ -1,6 +1,7 @@
 //! Asserting on the SQLSTATE a statement or a login failed with. One copy for every test
 //! binary: `common` re-exports it, and the fast layer (which has no PostgreSQL and so no
 //! `common`) includes this file by path.
+#![allow(dead_code)] // each test binary uses a different part of this file
 
 use tokio_postgres::error::DbError;
 
