@@ -51,6 +51,34 @@ impl Default for Opts {
     }
 }
 
+impl Opts {
+    /// With the admin-console login [`ADMIN_USER`], which [`TestProxy::console`] uses.
+    pub fn with_admin(mut self) -> Opts {
+        self.extra.push_str(&format!(
+            "\n[[users]]\nname = \"{ADMIN_USER}\"\npassword = \"{PW}\"\nkind = \"admin\"\n"
+        ));
+        self
+    }
+
+    /// With a break-glass pool of one connection as `tenant_admin` (BYPASSRLS) and its login
+    /// `root_admin`. The pool is a table of its own appended to `upstream_extra`: keys meant for
+    /// `[upstream]` itself go in before this is called.
+    pub fn with_breakglass(mut self) -> Opts {
+        self.upstream_extra.push_str(&format!(
+            "\n[upstream.breakglass]\nuser = \"{}\"\npassword = \"{}\"\npool_size = 1\n",
+            common::TENANT_ADMIN,
+            common::TENANT_ADMIN_PASSWORD
+        ));
+        self.extra.push_str(&format!(
+            "\n[[users]]\nname = \"root_admin\"\npassword = \"{PW}\"\nkind = \"breakglass\"\n"
+        ));
+        self
+    }
+}
+
+/// The admin-console login of [`Opts::with_admin`].
+pub const ADMIN_USER: &str = "tgadmin";
+
 /// A running proxy on its own fresh database.
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -357,6 +385,12 @@ impl TestProxy {
 
     /// Upstream backends of the app role on this test's database, as the superuser sees them.
     pub fn backends(&self, state_filter: Option<&str>) -> i64 {
+        self.backends_of(common::APP_USER, state_filter)
+    }
+
+    /// Upstream backends of `role` on this test's database (in `state_filter` when given), as
+    /// the superuser sees them.
+    pub fn backends_of(&self, role: &str, state_filter: Option<&str>) -> i64 {
         let cond = match state_filter {
             Some(s) => format!(" and state = '{s}'"),
             None => String::new(),
@@ -365,8 +399,7 @@ impl TestProxy {
             .psql(
                 "postgres",
                 &format!(
-                    "select count(*) from pg_stat_activity where usename = '{}' and datname = '{}' and application_name <> 'tenantgate-posture'{cond}",
-                    common::APP_USER,
+                    "select count(*) from pg_stat_activity where usename = '{role}' and datname = '{}' and application_name <> 'tenantgate-posture'{cond}",
                     self.db
                 ),
             )
@@ -374,7 +407,32 @@ impl TestProxy {
         out.trim().parse().unwrap_or(-1)
     }
 
-    /// Stops the proxy.
+    /// psql on the admin console as [`ADMIN_USER`] ([`Opts::with_admin`]): unaligned, fields
+    /// separated by `|`, header and footer included.
+    pub fn console(&self, sql: &str) -> Output {
+        Command::new(psql_bin())
+            .args(["-X", "-A", "-F", "|", "-c", sql])
+            .arg(format!(
+                "host=127.0.0.1 port={} user={ADMIN_USER} dbname=tenantgate",
+                self.addr.port()
+            ))
+            .env("PGPASSWORD", PW)
+            .output()
+            .expect("psql runs")
+    }
+
+    /// Reloads the proxy (as SIGHUP does) with the configuration `o` gives for this test's
+    /// database and event log.
+    pub async fn reload(&self, o: &Opts) {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("tenantgate-reload-{}-{n}.toml", std::process::id()));
+        remove_at_exit(&path);
+        std::fs::write(&path, config_toml(&self.db, &self.events_path, o))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self.shared().reload(&path).await;
+    }
+
     /// Stops the proxy; returns its whole event log (aggregates flushed at shutdown included),
     /// read before the log is removed with the proxy.
     pub async fn stop(mut self) -> String {
