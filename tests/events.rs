@@ -6,20 +6,6 @@ mod support;
 use common::{count, count_within, expect_sqlstate, ACME, GLOBEX};
 use support::{start, Opts, PW};
 
-fn breakglass_opts() -> Opts {
-    Opts {
-        upstream_extra: format!(
-            "[upstream.breakglass]\nuser = \"{}\"\npassword = \"{}\"\npool_size = 1\n",
-            common::TENANT_ADMIN,
-            common::TENANT_ADMIN_PASSWORD
-        ),
-        extra: format!(
-            "[[users]]\nname = \"root_admin\"\npassword = \"{PW}\"\nkind = \"breakglass\"\n"
-        ),
-        ..Opts::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_an_auth_failed_event() {
     let p = start(Opts::default()).await;
@@ -72,7 +58,7 @@ async fn operator_is_bound_to_one_tenant_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breakglass_sees_everything_and_is_recorded() {
-    let p = start(breakglass_opts()).await;
+    let p = start(Opts::default().with_breakglass()).await;
     let c = p.connect("root_admin").await;
     let n = count(&c, "customers").await;
     assert_eq!(n, common::TOTAL_CUSTOMERS);

@@ -11,7 +11,6 @@ mod common;
 mod support;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{count, expect_sqlstate, ACME, GLOBEX};
@@ -57,16 +56,6 @@ async fn holder(
     Holder { go, release, task }
 }
 
-/// The proxy's shared state (pools, reload).
-fn pool_owner(p: &TestProxy) -> &tenantgate::shared::Shared {
-    &p.proxy.as_ref().expect("running").shared
-}
-
-/// Checkouts queued in the app pool.
-fn waiting(p: &TestProxy) -> usize {
-    pool_owner(p).pool.stats.waiting.load(Ordering::Relaxed)
-}
-
 /// Receives the next served client's name.
 async fn next_served(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -103,7 +92,7 @@ async fn a_flooding_tenant_holds_at_most_its_share_and_the_quiet_one_is_served()
         while let Ok(n) = rx.try_recv() {
             served.push(n);
         }
-        served.len() + waiting(&p) == 8
+        served.len() + p.waiting() == 8
     })
     .await;
     assert_eq!(
@@ -111,8 +100,9 @@ async fn a_flooding_tenant_holds_at_most_its_share_and_the_quiet_one_is_served()
         2,
         "ACME holds more than its share: {served:?}"
     );
-    assert_eq!(waiting(&p), 6);
-    assert!(pool_owner(&p)
+    assert_eq!(p.waiting(), 6);
+    assert!(p
+        .shared()
         .pool
         .tenants_held()
         .contains(&(ACME.id.to_string(), 2)));
@@ -120,26 +110,23 @@ async fn a_flooding_tenant_holds_at_most_its_share_and_the_quiet_one_is_served()
 
     // The quiet tenant gets a connection at once, while ACME's six still wait.
     assert_eq!(count(&quiet, "customers").await, GLOBEX.customers);
-    assert_eq!(waiting(&p), 6);
+    assert_eq!(p.waiting(), 6);
 
     // SIGHUP raising the share to 3 admits one more ACME transaction at once.
-    let raised = Opts {
+    p.reload(&Opts {
         extra: "[tenant]\nmax_server_connections = 3\n".into(),
         ..opts
-    };
-    let path = std::env::temp_dir().join(format!("tg-share-{}.toml", std::process::id()));
-    support::remove_at_exit(&path);
-    std::fs::write(&path, support::config_toml(&p.db, &p.events_path, &raised)).expect("write");
-    pool_owner(&p).reload(&path).await;
+    })
+    .await;
     served.push(next_served(&mut rx).await);
-    assert_eq!(waiting(&p), 5);
+    assert_eq!(p.waiting(), 5);
     assert_eq!(p.backends(Some("idle in transaction")), 3);
 
     // Each ACME commit lets exactly one more ACME transaction in: never more than three.
     let first = releases.remove(&served[0]).expect("served holder");
     let _ = first.send(());
     served.push(next_served(&mut rx).await);
-    assert_eq!(waiting(&p), 4);
+    assert_eq!(p.waiting(), 4);
     assert_eq!(p.backends(Some("idle in transaction")), 3);
     for (_, r) in releases {
         let _ = r.send(());
@@ -148,7 +135,7 @@ async fn a_flooding_tenant_holds_at_most_its_share_and_the_quiet_one_is_served()
     for t in tasks {
         t.await.expect("task").expect("every ACME transaction ran");
     }
-    assert_eq!(waiting(&p), 0);
+    assert_eq!(p.waiting(), 0);
     p.stop().await;
 }
 
@@ -185,10 +172,10 @@ async fn waiting_tenants_are_served_in_turn_not_in_arrival_order() {
     // ACME queues six more, one after the other, then GLOBEX queues one.
     for i in 2..8 {
         go(&format!("acme{i}"));
-        common::wait_until("the ACME checkout to queue", || waiting(&p) == i - 1).await;
+        common::wait_until("the ACME checkout to queue", || p.waiting() == i - 1).await;
     }
     go("globex");
-    common::wait_until("the GLOBEX checkout to queue", || waiting(&p) == 7).await;
+    common::wait_until("the GLOBEX checkout to queue", || p.waiting() == 7).await;
 
     // Release connections one at a time: each release serves exactly one waiter.
     let mut after = Vec::new();
@@ -217,7 +204,7 @@ async fn waiting_tenants_are_served_in_turn_not_in_arrival_order() {
         let _ = h.release.send(());
         h.task.await.expect("task").expect("transaction ran");
     }
-    assert_eq!(waiting(&p), 0);
+    assert_eq!(p.waiting(), 0);
     p.stop().await;
 }
 
