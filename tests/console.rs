@@ -5,35 +5,15 @@ mod support;
 
 use std::time::Duration;
 
+use common::count;
 use support::{start, stderr, stdout, Opts, PW};
-
-fn admin_opts() -> Opts {
-    Opts {
-        extra: format!("[[users]]\nname = \"tgadmin\"\npassword = \"{PW}\"\nkind = \"admin\"\n"),
-        ..Opts::default()
-    }
-}
-
-fn console(p: &support::TestProxy, sql: &str) -> std::process::Output {
-    std::process::Command::new(support::psql_bin())
-        .args(["-X", "-A", "-F", "|", "-c", sql])
-        .arg(format!(
-            "host=127.0.0.1 port={} user=tgadmin dbname=tenantgate",
-            p.addr.port()
-        ))
-        .env("PGPASSWORD", PW)
-        .output()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_commands_list_pools_clients_servers_stats_config() {
-    let p = start(admin_opts()).await;
+    let p = start(Opts::default().with_admin()).await;
     let c = p.connect("acme_app").await;
-    c.query_one("select count(*) from customers", &[])
-        .await
-        .unwrap();
-    let out = console(&p, "SHOW POOLS");
+    count(&c, "customers").await;
+    let out = p.console("SHOW POOLS");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -41,16 +21,16 @@ async fn show_commands_list_pools_clients_servers_stats_config() {
         "{text}"
     );
     assert!(text.contains(&format!("{}|app_user|", p.db)), "{text}");
-    let text = stdout(&console(&p, "show clients;"));
+    let text = stdout(&p.console("show clients;"));
     assert!(text.contains("acme_app"), "{text}");
     assert!(text.contains(common::ACME.id), "{text}");
-    let text = stdout(&console(&p, "SHOW SERVERS"));
+    let text = stdout(&p.console("SHOW SERVERS"));
     assert!(text.contains("app_user") && text.contains("idle"), "{text}");
-    let text = stdout(&console(&p, "SHOW STATS"));
+    let text = stdout(&p.console("SHOW STATS"));
     assert!(text.contains("total_xact_count"), "{text}");
-    let text = stdout(&console(&p, "SHOW CONFIG"));
+    let text = stdout(&p.console("SHOW CONFIG"));
     assert!(text.contains("pool_size|4|1"), "{text}");
-    let out = console(&p, "DROP TABLE customers");
+    let out = p.console("DROP TABLE customers");
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("invalid command 'DROP TABLE customers', use SHOW HELP;"),
@@ -62,9 +42,9 @@ async fn show_commands_list_pools_clients_servers_stats_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_new_work_until_resume() {
-    let p = start(admin_opts()).await;
+    let p = start(Opts::default().with_admin()).await;
     let c = p.connect("acme_app").await;
-    assert!(console(&p, "PAUSE").status.success());
+    assert!(p.console("PAUSE").status.success());
     let q = tokio::spawn(async move {
         c.query_one("select 5::int", &[])
             .await
@@ -73,10 +53,10 @@ async fn pause_holds_new_work_until_resume() {
     p.queued(1).await;
     assert!(!q.is_finished(), "query ran while paused");
     assert!(
-        stdout(&console(&p, "SHOW POOLS")).contains("|transaction||4|1"),
+        stdout(&p.console("SHOW POOLS")).contains("|transaction||4|1"),
         "pool shows paused"
     );
-    assert!(console(&p, "RESUME").status.success());
+    assert!(p.console("RESUME").status.success());
     let v = tokio::time::timeout(Duration::from_secs(5), q)
         .await
         .unwrap()
@@ -88,7 +68,7 @@ async fn pause_holds_new_work_until_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_is_only_for_admins_and_admins_only_for_the_console() {
-    let p = start(admin_opts()).await;
+    let p = start(Opts::default().with_admin()).await;
     let out = std::process::Command::new(support::psql_bin())
         .args(["-X", "-c", "SHOW POOLS"])
         .arg(format!(
@@ -143,12 +123,10 @@ fn cell<'a>(cols: &[(String, u32)], row: &'a [Option<String>], col: &str) -> Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_columns_are_named_and_typed_as_pgbouncer_sends_them() {
-    let p = start(admin_opts()).await;
+    let p = start(Opts::default().with_admin()).await;
     let c = p.connect("acme_app").await;
     for _ in 0..3 {
-        c.query_one("select count(*) from customers", &[])
-            .await
-            .unwrap();
+        count(&c, "customers").await;
     }
     // SHOW STATS: PgBouncer's 25 columns (numeric since 1.12), then tenantgate's three.
     let (cols, rows) = typed(&p, "SHOW STATS").await;
@@ -256,7 +234,7 @@ async fn console_columns_are_named_and_typed_as_pgbouncer_sends_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_state_and_errors_are_worded_as_pgbouncer_words_them() {
-    let p = start(admin_opts()).await;
+    let p = start(Opts::default().with_admin()).await;
     let mut r = support::raw::Raw::connect(p.addr.port(), "tgadmin", PW, "tenantgate").await;
     let msgs = r.query("SHOW HELP").round(1).await;
     let notice = msgs.iter().find(|m| m.tag == b'N').expect("a notice");
@@ -319,7 +297,7 @@ async fn help_state_and_errors_are_worded_as_pgbouncer_words_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_answers_only_once_transactions_in_flight_are_done() {
-    let p = start(admin_opts()).await;
+    let p = start(Opts::default().with_admin()).await;
     let c = p.connect("acme_app").await;
     c.batch_execute("begin; select 1").await.unwrap();
     let port = p.addr.port();
@@ -341,17 +319,17 @@ async fn pause_answers_only_once_transactions_in_flight_are_done() {
         .expect("PAUSE answers after COMMIT")
         .unwrap();
     assert_eq!(msgs[0].command().as_deref(), Some("PAUSE"), "{msgs:?}");
-    assert!(console(&p, "RESUME").status.success());
+    assert!(p.console("RESUME").status.success());
     c.query_one("select 1", &[]).await.unwrap();
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_ends_clients_and_server_connections_and_holds_new_ones_until_resume() {
-    let p = start(admin_opts()).await;
+    let p = start(Opts::default().with_admin()).await;
     let c = p.connect("acme_app").await;
     c.batch_execute("begin; select 1").await.unwrap();
-    let out = console(&p, &format!("KILL {}", p.db));
+    let out = p.console(&format!("KILL {}", p.db));
     assert!(out.status.success(), "{}", stderr(&out));
     let e = c.query_one("select 1", &[]).await.expect_err("killed");
     assert!(
@@ -369,7 +347,7 @@ async fn kill_ends_clients_and_server_connections_and_holds_new_ones_until_resum
     });
     p.queued(1).await;
     assert!(!q.is_finished(), "served while killed");
-    assert!(console(&p, &format!("RESUME {}", p.db)).status.success());
+    assert!(p.console(&format!("RESUME {}", p.db)).status.success());
     let v = tokio::time::timeout(Duration::from_secs(10), q)
         .await
         .unwrap()
@@ -381,7 +359,7 @@ async fn kill_ends_clients_and_server_connections_and_holds_new_ones_until_resum
 
 /// The ids in SHOW SERVERS.
 fn server_ids(p: &support::TestProxy) -> Vec<String> {
-    stdout(&console(p, "SHOW SERVERS"))
+    stdout(&p.console("SHOW SERVERS"))
         .lines()
         .skip(1)
         .filter(|l| l.starts_with("S|"))
@@ -391,13 +369,13 @@ fn server_ids(p: &support::TestProxy) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_retires_connections_and_wait_close_waits_for_them() {
-    let p = start(admin_opts()).await;
+    let p = start(Opts::default().with_admin()).await;
     let c = p.connect("acme_app").await;
     c.query_one("select 1", &[]).await.unwrap();
     c.batch_execute("begin; select 1").await.unwrap();
     let before = server_ids(&p);
     assert!(!before.is_empty());
-    assert!(console(&p, "RECONNECT").status.success());
+    assert!(p.console("RECONNECT").status.success());
     let port = p.addr.port();
     let wait = tokio::task::spawn_blocking(move || {
         let r = tokio::runtime::Runtime::new().unwrap();

@@ -122,9 +122,7 @@ async fn a_pgbouncer_exporter_scrape_succeeds() {
     })
     .await;
     let c = p.connect("acme_app").await;
-    c.query_one("select count(*) from customers", &[])
-        .await
-        .unwrap();
+    common::count(&c, "customers").await;
     // The exporter's default DSN names PgBouncer's console database, `pgbouncer`.
     let mut r = Raw::connect(p.addr.port(), "exporter", PW, "pgbouncer").await;
 

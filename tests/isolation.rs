@@ -9,7 +9,7 @@ mod support;
 
 use common::{ACME, GLOBEX};
 use support::raw::{codes, rows, Raw};
-use support::{start, Opts, TestProxy, PW};
+use support::{start, Opts, TestProxy};
 
 fn pool_of_one(mode: &'static str) -> Opts {
     Opts {
@@ -17,10 +17,6 @@ fn pool_of_one(mode: &'static str) -> Opts {
         pool_mode: mode,
         ..Opts::default()
     }
-}
-
-async fn raw(p: &TestProxy, user: &str) -> Raw {
-    Raw::connect(p.addr.port(), user, PW, &p.db).await
 }
 
 /// Customer names a session sees (every seeded name starts with its tenant's slug).
@@ -34,7 +30,7 @@ async fn names(r: &mut Raw) -> Vec<String> {
 
 /// GLOBEX uses the (only) server connection first, so a value left behind would be GLOBEX's.
 async fn globex_first(p: &TestProxy) {
-    let mut g = raw(p, "globex_app").await;
+    let mut g = p.raw("globex_app").await;
     only("globex", &names(&mut g).await);
     g.close_conn().await;
 }
@@ -60,7 +56,7 @@ fn only(slug: &str, names: &[String]) {
 async fn sql_level_names_in_the_proxys_namespace_are_refused() {
     for mode in ["transaction", "session"] {
         let p = start(pool_of_one(mode)).await;
-        let mut a = raw(&p, "acme_app").await;
+        let mut a = p.raw("acme_app").await;
         for sql in [
             format!(
                 "EXECUTE __tenantgate_set_tenant('app.tenant_id', '{}', 'true'); SELECT name FROM customers",
@@ -94,7 +90,7 @@ async fn another_sessions_statements_and_portals_cannot_be_named() {
         let p = start(pool_of_one(mode)).await;
         // A prepares a statement and leaves; B (another tenant) names it on the same server
         // connection, through every message that takes a name.
-        let mut a = raw(&p, "acme_app").await;
+        let mut a = p.raw("acme_app").await;
         let got = a
             .parse("stolen", "select name from customers")
             .bind("p1", "stolen", &[])
@@ -107,7 +103,7 @@ async fn another_sessions_statements_and_portals_cannot_be_named() {
         a.close_conn().await;
         p.released().await;
 
-        let mut b = raw(&p, "globex_app").await;
+        let mut b = p.raw("globex_app").await;
         for (what, expect) in [
             ("bind", "26000"),
             ("bind-unnamed", "26000"),
@@ -155,7 +151,7 @@ async fn a_logged_tenant_change_never_reaches_the_next_client() {
         ..pool_of_one("transaction")
     })
     .await;
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     let got = a
         .query(&format!(
             "select set_config('app.tenant_id', '{}', false)",
@@ -167,7 +163,7 @@ async fn a_logged_tenant_change_never_reaches_the_next_client() {
     a.close_conn().await;
     // The next ACME client (same identity, same server connection) sees ACME's rows only, also
     // after a COMMIT in its own query.
-    let mut a2 = raw(&p, "acme_app").await;
+    let mut a2 = p.raw("acme_app").await;
     only("acme", &names(&mut a2).await);
     let got = a2
         .query("begin; commit; select name from customers")
@@ -185,7 +181,7 @@ async fn a_logged_tenant_change_never_reaches_the_next_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_refuses_what_outlives_the_transaction() {
     let p = start(pool_of_one("transaction")).await;
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     for sql in [
         "declare c cursor with hold for select name from customers",
         "begin; declare c scroll cursor with hold for select 1; commit",
@@ -234,7 +230,7 @@ async fn session_mode_hands_a_clean_connection_to_the_next_client() {
             ),
         )
         .expect("grant temporary");
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     let setup = [
         "create temp table loot as select name from customers",
         "declare held cursor with hold for select name from customers",
@@ -253,7 +249,7 @@ async fn session_mode_hands_a_clean_connection_to_the_next_client() {
     drop(a);
     p.released().await;
 
-    let mut b = raw(&p, "globex_app").await;
+    let mut b = p.raw("globex_app").await;
     for (sql, code) in [
         ("select * from loot", "42P01"),
         ("fetch held", "34000"),
@@ -281,7 +277,7 @@ async fn session_settings_follow_their_client_and_no_other() {
             ..Opts::default()
         })
         .await;
-        let mut a = raw(&p, "acme_app").await;
+        let mut a = p.raw("acme_app").await;
         for sql in [
             "set statement_timeout = 1234",
             "set session characteristics as transaction isolation level repeatable read",
@@ -301,7 +297,7 @@ async fn session_settings_follow_their_client_and_no_other() {
         assert!(codes(&got).is_empty());
         if mode == "transaction" {
             // The next client of the server connection, right after: none of it.
-            let mut b = raw(&p, "globex_app").await;
+            let mut b = p.raw("globex_app").await;
             let got = b
                 .query("show statement_timeout; show default_transaction_isolation")
                 .round(1)
@@ -314,7 +310,7 @@ async fn session_settings_follow_their_client_and_no_other() {
         assert_eq!(rows(&a.query(show).round(1).await), want, "{mode}");
         if mode == "transaction" {
             // Another client of the same server connection gets none of it.
-            let mut b = raw(&p, "globex_app").await;
+            let mut b = p.raw("globex_app").await;
             let got = rows(&b.query(show).round(1).await);
             assert_eq!(got, ["0", "read committed", "4MB", "1"], "{mode}");
             b.close_conn().await;
@@ -341,7 +337,7 @@ async fn every_statement_after_a_transaction_boundary_runs_under_the_tenant() {
         let p = start(pool_of_one(mode)).await;
         globex_first(&p).await;
 
-        let mut a = raw(&p, "acme_app").await;
+        let mut a = p.raw("acme_app").await;
         for sql in [
             "select 1; commit; select name from customers",
             "begin; select 1; commit and chain; select name from customers; commit",
@@ -395,7 +391,7 @@ async fn isolation_levels_work_as_on_postgresql() {
     for mode in ["transaction", "session"] {
         let p = start(pool_of_one(mode)).await;
         globex_first(&p).await;
-        let mut a = raw(&p, "acme_app").await;
+        let mut a = p.raw("acme_app").await;
         for (sql, want) in [
             (
                 "begin isolation level serializable; show transaction_isolation; commit",
@@ -456,7 +452,7 @@ async fn statements_behave_as_freshly_prepared_ones_do() {
             &format!("GRANT CREATE ON SCHEMA public TO {}", common::APP_USER),
         )
         .expect("grant create");
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     let got = a
         .query("create table t (c int); insert into t values (1)")
         .round(1)
@@ -505,7 +501,7 @@ async fn statements_behave_as_freshly_prepared_ones_do() {
 async fn the_unnamed_statement_outlives_its_sync_and_stays_the_clients_own() {
     for mode in ["transaction", "session"] {
         let p = start(pool_of_one(mode)).await;
-        let mut a = raw(&p, "acme_app").await;
+        let mut a = p.raw("acme_app").await;
         let got = a
             .parse("", "select name from customers order by name limit 1")
             .sync()
@@ -514,7 +510,7 @@ async fn the_unnamed_statement_outlives_its_sync_and_stays_the_clients_own() {
         assert!(codes(&got).is_empty(), "{mode}: {got:?}");
         if mode == "transaction" {
             // GLOBEX parses its own unnamed statement on the same (only) connection.
-            let mut b = raw(&p, "globex_app").await;
+            let mut b = p.raw("globex_app").await;
             let got = b
                 .parse("", "select 'globex-planted'::text")
                 .sync()
@@ -545,7 +541,7 @@ async fn the_unnamed_statement_outlives_its_sync_and_stays_the_clients_own() {
 async fn a_cursor_declared_in_sql_can_be_described_over_the_protocol() {
     for mode in ["transaction", "session"] {
         let p = start(pool_of_one(mode)).await;
-        let mut a = raw(&p, "acme_app").await;
+        let mut a = p.raw("acme_app").await;
         let got = a
             .query("begin;\n declare cur cursor for select * from generate_series(1,10) foo;\n")
             .round(1)
@@ -572,7 +568,7 @@ async fn a_failed_segment_full_of_parses_leaves_no_stale_statements() {
         ..pool_of_one("transaction")
     })
     .await;
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     // 20 statements, confirmed on the server connection (the LRU is full).
     for i in 0..20 {
         a.parse(&format!("s{i}"), &format!("select {i} + 0"));
@@ -604,7 +600,7 @@ async fn a_failed_segment_full_of_parses_leaves_no_stale_statements() {
     let got = a.query("deallocate s3").round(1).await;
     assert!(codes(&got).is_empty(), "{got:?}");
     a.close_conn().await;
-    let mut b = raw(&p, "globex_app").await;
+    let mut b = p.raw("globex_app").await;
     for i in 0..30 {
         b.parse(&format!("t{i}"), &format!("select {i} + 1"))
             .bind("", &format!("t{i}"), &[])
@@ -623,7 +619,7 @@ async fn per_client_statement_caps_answer_53400() {
         ..pool_of_one("transaction")
     })
     .await;
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     for i in 0..3 {
         a.parse(&format!("s{i}"), "select 1");
     }
@@ -657,7 +653,7 @@ async fn identical_statement_texts_share_one_copy_across_sessions() {
     let text = |c: char| format!("select 1 /* {} */", c.to_string().repeat(1 << 20));
     let mut sessions = Vec::new();
     for login in ["acme_app", "globex_app", "acme_app"] {
-        let mut s = raw(&p, login).await;
+        let mut s = p.raw(login).await;
         let got = s
             .parse("a", &text('x'))
             .parse("b", &text('x'))
@@ -720,9 +716,9 @@ async fn a_huge_statement_does_not_stall_other_tenants() {
         ..Opts::default()
     })
     .await;
-    let mut quiet = raw(&p, "globex_app").await;
+    let mut quiet = p.raw("globex_app").await;
     assert!(codes(&quiet.query("select 1").round(1).await).is_empty());
-    let mut big = raw(&p, "acme_app").await;
+    let mut big = p.raw("acme_app").await;
     // Costly to inspect (millions of tokens), cheap for PostgreSQL to refuse.
     let sql = format!("selec {}1", "1+".repeat(8 << 20));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -771,7 +767,7 @@ async fn a_cancel_sent_while_leaving_never_hits_the_next_tenant() {
         });
         // B waits for the same server connection and runs right after A.
         if let Err(e) = b.simple_query("select pg_sleep(0.03)").await {
-            if e.as_db_error().map(|d| d.code().code()) == Some("57014") {
+            if common::sqlstate(&e) == Some("57014") {
                 hit += 1;
             }
         }
@@ -789,10 +785,10 @@ async fn a_cancel_sent_while_leaving_never_hits_the_next_tenant() {
 async fn small_differences_from_postgresql_are_gone() {
     let p = start(pool_of_one("transaction")).await;
     // No application_name sent: PostgreSQL's default '' (not the proxy's own name).
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     assert_eq!(rows(&a.query("show application_name").round(1).await), [""]);
     // SET client_encoding holds on every server connection the session lands on.
-    let mut b = raw(&p, "globex_app").await;
+    let mut b = p.raw("globex_app").await;
     let got = a.query("set client_encoding to latin1").round(1).await;
     assert!(codes(&got).is_empty());
     for _ in 0..3 {

@@ -11,10 +11,9 @@ mod common;
 mod support;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{ACME, GLOBEX};
+use common::{count, expect_sqlstate, ACME, GLOBEX};
 use support::{start, Opts, TestProxy};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -57,16 +56,6 @@ async fn holder(
     Holder { go, release, task }
 }
 
-/// The proxy's shared state (pools, reload).
-fn pool_owner(p: &TestProxy) -> &tenantgate::shared::Shared {
-    &p.proxy.as_ref().expect("running").shared
-}
-
-/// Checkouts queued in the app pool.
-fn waiting(p: &TestProxy) -> usize {
-    pool_owner(p).pool.stats.waiting.load(Ordering::Relaxed)
-}
-
 /// Receives the next served client's name.
 async fn next_served(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -103,7 +92,7 @@ async fn a_flooding_tenant_holds_at_most_its_share_and_the_quiet_one_is_served()
         while let Ok(n) = rx.try_recv() {
             served.push(n);
         }
-        served.len() + waiting(&p) == 8
+        served.len() + p.waiting() == 8
     })
     .await;
     assert_eq!(
@@ -111,40 +100,33 @@ async fn a_flooding_tenant_holds_at_most_its_share_and_the_quiet_one_is_served()
         2,
         "ACME holds more than its share: {served:?}"
     );
-    assert_eq!(waiting(&p), 6);
-    assert!(pool_owner(&p)
+    assert_eq!(p.waiting(), 6);
+    assert!(p
+        .shared()
         .pool
         .tenants_held()
         .contains(&(ACME.id.to_string(), 2)));
     assert_eq!(p.backends(Some("idle in transaction")), 2);
 
     // The quiet tenant gets a connection at once, while ACME's six still wait.
-    let n: i64 = quiet
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("the quiet tenant is served during the flood")
-        .get(0);
-    assert_eq!(n, GLOBEX.customers);
-    assert_eq!(waiting(&p), 6);
+    assert_eq!(count(&quiet, "customers").await, GLOBEX.customers);
+    assert_eq!(p.waiting(), 6);
 
     // SIGHUP raising the share to 3 admits one more ACME transaction at once.
-    let raised = Opts {
+    p.reload(&Opts {
         extra: "[tenant]\nmax_server_connections = 3\n".into(),
         ..opts
-    };
-    let path = std::env::temp_dir().join(format!("tg-share-{}.toml", std::process::id()));
-    support::remove_at_exit(&path);
-    std::fs::write(&path, support::config_toml(&p.db, &p.events_path, &raised)).expect("write");
-    pool_owner(&p).reload(&path).await;
+    })
+    .await;
     served.push(next_served(&mut rx).await);
-    assert_eq!(waiting(&p), 5);
+    assert_eq!(p.waiting(), 5);
     assert_eq!(p.backends(Some("idle in transaction")), 3);
 
     // Each ACME commit lets exactly one more ACME transaction in: never more than three.
     let first = releases.remove(&served[0]).expect("served holder");
     let _ = first.send(());
     served.push(next_served(&mut rx).await);
-    assert_eq!(waiting(&p), 4);
+    assert_eq!(p.waiting(), 4);
     assert_eq!(p.backends(Some("idle in transaction")), 3);
     for (_, r) in releases {
         let _ = r.send(());
@@ -153,7 +135,7 @@ async fn a_flooding_tenant_holds_at_most_its_share_and_the_quiet_one_is_served()
     for t in tasks {
         t.await.expect("task").expect("every ACME transaction ran");
     }
-    assert_eq!(waiting(&p), 0);
+    assert_eq!(p.waiting(), 0);
     p.stop().await;
 }
 
@@ -190,10 +172,10 @@ async fn waiting_tenants_are_served_in_turn_not_in_arrival_order() {
     // ACME queues six more, one after the other, then GLOBEX queues one.
     for i in 2..8 {
         go(&format!("acme{i}"));
-        common::wait_until("the ACME checkout to queue", || waiting(&p) == i - 1).await;
+        common::wait_until("the ACME checkout to queue", || p.waiting() == i - 1).await;
     }
     go("globex");
-    common::wait_until("the GLOBEX checkout to queue", || waiting(&p) == 7).await;
+    common::wait_until("the GLOBEX checkout to queue", || p.waiting() == 7).await;
 
     // Release connections one at a time: each release serves exactly one waiter.
     let mut after = Vec::new();
@@ -222,7 +204,7 @@ async fn waiting_tenants_are_served_in_turn_not_in_arrival_order() {
         let _ = h.release.send(());
         h.task.await.expect("task").expect("transaction ran");
     }
-    assert_eq!(waiting(&p), 0);
+    assert_eq!(p.waiting(), 0);
     p.stop().await;
 }
 
@@ -235,12 +217,8 @@ async fn a_tenant_past_its_client_limit_is_refused_53300_and_recorded() {
     .await;
     let a1 = p.connect("acme_app").await;
     let a2 = p.connect("acme_app").await;
-    let e = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("a third ACME session is over the limit");
-    let db = e.as_db_error().expect("a server error");
-    assert_eq!(db.code().code(), "53300", "{db:?}");
+    // A third ACME session is over the limit.
+    let db = expect_sqlstate(p.try_connect("acme_app", support::PW).await, "53300");
     assert_eq!(
         db.message(),
         format!("too many connections for tenant \"{}\"", ACME.id)
@@ -281,26 +259,19 @@ async fn a_trusted_switch_counts_against_the_tenant_it_switches_to() {
     .await;
     let _acme = p.connect("acme_app").await;
     let s = p.connect(&format!("switcher.{}", common::INITECH.id)).await;
-    let e = s
-        .simple_query(&format!("SET app.tenant_id = '{}'", ACME.id))
-        .await
-        .expect_err("ACME is at its limit");
-    assert_eq!(e.code().map(|c| c.code()), Some("53300"), "{e:?}");
+    // ACME is at its limit.
+    expect_sqlstate(
+        s.simple_query(&format!("SET app.tenant_id = '{}'", ACME.id))
+            .await,
+        "53300",
+    );
     s.simple_query(&format!("SET app.tenant_id = '{}'", GLOBEX.id))
         .await
         .expect("GLOBEX has room");
-    let n: i64 = s
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("switched")
-        .get(0);
-    assert_eq!(n, GLOBEX.customers);
+    assert_eq!(count(&s, "customers").await, GLOBEX.customers);
     // The switched session holds GLOBEX's only seat now.
-    let e = p
-        .try_connect("globex_app", support::PW)
-        .await
-        .expect_err("GLOBEX is at its limit");
-    assert_eq!(e.code().map(|c| c.code()), Some("53300"), "{e:?}");
+    // GLOBEX is at its limit.
+    expect_sqlstate(p.try_connect("globex_app", support::PW).await, "53300");
     assert_eq!(p.events_named("tenant_limited").await.len(), 2);
     p.stop().await;
 }

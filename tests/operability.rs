@@ -6,15 +6,10 @@
 mod common;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
-use common::{ACME, GLOBEX, INITECH};
+use common::{count, expect_sqlstate, ACME, GLOBEX, INITECH};
 use support::{Opts, TestProxy, PW};
-use tenantgate::config::Config;
-use tenantgate::server::Proxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tenantgate");
 
@@ -87,32 +82,9 @@ fn verify_shows_the_servers_sqlstate_and_message() {
     );
 }
 
-/// One HTTP/1.0 GET; returns (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("admin connects");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("response");
-    let raw = text(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
-}
-
-fn wrong_password_config(db: &str, events: &std::path::Path) -> String {
-    support::config_toml(
-        db,
-        events,
-        &Opts {
-            server_extra: "admin_listen = \"127.0.0.1:0\"".into(),
-            ..Opts::default()
-        },
-    )
-    .replace(
+/// The proxy's configuration `text` with a wrong upstream password.
+fn wrong_password(text: String) -> String {
+    text.replace(
         &format!("password = \"{}\"", common::APP_PASSWORD),
         "password = \"not-the-password\"",
     )
@@ -120,35 +92,22 @@ fn wrong_password_config(db: &str, events: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_upstream_password_is_not_reported_as_unreachable() {
-    let db = common::fresh_database("wrong_upstream_pw");
-    let events = std::env::temp_dir().join(format!(
-        "tenantgate-events-wrongpw-{}.jsonl",
-        std::process::id()
-    ));
-    let cfg = Config::from_toml(&wrong_password_config(&db, &events)).expect("config");
-    let proxy = Proxy::start(Arc::new(cfg))
-        .await
-        .expect("starts and keeps retrying");
-    let p = TestProxy {
-        addr: proxy.addr,
-        db,
-        events_path: events,
-        proxy: Some(proxy),
-    };
+    let p = support::start_edited(
+        common::fresh_database("wrong_upstream_pw"),
+        &Opts::default().with_admin_http(),
+        wrong_password,
+    )
+    .await
+    .expect("starts and keeps retrying");
     // Clients: FATAL 08004 saying it is not transient (and not "starting up").
-    let Err(err) = p.try_connect("acme_app", PW).await else {
-        panic!("accepted while the upstream rejects the proxy");
-    };
-    let db_err = err.as_db_error().expect("a server error");
-    assert_eq!(db_err.code().code(), "08004", "{db_err:?}");
+    let db_err = expect_sqlstate(p.try_connect("acme_app", PW).await, "08004");
     assert!(db_err.message().contains("rejected"), "{db_err:?}");
     assert!(
         db_err.detail().unwrap_or("").contains("not transient"),
         "{db_err:?}"
     );
     // Health: not ready, with the server's words.
-    let admin = p.proxy.as_ref().and_then(|x| x.admin_addr).expect("admin");
-    let (status, body) = http_get(admin, "/health/ready");
+    let (status, body) = support::http_get(p.admin_http(), "/health/ready");
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("28P01") && body.contains("not transient"),
@@ -163,7 +122,11 @@ fn serve_fail_fast_exits_when_the_upstream_rejects_the_login() {
     let dir = std::env::temp_dir().join(format!("tenantgate-failfast-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     let config = dir.join("tenantgate.toml");
-    let text_cfg = wrong_password_config(&db, &dir.join("events.jsonl"));
+    let text_cfg = wrong_password(support::config_toml(
+        &db,
+        &dir.join("events.jsonl"),
+        &Opts::default().with_admin_http(),
+    ));
     std::fs::write(&config, text_cfg).expect("write config");
     let out = Command::new(BIN)
         .args(["serve", "--fail-fast", "--config"])
@@ -189,30 +152,21 @@ async fn a_unix_socket_upstream_serves_tenants() {
         "the test cluster has no socket in {}",
         socket_dir.display()
     );
-    let db = common::fresh_database("unix_upstream");
-    let events = std::env::temp_dir().join(format!(
-        "tenantgate-events-unix-{}.jsonl",
-        std::process::id()
-    ));
-    let text_cfg = support::config_toml(&db, &events, &Opts::default()).replace(
-        "host = \"127.0.0.1\"",
-        &format!("host = \"{}\"", socket_dir.display()),
-    );
-    let cfg = Config::from_toml(&text_cfg).expect("config");
-    let proxy = Proxy::start(Arc::new(cfg)).await.expect("starts");
-    let p = TestProxy {
-        addr: proxy.addr,
-        db,
-        events_path: events,
-        proxy: Some(proxy),
-    };
+    let p = support::start_edited(
+        common::fresh_database("unix_upstream"),
+        &Opts::default(),
+        |text| {
+            text.replace(
+                "host = \"127.0.0.1\"",
+                &format!("host = \"{}\"", socket_dir.display()),
+            )
+        },
+    )
+    .await
+    .expect("starts");
     let client = p.connect("acme_app").await;
-    let n: i64 = client
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("query over the Unix socket")
-        .get(0);
-    assert_eq!(n, ACME.customers);
+    // Over the Unix socket.
+    assert_eq!(count(&client, "customers").await, ACME.customers);
     // The backend really came over the socket (no client address).
     let unix_backends = c
         .psql(
@@ -233,37 +187,17 @@ async fn a_unix_socket_upstream_serves_tenants() {
 
 /// Starts a proxy listening on `listen` (a Unix socket path), on a fresh database.
 async fn start_listening_on(listen: &str, extra_server: &str) -> Result<TestProxy, String> {
-    let db = common::fresh_database("unix_listen");
-    let events = std::env::temp_dir().join(format!(
-        "tenantgate-events-unix-listen-{}-{}.jsonl",
-        std::process::id(),
-        rand_suffix()
-    ));
     let opts = Opts {
         server_extra: extra_server.into(),
         ..Opts::default()
     };
-    let text_cfg = support::config_toml(&db, &events, &opts).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"{listen}\""),
-    );
-    support::remove_at_exit(&events);
-    let cfg = Config::from_toml(&text_cfg).map_err(|e| e.to_string())?;
-    let proxy = Proxy::start(Arc::new(cfg))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(TestProxy {
-        addr: proxy.addr,
-        db,
-        events_path: events,
-        proxy: Some(proxy),
+    support::start_edited(common::fresh_database("unix_listen"), &opts, |text| {
+        text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{listen}\""),
+        )
     })
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,12 +242,7 @@ async fn the_proxy_listens_on_a_unix_socket_where_psql_looks_for_one() {
     .await
     .expect("tokio-postgres over the socket");
     tokio::spawn(conn);
-    let n: i64 = client
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("query")
-        .get(0);
-    assert_eq!(n, GLOBEX.customers);
+    assert_eq!(count(&client, "customers").await, GLOBEX.customers);
     assert!(client.simple_query("set role postgres").await.is_err());
     let tamper = p.events_named("role_tamper").await;
     assert_eq!(tamper[0]["client_addr"], "[local]", "{tamper:?}");

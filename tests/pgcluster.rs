@@ -198,11 +198,7 @@ async fn app_user_cannot_write_into_another_tenant() {
         )
         .await
         .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
-        "{err}"
-    );
+    assert_sqlstate(&err, "42501");
     client.batch_execute("ROLLBACK").await.unwrap();
 }
 

@@ -9,23 +9,10 @@
 mod common;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-
-use common::{ACME, GLOBEX};
+use common::{count, expect_sqlstate, ACME, GLOBEX};
 use support::raw::Raw;
-use support::{start, Opts, TestProxy, PW};
+use support::{start, Opts, PW};
 use tenantgate::config::Config;
-
-/// The proxy's shared state.
-fn shared(p: &TestProxy) -> &tenantgate::shared::Shared {
-    &p.proxy.as_ref().expect("running").shared
-}
-
-/// Connects a raw protocol client as `user`.
-async fn raw(p: &TestProxy, user: &str) -> Raw {
-    Raw::connect(p.addr.port(), user, PW, &p.db).await
-}
 
 /// The FATAL the proxy sent before closing the connection: (SQLSTATE, message).
 async fn fatal_then_closed(c: &mut Raw) -> (String, String) {
@@ -51,14 +38,14 @@ async fn idle_in_transaction_is_closed_25p03_and_its_connection_rolled_back_and_
         ..Opts::default()
     })
     .await;
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     let msgs = a
         .query("begin; insert into customers (tenant_id, name) values (current_setting('app.tenant_id')::uuid, 'leftover'); select pg_backend_pid()")
         .round(1)
         .await;
     assert!(support::raw::codes(&msgs).is_empty(), "{msgs:?}");
     let pid = support::raw::rows(&msgs).pop().expect("the backend pid");
-    assert_eq!(msgs.last().map(|m| m.body.clone()), Some(b"T".to_vec()));
+    assert_eq!(support::raw::status(&msgs), Some(b'T'));
     // A now sits idle in its transaction, holding the only server connection.
     let (code, message) = fatal_then_closed(&mut a).await;
     assert_eq!(code, "25P03");
@@ -91,7 +78,7 @@ async fn a_query_past_query_timeout_is_cancelled_upstream_and_the_client_closed(
         ..Opts::default()
     })
     .await;
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     a.query("select pg_sleep(20)").flush().await;
     let (code, message) = fatal_then_closed(&mut a).await;
     assert_eq!(code, "57014");
@@ -102,12 +89,8 @@ async fn a_query_past_query_timeout_is_cancelled_upstream_and_the_client_closed(
     })
     .await;
     let b = p.connect("globex_app").await;
-    let n: i64 = b
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("the slot was given back")
-        .get(0);
-    assert_eq!(n, GLOBEX.customers);
+    // Served: the slot was given back.
+    assert_eq!(count(&b, "customers").await, GLOBEX.customers);
     // A quick query is not affected.
     b.simple_query("select pg_sleep(0.01)").await.expect("fast");
     p.stop().await;
@@ -120,7 +103,7 @@ async fn an_idle_client_is_closed_57p05_after_client_idle_timeout() {
         ..Opts::default()
     })
     .await;
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     let msgs = a.query("select 1").round(1).await;
     assert_eq!(support::raw::rows(&msgs), ["1"]);
     let (code, message) = fatal_then_closed(&mut a).await;
@@ -136,16 +119,11 @@ async fn an_idle_client_is_closed_57p05_after_client_idle_timeout() {
 async fn query_wait_timeout_is_the_new_name_of_pool_timeout() {
     // Written with the new name only: a pool of one held by an open transaction makes the
     // next transaction wait query_wait_timeout, then 53300.
-    let db = common::fresh_database("tg");
-    let events = std::env::temp_dir().join(format!("tg-wait-{}.jsonl", std::process::id()));
-    let text = support::config_toml(
-        &db,
-        &events,
-        &Opts {
-            pool_size: 1,
-            ..Opts::default()
-        },
-    );
+    let opts = Opts {
+        pool_size: 1,
+        ..Opts::default()
+    };
+    let text = support::config_toml("tg", std::path::Path::new("events.jsonl"), &opts);
     let old_key = "pool_timeout = 10\n";
     assert!(text.contains(old_key), "{text}");
     let both = text.replace(old_key, "pool_timeout = 10\nquery_wait_timeout = 0.3\n");
@@ -154,29 +132,19 @@ async fn query_wait_timeout_is_the_new_name_of_pool_timeout() {
         e.to_string().contains("pool_timeout") && e.to_string().contains("only one"),
         "{e}"
     );
-    let cfg = Config::from_toml(&text.replace(old_key, "query_wait_timeout = 0.3\n"))
-        .expect("the new name alone");
+    let new_name = |text: String| text.replace(old_key, "query_wait_timeout = 0.3\n");
+    let cfg = Config::from_toml(&new_name(text)).expect("the new name alone");
     assert_eq!(cfg.upstream.pool_timeout, 0.3);
-    let proxy = tenantgate::server::Proxy::start(std::sync::Arc::new(cfg))
+    let p = support::start_edited(common::fresh_database("tg"), &opts, new_name)
         .await
         .expect("starts");
-    let p = TestProxy {
-        addr: proxy.addr,
-        db,
-        events_path: events,
-        proxy: Some(proxy),
-    };
     let a = p.connect("acme_app").await;
     a.batch_execute("begin; select 1")
         .await
         .expect("holds the pool");
     let g = p.connect("globex_app").await;
-    let e = g
-        .simple_query("select 1")
-        .await
-        .expect_err("waits query_wait_timeout");
-    let db = e.as_db_error().expect("a server error");
-    assert_eq!(db.code().code(), "53300", "{db:?}");
+    // Waits query_wait_timeout.
+    let db = expect_sqlstate(g.simple_query("select 1").await, "53300");
     assert!(db.message().contains("timed out"), "{db:?}");
     a.batch_execute("commit").await.expect("commit");
     p.stop().await;
@@ -199,12 +167,8 @@ async fn a_tenant_over_its_transaction_rate_gets_53400_while_another_is_served()
     acme.simple_query("begin; select 1; commit")
         .await
         .expect("3rd");
-    let e = acme2
-        .simple_query("select 1")
-        .await
-        .expect_err("the 4th is over the rate");
-    let db = e.as_db_error().expect("a server error");
-    assert_eq!(db.code().code(), "53400", "{db:?}");
+    // The 4th is over the rate.
+    let db = expect_sqlstate(acme2.simple_query("select 1").await, "53400");
     assert_eq!(
         db.message(),
         format!(
@@ -229,47 +193,26 @@ async fn a_tenant_over_its_transaction_rate_gets_53400_while_another_is_served()
     assert_eq!(limited[0]["tenant"], ACME.id);
     assert_eq!(limited[0]["sqlstate"], "53400");
     // The sessions keep working: a reload lifting the limit serves the same session again.
-    let path = std::env::temp_dir().join(format!("tg-rate-{}.toml", std::process::id()));
-    support::remove_at_exit(&path);
-    let lifted = Opts {
+    p.reload(&Opts {
         extra: String::new(),
         ..opts
-    };
-    std::fs::write(&path, support::config_toml(&p.db, &p.events_path, &lifted)).expect("write");
-    shared(&p).reload(&path).await;
-    let n: i64 = acme2
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("served after the reload")
-        .get(0);
-    assert_eq!(n, ACME.customers);
+    })
+    .await;
+    // Served after the reload.
+    assert_eq!(count(&acme2, "customers").await, ACME.customers);
     p.stop().await;
-}
-
-/// The admin user for the console tests.
-fn admin_user() -> String {
-    format!("[[users]]\nname = \"tgadmin\"\npassword = \"{PW}\"\nkind = \"admin\"\n\n")
-}
-
-/// One HTTP/1.0 GET; returns the body.
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("admin connects");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("response");
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_tenants_and_the_tenant_metrics_count_each_tenant_with_typed_columns() {
-    let p = start(Opts {
-        server_extra: "admin_listen = \"127.0.0.1:0\"".into(),
-        extra: format!("{}[tenant]\nmetrics_top_n = 1\n", admin_user()),
-        ..Opts::default()
-    })
+    let p = start(
+        Opts {
+            extra: "[tenant]\nmetrics_top_n = 1\n".into(),
+            ..Opts::default()
+        }
+        .with_admin()
+        .with_admin_http(),
+    )
     .await;
     let a1 = p.connect("acme_app").await;
     let a2 = p.connect("acme_app").await;
@@ -281,10 +224,10 @@ async fn show_tenants_and_the_tenant_metrics_count_each_tenant_with_typed_column
     // ACME holds a server connection in an open transaction.
     a2.batch_execute("begin; select 1").await.expect("open");
 
-    let mut console = Raw::connect(p.addr.port(), "tgadmin", PW, "tenantgate").await;
+    let mut console = Raw::connect(p.addr.port(), support::ADMIN_USER, PW, "tenantgate").await;
     let msgs = console.query("SHOW TENANTS").round(1).await;
     let desc = msgs.iter().find(|m| m.tag == b'T').expect("RowDescription");
-    let columns = columns(&desc.body);
+    let columns = desc.columns();
     let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -304,7 +247,12 @@ async fn show_tenants_and_the_tenant_metrics_count_each_tenant_with_typed_column
     let rows: Vec<Vec<String>> = msgs
         .iter()
         .filter(|m| m.tag == b'D')
-        .map(|m| values(&m.body))
+        .map(|m| {
+            m.cells()
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect()
+        })
         .collect();
     let row = |t: &str| {
         rows.iter()
@@ -319,8 +267,7 @@ async fn show_tenants_and_the_tenant_metrics_count_each_tenant_with_typed_column
     assert_eq!(rows.len(), 2, "{rows:?}");
 
     // /metrics names the most active tenant (top 1) and sums the other as "other".
-    let admin = p.proxy.as_ref().and_then(|x| x.admin_addr).expect("admin");
-    let body = http_get(admin, "/metrics");
+    let (_, body) = support::http_get(p.admin_http(), "/metrics");
     let line = |name: &str, tenant: &str| format!("{name}{{tenant=\"{tenant}\"}} ");
     let value = |name: &str, tenant: &str| -> Option<String> {
         body.lines()
@@ -347,35 +294,4 @@ async fn show_tenants_and_the_tenant_metrics_count_each_tenant_with_typed_column
     assert!(!body.contains(GLOBEX.id), "GLOBEX is past the cap: {body}");
     a2.batch_execute("commit").await.expect("commit");
     p.stop().await;
-}
-
-/// (name, type OID) of each column of a RowDescription body.
-fn columns(body: &[u8]) -> Vec<(String, u32)> {
-    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
-    let mut at = 2;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let end = at + body[at..].iter().position(|&b| b == 0).expect("name");
-        let name = String::from_utf8_lossy(&body[at..end]).into_owned();
-        at = end + 1 + 4 + 2;
-        let oid = u32::from_be_bytes(body[at..at + 4].try_into().expect("oid"));
-        at += 4 + 2 + 4 + 2;
-        out.push((name, oid));
-    }
-    out
-}
-
-/// The text values of a DataRow body.
-fn values(body: &[u8]) -> Vec<String> {
-    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
-    let mut at = 2;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let len = i32::from_be_bytes(body[at..at + 4].try_into().expect("len"));
-        at += 4;
-        let len = len.max(0) as usize;
-        out.push(String::from_utf8_lossy(&body[at..at + len]).into_owned());
-        at += len;
-    }
-    out
 }

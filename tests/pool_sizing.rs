@@ -6,76 +6,125 @@ mod support;
 
 use std::time::Duration;
 
-use support::{start, stdout, Opts, PW};
+use common::{count, count_within, expect_sqlstate, ACME, GLOBEX};
+use support::{start, stdout, Opts, TestProxy, PW};
+use tokio_postgres::Client;
 
-fn admin_user() -> String {
-    format!("[[users]]\nname = \"tgadmin\"\npassword = \"{PW}\"\nkind = \"admin\"\n")
+/// The admin console's answer to `sql`: one `|`-separated line per row.
+fn console(p: &TestProxy, sql: &str) -> String {
+    stdout(&p.console(sql))
 }
 
-fn console(p: &support::TestProxy, sql: &str) -> String {
-    let out = std::process::Command::new(support::psql_bin())
-        .args(["-X", "-A", "-F", "|", "-t", "-c", sql])
-        .arg(format!(
-            "host=127.0.0.1 port={} user=tgadmin dbname=tenantgate",
-            p.addr.port()
-        ))
-        .env("PGPASSWORD", PW)
-        .output()
-        .unwrap();
-    stdout(&out)
+/// The line of a console answer whose first column is `key` (a database, a user).
+fn row(text: &str, key: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{key}|")))
+        .unwrap_or_else(|| panic!("no row for {key}: {text}"))
+        .to_owned()
+}
+
+/// A login `batch` for ACME with `setting` (a per-user pool key) of its own.
+fn batch_user(setting: &str) -> String {
+    format!(
+        "[[users]]\nname = \"batch\"\npassword = \"{PW}\"\ntenant = \"{}\"\n{setting}\n",
+        ACME.id
+    )
+}
+
+/// Opens a transaction on `c`: it holds a server connection until [`commit`].
+async fn hold(c: &Client) {
+    c.batch_execute("begin; select 1").await.unwrap();
+}
+
+async fn commit(c: &Client) {
+    c.batch_execute("commit").await.unwrap();
+}
+
+/// The customers `waiter` counts, asked while `holder` holds the connection it waits for and
+/// commits 300 ms later: served with the connection that commit releases.
+async fn served_on_release(waiter: &Client, holder: &Client) -> i64 {
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        commit(holder).await;
+    };
+    tokio::join!(count(waiter, "customers"), release).0
+}
+
+/// The error a checkout gets after `query_wait_timeout`: 53300, as PgBouncer's wait limit.
+async fn times_out(c: &Client) {
+    let started = std::time::Instant::now();
+    let db = expect_sqlstate(c.simple_query("select 1").await, "53300");
+    assert!(db.message().contains("timed out"), "{db:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "waited");
+}
+
+/// Samples `count` every 50 ms while `work` runs and returns the largest value seen.
+async fn most_during<F: std::future::Future>(count: impl Fn() -> i64, work: F) -> (i64, F::Output) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sample = async {
+        let mut most = count();
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            most = most.max(count());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        most
+    };
+    let work = async {
+        let out = work.await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    };
+    let (most, out) = tokio::join!(sample, work);
+    (most, out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reserve_connection_serves_a_client_that_waited_reserve_pool_timeout() {
-    let p = start(Opts {
-        pool_size: 1,
-        pool_timeout: 30.0,
-        upstream_extra: "reserve_pool_size = 1\nreserve_pool_timeout = \"500ms\"\n".into(),
-        extra: admin_user(),
-        ..Opts::default()
-    })
+    let p = start(
+        Opts {
+            pool_size: 1,
+            pool_timeout: 30.0,
+            upstream_extra: "reserve_pool_size = 1\nreserve_pool_timeout = \"500ms\"\n".into(),
+            ..Opts::default()
+        }
+        .with_admin(),
+    )
     .await;
     let a = p.connect("acme_app").await;
-    a.batch_execute("begin; select 1").await.unwrap();
+    hold(&a).await;
     // The one pooled connection is held; the next client gets a reserve one after 500 ms,
     // while the transaction is still open (without the reserve it would wait for COMMIT).
     let b = p.connect("globex_app").await;
-    let n: i64 = tokio::time::timeout(
-        Duration::from_secs(15),
-        b.query_one("select count(*) from customers", &[]),
+    let n = count_within(
+        &b,
+        "customers",
+        15,
+        "served by a reserve connection while the pool is full",
     )
-    .await
-    .expect("served by a reserve connection while the pool is full")
-    .unwrap()
-    .get(0);
-    assert_eq!(n, common::GLOBEX.customers);
+    .await;
+    assert_eq!(n, GLOBEX.customers);
     // It was a reserve connection: two server connections with a pool of one, and the wait
     // was at least reserve_pool_timeout.
-    let stats = console(&p, "SHOW STATS_TOTALS");
-    let row = stats
-        .lines()
-        .find(|l| l.starts_with(&format!("{}|", p.db)))
-        .unwrap_or_else(|| panic!("{stats}"));
+    let row = row(&console(&p, "SHOW STATS_TOTALS"), &p.db);
     let wait_us: u64 = row.split('|').nth(8).unwrap().parse().unwrap();
     assert!(
         wait_us >= 500_000,
         "waited {wait_us} µs before the reserve: {row}"
     );
     assert_eq!(p.backends(None), 2);
-    a.batch_execute("commit").await.unwrap();
+    commit(&a).await;
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_pool_mode_overrides_the_pools() {
-    let p = start(Opts {
-        extra: admin_user()
-            + &format!(
-                "[[users]]\nname = \"batch\"\npassword = \"{PW}\"\ntenant = \"{}\"\npool_mode = \"session\"\n",
-                common::ACME.id
-            ),
-        ..Opts::default()
-    })
+    let p = start(
+        Opts {
+            extra: batch_user("pool_mode = \"session\""),
+            ..Opts::default()
+        }
+        .with_admin(),
+    )
     .await;
     let t = p.connect("globex_app").await;
     t.query_one("select 1", &[]).await.unwrap();
@@ -112,82 +161,34 @@ async fn min_pool_size_keeps_connections_open_also_after_a_restart() {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(-1)
     };
-    let until = |want: i64| async move {
-        for _ in 0..100 {
-            if open() == want {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    };
     // No client has connected: min_pool_size alone opens them.
-    assert!(until(3).await, "3 connections kept open, found {}", open());
+    common::wait_until("3 connections kept open", || open() == 3).await;
     cluster.restart_fast().unwrap();
-    assert!(
-        until(3).await,
-        "3 connections again after the restart, found {}",
-        open()
-    );
+    common::wait_until("3 connections again after the restart", || open() == 3).await;
     proxy.shutdown(Duration::from_secs(1)).await;
-}
-
-/// The error a checkout gets after `query_wait_timeout`: 53300, as PgBouncer's wait limit.
-async fn times_out(c: &tokio_postgres::Client) {
-    let started = std::time::Instant::now();
-    let e = c
-        .simple_query("select 1")
-        .await
-        .expect_err("waits query_wait_timeout");
-    let db = e.as_db_error().expect("a server error");
-    assert_eq!(db.code().code(), "53300", "{db:?}");
-    assert!(db.message().contains("timed out"), "{db:?}");
-    assert!(started.elapsed() >= Duration::from_millis(900), "waited");
-}
-
-/// Samples `count` every 50 ms while `work` runs and returns the largest value seen.
-async fn most_during<F: std::future::Future>(count: impl Fn() -> i64, work: F) -> (i64, F::Output) {
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let sample = async {
-        let mut most = count();
-        while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            most = most.max(count());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        most
-    };
-    let work = async {
-        let out = work.await;
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        out
-    };
-    let (most, out) = tokio::join!(sample, work);
-    (most, out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_db_connections_caps_the_servers_and_a_release_serves_the_waiter() {
-    let p = start(Opts {
-        pool_size: 4,
-        pool_timeout: 1.0,
-        upstream_extra: "max_db_connections = 2\n".into(),
-        extra: admin_user(),
-        ..Opts::default()
-    })
-    .await;
+    let capped = |max_db_connections: u32| {
+        Opts {
+            pool_size: 4,
+            pool_timeout: 1.0,
+            upstream_extra: format!("max_db_connections = {max_db_connections}\n"),
+            ..Opts::default()
+        }
+        .with_admin()
+    };
+    let p = start(capped(2)).await;
     let a = p.connect("acme_app").await;
-    a.batch_execute("begin; select 1").await.unwrap();
+    hold(&a).await;
     let b = p.connect("globex_app").await;
-    b.batch_execute("begin; select 1").await.unwrap();
+    hold(&b).await;
     // Two of the pool's four slots are free, but the database is at its cap.
     let c = p.connect("initech_app").await;
     times_out(&c).await;
     assert_eq!(p.backends(None), 2, "nothing opened past the cap");
-    let dbs = console(&p, "SHOW DATABASES");
-    let row = dbs
-        .lines()
-        .find(|l| l.starts_with(&format!("{}|", p.db)))
-        .unwrap_or_else(|| panic!("{dbs}"));
+    let row = row(&console(&p, "SHOW DATABASES"), &p.db);
     let cols: Vec<&str> = row.split('|').collect();
     assert_eq!(
         (cols[11], cols[12]),
@@ -195,99 +196,54 @@ async fn max_db_connections_caps_the_servers_and_a_release_serves_the_waiter() {
         "max/current connections: {row}"
     );
     // Waiting when a transaction ends: served with the connection it releases.
-    let (most, served) = most_during(|| p.backends(None), async {
-        let waiting = c.query_one("select count(*) from customers", &[]);
-        let release = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            a.batch_execute("commit").await.unwrap();
-        };
-        tokio::join!(waiting, release).0
-    })
-    .await;
-    assert_eq!(
-        served.unwrap().get::<_, i64>(0),
-        common::tenant("initech").customers
-    );
+    let (most, served) = most_during(|| p.backends(None), served_on_release(&c, &a)).await;
+    assert_eq!(served, common::tenant("initech").customers);
     assert!(
         most <= 2,
         "{most} server connections with max_db_connections = 2"
     );
     // Reloadable, as in PgBouncer: raised to 3, a third transaction is served at once.
-    let path = std::env::temp_dir().join(format!("tg-maxdb-{}.toml", std::process::id()));
-    support::remove_at_exit(&path);
-    let raised = Opts {
-        pool_size: 4,
-        pool_timeout: 1.0,
-        upstream_extra: "max_db_connections = 3\n".into(),
-        extra: admin_user(),
-        ..Opts::default()
-    };
-    std::fs::write(&path, support::config_toml(&p.db, &p.events_path, &raised)).unwrap();
-    p.proxy.as_ref().unwrap().shared.reload(&path).await;
-    a.batch_execute("begin; select 1").await.unwrap();
-    c.batch_execute("begin; select 1")
-        .await
-        .expect("room for a third");
+    p.reload(&capped(3)).await;
+    hold(&a).await;
+    hold(&c).await;
     assert_eq!(p.backends(None), 3);
     for t in [&a, &b, &c] {
-        t.batch_execute("commit").await.unwrap();
+        commit(t).await;
     }
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_db_connections_closes_another_pools_idle_connection_to_make_room() {
-    let p = start(Opts {
-        pool_size: 2,
-        pool_timeout: 5.0,
-        upstream_extra: format!(
-            "max_db_connections = 1\n[upstream.breakglass]\nuser = \"{}\"\npassword = \"{}\"\npool_size = 1\n",
-            common::TENANT_ADMIN,
-            common::TENANT_ADMIN_PASSWORD
-        ),
-        extra: format!(
-            "[[users]]\nname = \"root_admin\"\npassword = \"{PW}\"\nkind = \"breakglass\"\n"
-        ),
-        ..Opts::default()
-    })
-    .await;
-    let open = |role: &str| -> i64 {
-        common::cluster()
-            .psql(
-                "postgres",
-                &format!(
-                    "select count(*) from pg_stat_activity where usename = '{role}' and datname = '{}' and application_name <> 'tenantgate-posture'",
-                    p.db
-                ),
-            )
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(-1)
-    };
-    let settle = || async {
-        for _ in 0..50 {
-            if open(common::APP_USER) + open(common::TENANT_ADMIN) <= 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let p = start(
+        Opts {
+            pool_size: 2,
+            pool_timeout: 5.0,
+            upstream_extra: "max_db_connections = 1\n".into(),
+            ..Opts::default()
         }
-    };
+        .with_breakglass(),
+    )
+    .await;
     // The break-glass session ends; its pool keeps the connection idle, and that is the
     // database's one.
     let bg = p.connect("root_admin").await;
     bg.simple_query("select 1").await.unwrap();
     drop(bg);
     let app = p.connect("acme_app").await;
-    let n: i64 = tokio::time::timeout(
-        Duration::from_secs(4),
-        app.query_one("select count(*) from customers", &[]),
+    let n = count_within(
+        &app,
+        "customers",
+        4,
+        "served once the idle break-glass connection is closed",
     )
-    .await
-    .expect("served once the idle break-glass connection is closed")
-    .unwrap()
-    .get(0);
-    assert_eq!(n, common::ACME.customers);
-    settle().await;
+    .await;
+    assert_eq!(n, ACME.customers);
+    let open = |role: &str| p.backends_of(role, None);
+    common::wait_until("one server connection left", || {
+        open(common::APP_USER) + open(common::TENANT_ADMIN) <= 1
+    })
+    .await;
     assert_eq!(
         (open(common::APP_USER), open(common::TENANT_ADMIN)),
         (1, 0),
@@ -298,53 +254,40 @@ async fn max_db_connections_closes_another_pools_idle_connection_to_make_room() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_user_connections_and_a_users_pool_size_cap_one_user_not_the_others() {
-    let p = start(Opts {
-        pool_size: 6,
-        pool_timeout: 1.0,
-        upstream_extra: "max_user_connections = 2\n".into(),
-        extra: admin_user()
-            + &format!(
-                "[[users]]\nname = \"batch\"\npassword = \"{PW}\"\ntenant = \"{}\"\npool_size = 1\n",
-                common::ACME.id
-            ),
-        ..Opts::default()
-    })
+    let p = start(
+        Opts {
+            pool_size: 6,
+            pool_timeout: 1.0,
+            upstream_extra: "max_user_connections = 2\n".into(),
+            extra: batch_user("pool_size = 1"),
+            ..Opts::default()
+        }
+        .with_admin(),
+    )
     .await;
     // batch (its own pool_size = 1) holds its one connection; its next transaction waits.
     let b1 = p.connect("batch").await;
-    b1.batch_execute("begin; select 1").await.unwrap();
+    hold(&b1).await;
     let b2 = p.connect("batch").await;
     times_out(&b2).await;
     // Other users are served meanwhile, each up to the [upstream] max_user_connections.
     let g1 = p.connect("globex_app").await;
     let g2 = p.connect("globex_app").await;
     let g3 = p.connect("globex_app").await;
-    g1.batch_execute("begin; select 1").await.unwrap();
-    g2.batch_execute("begin; select 1").await.unwrap();
+    hold(&g1).await;
+    hold(&g2).await;
     let a = p.connect("acme_app").await;
     a.simple_query("select 1").await.expect("another user");
     times_out(&g3).await;
     assert_eq!(p.backends(Some("idle in transaction")), 3, "1 + 2 held");
     let users = console(&p, "SHOW USERS");
-    let user = |name: &str| {
-        users
-            .lines()
-            .find(|l| l.starts_with(&format!("{name}|")))
-            .unwrap_or_else(|| panic!("{users}"))
-            .to_owned()
-    };
-    assert!(user("batch").starts_with("batch|1||"), "{users}");
-    let cols: Vec<String> = user("globex_app").split('|').map(str::to_owned).collect();
-    assert_eq!((cols[4].as_str(), cols[5].as_str()), ("2", "2"), "{users}");
+    assert!(row(&users, "batch").starts_with("batch|1||"), "{users}");
+    let globex = row(&users, "globex_app");
+    let cols: Vec<&str> = globex.split('|').collect();
+    assert_eq!((cols[4], cols[5]), ("2", "2"), "{users}");
     // batch's transaction ends: its waiting one is served.
-    let waiting = b2.query_one("select count(*) from customers", &[]);
-    let release = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        b1.batch_execute("commit").await.unwrap();
-    };
-    let n: i64 = tokio::join!(waiting, release).0.unwrap().get(0);
-    assert_eq!(n, common::ACME.customers);
-    g1.batch_execute("commit").await.unwrap();
-    g2.batch_execute("commit").await.unwrap();
+    assert_eq!(served_on_release(&b2, &b1).await, ACME.customers);
+    commit(&g1).await;
+    commit(&g2).await;
     p.stop().await;
 }

@@ -2,21 +2,17 @@
 //! privileged upstream role, the admin HTTP endpoints and the drift monitor.
 
 mod common;
-use common::sqlstate;
+use common::{count, expect_sqlstate};
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Opts, TestProxy};
-use tenantgate::config::Config;
-use tenantgate::server::Proxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tenantgate");
 
@@ -62,26 +58,8 @@ fn superuser_sql(db: &str, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-/// One HTTP/1.0 GET; returns (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("admin connects");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("request written");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("response read");
-    let raw = text(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {raw}"));
-    (status, body.to_owned())
-}
-
 fn http_json(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let (status, body) = http_get(addr, path);
+    let (status, body) = support::http_get(addr, path);
     let v =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {body}"));
     (status, v)
@@ -106,7 +84,16 @@ fn config_text(
     o: &Opts,
     security: &str,
 ) -> String {
-    let base = support::config_toml(db, events, o);
+    as_role(
+        support::config_toml(db, events, o),
+        user,
+        password,
+        security,
+    )
+}
+
+/// The fixture's configuration `base` with another upstream role and extra `[security]` keys.
+fn as_role(base: String, user: &str, password: &str, security: &str) -> String {
     let creds = format!(
         "user = \"{}\"\npassword = \"{}\"",
         common::APP_USER,
@@ -127,36 +114,7 @@ async fn start_with(
     o: Opts,
     security: &str,
 ) -> Result<TestProxy, String> {
-    let events = events_path();
-    let _ = std::fs::remove_file(&events);
-    let text = config_text(&db, &events, user, password, &o, security);
-    let cfg = Config::from_toml(&text).unwrap_or_else(|e| panic!("config invalid: {e}\n{text}"));
-    match Proxy::start(Arc::new(cfg)).await {
-        Ok(proxy) => Ok(TestProxy {
-            addr: proxy.addr,
-            db,
-            events_path: events,
-            proxy: Some(proxy),
-        }),
-        Err(e) => {
-            let _ = std::fs::remove_file(&events);
-            Err(e.to_string())
-        }
-    }
-}
-
-fn admin_opts() -> Opts {
-    Opts {
-        server_extra: "admin_listen = \"127.0.0.1:0\"".into(),
-        ..Opts::default()
-    }
-}
-
-fn admin_addr(p: &TestProxy) -> SocketAddr {
-    p.proxy
-        .as_ref()
-        .and_then(|x| x.admin_addr)
-        .expect("admin listener bound")
+    support::start_edited(db, &o, |text| as_role(text, user, password, security)).await
 }
 
 #[test]
@@ -452,8 +410,9 @@ async fn allow_privileged_starts_and_records_upstream_posture() {
     let db = common::fresh_database("allow_super");
     let o = Opts {
         upstream_extra: "allow_privileged = true".into(),
-        ..admin_opts()
-    };
+        ..Opts::default()
+    }
+    .with_admin_http();
     let p = start_with(db, c.superuser(), c.superuser_password(), o, "")
         .await
         .unwrap_or_else(|e| panic!("allow_privileged should start: {e}"));
@@ -467,7 +426,7 @@ async fn allow_privileged_starts_and_records_upstream_posture() {
     );
     assert_eq!(ev[0]["action"], "allow");
     // Allowed, so health is not failed by the role, but it says what the role is.
-    let (status, doc) = http_json(admin_addr(&p), "/health/tenant-security");
+    let (status, doc) = http_json(p.admin_http(), "/health/tenant-security");
     assert_eq!(doc["database"]["superuser"], true, "{doc}");
     assert_eq!(status, 200, "{doc}");
     p.stop().await;
@@ -475,8 +434,8 @@ async fn allow_privileged_starts_and_records_upstream_posture() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_answer() {
-    let p = support::start(admin_opts()).await;
-    let admin = admin_addr(&p);
+    let p = support::start(Opts::default().with_admin_http()).await;
+    let admin = p.admin_http();
     let (status, live) = http_json(admin, "/health/live");
     assert_eq!((status, live["status"].as_str()), (200, Some("live")));
     let (status, ready) = http_json(admin, "/health/ready");
@@ -507,11 +466,8 @@ async fn admin_endpoints_answer() {
 
     // Some traffic, so the data-path series move.
     let client = p.connect("acme_app").await;
-    client
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("query");
-    let (status, metrics) = http_get(admin, "/metrics");
+    count(&client, "customers").await;
+    let (status, metrics) = support::http_get(admin, "/metrics");
     assert_eq!(status, 200);
     for series in [
         "tenantgate_client_connections",
@@ -529,7 +485,7 @@ async fn admin_endpoints_answer() {
             "{series} missing from /metrics:\n{metrics}"
         );
     }
-    assert_eq!(http_get(admin, "/nope").0, 404);
+    assert_eq!(support::http_get(admin, "/nope").0, 404);
     drop(client);
     p.stop().await;
 }
@@ -555,13 +511,13 @@ async fn drift_turns_health_503_and_records_an_event() {
         db.clone(),
         common::APP_USER,
         common::APP_PASSWORD,
-        admin_opts(),
+        Opts::default().with_admin_http(),
         "drift_check_interval = 0.3",
     )
     .await
     .expect("proxy starts");
-    let admin = admin_addr(&p);
-    assert_eq!(http_get(admin, "/health/tenant-security").0, 200);
+    let admin = p.admin_http();
+    assert_eq!(support::http_get(admin, "/health/tenant-security").0, 200);
     superuser_sql(&db, "ALTER TABLE vehicles NO FORCE ROW LEVEL SECURITY");
     let doc = wait_for("health 503", || {
         let (status, doc) = http_json(admin, "/health/tenant-security");
@@ -587,7 +543,7 @@ async fn drift_turns_health_503_and_records_an_event() {
             .is_some_and(|d| d.contains("worsened") && d.contains("public.vehicles"))),
         "{ev:?}"
     );
-    let (_, metrics) = http_get(admin, "/metrics");
+    let (_, metrics) = support::http_get(admin, "/metrics");
     assert!(
         metrics.contains("tenantgate_posture_drift_total"),
         "{metrics}"
@@ -602,27 +558,17 @@ async fn drift_turns_health_503_and_records_an_event() {
             .is_some_and(|r| r.contains("public.vehicles")),
         "{ready}"
     );
-    let err = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("a new session while the posture fails");
-    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
+    // No new session while the posture fails.
+    expect_sqlstate(p.try_connect("acme_app", support::PW).await, "57P03");
     // Repaired: healthy and serving again.
     superuser_sql(&db, "ALTER TABLE vehicles FORCE ROW LEVEL SECURITY");
     wait_for("health 200", || {
-        (http_get(admin, "/health/tenant-security").0 == 200).then_some(())
+        (support::http_get(admin, "/health/tenant-security").0 == 200).then_some(())
     })
     .await;
-    assert_eq!(http_get(admin, "/health/ready").0, 200);
+    assert_eq!(support::http_get(admin, "/health/ready").0, 200);
     let client = p.connect("acme_app").await;
-    assert_eq!(
-        client
-            .query_one("select count(*) from customers", &[])
-            .await
-            .expect("query")
-            .get::<_, i64>(0),
-        common::ACME.customers
-    );
+    assert_eq!(count(&client, "customers").await, common::ACME.customers);
     drop(client);
     p.stop().await;
 }
@@ -644,7 +590,7 @@ async fn drift_with_on_drift_refuse_stops_serving() {
         &db,
         "CREATE TABLE invoices (id int, tenant_id uuid); GRANT SELECT ON invoices TO app_user",
     );
-    let shared = p.proxy.as_ref().expect("running").shared.clone();
+    let shared = p.shared().clone();
     wait_for("refusal", || {
         shared.posture.refused.is_cancelled().then_some(())
     })
@@ -665,25 +611,27 @@ async fn drift_with_on_drift_refuse_stops_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_defers_the_check_and_is_not_ready() {
     let port = support::free_port();
-    let events = events_path();
-    let text = support::config_toml("nowhere", &events, &admin_opts()).replacen(
-        &format!("port = {}", common::cluster().port()),
-        &format!("port = {port}"),
-        1,
-    );
-    let cfg = Config::from_toml(&text).expect("config");
-    let proxy = Proxy::start(Arc::new(cfg))
-        .await
-        .expect("starts despite an unreachable upstream");
-    let admin = proxy.admin_addr.expect("admin");
+    let p = support::start_edited(
+        "nowhere".into(),
+        &Opts::default().with_admin_http(),
+        |text| {
+            text.replacen(
+                &format!("port = {}", common::cluster().port()),
+                &format!("port = {port}"),
+                1,
+            )
+        },
+    )
+    .await
+    .expect("starts despite an unreachable upstream");
+    let admin = p.admin_http();
     let (status, ready) = http_json(admin, "/health/ready");
     assert_eq!(status, 503, "{ready}");
     let (status, doc) = http_json(admin, "/health/tenant-security");
     assert_eq!(status, 503);
     assert_eq!(doc["status"], "unknown");
     assert_eq!(doc["last_drift_check"]["result"], "error");
-    proxy.shutdown(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_file(&events);
+    p.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -893,16 +841,13 @@ async fn with_allow_object_creation_a_pg_temp_function_reads_another_tenant() {
     .await
     .unwrap_or_else(|e| panic!("hardened start: {e}"));
     let acme = p.connect("acme_app").await;
-    let err = acme
-        .simple_query(&attack_sql(common::GLOBEX.id))
-        .await
-        .expect_err("no TEMPORARY, no pg_temp function");
-    assert_eq!(sqlstate(&err), Some("42501"), "{err}");
-    let n: i64 = acme
-        .query_one("select count(*) from customers", &[])
-        .await
-        .expect("still serving")
-        .get(0);
+    // No TEMPORARY, no pg_temp function.
+    expect_sqlstate(
+        acme.simple_query(&attack_sql(common::GLOBEX.id)).await,
+        "42501",
+    );
+    // Still serving.
+    let n = count(&acme, "customers").await;
     assert_eq!(n, common::ACME.customers);
     drop(acme);
     p.stop().await;
@@ -926,10 +871,14 @@ fn unprotected_invoices(db: &str) {
 async fn an_unprotected_table_refuses_clients_until_it_is_fixed() {
     let db = common::fresh_database("unprotected");
     unprotected_invoices(&db);
-    let p = start_app(&db, admin_opts(), "drift_check_interval = 0.3")
-        .await
-        .unwrap_or_else(|e| panic!("schema failures do not stop the start: {e}"));
-    let admin = admin_addr(&p);
+    let p = start_app(
+        &db,
+        Opts::default().with_admin_http(),
+        "drift_check_interval = 0.3",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("schema failures do not stop the start: {e}"));
+    let admin = p.admin_http();
     let (status, ready) = http_json(admin, "/health/ready");
     assert_eq!(status, 503, "{ready}");
     let reason = ready["reason"].as_str().unwrap_or_default();
@@ -939,13 +888,9 @@ async fn an_unprotected_table_refuses_clients_until_it_is_fixed() {
             && reason.contains("serve_unprotected"),
         "{ready}"
     );
-    assert_eq!(http_get(admin, "/health/tenant-security").0, 503);
-    let err = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("no session while a tenant table is unprotected");
-    let db_err = err.as_db_error().expect("a FATAL from the proxy");
-    assert_eq!(db_err.code().code(), "57P03", "{err}");
+    assert_eq!(support::http_get(admin, "/health/tenant-security").0, 503);
+    // No session while a tenant table is unprotected.
+    let db_err = expect_sqlstate(p.try_connect("acme_app", support::PW).await, "57P03");
     assert!(
         db_err.message().contains("not accepting connections")
             && db_err.detail().is_some_and(|d| d.contains("tenant isolation"))
@@ -971,15 +916,11 @@ async fn an_unprotected_table_refuses_clients_until_it_is_fixed() {
            WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)",
     );
     wait_for("ready 200", || {
-        (http_get(admin, "/health/ready").0 == 200).then_some(())
+        (support::http_get(admin, "/health/ready").0 == 200).then_some(())
     })
     .await;
     let acme = p.connect("acme_app").await;
-    let n: i64 = acme
-        .query_one("select count(*) from invoices", &[])
-        .await
-        .expect("query")
-        .get(0);
+    let n = count(&acme, "invoices").await;
     assert_eq!(n, 0, "globex's invoice is not acme's");
     drop(acme);
     p.stop().await;
@@ -989,14 +930,18 @@ async fn an_unprotected_table_refuses_clients_until_it_is_fixed() {
 async fn serve_unprotected_serves_and_shows_why_it_is_not_the_default() {
     let db = common::fresh_database("serve_unprotected");
     unprotected_invoices(&db);
-    let p = start_app(&db, admin_opts(), "serve_unprotected = true")
-        .await
-        .expect("starts");
-    let admin = admin_addr(&p);
+    let p = start_app(
+        &db,
+        Opts::default().with_admin_http(),
+        "serve_unprotected = true",
+    )
+    .await
+    .expect("starts");
+    let admin = p.admin_http();
     let (status, ready) = http_json(admin, "/health/ready");
     assert_eq!(status, 200, "{ready}");
     // The posture still fails, and says so.
-    assert_eq!(http_get(admin, "/health/tenant-security").0, 503);
+    assert_eq!(support::http_get(admin, "/health/tenant-security").0, 503);
     let ev = p.events_named("upstream_posture").await;
     assert!(
         ev.iter().any(|e| e["detail"]
@@ -1088,7 +1033,7 @@ async fn keys_without_the_tenant_are_reported_with_composite_sql() {
     .await
     .expect("the naive foreign key accepts another tenant's customer");
     // Composite foreign key (the demo schema's vehicles): 23503, as for an id that does not exist.
-    let err = acme
+    let pointing_at_globex = acme
         .execute(
             &format!(
                 "insert into vehicles (tenant_id, customer_id, make, model, model_year, plate) \
@@ -1097,9 +1042,8 @@ async fn keys_without_the_tenant_are_reported_with_composite_sql() {
             ),
             &[],
         )
-        .await
-        .expect_err("a vehicle cannot point at globex's customer");
-    assert_eq!(sqlstate(&err), Some("23503"), "{err}");
+        .await;
+    expect_sqlstate(pointing_at_globex, "23503");
     drop(acme);
     p.stop().await;
 }
@@ -1107,11 +1051,15 @@ async fn keys_without_the_tenant_are_reported_with_composite_sql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_creation_granted_after_start_closes_the_gate_like_any_drift() {
     let db = common::fresh_database("drift_temp");
-    let p = start_app(&db, admin_opts(), "drift_check_interval = 0.3")
-        .await
-        .expect("hardened start");
-    let admin = admin_addr(&p);
-    assert_eq!(http_get(admin, "/health/ready").0, 200);
+    let p = start_app(
+        &db,
+        Opts::default().with_admin_http(),
+        "drift_check_interval = 0.3",
+    )
+    .await
+    .expect("hardened start");
+    let admin = p.admin_http();
+    assert_eq!(support::http_get(admin, "/health/ready").0, 200);
     superuser_sql(&db, &format!("GRANT TEMPORARY ON DATABASE {db} TO PUBLIC"));
     let ready = wait_for("ready 503", || {
         let (status, doc) = http_json(admin, "/health/ready");
@@ -1124,17 +1072,14 @@ async fn object_creation_granted_after_start_closes_the_gate_like_any_drift() {
             .is_some_and(|r| r.contains("object_creation") && r.contains("REVOKE TEMPORARY")),
         "{ready}"
     );
-    let err = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("no new session while the role can create code");
-    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
+    // No new session while the role can create code.
+    expect_sqlstate(p.try_connect("acme_app", support::PW).await, "57P03");
     superuser_sql(
         &db,
         &format!("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
     );
     wait_for("ready 200", || {
-        (http_get(admin, "/health/ready").0 == 200).then_some(())
+        (support::http_get(admin, "/health/ready").0 == 200).then_some(())
     })
     .await;
     drop(p.connect("acme_app").await);
@@ -1153,10 +1098,14 @@ async fn require_tenant_keys_refuses_sessions_on_a_single_column_key() {
     drop(p.connect("acme_app").await);
     p.stop().await;
     // Required: the key is a failure, and the gate is closed.
-    let p = start_app(&db, admin_opts(), "require_tenant_keys = true")
-        .await
-        .expect("starts, gated");
-    let (status, ready) = http_json(admin_addr(&p), "/health/ready");
+    let p = start_app(
+        &db,
+        Opts::default().with_admin_http(),
+        "require_tenant_keys = true",
+    )
+    .await
+    .expect("starts, gated");
+    let (status, ready) = http_json(p.admin_http(), "/health/ready");
     assert_eq!(status, 503, "{ready}");
     assert!(
         ready["reason"]
@@ -1164,10 +1113,7 @@ async fn require_tenant_keys_refuses_sessions_on_a_single_column_key() {
             .is_some_and(|r| r.contains("customers_email_key")),
         "{ready}"
     );
-    let err = p
-        .try_connect("acme_app", support::PW)
-        .await
-        .expect_err("gated");
-    assert_eq!(sqlstate(&err), Some("57P03"), "{err}");
+    // Gated.
+    expect_sqlstate(p.try_connect("acme_app", support::PW).await, "57P03");
     p.stop().await;
 }

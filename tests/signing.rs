@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use common::{ACME, GLOBEX};
 use support::raw::{codes, rows, Raw};
-use support::{start_on, Opts, TestProxy, PW};
+use support::{start_on, Opts, TestProxy};
 use tenantgate::cli::signing_install::{self as install, InstallRequest};
 use tenantgate::signing::sql::{self, InstallOptions};
 use tenantgate::signing::KeyRing;
@@ -151,14 +151,9 @@ async fn accepts_exactly_the_proxys_signatures(db: &str, keys: &KeyRing, variant
         );
     }
     // Only the owner reads the keys.
-    let e = c
-        .query("select * from tenantgate.signing_keys", &[])
-        .await
-        .expect_err("the key table is not readable");
-    assert_eq!(
-        e.as_db_error().map(|d| d.code().code()),
-        Some("42501"),
-        "{e}"
+    common::expect_sqlstate(
+        c.query("select * from tenantgate.signing_keys", &[]).await,
+        "42501",
     );
 }
 
@@ -341,10 +336,6 @@ async fn probe(r: &mut Raw, prefix: &str) -> Loot {
     Loot { read, wrote }
 }
 
-async fn raw(p: &TestProxy, user: &str) -> Raw {
-    Raw::connect(p.addr.port(), user, PW, &p.db).await
-}
-
 /// A proxy in `probe_action = "log"` on a fresh database, signed or not, set up for `attack`.
 async fn proxy_for(attack: Attack, signed: bool) -> TestProxy {
     let db = common::fresh_database(if signed { "sig_on" } else { "sig_off" });
@@ -393,7 +384,7 @@ async fn proxy_for(attack: Attack, signed: bool) -> TestProxy {
 async fn run_attack(attack: Attack, signed: bool) -> Loot {
     let p = proxy_for(attack, signed).await;
     // The context works for honest clients (signed or not): ACME sees its 3 customers.
-    let mut honest = raw(&p, "acme_app").await;
+    let mut honest = p.raw("acme_app").await;
     let names = rows(&honest.query("select name from customers").round(1).await);
     assert_eq!(
         names.len(),
@@ -408,13 +399,13 @@ async fn run_attack(attack: Attack, signed: bool) -> Loot {
     );
     let loot = match attack {
         Attack::Query => {
-            let mut a = raw(&p, "acme_app").await;
+            let mut a = p.raw("acme_app").await;
             let loot = probe(&mut a, &set_globex).await;
             a.close_conn().await;
             loot
         }
         Attack::TempFunction => {
-            let mut a = raw(&p, "acme_app").await;
+            let mut a = p.raw("acme_app").await;
             let got = a
                 .query(
                     "create function pg_temp.f(t text) returns text language plpgsql as \
@@ -432,7 +423,7 @@ async fn run_attack(attack: Attack, signed: bool) -> Loot {
                 "select ''a''::tsquery, ''b''::tsquery from (select set_config(''app.tenant_id'', ''{}'', true)) s",
                 GLOBEX.id
             );
-            let mut a = raw(&p, "acme_app").await;
+            let mut a = p.raw("acme_app").await;
             let loot = probe(
                 &mut a,
                 &format!("select ts_rewrite('a'::tsquery, '{hidden}')::text; "),
@@ -443,7 +434,7 @@ async fn run_attack(attack: Attack, signed: bool) -> Loot {
         }
         Attack::Planted => {
             // One pooled connection: the next ACME client gets the connection the first left.
-            let mut a = raw(&p, "acme_app").await;
+            let mut a = p.raw("acme_app").await;
             let got = a
                 .query(&format!("select public.use_tenant('{}')", GLOBEX.id))
                 .round(1)
@@ -451,21 +442,21 @@ async fn run_attack(attack: Attack, signed: bool) -> Loot {
             assert!(codes(&got).is_empty(), "{got:?}");
             a.close_conn().await;
             p.released().await;
-            let mut next = raw(&p, "acme_app").await;
+            let mut next = p.raw("acme_app").await;
             let loot = probe(&mut next, "").await;
             next.close_conn().await;
             loot
         }
         Attack::CopiedSignature => {
             // GLOBEX holds its server connection (open transaction), so ACME gets the other.
-            let mut g = raw(&p, "globex_app").await;
+            let mut g = p.raw("globex_app").await;
             let got = g
                 .query("begin; select coalesce(current_setting('tenantgate.signature', true), '')")
                 .round(1)
                 .await;
             let sig = rows(&got).into_iter().next().unwrap_or_default();
             assert_eq!(signed, !sig.is_empty(), "{got:?}");
-            let mut a = raw(&p, "acme_app").await;
+            let mut a = p.raw("acme_app").await;
             let prefix = format!(
                 "select set_config('app.tenant_id', '{}', false), set_config('tenantgate.signature', '{sig}', false); ",
                 GLOBEX.id
@@ -529,7 +520,7 @@ async fn a_client_cannot_set_the_signature_in_block_mode() {
         },
     )
     .await;
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     for sql in [
         "select set_config('tenantgate.signature', 'k1:00', false)",
         "select pg_catalog.set_config('TENANTGATE.SIGNATURE', 'k1:00', true)",
@@ -562,11 +553,8 @@ async fn a_rotated_key_is_used_after_sighup_and_a_bad_file_keeps_the_old_one() {
         ..Opts::default()
     };
     let p = start_on(db.clone(), o.clone()).await;
-    let cfg_path = key_path().with_extension("toml");
-    std::fs::write(&cfg_path, support::config_toml(&db, &p.events_path, &o)).expect("config");
-    let shared = p.proxy.as_ref().expect("running").shared.clone();
     // A session from before the rotation, and its server connection signed with the old key.
-    let mut before = raw(&p, "acme_app").await;
+    let mut before = p.raw("acme_app").await;
     assert_eq!(
         rows(&before.query("select name from customers").round(1).await).len(),
         ACME.customers as usize
@@ -581,7 +569,7 @@ async fn a_rotated_key_is_used_after_sighup_and_a_bad_file_keeps_the_old_one() {
     let mut add = request(&db, &keys);
     add.add_key = true;
     install::install(&add).await.expect("add key");
-    shared.reload(&cfg_path).await;
+    p.reload(&o).await;
     install::remove_key(Some(&superuser_url(&db)), &keys, &old, false)
         .await
         .expect("remove the old key");
@@ -612,7 +600,7 @@ async fn a_rotated_key_is_used_after_sighup_and_a_bad_file_keeps_the_old_one() {
     install::install(&print)
         .await
         .expect("add a key to the file only");
-    shared.reload(&cfg_path).await;
+    p.reload(&o).await;
     let sig = rows(
         &before
             .query("select current_setting('tenantgate.signature')")
@@ -628,8 +616,8 @@ async fn a_rotated_key_is_used_after_sighup_and_a_bad_file_keeps_the_old_one() {
     // A key file others can read is refused on reload: the proxy keeps signing with its key.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    shared.reload(&cfg_path).await;
-    let mut after = raw(&p, "acme_app").await;
+    p.reload(&o).await;
+    let mut after = p.raw("acme_app").await;
     assert_eq!(
         rows(&after.query("select name from customers").round(1).await).len(),
         ACME.customers as usize
@@ -649,7 +637,6 @@ async fn a_rotated_key_is_used_after_sighup_and_a_bad_file_keeps_the_old_one() {
         e.contains("tenant.signing_key_file") && e.contains("chmod 600"),
         "{e}"
     );
-    let _ = std::fs::remove_file(&cfg_path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -982,10 +969,7 @@ async fn a_non_superuser_admin_installs_rotates_and_verifies() {
         ..Opts::default()
     };
     let p = start_on(db.clone(), o.clone()).await;
-    let cfg_path = key_path().with_extension("toml");
-    std::fs::write(&cfg_path, support::config_toml(&db, &p.events_path, &o)).expect("config");
-    let shared = p.proxy.as_ref().expect("running").shared.clone();
-    let mut a = raw(&p, "acme_app").await;
+    let mut a = p.raw("acme_app").await;
     assert_eq!(
         rows(&a.query("select name from customers").round(1).await).len(),
         ACME.customers as usize
@@ -994,7 +978,7 @@ async fn a_non_superuser_admin_installs_rotates_and_verifies() {
     let mut add = req.clone();
     add.add_key = true;
     install::install(&add).await.expect("the admin adds a key");
-    shared.reload(&cfg_path).await;
+    p.reload(&o).await;
     install::remove_key(Some(&admin_url), &path, &old, false)
         .await
         .expect("the admin removes the old key");
@@ -1005,7 +989,6 @@ async fn a_non_superuser_admin_installs_rotates_and_verifies() {
     );
     a.close_conn().await;
     p.stop().await;
-    let _ = std::fs::remove_file(&cfg_path);
 
     // verify, as the application role, with the proxy's (new) key: passes.
     use tenantgate::verify::{self, Scope, Target};

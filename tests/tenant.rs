@@ -3,7 +3,7 @@
 mod common;
 mod support;
 
-use common::{count, ACME, GLOBEX, INITECH, UMBRELLA};
+use common::{assert_sqlstate, count, expect_sqlstate, ACME, GLOBEX, INITECH, UMBRELLA};
 use support::{start, stderr, stdout, Opts, PW};
 
 async fn setting(c: &tokio_postgres::Client) -> String {
@@ -71,12 +71,10 @@ async fn chooser_picks_tenant_by_suffix_or_options() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_tenant_user_cannot_choose_another_tenant() {
     let p = start(Opts::default()).await;
-    let err = p
-        .try_connect(&format!("acme_app.{}", GLOBEX.id), PW)
-        .await
-        .expect_err("refused");
-    let db = err.as_db_error().expect("server error");
-    assert_eq!(db.code().code(), "42501");
+    expect_sqlstate(
+        p.try_connect(&format!("acme_app.{}", GLOBEX.id), PW).await,
+        "42501",
+    );
     let out = p.psql_env(
         "acme_app",
         &["-c", "select 1"],
@@ -94,20 +92,14 @@ async fn fixed_tenant_user_cannot_choose_another_tenant() {
 async fn session_without_tenant_is_refused_fail_closed() {
     let p = start(Opts::default()).await;
     let c = p.connect("shared_app").await;
-    let e = c
-        .simple_query("select * from customers")
-        .await
-        .expect_err("refused");
-    let db = e.as_db_error().unwrap();
-    assert_eq!(db.code().code(), "42501");
+    let db = expect_sqlstate(c.simple_query("select * from customers").await, "42501");
     assert_eq!(
         db.message(),
         "tenantgate: no tenant context for this session"
     );
     assert!(db.hint().unwrap_or("").contains("shared_app.<tenant>"));
     // Extended protocol is refused too, and the session stays usable for more refusals.
-    let e = c.query("select 1", &[]).await.expect_err("refused");
-    assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
+    expect_sqlstate(c.query("select 1", &[]).await, "42501");
     let ev = p.events_named("no_tenant_refused").await;
     assert!(!ev.is_empty());
     assert_eq!(ev[0]["statement"], "select * from customers");
@@ -139,22 +131,21 @@ async fn tampering_is_refused_logged_and_the_session_keeps_its_tenant() {
             .await
             .err()
             .unwrap_or_else(|| panic!("{sql} was allowed"));
-        assert_eq!(e.as_db_error().unwrap().code().code(), "42501", "{sql}");
+        assert_sqlstate(&e, "42501");
         // Extended protocol too.
         let e = c
             .query(sql.as_str(), &[])
             .await
             .err()
             .unwrap_or_else(|| panic!("{sql} was allowed (extended)"));
-        assert_eq!(e.as_db_error().unwrap().code().code(), "42501", "{sql}");
+        assert_sqlstate(&e, "42501");
         assert_eq!(count(&c, "customers").await, ACME.customers);
         assert_eq!(setting(&c).await, ACME.id);
     }
     // Inside an explicit transaction the refusal aborts the block, as any error would.
     c.batch_execute("begin").await.unwrap();
     assert!(c.simple_query("set role postgres").await.is_err());
-    let e = c.simple_query("select 1").await.expect_err("aborted");
-    assert_eq!(e.as_db_error().unwrap().code().code(), "25P02");
+    expect_sqlstate(c.simple_query("select 1").await, "25P02");
     c.batch_execute("rollback").await.unwrap();
     // RESET ALL and DISCARD ALL keep working (drivers' pools send them).
     c.batch_execute("reset all").await.unwrap();
@@ -378,11 +369,8 @@ async fn slug_directory_maps_a_name_to_the_tenant_id() {
     let c = p.connect("shared_app.globex").await;
     assert_eq!(count(&c, "customers").await, GLOBEX.customers);
     assert_eq!(setting(&c).await, GLOBEX.id);
-    let err = p
-        .try_connect("shared_app.nosuchtenant", PW)
-        .await
-        .expect_err("unknown slug");
-    assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
+    // An unknown slug.
+    expect_sqlstate(p.try_connect("shared_app.nosuchtenant", PW).await, "42501");
     p.stop().await;
 }
 

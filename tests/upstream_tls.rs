@@ -6,7 +6,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use support::{start_on, Opts};
+use support::Opts;
 
 /// Turns on SSL in a private cluster with a CA-signed certificate for `localhost`; returns
 /// the cluster and the CA's PEM path.
@@ -139,37 +139,13 @@ async fn upstream_tls_require_and_verify_full() {
 
 /// Starts a proxy whose upstream is `host:port` / database `app`.
 async fn start_custom(o: &Opts, host: &str, port: u16) -> support::TestProxy {
-    let events = std::env::temp_dir().join(format!(
-        "tg-tls-events-{}-{}.jsonl",
-        std::process::id(),
-        rand_n()
-    ));
-    let text = support::config_toml("app", &events, o)
-        .replace("host = \"127.0.0.1\"", &format!("host = \"{host}\""))
-        .replace(
-            &format!("port = {}\n", common::cluster().port()),
-            &format!("port = {port}\n"),
-        );
-    let cfg = tenantgate::config::Config::from_toml(&text).unwrap();
-    let proxy = tenantgate::server::Proxy::start(std::sync::Arc::new(cfg))
-        .await
-        .expect("proxy starts");
-    support::TestProxy {
-        addr: proxy.addr,
-        db: "app".into(),
-        events_path: events,
-        proxy: Some(proxy),
-    }
-}
-
-fn rand_n() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-#[allow(dead_code)]
-fn unused() {
-    let _ = start_on;
+    support::start_edited("app".into(), o, |text| {
+        text.replace("host = \"127.0.0.1\"", &format!("host = \"{host}\""))
+            .replace(
+                &format!("port = {}\n", common::cluster().port()),
+                &format!("port = {port}\n"),
+            )
+    })
+    .await
+    .expect("proxy starts")
 }

@@ -15,6 +15,9 @@ pub use tenantgate_pgcluster::seed::{
 };
 use tenantgate_pgcluster::{self as pgcluster, ClusterOptions, PgCluster};
 
+mod sqlstate;
+pub use sqlstate::{assert_sqlstate, expect_sqlstate, sqlstate};
+
 /// The database `SCHEMA_SQL` is applied to once; `fresh_database` clones it.
 pub const TEMPLATE_DB: &str = "tg_template";
 
@@ -136,15 +139,34 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// `select count(*) from <table>`: how many of its rows the session `c` sees.
+/// `select count(*) from <table>`: how many of its rows the session `c` sees. (events.rs
+/// finds this statement's text in the event log: keep it as it is.)
 pub async fn count(c: &impl tokio_postgres::GenericClient, table: &str) -> i64 {
-    c.query_one(&format!("select count(*) from {table}"), &[])
+    try_count(c, table)
         .await
         .unwrap_or_else(|e| panic!("counting {table}: {e}"))
-        .get(0)
 }
 
-/// The SQLSTATE a failed statement got, if the server (or the proxy) sent one.
-pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
-    e.code().map(|c| c.code())
+/// [`count`], the error kept: for a test that expects it to fail, or that runs it under a
+/// timeout or alongside the transaction it waits for.
+pub async fn try_count(
+    c: &impl tokio_postgres::GenericClient,
+    table: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(c.query_one(&format!("select count(*) from {table}"), &[])
+        .await?
+        .get(0))
+}
+
+/// [`count`], panicking naming `what` when no answer comes within `secs` seconds: for a
+/// session that must be served while others hold or wait for the pool.
+pub async fn count_within(
+    c: &impl tokio_postgres::GenericClient,
+    table: &str,
+    secs: u64,
+    what: &str,
+) -> i64 {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), count(c, table))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {secs} s: {what}"))
 }

@@ -15,12 +15,18 @@ async fn scram_login_succeeds_and_queries_run() {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_get_28p01_and_reach_nothing() {
     let f = Fast::start(Script::default()).await;
-    let msg = assert_sqlstate(f.try_connect("acme_app", "wrong").await, "28P01");
-    assert_eq!(msg, "password authentication failed for user \"acme_app\"");
+    let e = expect_sqlstate(f.try_connect("acme_app", "wrong").await, "28P01");
+    assert_eq!(
+        e.message(),
+        "password authentication failed for user \"acme_app\""
+    );
     // An unknown user is refused the same way (after a full SCRAM exchange against a mock
     // verifier), so a client cannot tell which users exist.
-    let msg = assert_sqlstate(f.try_connect("nobody", PW).await, "28P01");
-    assert_eq!(msg, "password authentication failed for user \"nobody\"");
+    let e = expect_sqlstate(f.try_connect("nobody", PW).await, "28P01");
+    assert_eq!(
+        e.message(),
+        "password authentication failed for user \"nobody\""
+    );
     assert_eq!(
         f.upstream.opened(),
         0,

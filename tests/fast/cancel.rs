@@ -30,16 +30,12 @@ async fn a_cancel_reaches_the_backend_running_the_clients_query() {
     let c = f.connect("acme_app").await;
     let token = c.cancel_token();
     let query = tokio::spawn(async move { c.simple_query("select hang").await.map(|_| ()) });
-    wait_until("the query to reach the server", || {
-        f.upstream.conns().iter().any(|l| l.saw("hang"))
-    })
-    .await;
+    wait_until("the query to reach the server", || f.upstream.saw("hang")).await;
     token
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel sent");
-    let r = within(query).await.expect("task");
-    assert_sqlstate(r, "57014");
+    expect_sqlstate(within(query).await.expect("task"), "57014");
     let target = f.upstream.conn(conn_running(&f, "hang"));
     assert_eq!(f.upstream.cancels(), [(target.pid, target.secret)]);
     other
@@ -54,10 +50,7 @@ async fn a_cancel_with_an_unknown_key_reaches_nothing() {
     let c = f.connect("acme_app").await;
     let token = c.cancel_token();
     let query = tokio::spawn(async move { c.simple_query("select hang").await.map(|_| ()) });
-    wait_until("the query to reach the server", || {
-        f.upstream.conns().iter().any(|l| l.saw("hang"))
-    })
-    .await;
+    wait_until("the query to reach the server", || f.upstream.saw("hang")).await;
     // A guessed key, and the server's own key (which a client never sees): both ignored.
     let target = f.upstream.conn(conn_running(&f, "hang"));
     for (pid, secret) in [(12345, 67890), (target.pid, target.secret)] {
@@ -78,7 +71,7 @@ async fn a_cancel_with_an_unknown_key_reaches_nothing() {
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel sent");
-    assert_sqlstate(within(query).await.expect("task"), "57014");
+    expect_sqlstate(within(query).await.expect("task"), "57014");
     assert_eq!(f.upstream.cancels(), [(target.pid, target.secret)]);
 }
 
@@ -90,21 +83,13 @@ async fn a_query_waiting_for_a_connection_is_cancelled_without_reaching_the_serv
     let c = f.connect("acme_app").await;
     let token = c.cancel_token();
     let query = tokio::spawn(async move { c.simple_query("select waiting").await.map(|_| ()) });
-    wait_until("the query to queue for the pool", || {
-        f.shared
-            .pool
-            .stats
-            .waiting
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 1
-    })
-    .await;
+    wait_until("the query to queue for the pool", || f.waiting() == 1).await;
     token
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel sent");
-    assert_sqlstate(within(query).await.expect("task"), "57014");
+    expect_sqlstate(within(query).await.expect("task"), "57014");
     assert!(f.upstream.cancels().is_empty());
-    assert!(!f.upstream.conns().iter().any(|l| l.saw("waiting")));
+    assert!(!f.upstream.saw("waiting"));
     holder.simple_query("commit").await.expect("holder goes on");
 }

@@ -57,6 +57,16 @@ async fn with_tls(require: bool) -> (Fast, tokio_rustls::TlsConnector) {
     (f, connector)
 }
 
+/// An SSLRequest accepted, the TLS handshake, and a login as `acme_app` over it.
+async fn tls_login(f: &Fast, connector: &tokio_rustls::TlsConnector) -> Raw {
+    let mut io = f.duplex();
+    io.write_all(&request(SSL)).await.unwrap();
+    assert_eq!(io.read_u8().await.unwrap(), b'S');
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, io).await.expect("TLS handshake");
+    Raw::login(tls, "acme_app", PW, DB).await
+}
+
 /// A ParameterStatus message's (name, value).
 fn parameter(m: &Msg) -> Option<(String, String)> {
     if m.tag != b'S' {
@@ -120,14 +130,8 @@ async fn ssl_and_gssenc_requests_are_declined_without_tls_and_the_startup_goes_o
 #[tokio::test]
 async fn ssl_request_is_accepted_with_tls_configured() {
     let (f, connector) = with_tls(false).await;
-    let mut io = f.duplex();
-    io.write_all(&request(SSL)).await.unwrap();
-    assert_eq!(io.read_u8().await.unwrap(), b'S');
-    let name = ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, io).await.expect("TLS handshake");
-    let mut c = Raw::login(tls, "acme_app", PW, DB).await;
-    let got = c.query("select 1").round(1).await;
-    assert_eq!(crate::raw::rows(&got), ["1"]);
+    let mut c = tls_login(&f, &connector).await;
+    assert_eq!(crate::raw::rows(&c.query("select 1").round(1).await), ["1"]);
 }
 
 #[tokio::test]
@@ -169,13 +173,6 @@ async fn tls_required_refuses_plaintext_with_postgres_wording() {
     assert_eq!(f.upstream.opened(), 0, "nothing reaches the server");
 
     // The same login over TLS is served.
-    let mut io = f.duplex();
-    io.write_all(&request(SSL)).await.unwrap();
-    assert_eq!(io.read_u8().await.unwrap(), b'S');
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), io)
-        .await
-        .expect("TLS handshake");
-    let mut c = Raw::login(tls, "acme_app", PW, DB).await;
+    let mut c = tls_login(&f, &connector).await;
     assert_eq!(crate::raw::rows(&c.query("select 1").round(1).await), ["1"]);
 }

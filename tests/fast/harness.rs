@@ -3,7 +3,7 @@
 //! client over an in-memory duplex ([`Fast::duplex`]) or a loopback listener ([`Fast::addr`],
 //! for tokio-postgres and its cancel tokens), against a scripted [`Upstream`]. No PostgreSQL, no
 //! posture check, no background task: a test takes milliseconds. Also the shared assertion
-//! helpers ([`wait_until`], [`sqlstate`], [`assert_sqlstate`]).
+//! helpers: [`wait_until`], [`within`], and the SQLSTATE ones of `tests/common/sqlstate.rs`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use tenantgate::shared::Shared;
 
 use crate::raw::Raw;
 use crate::scripted::{Script, Upstream, ACME, DB, GLOBEX, PW};
+pub use crate::sqlstate::{assert_sqlstate, expect_sqlstate};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -219,6 +220,15 @@ impl Fast {
     pub fn idle(&self) -> usize {
         self.shared.pool.idle_count()
     }
+
+    /// Checkouts queued in the app pool, waiting for a connection.
+    pub fn waiting(&self) -> usize {
+        self.shared
+            .pool
+            .stats
+            .waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,32 +257,6 @@ pub fn within<F: std::future::Future>(fut: F) -> impl std::future::Future<Output
         match tokio::time::timeout(Duration::from_secs(5), fut).await {
             Ok(v) => v,
             Err(_) => panic!("no answer within 5 s (at {caller})"),
-        }
-    }
-}
-
-/// The SQLSTATE of a failed tokio-postgres call (the server's or the proxy's), or a panic
-/// naming the error when there is none.
-pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    match e.code() {
-        Some(c) => c.code().to_owned(),
-        None => panic!("no SQLSTATE in {e:?}"),
-    }
-}
-
-/// Asserts that `r` failed with SQLSTATE `code`; returns the server's message.
-#[track_caller]
-pub fn assert_sqlstate<T: std::fmt::Debug>(
-    r: Result<T, tokio_postgres::Error>,
-    code: &str,
-) -> String {
-    match r {
-        Ok(v) => panic!("expected SQLSTATE {code}, got success: {v:?}"),
-        Err(e) => {
-            assert_eq!(sqlstate(&e), code, "{e:?}");
-            e.as_db_error()
-                .map(|d| d.message().to_owned())
-                .unwrap_or_default()
         }
     }
 }

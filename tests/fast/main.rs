@@ -9,6 +9,8 @@ mod harness;
 #[path = "../support/raw.rs"]
 mod raw;
 mod scripted;
+#[path = "../common/sqlstate.rs"]
+mod sqlstate;
 
 mod auth;
 mod cancel;

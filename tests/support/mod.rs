@@ -51,6 +51,42 @@ impl Default for Opts {
     }
 }
 
+impl Opts {
+    /// With the admin-console login [`ADMIN_USER`], which [`TestProxy::console`] uses.
+    pub fn with_admin(mut self) -> Opts {
+        self.extra.push_str(&format!(
+            "\n[[users]]\nname = \"{ADMIN_USER}\"\npassword = \"{PW}\"\nkind = \"admin\"\n"
+        ));
+        self
+    }
+
+    /// With the admin HTTP listener (health, metrics) on a free port:
+    /// [`TestProxy::admin_http`].
+    pub fn with_admin_http(mut self) -> Opts {
+        self.server_extra
+            .push_str("\nadmin_listen = \"127.0.0.1:0\"\n");
+        self
+    }
+
+    /// With a break-glass pool of one connection as `tenant_admin` (BYPASSRLS) and its login
+    /// `root_admin`. The pool is a table of its own appended to `upstream_extra`: keys meant for
+    /// `[upstream]` itself go in before this is called.
+    pub fn with_breakglass(mut self) -> Opts {
+        self.upstream_extra.push_str(&format!(
+            "\n[upstream.breakglass]\nuser = \"{}\"\npassword = \"{}\"\npool_size = 1\n",
+            common::TENANT_ADMIN,
+            common::TENANT_ADMIN_PASSWORD
+        ));
+        self.extra.push_str(&format!(
+            "\n[[users]]\nname = \"root_admin\"\npassword = \"{PW}\"\nkind = \"breakglass\"\n"
+        ));
+        self
+    }
+}
+
+/// The admin-console login of [`Opts::with_admin`].
+pub const ADMIN_USER: &str = "tgadmin";
+
 /// A running proxy on its own fresh database.
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -154,21 +190,39 @@ pub async fn start(o: Opts) -> TestProxy {
 
 /// Starts a proxy on an existing database.
 pub async fn start_on(db: String, o: Opts) -> TestProxy {
+    start_edited(db, &o, |text| text)
+        .await
+        .unwrap_or_else(|e| panic!("proxy starts: {e}"))
+}
+
+/// Starts a proxy on `db` from [`config_toml`]'s text for `o` as `edit` rewrites it (another
+/// upstream host or role, a listen path): for what the knobs of [`Opts`] do not reach. The
+/// error is the proxy's own, for a test of a start that must fail.
+pub async fn start_edited(
+    db: String,
+    o: &Opts,
+    edit: impl FnOnce(String) -> String,
+) -> Result<TestProxy, String> {
     let n = N.fetch_add(1, Ordering::Relaxed);
     let events_path = std::env::temp_dir().join(format!(
         "tenantgate-events-{}-{n}.jsonl",
         std::process::id()
     ));
     let _ = std::fs::remove_file(&events_path);
-    let text = config_toml(&db, &events_path, &o);
+    let text = edit(config_toml(&db, &events_path, o));
     let cfg =
         Config::from_toml(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-    let proxy = Proxy::start(Arc::new(cfg)).await.expect("proxy starts");
-    TestProxy {
-        addr: proxy.addr,
-        db,
-        events_path,
-        proxy: Some(proxy),
+    match Proxy::start(Arc::new(cfg)).await {
+        Ok(proxy) => Ok(TestProxy {
+            addr: proxy.addr,
+            db,
+            events_path,
+            proxy: Some(proxy),
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&events_path);
+            Err(e.to_string())
+        }
     }
 }
 
@@ -254,6 +308,14 @@ impl Drop for TestProxy {
 }
 
 impl TestProxy {
+    /// The admin HTTP listener's address ([`Opts::with_admin_http`]).
+    pub fn admin_http(&self) -> SocketAddr {
+        self.proxy
+            .as_ref()
+            .and_then(|x| x.admin_addr)
+            .expect("admin listener bound")
+    }
+
     /// The running proxy's shared state (pools, console, posture).
     pub fn shared(&self) -> &Arc<tenantgate::shared::Shared> {
         &self.proxy.as_ref().expect("proxy running").shared
@@ -270,11 +332,15 @@ impl TestProxy {
         .await;
     }
 
+    /// Checkouts queued in the app pool, waiting for a connection.
+    pub fn waiting(&self) -> usize {
+        self.shared().pool.stats.waiting.load(Ordering::Relaxed)
+    }
+
     /// Waits until `n` checkouts queue in the app pool (PAUSE, KILL or a full pool hold them).
     pub async fn queued(&self, n: usize) {
-        let pool = &self.shared().pool;
         common::wait_until(&format!("{n} checkout(s) queued in the pool"), || {
-            pool.stats.waiting.load(Ordering::Relaxed) == n
+            self.waiting() == n
         })
         .await;
     }
@@ -306,6 +372,11 @@ impl TestProxy {
             let _ = conn.await;
         });
         Ok(client)
+    }
+
+    /// A raw protocol client logged in as `user` through the proxy.
+    pub async fn raw(&self, user: &str) -> raw::Raw {
+        raw::Raw::connect(self.addr.port(), user, PW, &self.db).await
     }
 
     /// Runs psql through the proxy with extra arguments.
@@ -357,6 +428,12 @@ impl TestProxy {
 
     /// Upstream backends of the app role on this test's database, as the superuser sees them.
     pub fn backends(&self, state_filter: Option<&str>) -> i64 {
+        self.backends_of(common::APP_USER, state_filter)
+    }
+
+    /// Upstream backends of `role` on this test's database (in `state_filter` when given), as
+    /// the superuser sees them.
+    pub fn backends_of(&self, role: &str, state_filter: Option<&str>) -> i64 {
         let cond = match state_filter {
             Some(s) => format!(" and state = '{s}'"),
             None => String::new(),
@@ -365,8 +442,7 @@ impl TestProxy {
             .psql(
                 "postgres",
                 &format!(
-                    "select count(*) from pg_stat_activity where usename = '{}' and datname = '{}' and application_name <> 'tenantgate-posture'{cond}",
-                    common::APP_USER,
+                    "select count(*) from pg_stat_activity where usename = '{role}' and datname = '{}' and application_name <> 'tenantgate-posture'{cond}",
                     self.db
                 ),
             )
@@ -374,7 +450,32 @@ impl TestProxy {
         out.trim().parse().unwrap_or(-1)
     }
 
-    /// Stops the proxy.
+    /// psql on the admin console as [`ADMIN_USER`] ([`Opts::with_admin`]): unaligned, fields
+    /// separated by `|`, header and footer included.
+    pub fn console(&self, sql: &str) -> Output {
+        Command::new(psql_bin())
+            .args(["-X", "-A", "-F", "|", "-c", sql])
+            .arg(format!(
+                "host=127.0.0.1 port={} user={ADMIN_USER} dbname=tenantgate",
+                self.addr.port()
+            ))
+            .env("PGPASSWORD", PW)
+            .output()
+            .expect("psql runs")
+    }
+
+    /// Reloads the proxy (as SIGHUP does) with the configuration `o` gives for this test's
+    /// database and event log.
+    pub async fn reload(&self, o: &Opts) {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("tenantgate-reload-{}-{n}.toml", std::process::id()));
+        remove_at_exit(&path);
+        std::fs::write(&path, config_toml(&self.db, &self.events_path, o))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self.shared().reload(&path).await;
+    }
+
     /// Stops the proxy; returns its whole event log (aggregates flushed at shutdown included),
     /// read before the log is removed with the proxy.
     pub async fn stop(mut self) -> String {
@@ -383,6 +484,26 @@ impl TestProxy {
         }
         std::fs::read_to_string(&self.events_path).unwrap_or_default()
     }
+}
+
+/// One HTTP/1.0 GET (to the admin listener): (status, body). Panics when no HTTP answer comes.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .expect("admin connects");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("request written");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("response read");
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {raw}"));
+    (status, body.to_owned())
 }
 
 /// psql from the cluster's bindir if present, else PATH.

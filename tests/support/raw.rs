@@ -389,3 +389,11 @@ pub fn codes(msgs: &[Msg]) -> Vec<String> {
 pub fn rows(msgs: &[Msg]) -> Vec<String> {
     msgs.iter().filter_map(Msg::first_col).collect()
 }
+
+/// The transaction status (`I`, `T` or `E`) of the ReadyForQuery that ends `msgs`; `None` when
+/// they do not end with one.
+pub fn status(msgs: &[Msg]) -> Option<u8> {
+    msgs.last()
+        .filter(|m| m.tag == b'Z')
+        .and_then(|m| m.body.first().copied())
+}

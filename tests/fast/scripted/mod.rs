@@ -295,6 +295,16 @@ impl Upstream {
             .unwrap_or_else(|| panic!("the proxy opened no server connection #{i}"))
     }
 
+    /// Whether any server connection's log [saw](ConnLog::saw) `needle`.
+    pub fn saw(&self, needle: &str) -> bool {
+        self.record
+            .lock()
+            .unwrap()
+            .conns
+            .iter()
+            .any(|l| l.saw(needle))
+    }
+
     /// How many server connections the proxy opened.
     pub fn opened(&self) -> usize {
         self.record.lock().unwrap().conns.len()
