@@ -146,6 +146,11 @@ async fn query_wait_timeout_is_the_new_name_of_pool_timeout() {
     // Waits query_wait_timeout.
     let db = expect_sqlstate(g.simple_query("select 1").await, "53300");
     assert!(db.message().contains("timed out"), "{db:?}");
+    assert!(
+        db.hint()
+            .is_some_and(|h| h.contains("[upstream] pool_size")),
+        "{db:?}"
+    );
     a.batch_execute("commit").await.expect("commit");
     p.stop().await;
 }

@@ -50,11 +50,16 @@ async fn served_on_release(waiter: &Client, holder: &Client) -> i64 {
     tokio::join!(count(waiter, "customers"), release).0
 }
 
-/// The error a checkout gets after `query_wait_timeout`: 53300, as PgBouncer's wait limit.
-async fn times_out(c: &Client) {
+/// The error a checkout gets after `query_wait_timeout`: 53300, as PgBouncer's wait limit,
+/// with a hint naming the setting the checkout waited behind.
+async fn times_out(c: &Client, setting: &str) {
     let started = std::time::Instant::now();
     let db = expect_sqlstate(c.simple_query("select 1").await, "53300");
     assert!(db.message().contains("timed out"), "{db:?}");
+    assert!(
+        db.hint().is_some_and(|h| h.contains(setting)),
+        "the hint names {setting}: {db:?}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(900), "waited");
 }
 
@@ -186,7 +191,7 @@ async fn max_db_connections_caps_the_servers_and_a_release_serves_the_waiter() {
     hold(&b).await;
     // Two of the pool's four slots are free, but the database is at its cap.
     let c = p.connect("initech_app").await;
-    times_out(&c).await;
+    times_out(&c, "max_db_connections").await;
     assert_eq!(p.backends(None), 2, "nothing opened past the cap");
     let row = row(&console(&p, "SHOW DATABASES"), &p.db);
     let cols: Vec<&str> = row.split('|').collect();
@@ -269,7 +274,7 @@ async fn max_user_connections_and_a_users_pool_size_cap_one_user_not_the_others(
     let b1 = p.connect("batch").await;
     hold(&b1).await;
     let b2 = p.connect("batch").await;
-    times_out(&b2).await;
+    times_out(&b2, "the user's pool_size or max_user_connections").await;
     // Other users are served meanwhile, each up to the [upstream] max_user_connections.
     let g1 = p.connect("globex_app").await;
     let g2 = p.connect("globex_app").await;
@@ -278,7 +283,7 @@ async fn max_user_connections_and_a_users_pool_size_cap_one_user_not_the_others(
     hold(&g2).await;
     let a = p.connect("acme_app").await;
     a.simple_query("select 1").await.expect("another user");
-    times_out(&g3).await;
+    times_out(&g3, "the user's pool_size or max_user_connections").await;
     assert_eq!(p.backends(Some("idle in transaction")), 3, "1 + 2 held");
     let users = console(&p, "SHOW USERS");
     assert!(row(&users, "batch").starts_with("batch|1||"), "{users}");
