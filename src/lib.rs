@@ -41,6 +41,9 @@
 //!   (`crates/pgcluster`, which the tests use too).
 
 #![warn(missing_docs)]
+// The module map above is for the crate's developers, who read it with
+// `cargo doc --document-private-items`: there every link resolves.
+#![allow(rustdoc::private_intra_doc_links)]
 
 /// Declares modules that are crate-private in the proxy and public with the `internals` feature,
 /// which only the test suite, the benches and the fuzz targets turn on (the crate's own

@@ -462,7 +462,7 @@ fn resolve_query_wait_timeout(u: &UpstreamConfig) -> Result<f64, ConfigError> {
     }
 }
 
-/// `1st`, `2nd`, `3rd`, `4th` … for "the 8th [[users]] entry".
+/// `1st`, `2nd`, `3rd`, `4th` … for "the 8th `[[users]]` entry".
 fn ordinal(n: usize) -> String {
     let suffix = match (n % 10, n % 100) {
         (1, r) if r != 11 => "st",

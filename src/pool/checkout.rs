@@ -215,7 +215,7 @@ impl Pool {
     }
 }
 
-/// A checkout queued in the pool's [`FairQueue`]. Dropped before it was served (timeout,
+/// A checkout queued in the pool's [`FairQueue`](super::queue::FairQueue). Dropped before it was served (timeout,
 /// cancel, client gone), it takes itself out of the queue, or, when a release handed it a slot
 /// in the meantime, gives that slot and connection back: nothing leaks.
 pub(super) struct Waiting<'a> {

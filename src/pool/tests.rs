@@ -5,6 +5,7 @@ use std::task::Poll;
 
 use super::checkout::Waiting;
 use super::guard::Slot;
+use super::limits::UserTag;
 use super::*;
 
 fn pool(size: usize) -> Arc<Pool> {
@@ -40,11 +41,16 @@ fn pool_on(size: usize, db: &Arc<Database>, timeout: Duration) -> Arc<Pool> {
 
 /// Takes a free slot as a checkout would.
 fn hold(pool: &Arc<Pool>, tenant: Option<&Arc<TenantTag>>) -> Slot {
-    pool.slots().take(tenant.map(|t| &**t), None);
+    hold_as(pool, tenant, None)
+}
+
+/// Takes a free slot for `tenant` and `user` as a checkout would, past their caps if need be.
+fn hold_as(pool: &Arc<Pool>, tenant: Option<&Arc<TenantTag>>, user: Option<&Arc<UserTag>>) -> Slot {
+    pool.slots().take(tenant.map(|t| &**t), user.map(|u| &**u));
     Slot {
         pool: pool.clone(),
         tenant: tenant.cloned(),
-        user: None,
+        user: user.cloned(),
         held: true,
     }
 }
@@ -152,13 +158,7 @@ async fn a_user_at_its_cap_waits_while_other_users_are_served() {
     db.configure(0, [("batch".to_string(), 1)]);
     let (batch, web) = (db.user("batch"), db.user("web"));
     // batch holds its one connection.
-    pool.slots().take(None, Some(&batch));
-    let held = Slot {
-        pool: pool.clone(),
-        tenant: None,
-        user: Some(batch.clone()),
-        held: true,
-    };
+    let held = hold_as(&pool, None, Some(&batch));
     let waiting = pool.checkout(0, None, Some(&batch));
     tokio::pin!(waiting);
     assert!(
@@ -214,13 +214,7 @@ async fn a_timed_out_checkout_names_the_limit_it_waited_behind() {
     let db = pool.database().clone();
     db.configure(0, [("batch".to_string(), 1)]);
     let batch = db.user("batch");
-    pool.slots().take(None, Some(&batch));
-    let held = Slot {
-        pool: pool.clone(),
-        tenant: None,
-        user: Some(batch.clone()),
-        held: true,
-    };
+    let held = hold_as(&pool, None, Some(&batch));
     assert_eq!(timed_out(pool.checkout(0, None, Some(&batch)).await), Limit::UserCap);
     drop(held);
     // Paused by the console.

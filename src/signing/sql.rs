@@ -189,7 +189,7 @@ pub fn expected_body(setting: &str, crypto_schema: Option<&str>) -> String {
     }
 }
 
-/// The bodies `verify` accepts as written by `signing install`: [`expected_body`] and the one
+/// The bodies `verify` accepts as written by `signing install`: `expected_body` and the one
 /// earlier releases wrote, each with pgcrypto's schema quoted (as `signing install` writes it
 /// now) and, for a plain lowercase name, bare (as earlier releases wrote it, with
 /// `quote_ident()`, which quotes only when needed).
