@@ -329,6 +329,105 @@ async fn session_settings_follow_their_client_and_no_other() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_changed_through_pg_settings_are_refused_in_every_spelling() {
+    // `UPDATE pg_settings` runs `set_config(…, false)` through the view's rule: a session-level
+    // change with an `UPDATE` tag the proxy cannot tell from any other, so the next tenant of
+    // the connection would run under it (here: every statement cancelled after 1 ms).
+    let p = start(pool_of_one("transaction")).await;
+    let mut a = p.raw("acme_app").await;
+    for sql in [
+        "update only (pg_settings) set setting = '1' where name = 'statement_timeout'".to_string(),
+        format!(
+            "update {}.pg_catalog.pg_settings set setting = '1' where name = 'statement_timeout'",
+            p.db
+        ),
+        "update only ((pg_catalog.pg_settings)) set setting = 'on' where name = 'default_transaction_read_only'"
+            .to_string(),
+    ] {
+        let got = a.query(&sql).round(1).await;
+        assert_eq!(codes(&got), vec!["42501".to_string()], "{sql}: {got:?}");
+    }
+    a.close_conn().await;
+    p.released().await;
+    let mut b = p.raw("globex_app").await;
+    let got = b
+        .query("select pg_sleep(0.01); show statement_timeout; show default_transaction_read_only")
+        .round(1)
+        .await;
+    assert!(codes(&got).is_empty(), "{got:?}");
+    assert_eq!(rows(&got), ["", "0", "off"]);
+    b.close_conn().await;
+    let events = p.stop().await;
+    let refused = events
+        .lines()
+        .filter(|l| l.contains("\"rls_tamper\"") && l.contains("pg_settings"))
+        .count();
+    assert_eq!(refused, 3, "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_values_of_another_tenant_are_not_on_the_connection() {
+    // `currval`/`lastval` outlive the transaction that drew the value, under an `INSERT` tag.
+    let p = start(pool_of_one("transaction")).await;
+    let mut a = p.raw("acme_app").await;
+    let got = a
+        .query(&format!(
+            "insert into customers (tenant_id, name) values ('{}', 'acme new') returning id",
+            ACME.id
+        ))
+        .round(1)
+        .await;
+    assert!(codes(&got).is_empty(), "{got:?}");
+    // The same tenant keeps it from one transaction to the next on its connection.
+    let got = a.query("select lastval()").round(1).await;
+    assert_eq!(rows(&got).len(), 1, "{got:?}");
+    a.close_conn().await;
+    p.released().await;
+    let mut b = p.raw("globex_app").await;
+    for sql in ["select lastval()", "select currval('customers_id_seq')"] {
+        let got = b.query(sql).round(1).await;
+        assert!(rows(&got).is_empty(), "{sql}: {got:?}");
+        assert_eq!(codes(&got), vec!["55000".to_string()], "{sql}");
+    }
+    b.close_conn().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grammar_spellings_of_a_setting_follow_their_client_and_no_other() {
+    // `SET SCHEMA` sets search_path and `SET XML OPTION` xmloption: recorded under another
+    // name, the next identity's prelude failed to reset them, and whoever got the connection
+    // next had a statement refused with "could not establish the tenant context".
+    let p = start(pool_of_one("transaction")).await;
+    let mut a = p.raw("acme_app").await;
+    for sql in ["set schema 'pg_catalog'", "set xml option document"] {
+        let got = a.query(sql).round(1).await;
+        assert!(codes(&got).is_empty(), "{sql}: {got:?}");
+    }
+    a.close_conn().await;
+    p.released().await;
+    let mut b = p.raw("globex_app").await;
+    let got = b.query("show search_path; show xmloption").round(1).await;
+    assert!(codes(&got).is_empty(), "{got:?}");
+    assert_eq!(rows(&got), ["\"$user\", public", "content"]);
+    only("globex", &names(&mut b).await);
+    b.close_conn().await;
+    let mut a = p.raw("acme_app").await;
+    for sql in ["set schema 'pg_catalog'", "set xml option document"] {
+        let got = a.query(sql).round(1).await;
+        assert!(codes(&got).is_empty(), "{sql}: {got:?}");
+    }
+    // Its own client keeps them, across a transaction on another identity's connection.
+    let mut b = p.raw("globex_app").await;
+    only("globex", &names(&mut b).await);
+    b.close_conn().await;
+    let got = a.query("show search_path; show xmloption").round(1).await;
+    assert_eq!(rows(&got), ["pg_catalog", "document"], "{got:?}");
+    a.close_conn().await;
+    p.stop().await;
+}
+
 // ----- class 6: transaction boundaries inside one message -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,20 @@ pub fn statement_name() -> &'static [u8] {
         .as_bytes()
 }
 
+/// Run by every prelude that changes the identity: `currval`/`lastval` outlive the transaction
+/// that called `nextval` (an `INSERT` with an identity or serial column does, under an ordinary
+/// command tag), so without it the next tenant of the connection reads the id another tenant's
+/// row was just given.
+const DISCARD_SEQUENCES: &[u8] = b"DISCARD SEQUENCES";
+
+/// The name the prelude parses [`DISCARD_SEQUENCES`] under (closed in the same prelude): the
+/// unnamed statement may be the client's.
+fn discard_statement_name() -> &'static [u8] {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("{}seq", crate::prepared::server_prefix()))
+        .as_bytes()
+}
+
 /// What one session needs its server connection to carry, as a key: equal keys mean no
 /// prelude. Never 0 (0 marks a connection whose state is unknown). `key_id`: the signing key
 /// the tenant is signed with, if any.
@@ -116,8 +130,9 @@ impl Prelude {
     /// Appends the whole prelude: Close + Parse of the statement, one Bind + Execute per value
     /// (`stale`: tracked reported parameters the connection lacks; `previous`: settings another
     /// identity applied that this one does not have, reset; then ours; the signature for
-    /// backend `pid` when signing; the tenant last), Close, Sync. `full` false: only the stale
-    /// parameters (the identity is already in place).
+    /// backend `pid` when signing; the tenant last), Close, `DISCARD SEQUENCES` under a statement
+    /// of its own, Sync. `full` false: only the stale parameters (the identity is already in
+    /// place).
     pub fn write(
         &self,
         out: &mut BytesMut,
@@ -149,6 +164,14 @@ impl Prelude {
             write_set(out, &self.setting, self.tenant.as_deref());
         }
         messages::close_statement(out, stmt);
+        if full {
+            let seq = discard_statement_name();
+            messages::close_statement(out, seq);
+            messages::parse(out, seq, DISCARD_SEQUENCES, &[]);
+            messages::bind_params(out, b"", seq, &[]);
+            messages::execute(out, b"");
+            messages::close_statement(out, seq);
+        }
         messages::sync(out);
     }
 

@@ -110,28 +110,40 @@ impl<'a> Cx<'a, '_> {
         if self.kw(t, b"only") {
             t = la.next();
         }
-        let Some(first) = t.filter(|t| is_ident(t.k)) else {
+        // `ONLY (pg_settings)` is grammar too.
+        for _ in 0..SKIP_LIMIT {
+            if !is(t, K::LParen) {
+                break;
+            }
+            t = la.next();
+        }
+        // `[[database.]pg_catalog.]pg_settings`: PostgreSQL accepts the current database's name
+        // as a third part, so only the last two parts decide.
+        let mut parts: [Option<Tok>; 3] = [None; 3];
+        let mut n = 0;
+        while let Some(part) = t.filter(|t| is_ident(t.k)) {
+            parts.rotate_left(1);
+            parts[2] = Some(part);
+            n += 1;
+            if n == 3 || !is(la.clone().next(), K::Dot) {
+                break;
+            }
+            let _dot = la.next();
+            t = la.next();
+        }
+        let Some(last) = parts[2] else {
             return;
         };
-        let mut buf = [0u8; 64];
-        let n = ident_into(self.src, &first, &mut buf);
-        let part = buf.get(..n).unwrap_or_default();
-        let mut end = first.e();
-        let matched = if is(la.clone().next(), K::Dot) {
-            let catalog = part.eq_ignore_ascii_case(b"pg_catalog");
-            let _dot = la.next();
-            match la.next().filter(|t| is_ident(t.k)) {
-                Some(second) if catalog => {
-                    let n = ident_into(self.src, &second, &mut buf);
-                    end = second.e();
-                    buf.get(..n)
-                        .is_some_and(|p| p.eq_ignore_ascii_case(b"pg_settings"))
-                }
-                _ => false,
-            }
-        } else {
-            part.eq_ignore_ascii_case(b"pg_settings")
+        let end = last.e();
+        let named = |tok: Option<Tok>, name: &[u8]| {
+            let mut buf = [0u8; 64];
+            tok.is_some_and(|tok| {
+                let n = ident_into(self.src, &tok, &mut buf);
+                buf.get(..n).is_some_and(|p| p.eq_ignore_ascii_case(name))
+            })
         };
+        let matched =
+            named(Some(last), b"pg_settings") && (n == 1 || named(parts[1], b"pg_catalog"));
         if !matched {
             return;
         }

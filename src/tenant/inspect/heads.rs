@@ -443,9 +443,25 @@ impl<'a> Cx<'a, '_> {
     }
 
     /// Records the setting a session-level `SET`/`RESET` clause names (`SET SESSION
-    /// CHARACTERISTICS` changes the three `default_transaction_*` settings).
+    /// CHARACTERISTICS` changes the three `default_transaction_*` settings, `SET SCHEMA`
+    /// `search_path`, `SET XML OPTION` `xmloption`: the grammar's names, which the prelude must
+    /// reset for the next identity, so PostgreSQL has to know them).
     pub(super) fn session_setting(&mut self, c: &SetClause) {
         let Some(first) = c.first else { return };
+        if c.parts == 1 {
+            let grammar = if self.kw(Some(first), b"schema") && c.after.is_some_and(|t| is_lit(t.k))
+            {
+                Some("search_path")
+            } else if self.kw(Some(first), b"xml") && self.kw(c.after, b"option") {
+                Some("xmloption")
+            } else {
+                None
+            };
+            if let Some(name) = grammar {
+                self.out.session_settings.push(name.to_owned());
+                return;
+            }
+        }
         if self.kw(Some(first), b"session") {
             for n in [
                 "default_transaction_isolation",

@@ -34,7 +34,7 @@
 //!   literal form; a non-literal name fails closed.
 //! * `ALTER ROLE|USER|DATABASE … SET/RESET`, `ALTER SYSTEM SET/RESET`, and the `SET` clause of
 //!   `CREATE|ALTER FUNCTION|PROCEDURE|ROUTINE` (the function would run with another tenant).
-//! * `UPDATE [ONLY] [pg_catalog.]pg_settings` anywhere, including in a CTE.
+//! * `UPDATE [ONLY] [(][[database.]pg_catalog.]pg_settings` anywhere, including in a CTE.
 //! * Row-security changes: `ALTER TABLE … DISABLE ROW LEVEL SECURITY` / `NO FORCE ROW LEVEL
 //!   SECURITY`, `CREATE|ALTER|DROP POLICY`, roles given `BYPASSRLS` or `SUPERUSER`.
 //! * `DO` blocks; and function and `DO` bodies (string or dollar-quoted) that mention

@@ -318,6 +318,20 @@ fn update_pg_settings() {
     assert_eq!(f.rule, Rule::RlsTamper);
     let f = one("with u as (update pg_settings set setting = 'admin' where name = 'role' returning 1) select 1");
     assert_eq!(f.rule, Rule::RoleTamper);
+    // PostgreSQL's other spellings of the same relation: `ONLY (…)`, the current database as a
+    // third part of the name.
+    for sql in [
+        "UPDATE ONLY (pg_settings) SET setting = '1' WHERE name = 'statement_timeout'",
+        "update only ( ( pg_catalog . \"pg_settings\" ) ) set setting = 'x' where name = 'search_path'",
+        "UPDATE tg_1.pg_catalog.pg_settings SET setting = '1' WHERE name = 'statement_timeout'",
+        "WITH u AS (UPDATE \"tg_1\".pg_catalog.pg_settings SET setting = 'x' RETURNING 1) SELECT 1",
+    ] {
+        assert_eq!(one(sql).rule, Rule::RlsTamper, "{sql}");
+    }
+    let f = one("UPDATE d.pg_catalog.pg_settings SET setting = 'x' WHERE name = 'app.tenant_id'");
+    assert_eq!(f.rule, Rule::TenantTamper);
+    clean("UPDATE d.myschema.pg_settings SET x = 1");
+    clean("UPDATE ONLY (settings) SET x = 1");
     clean("UPDATE settings SET value = 'app.tenant_id'");
     clean("UPDATE myschema.pg_settings SET x = 1");
     clean("select * from pg_settings where name = 'app.tenant_id'");
@@ -906,6 +920,11 @@ fn flags_of_statement_kinds() {
     assert_eq!(session("SET search_path = x"), ["search_path"]);
     assert_eq!(session("RESET search_path"), ["search_path"]);
     assert!(session("SET LOCAL search_path = x").is_empty());
+    // The grammar's own spellings, by the names PostgreSQL gives them.
+    assert_eq!(session("SET SCHEMA 'x'"), ["search_path"]);
+    assert_eq!(session("set session schema E'x'"), ["search_path"]);
+    assert_eq!(session("SET XML OPTION DOCUMENT"), ["xmloption"]);
+    assert!(session("SET LOCAL SCHEMA 'x'").is_empty());
     assert!(session("SET TRANSACTION READ ONLY").is_empty());
     assert!(session("RESET ALL").is_empty());
     assert_eq!(flags("select 1"), Flags::default());
