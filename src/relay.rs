@@ -126,7 +126,8 @@ pub enum Outcome {
 impl Relay {
     /// Refuses the client's message `tag` (`Q`, `P`, or the Sync-ending `S` of a Parse) in
     /// place: writes a poison to `out` instead, and answers the client with `err` where the
-    /// poison's syntax error comes back.
+    /// poison's syntax error comes back. A FunctionCall (`F`) is answered like a Query, with
+    /// ReadyForQuery, so its poison carries a Sync of its own.
     pub fn poison(&mut self, out: &mut BytesMut, tag: u8, err: PgError) {
         if tag == b'Q' {
             messages::write_msg(out, b'Q', |b| messages::put_cstr(b, POISON));
@@ -139,7 +140,7 @@ impl Relay {
         } else {
             Msg::Parse(None)
         }));
-        if tag == b'S' {
+        if tag == b'S' || tag == b'F' {
             messages::sync(out);
             self.push(Expect::Client(Msg::Sync));
         }

@@ -504,3 +504,38 @@ async fn a_client_set_of_a_tracked_parameter_follows_it_across_servers() {
     }
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_call_is_refused_with_ready_for_query_in_and_out_of_a_transaction() {
+    use support::raw::{codes, status};
+    // pg_backend_pid; the proxy refuses every FunctionCall message.
+    const PG_BACKEND_PID: u32 = 2026;
+    for mode in ["transaction", "session"] {
+        let p = start(Opts {
+            pool_size: 1,
+            pool_mode: mode,
+            ..Opts::default()
+        })
+        .await;
+        let mut a = p.raw("acme_app").await;
+        let got = a.function_call(PG_BACKEND_PID).round(1).await;
+        assert_eq!(codes(&got), ["0A000"], "{mode}");
+        assert_eq!(status(&got), Some(b'I'), "{mode}");
+        // Inside a transaction (the server connection is attached), as PostgreSQL answers an
+        // error there: the block is aborted, and ReadyForQuery says so.
+        a.query("begin").round(1).await;
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            a.function_call(PG_BACKEND_PID).round(1),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{mode}: no ReadyForQuery after a FunctionCall"));
+        assert_eq!(codes(&got), ["0A000"], "{mode}");
+        assert_eq!(status(&got), Some(b'E'), "{mode}");
+        let got = a.query("rollback; select 1").round(1).await;
+        assert!(codes(&got).is_empty(), "{mode}: {got:?}");
+        assert_eq!(status(&got), Some(b'I'), "{mode}");
+        a.close_conn().await;
+        p.stop().await;
+    }
+}

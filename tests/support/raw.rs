@@ -314,6 +314,14 @@ impl Raw {
         self
     }
 
+    /// A FunctionCall of the function with this OID, without arguments, text result.
+    pub fn function_call(&mut self, oid: u32) -> &mut Self {
+        let mut b = oid.to_be_bytes().to_vec();
+        b.extend_from_slice(&[0; 6]);
+        msg(&mut self.out, b'F', &b);
+        self
+    }
+
     pub fn sync(&mut self) -> &mut Self {
         msg(&mut self.out, b'S', &[]);
         self
