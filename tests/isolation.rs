@@ -428,6 +428,69 @@ async fn grammar_spellings_of_a_setting_follow_their_client_and_no_other() {
     p.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_postgresql_refused_never_fails_the_next_tenant() {
+    // A SET of a name PostgreSQL does not know fails; had the proxy still counted it as applied
+    // on the connection, the next identity's prelude would reset it, PostgreSQL would refuse
+    // that, and the next tenant's statement would be refused ("could not establish the tenant
+    // context"), as often as the attacker liked.
+    let p = start(pool_of_one("transaction")).await;
+    let mut a = p.raw("acme_app").await;
+    for sql in [
+        "set no_such_setting = 1",
+        "select set_config('no_such_setting', '1', false)",
+        "begin; set \"bad name\" = 1; commit",
+    ] {
+        let got = a.query(sql).round(1).await;
+        assert_eq!(codes(&got).len(), 1, "{sql}: {got:?}");
+        a.close_conn().await;
+        p.released().await;
+        let mut b = p.raw("globex_app").await;
+        let got = b
+            .query("select name from customers order by name")
+            .round(1)
+            .await;
+        assert!(codes(&got).is_empty(), "after {sql}: {got:?}");
+        only("globex", &rows(&got));
+        b.close_conn().await;
+        a = p.raw("acme_app").await;
+    }
+    // Settings that change how the next transactions run do not fail the next prelude.
+    for sql in [
+        "set default_transaction_read_only = on",
+        "set default_transaction_isolation = 'serializable'",
+        "set lock_timeout = 1",
+    ] {
+        let got = a.query(sql).round(1).await;
+        assert!(codes(&got).is_empty(), "{sql}: {got:?}");
+        a.close_conn().await;
+        p.released().await;
+        let mut b = p.raw("globex_app").await;
+        let got = b
+            .query("select name from customers order by name")
+            .round(1)
+            .await;
+        assert!(codes(&got).is_empty(), "after {sql}: {got:?}");
+        only("globex", &rows(&got));
+        b.close_conn().await;
+        a = p.raw("acme_app").await;
+    }
+    // A setting that did apply is still carried, and reset for the next tenant.
+    let got = a
+        .query("set work_mem = '8MB'; set no_such_setting = 1")
+        .round(1)
+        .await;
+    assert_eq!(codes(&got).len(), 1, "{got:?}");
+    let got = a.query("set work_mem = '8MB'").round(1).await;
+    assert!(codes(&got).is_empty(), "{got:?}");
+    let mut b = p.raw("globex_app").await;
+    assert_eq!(rows(&b.query("show work_mem").round(1).await), ["4MB"]);
+    b.close_conn().await;
+    assert_eq!(rows(&a.query("show work_mem").round(1).await), ["8MB"]);
+    a.close_conn().await;
+    p.stop().await;
+}
+
 // ----- class 6: transaction boundaries inside one message -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

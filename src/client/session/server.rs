@@ -70,14 +70,21 @@ impl Session {
             return Ok(());
         };
         let conn = guard.conn();
-        // The connection now carries these at session level: whoever gets it next with another
-        // identity has them reset by its prelude.
-        for n in &names {
-            conn.add_applied_key(n);
-        }
         match inject::read_settings(conn, &names).await {
-            Ok(values) => self.prelude.update(values),
+            Ok(values) => {
+                // The connection now carries these at session level: whoever gets it next with
+                // another identity has them reset by its prelude. Only names PostgreSQL knows:
+                // resetting one it refused (`SET no_such_setting = 1`) would fail that prelude,
+                // and with it the next tenant's statement.
+                for (n, _) in values.iter().filter(|(_, v)| v.is_some()) {
+                    conn.add_applied_key(n);
+                }
+                self.prelude.update(values);
+            }
             Err(inject::PreludeError::Refused(e)) => {
+                // What the connection carries is unknown: reset before anyone else gets it.
+                conn.mark_dirty();
+                conn.forget_identity();
                 tracing::warn!(code = %e.code, message = %e.message, "could not read back session settings");
             }
             Err(inject::PreludeError::Stream(e)) => {
