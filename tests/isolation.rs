@@ -213,6 +213,62 @@ async fn transaction_mode_refuses_what_outlives_the_transaction() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_made_under_a_select_tag_are_refused_in_transaction_mode() {
+    // With TEMPORARY granted (`allow_object_creation`), `SELECT … INTO TEMP` and `CREATE TABLE
+    // pg_temp_<n>.t AS …` create a temporary table under a `SELECT` tag: nothing marked the
+    // connection, and the next tenant read the copied rows from `pg_temp`.
+    let p = start(Opts {
+        security_extra: "allow_object_creation = true".into(),
+        ..pool_of_one("transaction")
+    })
+    .await;
+    common::cluster()
+        .psql(
+            &p.db,
+            &format!(
+                "GRANT TEMPORARY ON DATABASE {} TO {}",
+                p.db,
+                common::APP_USER
+            ),
+        )
+        .expect("grant temporary");
+    let mut a = p.raw("acme_app").await;
+    // An ON COMMIT DROP table is allowed, and makes the session's temporary schema exist.
+    let got = a
+        .query("begin; create temp table scratch (x int) on commit drop; commit")
+        .round(1)
+        .await;
+    assert!(codes(&got).is_empty(), "{got:?}");
+    let temp = rows(
+        &a.query("select nspname from pg_namespace where oid = pg_my_temp_schema()")
+            .round(1)
+            .await,
+    );
+    assert_eq!(temp.len(), 1, "{temp:?}");
+    for sql in [
+        "select name into temp loot from customers".to_string(),
+        "with x as (select name from customers) select * into temporary table loot from x"
+            .to_string(),
+        "select name into pg_temp.loot from customers".to_string(),
+        format!(
+            "create table {}.loot as select name from customers",
+            temp[0]
+        ),
+    ] {
+        let got = a.query(&sql).round(1).await;
+        assert_eq!(codes(&got), vec!["0A000".to_string()], "{sql}: {got:?}");
+    }
+    a.close_conn().await;
+    p.released().await;
+    let mut b = p.raw("globex_app").await;
+    let got = b.query("select * from pg_temp.loot").round(1).await;
+    assert!(rows(&got).is_empty(), "{got:?}");
+    assert_eq!(codes(&got), vec!["42P01".to_string()]);
+    b.close_conn().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_hands_a_clean_connection_to_the_next_client() {
     let p = start(Opts {
         security_extra: "allow_object_creation = true".into(),

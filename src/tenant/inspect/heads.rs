@@ -404,7 +404,51 @@ impl<'a> Cx<'a, '_> {
         false
     }
 
-    /// Whether the rest of a `CREATE` statement names `pg_temp.` as a schema.
+    /// `SELECT … INTO [LOCAL|GLOBAL] TEMP|TEMPORARY [TABLE] t` and `SELECT … INTO
+    /// [UNLOGGED] [TABLE] pg_temp.t`: a temporary table, created under a `SELECT` tag (no
+    /// `CREATE` tag marks the connection). `INSERT INTO` and `MERGE INTO` name an existing
+    /// table (one called `temp` too), so they are told apart by the word before `INTO`; when
+    /// that is not plain to see (a comment in between), `INTO` is read as `SELECT`'s.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn select_into(&mut self, into: Tok, mut la: Lexer<'a>) {
+        let before = self.src.get(..into.s()).unwrap_or_default();
+        let before = before.trim_ascii_end();
+        let word = before
+            .iter()
+            .rev()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .count();
+        let prev = before.get(before.len() - word..).unwrap_or_default();
+        if prev.eq_ignore_ascii_case(b"insert") || prev.eq_ignore_ascii_case(b"merge") {
+            return;
+        }
+        let mut t = la.next();
+        if matches!(key(self.src, t), kk::LOCAL | kk::GLOBAL) {
+            t = la.next();
+        }
+        if matches!(key(self.src, t), kk::TEMP | kk::TEMPORARY) {
+            self.out.flags |= Flags::TEMP_OBJECT;
+            return;
+        }
+        if self.kw(t, b"unlogged") {
+            t = la.next();
+        }
+        if matches!(key(self.src, t), kk::TABLE) {
+            t = la.next();
+        }
+        let Some(schema) = t.filter(|t| is_ident(t.k)) else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        let n = ident_folded(self.src, &schema, &mut buf);
+        if buf.get(..n).is_some_and(is_temp_schema) && is(la.next(), K::Dot) {
+            self.out.flags |= Flags::TEMP_OBJECT;
+        }
+    }
+
+    /// Whether the rest of a `CREATE` statement names `pg_temp.` (or `pg_temp_<n>.`) as a
+    /// schema.
     #[cold]
     #[inline(never)]
     pub(super) fn names_pg_temp(&self, mut la: Lexer<'a>) -> bool {
@@ -416,7 +460,7 @@ impl<'a> Cx<'a, '_> {
                 K::Word | K::QIdent | K::UIdent => {
                     let mut buf = [0u8; 64];
                     let n = ident_folded(self.src, &t, &mut buf);
-                    prev_temp = buf.get(..n).is_some_and(|w| w == b"pg_temp");
+                    prev_temp = buf.get(..n).is_some_and(is_temp_schema);
                 }
                 _ => prev_temp = false,
             }
@@ -550,4 +594,11 @@ impl<'a> Cx<'a, '_> {
             self.push(st, Rule::RlsTamper, "DROP POLICY", None, head.s()..end);
         }
     }
+}
+
+/// `pg_temp`, or the session's temporary schema by its own name, `pg_temp_<n>` (which
+/// `pg_my_temp_schema()` tells once an `ON COMMIT DROP` table made it exist).
+fn is_temp_schema(name: &[u8]) -> bool {
+    name.strip_prefix(b"pg_temp")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"_"))
 }

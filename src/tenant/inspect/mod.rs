@@ -222,8 +222,8 @@ impl Flags {
     pub const LISTEN: Flags = Flags(1 << 3);
     /// `DECLARE … WITH HOLD`: a cursor that outlives the transaction.
     pub const HOLD_CURSOR: Flags = Flags(1 << 4);
-    /// `CREATE TEMP|TEMPORARY …` or an object created in `pg_temp`: lives as long as the
-    /// server connection.
+    /// `CREATE TEMP|TEMPORARY …`, `SELECT … INTO TEMP`, or an object created in `pg_temp` or
+    /// `pg_temp_<n>`: lives as long as the server connection.
     pub const TEMP_OBJECT: Flags = Flags(1 << 5);
     /// A session-level advisory lock (`pg_advisory_lock`, `pg_try_advisory_lock` and their
     /// `_shared` forms): held until unlocked or the server connection ends.

@@ -165,11 +165,13 @@ pub(super) enum WordRule {
     SetConfig,
     /// A session-level advisory lock.
     SessionLock,
+    /// `INTO`: `SELECT … INTO TEMP t` creates a temporary table under a `SELECT` tag.
+    Into,
 }
 
 /// Every name with a [`WordRule`]. The word filter below is built from this table, so a rule
 /// added here cannot be skipped by it.
-pub(super) const WORD_RULES: [(&[u8], WordRule); 14] = [
+pub(super) const WORD_RULES: [(&[u8], WordRule); 15] = [
     (b"as", WordRule::Label),
     (b"set", WordRule::SetOrReset),
     (b"reset", WordRule::SetOrReset),
@@ -184,6 +186,7 @@ pub(super) const WORD_RULES: [(&[u8], WordRule); 14] = [
     (b"pg_try_advisory_lock", WordRule::SessionLock),
     (b"pg_advisory_lock_shared", WordRule::SessionLock),
     (b"pg_try_advisory_lock_shared", WordRule::SessionLock),
+    (b"into", WordRule::Into),
 ];
 
 /// The rule of a name, ASCII case-insensitively.

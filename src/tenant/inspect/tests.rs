@@ -887,6 +887,32 @@ fn flags_of_statement_kinds() {
         assert_eq!(flags(sql), Flags::SESSION_LOCK, "{sql}");
     }
     assert_eq!(flags("SELECT pg_advisory_xact_lock(1)"), Flags::default());
+    // Temporary tables created under a SELECT tag.
+    for sql in [
+        "select name into temp loot from customers",
+        "SELECT * INTO LOCAL TEMPORARY TABLE loot FROM t",
+        "with x as (select 1) select * into temporary loot from x",
+        "select 1 into pg_temp.loot",
+        "select 1 into table \"pg_temp\".loot",
+        "select 1 into unlogged pg_temp_3.loot",
+        "select 1 /* c */ into temp loot",
+        "CREATE TABLE pg_temp_3.loot AS SELECT 1",
+        "create table pg_temp_12.loot (x int)",
+    ] {
+        assert_eq!(flags(sql), Flags::TEMP_OBJECT, "{sql}");
+    }
+    for sql in [
+        "insert into temp values (1)",
+        "INSERT\n  INTO temp (a) SELECT 1",
+        "merge into temp t using s on t.a = s.a when matched then do nothing",
+        "insert into pg_temp.t values (1)",
+        "select 1 into loot",
+        "select 1 into pg_temporary.loot",
+        "create table pg_tempx.loot (x int)",
+        "select \"into\" from t",
+    ] {
+        assert_eq!(flags(sql), Flags::default(), "{sql}");
+    }
     assert_eq!(flags("SET TimeZone = 'UTC'"), Flags::default());
     assert_eq!(flags("SET TIME ZONE 'UTC'"), Flags::default());
     assert_eq!(flags("SET NAMES 'UTF8'"), Flags::default());

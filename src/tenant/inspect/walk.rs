@@ -382,7 +382,9 @@ impl<'a> Cx<'a, '_> {
             Some(WordRule::Secret) => self.out.flags |= Flags::CONTAINS_SECRET,
             Some(WordRule::SetConfig) => self.set_config(st, t, lx.clone()),
             Some(WordRule::SessionLock) => self.out.flags |= Flags::SESSION_LOCK,
-            Some(WordRule::Label | WordRule::SetOrReset | WordRule::Update) | None => {}
+            Some(WordRule::Into) if t.k == K::Word => self.select_into(t, lx.clone()),
+            Some(WordRule::Label | WordRule::SetOrReset | WordRule::Update | WordRule::Into)
+            | None => {}
         }
         if catalog::maybe_catalog_word(name) {
             self.catalog_name(st, t, name, lx);
