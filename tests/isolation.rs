@@ -547,6 +547,47 @@ async fn a_setting_postgresql_refused_never_fails_the_next_tenant() {
     p.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_deferrable_defaults_never_hold_the_next_tenant() {
+    // ACME leaves SERIALIZABLE, READ ONLY, DEFERRABLE as its session defaults on a connection,
+    // and holds a serializable read-write transaction open on the other (as UMBRELLA, any login
+    // will do). The next tenant's prelude ran in a transaction that started with ACME's
+    // defaults, and its first snapshot waited for that transaction to end: for ever.
+    let p = start(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let mut filler = p.raw("umbrella_app").await;
+    assert!(codes(&filler.query("begin; select 1").round(1).await).is_empty());
+    let mut a = p.raw("acme_app").await;
+    let sql = "set session characteristics as transaction isolation level serializable, read only, deferrable";
+    assert!(codes(&a.query(sql).round(1).await).is_empty());
+    // The filler's connection goes back carrying UMBRELLA, so the holder below gets it.
+    assert!(codes(&filler.query("commit").round(1).await).is_empty());
+    p.released().await;
+    let mut holder = p.raw("umbrella_app").await;
+    let got = holder
+        .query("begin isolation level serializable read write; select count(*) from customers")
+        .round(1)
+        .await;
+    assert!(codes(&got).is_empty(), "{got:?}");
+    let mut b = p.raw("globex_app").await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), names(&mut b))
+        .await
+        .expect("GLOBEX's statement was held by another tenant's transaction");
+    assert_eq!(got.len(), GLOBEX.customers as usize);
+    only("globex", &got);
+    b.close_conn().await;
+    holder.close_conn().await;
+    // ACME's own transactions still start with its defaults.
+    let got = a.query("show transaction_isolation").round(1).await;
+    assert_eq!(rows(&got), ["serializable"]);
+    a.close_conn().await;
+    filler.close_conn().await;
+    p.stop().await;
+}
+
 // ----- class 6: transaction boundaries inside one message -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,12 +56,29 @@ pub fn statement_name() -> &'static [u8] {
 /// row was just given.
 const DISCARD_SEQUENCES: &[u8] = b"DISCARD SEQUENCES";
 
-/// The name the prelude parses [`DISCARD_SEQUENCES`] under (closed in the same prelude): the
-/// unnamed statement may be the client's.
-fn discard_statement_name() -> &'static [u8] {
+/// The name the prelude runs its utility statements under ([`READ_COMMITTED`],
+/// [`DISCARD_SEQUENCES`]), each closed right after: the unnamed statement may be the client's.
+fn utility_statement_name() -> &'static [u8] {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| format!("{}seq", crate::prepared::server_prefix()))
+    NAME.get_or_init(|| format!("{}util", crate::prepared::server_prefix()))
         .as_bytes()
+}
+
+/// First in every batch of the proxy's own, before anything takes a snapshot: the batch's
+/// transaction starts with the defaults the connection carries, which may be another identity's
+/// `SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY,
+/// DEFERRABLE`; such a transaction's first snapshot waits for every serializable read-write
+/// transaction in the database to end, one the other tenant can hold open at will.
+const READ_COMMITTED: &[u8] = b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED";
+
+/// Appends Parse, Bind, Execute and Close of the utility statement `sql` (no parameters).
+fn write_utility(out: &mut BytesMut, sql: &[u8]) {
+    let name = utility_statement_name();
+    messages::close_statement(out, name);
+    messages::parse(out, name, sql, &[]);
+    messages::bind_params(out, b"", name, &[]);
+    messages::execute(out, b"");
+    messages::close_statement(out, name);
 }
 
 /// What one session needs its server connection to carry, as a key: equal keys mean no
@@ -127,11 +144,11 @@ impl Prelude {
         );
     }
 
-    /// Appends the whole prelude: Close + Parse of the statement, one Bind + Execute per value
-    /// (`stale`: tracked reported parameters the connection lacks; `previous`: settings another
-    /// identity applied that this one does not have, reset; then ours; the signature for
-    /// backend `pid` when signing; the tenant last), Close, `DISCARD SEQUENCES` under a statement
-    /// of its own, Sync. `full` false: only the stale parameters (the identity is already in
+    /// Appends the whole prelude: [`READ_COMMITTED`], Close + Parse of the statement, one Bind +
+    /// Execute per value (`stale`: tracked reported parameters the connection lacks;
+    /// `previous`: settings another identity applied that this one does not have, reset; then
+    /// ours; the signature for backend `pid` when signing; the tenant last), Close, `DISCARD
+    /// SEQUENCES`, Sync. `full` false: only the stale parameters (the identity is already in
     /// place).
     pub fn write(
         &self,
@@ -142,6 +159,7 @@ impl Prelude {
         pid: i32,
     ) {
         let stmt = statement_name();
+        write_utility(out, READ_COMMITTED);
         messages::close_statement(out, stmt);
         messages::parse(out, stmt, SQL, &[25, 25]);
         for (k, v) in stale {
@@ -165,12 +183,7 @@ impl Prelude {
         }
         messages::close_statement(out, stmt);
         if full {
-            let seq = discard_statement_name();
-            messages::close_statement(out, seq);
-            messages::parse(out, seq, DISCARD_SEQUENCES, &[]);
-            messages::bind_params(out, b"", seq, &[]);
-            messages::execute(out, b"");
-            messages::close_statement(out, seq);
+            write_utility(out, DISCARD_SEQUENCES);
         }
         messages::sync(out);
     }
@@ -241,6 +254,7 @@ pub async fn read_settings(
         .get_or_init(|| format!("{}get", crate::prepared::server_prefix()))
         .as_bytes();
     let out = conn.stream().out();
+    write_utility(out, READ_COMMITTED);
     messages::close_statement(out, stmt);
     messages::parse(
         out,
