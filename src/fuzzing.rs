@@ -36,9 +36,10 @@ pub fn startup(data: &[u8]) {
     let _ = crate::proxy_protocol::parse(data, peer);
 }
 
-/// Inspects `data` (as UTF-8, lossily) with both `standard_conforming_strings` values.
+/// Inspects `data` (read as the session reads it) with both `standard_conforming_strings`
+/// values.
 pub fn inspect(data: &[u8]) {
-    let sql = String::from_utf8_lossy(data);
+    let sql = crate::tenant::guard::sql_text(data);
     for scs in [true, false] {
         let opts = InspectOptions {
             setting: "app.tenant_id",

@@ -459,6 +459,42 @@ async fn sjis_bytes_cannot_hide_statements() {
     done(p).await;
 }
 
+/// In a single-byte client encoding, distinct bytes are distinct characters: `$\xE9$` and
+/// `$\xE8$` (`$é$`, `$è$` in LATIN1) are two dollar-quote tags. Read as lossy UTF-8 both were
+/// `$\u{FFFD}$`: the first quote closed early and the inspector took the rest of the text for an
+/// unterminated quote, while PostgreSQL ran the `set_config` after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latin1_dollar_tags_cannot_hide_statements() {
+    let p = proxy().await;
+    let addr = p.addr;
+    let db = p.db.clone();
+    let globex = GLOBEX.id.to_owned();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut c = RawClient::connect(addr, "md5_app", &db);
+        let set = c.query(b"SET client_encoding = 'LATIN1'");
+        let mut q = b"SELECT $\xE9$ $\xE8$ $\xE9$, ".to_vec();
+        q.extend_from_slice(
+            format!("set_config('app.tenant_id', '{globex}', false); select name from customers")
+                .as_bytes(),
+        );
+        let attack = c.query(&q);
+        let after = c.query(b"select name from customers");
+        (set, attack, after)
+    })
+    .await
+    .unwrap();
+    let (set, attack, after) = outcome;
+    assert_eq!(set.error, None, "{set:?}");
+    for answer in [&attack, &after] {
+        assert!(
+            answer.rows.iter().all(|r| !r.contains("globex")),
+            "foreign rows: {answer:?}"
+        );
+    }
+    assert_eq!(attack.error.as_deref(), Some("42501"), "{attack:?}");
+    done(p).await;
+}
+
 /// The catalog-derived lists checked against the running server's catalogs: a version that
 /// adds a statistics view, a backend-reporting function, a large-object function or a function
 /// taking query text fails here until it is classified.

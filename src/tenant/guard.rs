@@ -308,6 +308,20 @@ impl Policy {
     }
 }
 
+/// A Query or Parse text as the inspector reads it: as is when it is UTF-8, else byte for byte
+/// as Latin-1. A lossy UTF-8 reading would turn different bytes into the same replacement
+/// character, while in the client's encoding (LATIN1, WIN1252, EUC_JP …) they are different
+/// characters: `$\xE9$` and `$\xE8$` are two dollar-quote tags to PostgreSQL and were one to
+/// the inspector, which then closed a quote where PostgreSQL does not. Latin-1 keeps every
+/// ASCII byte where it is and makes every other byte a distinct non-ASCII character, which is
+/// all the lexer looks at.
+pub fn sql_text(text: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(text) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => std::borrow::Cow::Owned(text.iter().map(|&b| char::from(b)).collect()),
+    }
+}
+
 /// Whether the statement at `range` is a plain `SET ...` (not set_config inside a query).
 fn is_plain_set(sql: &str, range: &std::ops::Range<usize>) -> bool {
     sql.get(range.clone())
@@ -404,6 +418,18 @@ mod tests {
             login: "app",
             allow_switch: false,
         }
+    }
+
+    #[test]
+    fn non_utf8_bytes_stay_distinct_to_the_inspector() {
+        // `$é$ $è$ $é$, set_config(…)` in LATIN1: the quote ends at the second `$é$`.
+        let mut sql = b"SELECT $\xE9$ $\xE8$ $\xE9$, ".to_vec();
+        sql.extend_from_slice(format!("set_config('app.tenant_id', '{B}', false)").as_bytes());
+        let text = sql_text(&sql);
+        let d = policy(ProbeAction::Block).check(app(Some(A)), &text);
+        assert!(matches!(d.verdict, Verdict::Refuse(ref e) if e.code == "42501"));
+        assert_eq!(sql_text(b"select 'caf\xC3\xA9'"), "select 'caf\u{e9}'");
+        assert_eq!(sql_text(b"select '\xE9'"), "select '\u{e9}'");
     }
 
     #[test]

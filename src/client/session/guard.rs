@@ -149,11 +149,8 @@ impl Session {
                 crate::protocol::FrameError::BadLength(-1),
             )));
         };
-        // Valid UTF-8 is the rule: validate fast, and build the lossy copy only otherwise.
-        let sql = match std::str::from_utf8(text) {
-            Ok(s) => std::borrow::Cow::Borrowed(s),
-            Err(_) => String::from_utf8_lossy(text),
-        };
+        // Valid UTF-8 is the rule: validate fast, and build a copy only otherwise.
+        let sql = crate::tenant::guard::sql_text(text);
         let decision = if text.len() > OFFLOAD_INSPECTION {
             self.check_off_loop(f, text).await
         } else {
@@ -232,7 +229,7 @@ impl Session {
         let live = self.shared.live();
         let who = self.who.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            let sql = String::from_utf8_lossy(&text);
+            let sql = crate::tenant::guard::sql_text(&text);
             live.policy.check(who.asker(), &sql)
         })
         .await;
