@@ -548,6 +548,32 @@ async fn a_setting_postgresql_refused_never_fails_the_next_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_left_by_sql_that_a_function_runs_is_the_clients_own() {
+    // query_to_xml runs its text in this session: a set_config(…, false) or a session advisory
+    // lock in it stayed on the connection for the next tenant, unrecorded.
+    let p = start(pool_of_one("transaction")).await;
+    let mut a = p.raw("acme_app").await;
+    let set = "select query_to_xml('select set_config(''statement_timeout'', ''1234'', false)', true, true, '')";
+    let got = a.query(set).round(1).await;
+    assert!(codes(&got).is_empty(), "{got:?}");
+    let lock = "select query_to_xml('select pg_advisory_lock(7)', true, true, '')";
+    let got = a.query(lock).round(1).await;
+    assert_eq!(codes(&got), vec!["0A000".to_string()], "{got:?}");
+    let mut b = p.raw("globex_app").await;
+    let got = b
+        .query("show statement_timeout; select pg_try_advisory_xact_lock(7)")
+        .round(1)
+        .await;
+    assert_eq!(rows(&got), ["0", "t"], "{got:?}");
+    b.close_conn().await;
+    // Its own client keeps the setting.
+    let got = a.query("show statement_timeout").round(1).await;
+    assert_eq!(rows(&got), ["1234ms"]);
+    a.close_conn().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenants_deferrable_defaults_never_hold_the_next_tenant() {
     // ACME leaves SERIALIZABLE, READ ONLY, DEFERRABLE as its session defaults on a connection,
     // and holds a serializable read-write transaction open on the other (as UMBRELLA, any login

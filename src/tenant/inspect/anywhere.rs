@@ -97,7 +97,17 @@ impl<'a> Cx<'a, '_> {
         }
         let text = lit_bytes(self.src, &a);
         let sub = run(&text, self.o, self.depth + 1);
-        self.out.flags |= sub.flags & Flags::CONTAINS_SECRET;
+        // The query runs in this session: what it leaves at session level (a setting, a
+        // session advisory lock) is this text's, to be carried or refused like its own.
+        self.out.flags |= sub.flags
+            & (Flags::CONTAINS_SECRET
+                | Flags::SESSION_LOCK
+                | Flags::TEMP_OBJECT
+                | Flags::LISTEN
+                | Flags::HOLD_CURSOR
+                | Flags::SQL_PREPARE
+                | Flags::SQL_EXECUTE);
+        self.out.session_settings.extend(sub.session_settings);
         for f in sub.findings {
             self.push(st, f.rule, f.detail, f.value, a.s()..a.e());
         }

@@ -887,6 +887,16 @@ fn flags_of_statement_kinds() {
         assert_eq!(flags(sql), Flags::SESSION_LOCK, "{sql}");
     }
     assert_eq!(flags("SELECT pg_advisory_xact_lock(1)"), Flags::default());
+    // SQL run by a function in this session leaves its session state here.
+    assert_eq!(
+        flags("select query_to_xml('select pg_advisory_lock(1)', true, true, '')"),
+        Flags::SESSION_LOCK
+    );
+    assert_eq!(
+        ins("select query_to_xml('select set_config(''statement_timeout'', ''1'', false)', true, true, '')")
+            .session_settings,
+        ["statement_timeout"]
+    );
     // Temporary tables created under a SELECT tag.
     for sql in [
         "select name into temp loot from customers",
