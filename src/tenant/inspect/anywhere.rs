@@ -96,9 +96,17 @@ impl<'a> Cx<'a, '_> {
             return self.push(st, Rule::TenantTamper, d, None, a.s()..a.e());
         }
         let text = lit_bytes(self.src, &a);
-        let sub = run(&text, self.o, self.depth + 1);
-        // The query runs in this session: what it leaves at session level (a setting, a
-        // session advisory lock) is this text's, to be carried or refused like its own.
+        let mut sub = run(&text, self.o, self.depth + 1);
+        self.absorb(&mut sub);
+        for f in sub.findings {
+            self.push(st, f.rule, f.detail, f.value, a.s()..a.e());
+        }
+    }
+
+    /// What SQL a function runs in this session leaves at session level (a setting, a session
+    /// advisory lock, a secret to redact) is the calling text's, to be carried or refused like
+    /// its own.
+    pub(super) fn absorb(&mut self, sub: &mut Inspection) {
         self.out.flags |= sub.flags
             & (Flags::CONTAINS_SECRET
                 | Flags::SESSION_LOCK
@@ -107,10 +115,7 @@ impl<'a> Cx<'a, '_> {
                 | Flags::HOLD_CURSOR
                 | Flags::SQL_PREPARE
                 | Flags::SQL_EXECUTE);
-        self.out.session_settings.extend(sub.session_settings);
-        for f in sub.findings {
-            self.push(st, f.rule, f.detail, f.value, a.s()..a.e());
-        }
+        self.out.session_settings.append(&mut sub.session_settings);
     }
 
     #[cold]

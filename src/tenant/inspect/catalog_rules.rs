@@ -425,8 +425,8 @@ impl<'a> Cx<'a, '_> {
                     return self.push(st, Rule::TenantTamper, d, None, lit.s()..lit.e());
                 }
                 let text = lit_bytes(self.src, &lit);
-                let sub = run(&text, self.o, self.depth + 1);
-                self.out.flags |= sub.flags & Flags::CONTAINS_SECRET;
+                let mut sub = run(&text, self.o, self.depth + 1);
+                self.absorb(&mut sub);
                 for f in sub.findings {
                     self.push(st, f.rule, f.detail, f.value, lit.s()..lit.e());
                 }

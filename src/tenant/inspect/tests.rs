@@ -897,6 +897,11 @@ fn flags_of_statement_kinds() {
             .session_settings,
         ["statement_timeout"]
     );
+    assert_eq!(
+        ins("select ts_rewrite('a'::tsquery, 'select set_config(''work_mem'', ''8MB'', false)::tsquery, ''b''::tsquery')")
+            .session_settings,
+        ["work_mem"]
+    );
     // Temporary tables created under a SELECT tag.
     for sql in [
         "select name into temp loot from customers",
