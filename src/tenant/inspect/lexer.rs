@@ -484,7 +484,7 @@ impl<'a> Lexer<'a> {
     pub(super) fn dollar(&mut self, s: usize) -> (K, bool, u32) {
         if self.at(s + 1).is_ascii_digit() {
             let mut p = s + 1;
-            while self.at(p).is_ascii_digit() || self.at(p) == b'_' {
+            while self.at(p).is_ascii_digit() || self.digit_sep(p) {
                 p += 1;
             }
             self.pos = p;
@@ -513,15 +513,22 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// An `_` between digits (PostgreSQL 16's `1_000`). One not followed by a digit ends the
+    /// number: PostgreSQL 13 and 14 read `1_$a$` as `1` and the identifier `_$a$` (15 and later
+    /// reject it), so taking the `_` would make the `$a$` after it open a dollar quote
+    /// PostgreSQL never sees.
+    fn digit_sep(&self, p: usize) -> bool {
+        self.at(p) == b'_' && self.at(p + 1).is_ascii_digit()
+    }
+
     pub(super) fn number(&mut self, s: usize) {
-        let digit = |c: u8| c.is_ascii_digit() || c == b'_';
         let mut p = s;
-        while digit(self.at(p)) {
+        while self.at(p).is_ascii_digit() || (p > s && self.digit_sep(p)) {
             p += 1;
         }
         if self.at(p) == b'.' && self.at(p + 1) != b'.' {
             p += 1;
-            while digit(self.at(p)) {
+            while self.at(p).is_ascii_digit() || self.digit_sep(p) {
                 p += 1;
             }
         }
@@ -532,7 +539,7 @@ impl<'a> Lexer<'a> {
             }
             if self.at(q).is_ascii_digit() {
                 p = q;
-                while digit(self.at(p)) {
+                while self.at(p).is_ascii_digit() || self.digit_sep(p) {
                     p += 1;
                 }
             }

@@ -727,6 +727,21 @@ fn dollar_quotes_and_parameters() {
         rules("select a$b$ from t; set role x; select 1"),
         [Rule::RoleTamper]
     );
+    // PostgreSQL 13 and 14 read `1_$a$` as `1` and the identifier `_$a$` (15 and later reject
+    // it): no quote opens there. `1_000` is one number (16).
+    assert_eq!(
+        rules("select 1_$a$; set role x; select $a$x$a$"),
+        [Rule::RoleTamper]
+    );
+    assert_eq!(
+        rules("select $1_$a$; set role x; select $a$x$a$"),
+        [Rule::RoleTamper]
+    );
+    assert_eq!(
+        rules("select 1.5_$a$; set role x; select $a$x$a$"),
+        [Rule::RoleTamper]
+    );
+    clean("select 1_000$a$; set role x; $a$");
     // A tag cannot start with a digit: `$1x$` is a parameter.
     assert_eq!(rules("select $1x$; set role x; $1x$"), [Rule::RoleTamper]);
     assert_eq!(ins("select $q$a$q$;select 2").statements, 2);
