@@ -212,16 +212,8 @@ async fn transaction_mode_refuses_what_outlives_the_transaction() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn temporary_tables_made_under_a_select_tag_are_refused_in_transaction_mode() {
-    // With TEMPORARY granted (`allow_object_creation`), `SELECT … INTO TEMP` and `CREATE TABLE
-    // pg_temp_<n>.t AS …` create a temporary table under a `SELECT` tag: nothing marked the
-    // connection, and the next tenant read the copied rows from `pg_temp`.
-    let p = start(Opts {
-        security_extra: "allow_object_creation = true".into(),
-        ..pool_of_one("transaction")
-    })
-    .await;
+/// The weaker set-up the hardened schema forbids: TEMPORARY on the database for the app role.
+fn grant_temporary(p: &TestProxy) {
     common::cluster()
         .psql(
             &p.db,
@@ -232,6 +224,19 @@ async fn temporary_tables_made_under_a_select_tag_are_refused_in_transaction_mod
             ),
         )
         .expect("grant temporary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_made_under_a_select_tag_are_refused_in_transaction_mode() {
+    // With TEMPORARY granted (`allow_object_creation`), `SELECT … INTO TEMP` and `CREATE TABLE
+    // pg_temp_<n>.t AS …` create a temporary table under a `SELECT` tag: nothing marked the
+    // connection, and the next tenant read the copied rows from `pg_temp`.
+    let p = start(Opts {
+        security_extra: "allow_object_creation = true".into(),
+        ..pool_of_one("transaction")
+    })
+    .await;
+    grant_temporary(&p);
     let mut a = p.raw("acme_app").await;
     // An ON COMMIT DROP table is allowed, and makes the session's temporary schema exist.
     let got = a
@@ -275,17 +280,7 @@ async fn session_mode_hands_a_clean_connection_to_the_next_client() {
         ..pool_of_one("session")
     })
     .await;
-    // This test needs the weaker set-up the hardened schema forbids: TEMPORARY for the app role.
-    common::cluster()
-        .psql(
-            &p.db,
-            &format!(
-                "GRANT TEMPORARY ON DATABASE {} TO {}",
-                p.db,
-                common::APP_USER
-            ),
-        )
-        .expect("grant temporary");
+    grant_temporary(&p);
     let mut a = p.raw("acme_app").await;
     let setup = [
         "create temp table loot as select name from customers",
