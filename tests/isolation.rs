@@ -35,6 +35,20 @@ async fn globex_first(p: &TestProxy) {
     g.close_conn().await;
 }
 
+/// Once the previous client's connection is back, GLOBEX gets it, without an error, and sees
+/// only its own rows: what `after` left on it reached no one.
+async fn globex_served_next(p: &TestProxy, after: &str) {
+    p.released().await;
+    let mut b = p.raw("globex_app").await;
+    let got = b
+        .query("select name from customers order by name")
+        .round(1)
+        .await;
+    assert!(codes(&got).is_empty(), "after {after}: {got:?}");
+    only("globex", &rows(&got));
+    b.close_conn().await;
+}
+
 /// The `statement_probe` lines of an event log (an aggregate line stands for `count` events).
 fn probe_events(log: String) -> Vec<serde_json::Value> {
     log.lines()
@@ -495,15 +509,7 @@ async fn a_setting_postgresql_refused_never_fails_the_next_tenant() {
         let got = a.query(sql).round(1).await;
         assert_eq!(codes(&got).len(), 1, "{sql}: {got:?}");
         a.close_conn().await;
-        p.released().await;
-        let mut b = p.raw("globex_app").await;
-        let got = b
-            .query("select name from customers order by name")
-            .round(1)
-            .await;
-        assert!(codes(&got).is_empty(), "after {sql}: {got:?}");
-        only("globex", &rows(&got));
-        b.close_conn().await;
+        globex_served_next(&p, sql).await;
         a = p.raw("acme_app").await;
     }
     // Settings that change how the next transactions run do not fail the next prelude.
@@ -515,15 +521,7 @@ async fn a_setting_postgresql_refused_never_fails_the_next_tenant() {
         let got = a.query(sql).round(1).await;
         assert!(codes(&got).is_empty(), "{sql}: {got:?}");
         a.close_conn().await;
-        p.released().await;
-        let mut b = p.raw("globex_app").await;
-        let got = b
-            .query("select name from customers order by name")
-            .round(1)
-            .await;
-        assert!(codes(&got).is_empty(), "after {sql}: {got:?}");
-        only("globex", &rows(&got));
-        b.close_conn().await;
+        globex_served_next(&p, sql).await;
         a = p.raw("acme_app").await;
     }
     // A setting that did apply is still carried, and reset for the next tenant.

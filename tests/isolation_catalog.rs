@@ -423,33 +423,39 @@ async fn a_server_reported_unsafe_encoding_ends_the_session() {
     done(p).await;
 }
 
+/// As `md5_app` over raw bytes (no driver sends such text): `SET client_encoding` to
+/// `encoding`, then `attack`, then a plain read of the customers. The three answers, in order.
+async fn in_encoding(p: &TestProxy, encoding: &str, attack: Vec<u8>) -> (Answer, Answer, Answer) {
+    let (addr, db) = (p.addr, p.db.clone());
+    let set = format!("SET client_encoding = '{encoding}'");
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawClient::connect(addr, "md5_app", &db);
+        let set = c.query(set.as_bytes());
+        let attack = c.query(&attack);
+        let after = c.query(b"select name from customers");
+        (set, attack, after)
+    })
+    .await
+    .expect("the raw client's thread")
+}
+
 /// The desynchronisation itself, with raw bytes (no driver sends them): `0x95 0x5C` is one
 /// character in SJIS, and a replacement character plus a backslash to a UTF-8 reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sjis_bytes_cannot_hide_statements() {
     let p = proxy().await;
-    let addr = p.addr;
-    let db = p.db.clone();
-    let globex = GLOBEX.id.to_owned();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut c = RawClient::connect(addr, "md5_app", &db);
-        let set = c.query(b"SET client_encoding = 'SJIS'");
-        // What PostgreSQL runs in SJIS: a one-character string, then two hidden statements.
-        // What a UTF-8 reader sees: one literal running to the end of the text.
-        let mut q = b"SELECT E'".to_vec();
-        q.extend_from_slice(&[0x95, 0x5c]);
-        q.extend_from_slice(
-            format!(
-                "'; select set_config($$app.tenant_id$$, $${globex}$$, true); select name from customers; --'"
-            )
-            .as_bytes(),
-        );
-        let attack = c.query(&q);
-        (set, attack)
-    })
-    .await
-    .unwrap();
-    let (set, attack) = outcome;
+    let globex = GLOBEX.id;
+    // What PostgreSQL runs in SJIS: a one-character string, then two hidden statements.
+    // What a UTF-8 reader sees: one literal running to the end of the text.
+    let mut q = b"SELECT E'".to_vec();
+    q.extend_from_slice(&[0x95, 0x5c]);
+    q.extend_from_slice(
+        format!(
+            "'; select set_config($$app.tenant_id$$, $${globex}$$, true); select name from customers; --'"
+        )
+        .as_bytes(),
+    );
+    let (set, attack, _) = in_encoding(&p, "SJIS", q).await;
     assert!(
         attack.rows.iter().all(|r| !r.contains("globex")),
         "foreign rows: {attack:?}"
@@ -466,24 +472,13 @@ async fn sjis_bytes_cannot_hide_statements() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latin1_dollar_tags_cannot_hide_statements() {
     let p = proxy().await;
-    let addr = p.addr;
-    let db = p.db.clone();
-    let globex = GLOBEX.id.to_owned();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut c = RawClient::connect(addr, "md5_app", &db);
-        let set = c.query(b"SET client_encoding = 'LATIN1'");
-        let mut q = b"SELECT $\xE9$ $\xE8$ $\xE9$, ".to_vec();
-        q.extend_from_slice(
-            format!("set_config('app.tenant_id', '{globex}', false); select name from customers")
-                .as_bytes(),
-        );
-        let attack = c.query(&q);
-        let after = c.query(b"select name from customers");
-        (set, attack, after)
-    })
-    .await
-    .unwrap();
-    let (set, attack, after) = outcome;
+    let globex = GLOBEX.id;
+    let mut q = b"SELECT $\xE9$ $\xE8$ $\xE9$, ".to_vec();
+    q.extend_from_slice(
+        format!("set_config('app.tenant_id', '{globex}', false); select name from customers")
+            .as_bytes(),
+    );
+    let (set, attack, after) = in_encoding(&p, "LATIN1", q).await;
     assert_eq!(set.error, None, "{set:?}");
     for answer in [&attack, &after] {
         assert!(
